@@ -1,0 +1,48 @@
+# thaw — see README.md.
+SHELL := /bin/bash
+GO      ?= go
+CACHE   ?= $(CURDIR)/build/cache
+export THAW_CACHE := $(CACHE)
+
+.PHONY: all build test unit vmtest kernels server demo fuzz lint clean
+
+all: build
+
+build:
+	$(GO) build -o build/thaw ./cmd/thaw
+
+# The kernels the harness boots: Debian 13 and 12, cloud and full flavours,
+# resolved through their metapackages, cached under $(CACHE)/kernels.
+kernels:
+	./scripts/fetch-kernels.sh $(CACHE)
+
+# The real Debian 13 server guest (root on LVM, swap, a stateful service),
+# cached under $(CACHE)/server by the hash of its recipe.
+server: kernels
+	./scripts/build-server.sh $(CACHE)
+
+unit:
+	$(GO) vet ./...
+	$(GO) test ./...
+	$(GO) test -run='^$$' -fuzz=FuzzReader -fuzztime=10s ./images/swsusp/
+	$(GO) test -run='^$$' -fuzz=FuzzStreamReader -fuzztime=5s ./images/swsusp/
+	$(GO) test -run='^$$' -fuzz=FuzzRoundTrip -fuzztime=10s ./images/lzo/
+	$(GO) test -run='^$$' -fuzz=FuzzDecompress -fuzztime=5s ./images/lzo/
+
+vmtest: kernels
+	$(GO) test -tags vm -timeout 40m -v ./scripts/vmtest/ 2>&1 | tee build/vmtest.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)'; exit $${PIPESTATUS[0]}
+
+test: unit vmtest
+
+fuzz:
+	$(GO) test -run='^$$' -fuzz=FuzzReader -fuzztime=5m ./images/swsusp/
+
+demo: build
+	./scripts/demo.sh
+
+lint:
+	gofmt -l . | tee /dev/stderr | (! read)
+	$(GO) vet ./... && $(GO) vet -tags vm ./scripts/vmtest/
+
+clean:
+	rm -rf build/thaw build/vmlogs

@@ -1,0 +1,126 @@
+// Command thaw moves a hibernated Linux server to other hardware. See
+// `thaw help`.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+)
+
+type command struct {
+	summary string
+	run     func(args []string) error
+}
+
+var commands = map[string]command{
+	"inspect": {"show what a hibernation image holds and whether a kernel would resume it", runInspect},
+	"rewrite": {"copy a hibernation image into another swap area, in any compression", runRewrite},
+}
+
+const usageHead = `thaw brings a hibernated Linux server back to life on other hardware.
+
+Usage: thaw COMMAND [flags] [arguments]
+
+Commands:
+`
+
+const usageTail = `
+Places (DEV, FILE, REF) are block devices or files; PATH#N names partition N
+of the GPT on a disk or disk image (thaw inspect disk.img#2).
+
+Run 'thaw COMMAND --help' for a command's flags and output.
+`
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, usageHead)
+	var names []string
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-9s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprint(w, usageTail)
+}
+
+// exitError carries a process exit code with its message.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func main() {
+	if len(os.Args) < 2 {
+		usage(os.Stderr)
+		os.Exit(2)
+	}
+	name := os.Args[1]
+	switch name {
+	case "help", "-h", "--help", "-help":
+		usage(os.Stdout)
+		return
+	}
+	cmd, ok := commands[name]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "thaw: unknown command %q\n\n", name)
+		usage(os.Stderr)
+		os.Exit(2)
+	}
+	err := cmd.run(os.Args[2:])
+	if err == nil {
+		return
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	code := 1
+	var ee *exitError
+	if errors.As(err, &ee) {
+		code = ee.code
+	}
+	if msg := err.Error(); msg != "" {
+		fmt.Fprintf(os.Stderr, "thaw %s: %s\n", name, strings.TrimPrefix(msg, "thaw: "))
+	}
+	os.Exit(code)
+}
+
+// newFlags makes a FlagSet whose --help prints the command's own text.
+func newFlags(name, synopsis, text string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: thaw %s %s\n\n%s\nFlags:\n", name, synopsis, strings.TrimSpace(text)+"\n")
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseInterspersed parses flags that may come after positional arguments.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// isTerminal reports whether f is a terminal (for progress lines).
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

@@ -1,0 +1,243 @@
+// Command buildserver builds the real Debian 13 server guest the end-to-end
+// tests and the demo use, and caches it by the hash of its recipe:
+//
+//	go run ./scripts/buildserver CACHE
+//
+// mmdebstrap makes a trixie root filesystem (systemd, udev, the cloud kernel
+// with its initramfs-tools initrd, lvm2, a stateful workload service, a test
+// command channel), mke2fs -d turns it into an ext4 image without mounting,
+// and a builder VM (this host has no device-mapper) puts LVM on partition 1
+// of a new GPT disk and copies the image into the root LV. Partition 2 is the
+// swap area and resume device. The result lands in CACHE/server/HASH and
+// CACHE/server/current points to it.
+package main
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"embed"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/thawlinux/thaw/scripts/harness"
+)
+
+//go:embed main.go
+var self embed.FS
+
+const (
+	suite    = "trixie"
+	mirror   = "http://deb.debian.org/debian"
+	packages = "systemd-sysv,udev,linux-image-cloud-amd64,initramfs-tools,lvm2,e2fsprogs,procps,kmod,iproute2,busybox"
+	vg       = "vg0"
+	rootMB   = 1536
+	diskMB   = 3072
+	lvmMB    = 2048
+	swapMB   = 960
+)
+
+func main() {
+	if len(os.Args) != 2 {
+		fmt.Fprintln(os.Stderr, "usage: buildserver CACHE")
+		os.Exit(2)
+	}
+	if err := build(os.Args[1]); err != nil {
+		fmt.Fprintln(os.Stderr, "buildserver:", err)
+		os.Exit(1)
+	}
+}
+
+func logf(f string, a ...any) { fmt.Fprintf(os.Stderr, "buildserver: "+f+"\n", a...) }
+
+func recipeHash(serverDir string) (string, error) {
+	h := sha256.New()
+	src, _ := self.ReadFile("main.go")
+	h.Write(src)
+	for _, f := range []string{"workload", "testctl", "units", "builder-init.sh"} {
+		b, err := os.ReadFile(filepath.Join(serverDir, f))
+		if err != nil {
+			return "", err
+		}
+		h.Write(b)
+	}
+	return fmt.Sprintf("%x", h.Sum(nil))[:16], nil
+}
+
+func run(name string, args ...string) error {
+	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
+}
+
+func uuid4() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+func build(cache string) error {
+	start := time.Now()
+	cache, _ = filepath.Abs(cache)
+	serverSrc, err := filepath.Abs("scripts/server")
+	if err != nil {
+		return err
+	}
+	key, err := recipeHash(serverSrc)
+	if err != nil {
+		return fmt.Errorf("run from the top of the thaw tree: %w", err)
+	}
+	out := filepath.Join(cache, "server", key)
+	current := filepath.Join(cache, "server", "current")
+	if _, err := os.Stat(filepath.Join(out, "done")); err == nil {
+		logf("server guest %s is cached in %s", key, out)
+		os.Remove(current)
+		return os.Symlink(key, current)
+	}
+	work, err := os.MkdirTemp(filepath.Join(cache), "server-build-")
+	if err != nil {
+		if err := os.MkdirAll(cache, 0o755); err != nil {
+			return err
+		}
+		if work, err = os.MkdirTemp(cache, "server-build-"); err != nil {
+			return err
+		}
+	}
+	defer os.RemoveAll(work)
+	root := filepath.Join(work, "root")
+	swapUUID := uuid4()
+
+	// Files copied into the root filesystem.
+	stage := filepath.Join(work, "stage")
+	units, err := os.ReadFile(filepath.Join(serverSrc, "units"))
+	if err != nil {
+		return err
+	}
+	parts := strings.Split(string(units), "---\n")
+	files := map[string]string{
+		"etc/systemd/system/workload.service":      parts[0],
+		"etc/systemd/system/testctl.service":       parts[1],
+		"etc/fstab":                                fmt.Sprintf("/dev/mapper/%s-root / ext4 errors=remount-ro 0 1\nPARTUUID=%s none swap sw 0 0\n", vg, swapUUID),
+		"etc/hostname":                             "thaw-server\n",
+		"etc/systemd/network/80-dhcp.network":      "[Match]\nName=en* eth*\n\n[Network]\nDHCP=ipv4\n",
+		"etc/initramfs-tools/conf.d/resume":        "RESUME=PARTUUID=" + swapUUID + "\n",
+		"etc/systemd/system.conf.d/timeout.conf":   "[Manager]\nDefaultTimeoutStopSec=10s\n",
+		"etc/systemd/journald.conf.d/console.conf": "[Journal]\nStorage=persistent\n",
+	}
+	for name, body := range files {
+		p := filepath.Join(stage, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			return err
+		}
+	}
+	for src, dst := range map[string]string{"workload": "usr/local/bin/workload", "testctl": "usr/local/sbin/testctl"} {
+		b, err := os.ReadFile(filepath.Join(serverSrc, src))
+		if err != nil {
+			return err
+		}
+		p := filepath.Join(stage, dst)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, b, 0o755); err != nil {
+			return err
+		}
+	}
+
+	logf("mmdebstrap %s (%s)", suite, packages)
+	if err := run("mmdebstrap", "--mode=root", "--variant=minbase", "--include="+packages,
+		"--essential-hook=mkdir -p \"$1/etc/initramfs-tools/conf.d\" && cp "+filepath.Join(stage, "etc/initramfs-tools/conf.d/resume")+" \"$1/etc/initramfs-tools/conf.d/\"",
+		"--customize-hook=cp -a "+stage+"/. \"$1/\"",
+		"--customize-hook=chroot \"$1\" systemctl enable workload.service testctl.service systemd-networkd.service",
+		"--customize-hook=chroot \"$1\" passwd -d root",
+		"--customize-hook=chroot \"$1\" update-initramfs -u -k all",
+		suite, root, mirror); err != nil {
+		return err
+	}
+	vmlinuz, _ := filepath.Glob(filepath.Join(root, "boot", "vmlinuz-*"))
+	initrd, _ := filepath.Glob(filepath.Join(root, "boot", "initrd.img-*"))
+	if len(vmlinuz) != 1 || len(initrd) != 1 {
+		return fmt.Errorf("want one kernel and one initrd in %s/boot, found %v %v", root, vmlinuz, initrd)
+	}
+	release := strings.TrimPrefix(filepath.Base(vmlinuz[0]), "vmlinuz-")
+	if !regexp.MustCompile(`^[0-9]+\.[0-9]+`).MatchString(release) {
+		return fmt.Errorf("odd kernel release %q", release)
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	for src, dst := range map[string]string{vmlinuz[0]: "vmlinuz", initrd[0]: "initrd.img"} {
+		if err := run("cp", src, filepath.Join(out, dst)); err != nil {
+			return err
+		}
+	}
+	k := &harness.Kernel{Name: "server", Release: release, Vmlinuz: filepath.Join(out, "vmlinuz"),
+		Modules: filepath.Join(root, "usr", "lib", "modules", release)}
+
+	logf("root filesystem image (mke2fs -d, %d MiB)", rootMB)
+	rootImg := filepath.Join(work, "root.ext4")
+	if err := run("mke2fs", "-q", "-t", "ext4", "-L", "root", "-d", root, rootImg, fmt.Sprintf("%dM", rootMB)); err != nil {
+		return err
+	}
+	disk := filepath.Join(out, "disk.img")
+	if err := harness.MakeGPTDisk(disk, diskMB, []harness.Part{
+		{Name: "lvm", SizeMB: lvmMB, LVM: true},
+		{Name: "swap", SizeMB: swapMB, Swap: true, GUID: swapUUID},
+	}); err != nil {
+		return err
+	}
+
+	logf("builder VM: LVM on partition 1, root image into %s/root", vg)
+	ir := harness.NewInitramfs()
+	if err := ir.Busybox(harness.BusyboxPath); err != nil {
+		return err
+	}
+	for _, a := range []string{"chroot", "grep", "ls", "dd"} {
+		ir.Symlink("bin/"+a, "busybox")
+	}
+	if err := ir.Modules(k, "virtio_pci", "virtio_blk", "dm_mod"); err != nil {
+		return err
+	}
+	init, err := os.ReadFile(filepath.Join(serverSrc, "builder-init.sh"))
+	if err != nil {
+		return err
+	}
+	ir.File("init", init, 0o755)
+	irPath := filepath.Join(work, "builder.cpio.gz")
+	if err := os.WriteFile(irPath, ir.Bytes(), 0o644); err != nil {
+		return err
+	}
+	vm, err := harness.Start(harness.VMConfig{Name: "server-builder", Kernel: k.Vmlinuz, Initrd: irPath, MemoryMB: 512,
+		Append: fmt.Sprintf("builder.vg=%s builder.rootmb=%d", vg, rootMB),
+		Disks:  []harness.Disk{{Path: disk}, {Path: rootImg}}, LogDir: work, Timeout: 10 * time.Minute})
+	if err != nil {
+		return err
+	}
+	if _, _, err := vm.WaitFor(regexp.MustCompile(`BUILDER: (DONE|FAIL.*)`), 0, 10*time.Minute); err != nil {
+		return fmt.Errorf("%w\n%s", err, vm.Tail(40))
+	}
+	if strings.Contains(vm.Console(), "BUILDER: FAIL") {
+		return fmt.Errorf("builder VM failed:\n%s", vm.Tail(40))
+	}
+	vm.Wait(time.Minute)
+	cmdline := fmt.Sprintf("root=/dev/mapper/%s-root ro resume=PARTUUID=%s", vg, swapUUID)
+	for name, body := range map[string]string{"release": release, "cmdline": cmdline, "swap-partuuid": swapUUID, "done": time.Now().UTC().Format(time.RFC3339)} {
+		if err := os.WriteFile(filepath.Join(out, name), []byte(body+"\n"), 0o644); err != nil {
+			return err
+		}
+	}
+	os.Remove(current)
+	if err := os.Symlink(key, current); err != nil {
+		return err
+	}
+	logf("server guest %s (kernel %s) built in %s: %s", key, release, time.Since(start).Round(time.Second), out)
+	return nil
+}

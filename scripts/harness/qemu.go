@@ -1,0 +1,244 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Disk is a drive attached to a VM.
+type Disk struct {
+	Path   string
+	Format string // raw (default) or qcow2
+	If     string // virtio (default), ...
+}
+
+// VMConfig describes a QEMU virtual machine. Every VM runs under TCG.
+type VMConfig struct {
+	Name     string // used in log names
+	Kernel   string // -kernel
+	Initrd   string // -initrd
+	Append   string // kernel command line (console=ttyS0 panic=-1 are added)
+	MemoryMB int    // default 256
+	CPUs     int    // default 1
+	CPU      string // -cpu model, default "max"
+	Disks    []Disk
+	NIC      string // "" for none, else a -nic model (virtio-net-pci, e1000 ...)
+	Firmware string // -bios file; "" for QEMU's default (SeaBIOS)
+	Extra    []string
+	Timeout  time.Duration // hard bound on the VM's life; default 5 minutes
+	LogDir   string        // where the serial log is kept
+}
+
+// VM is a running QEMU process whose serial console is captured.
+type VM struct {
+	cfg     VMConfig
+	cmd     *exec.Cmd
+	LogPath string
+	mu      sync.Mutex
+	console bytes.Buffer
+	cond    *sync.Cond
+	done    chan struct{}
+	exitErr error
+	cancel  context.CancelFunc
+}
+
+// Start launches QEMU.
+func Start(cfg VMConfig) (*VM, error) {
+	if cfg.MemoryMB == 0 {
+		cfg.MemoryMB = 256
+	}
+	if cfg.CPUs == 0 {
+		cfg.CPUs = 1
+	}
+	if cfg.CPU == "" {
+		cfg.CPU = "max"
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Minute
+	}
+	if cfg.Name == "" {
+		cfg.Name = "vm"
+	}
+	if cfg.LogDir == "" {
+		cfg.LogDir = os.TempDir()
+	}
+	args := []string{
+		"-accel", "tcg", "-nodefaults", "-display", "none", "-monitor", "none",
+		"-serial", "stdio", "-no-reboot",
+		"-m", strconv.Itoa(cfg.MemoryMB), "-smp", strconv.Itoa(cfg.CPUs), "-cpu", cfg.CPU,
+	}
+	if cfg.Firmware != "" {
+		args = append(args, "-bios", cfg.Firmware)
+	}
+	if cfg.Kernel != "" {
+		args = append(args, "-kernel", cfg.Kernel, "-append", strings.TrimSpace("console=ttyS0 panic=-1 "+cfg.Append))
+	}
+	if cfg.Initrd != "" {
+		args = append(args, "-initrd", cfg.Initrd)
+	}
+	for i, d := range cfg.Disks {
+		f, ifc := d.Format, d.If
+		if f == "" {
+			f = "raw"
+		}
+		if ifc == "" {
+			ifc = "virtio"
+		}
+		args = append(args, "-drive", fmt.Sprintf("file=%s,format=%s,if=%s,cache=unsafe,index=%d", d.Path, f, ifc, i))
+	}
+	if cfg.NIC != "" {
+		args = append(args, "-nic", "user,model="+cfg.NIC)
+	} else {
+		args = append(args, "-nic", "none")
+	}
+	args = append(args, cfg.Extra...)
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
+	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
+	vm := &VM{cfg: cfg, cmd: cmd, done: make(chan struct{}), cancel: cancel}
+	vm.cond = sync.NewCond(&vm.mu)
+	if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
+		cancel()
+		return nil, err
+	}
+	vm.LogPath = filepath.Join(cfg.LogDir, cfg.Name+".console.log")
+	logf, err := os.Create(vm.LogPath)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	fmt.Fprintf(logf, "# qemu-system-x86_64 %s\n", strings.Join(args, " "))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	cmd.Stderr = cmd.Stdout
+	cmd.Stdin = nil
+	if err := cmd.Start(); err != nil {
+		cancel()
+		logf.Close()
+		return nil, fmt.Errorf("harness: start qemu (install qemu-system-x86): %w", err)
+	}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := stdout.Read(buf)
+			if n > 0 {
+				logf.Write(buf[:n])
+				vm.mu.Lock()
+				vm.console.Write(buf[:n])
+				vm.cond.Broadcast()
+				vm.mu.Unlock()
+			}
+			if err != nil {
+				break
+			}
+		}
+		werr := cmd.Wait()
+		logf.Close()
+		vm.mu.Lock()
+		if ctx.Err() == context.DeadlineExceeded {
+			werr = fmt.Errorf("harness: %s: killed after its timeout of %v", cfg.Name, cfg.Timeout)
+		}
+		vm.exitErr = werr
+		close(vm.done)
+		vm.cond.Broadcast()
+		vm.mu.Unlock()
+	}()
+	return vm, nil
+}
+
+// Console returns everything the serial console printed so far.
+func (vm *VM) Console() string {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	return vm.console.String()
+}
+
+func (vm *VM) exited() bool {
+	select {
+	case <-vm.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// WaitFor waits until the console output after offset from matches re and
+// returns the submatches and the offset just past the match. It fails when
+// the VM exits or timeout passes first.
+func (vm *VM) WaitFor(re *regexp.Regexp, from int, timeout time.Duration) ([]string, int, error) {
+	deadline := time.Now().Add(timeout)
+	timer := time.AfterFunc(timeout, func() {
+		vm.mu.Lock()
+		vm.cond.Broadcast()
+		vm.mu.Unlock()
+	})
+	defer timer.Stop()
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	for {
+		s := vm.console.String()
+		if from > len(s) {
+			from = len(s)
+		}
+		if loc := re.FindStringSubmatchIndex(s[from:]); loc != nil {
+			var m []string
+			for i := 0; i < len(loc); i += 2 {
+				if loc[i] < 0 {
+					m = append(m, "")
+				} else {
+					m = append(m, s[from+loc[i]:from+loc[i+1]])
+				}
+			}
+			return m, from + loc[1], nil
+		}
+		if vm.exited() {
+			return nil, from, fmt.Errorf("harness: %s exited (%v) before printing %q", vm.cfg.Name, vm.exitErr, re)
+		}
+		if time.Now().After(deadline) {
+			return nil, from, fmt.Errorf("harness: %s printed no %q within %v", vm.cfg.Name, re, timeout)
+		}
+		vm.cond.Wait()
+	}
+}
+
+// Wait waits for QEMU to exit on its own (the guest powered off) within timeout.
+func (vm *VM) Wait(timeout time.Duration) error {
+	select {
+	case <-vm.done:
+		return vm.exitErr
+	case <-time.After(timeout):
+		return fmt.Errorf("harness: %s still running after %v", vm.cfg.Name, timeout)
+	}
+}
+
+// Kill stops QEMU if it still runs.
+func (vm *VM) Kill() {
+	vm.cancel()
+	<-vm.done
+}
+
+// Tail returns the last n lines of the console, for failure messages.
+func (vm *VM) Tail(n int) string {
+	lines := strings.Split(vm.Console(), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// CopyConsole writes the whole console log to w.
+func (vm *VM) CopyConsole(w io.Writer) {
+	io.WriteString(w, vm.Console())
+}

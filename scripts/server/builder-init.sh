@@ -1,0 +1,37 @@
+#!/bin/sh
+# /init of the builder VM: puts LVM on the new disk's partition 1 and copies
+# the root filesystem image into the root LV. vda: the new disk; vdb: the
+# root filesystem image (ext4, made by mke2fs -d), whose own lvm tools run
+# in a chroot. Kernel parameters: builder.rootmb=, builder.vg=.
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+while read -r m; do insmod "/lib/modules/$m" || echo "BUILDER: insmod $m failed"; done </modules.order
+arg() { for a in $(cat /proc/cmdline); do case $a in "$1"=*) echo "${a#*=}" ;; esac; done; }
+fail() { echo "BUILDER: FAIL $*"; poweroff -f; }
+i=0
+while { [ ! -b /dev/vda1 ] || [ ! -b /dev/vdb ]; } && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+mkdir -p /src
+mount -t ext4 /dev/vdb /src || fail "mount root image"
+mount --bind /dev /src/dev
+mount -t proc proc /src/proc
+mount -t sysfs sysfs /src/sys
+mount -t tmpfs tmpfs /src/run
+vg=$(arg builder.vg)
+rootmb=$(arg builder.rootmb)
+lvm() { chroot /src /usr/sbin/lvm "$@" --config 'activation { udev_sync = 0 udev_rules = 0 } devices { obtain_device_list_from_udev = 0 }'; }
+lvm pvcreate -ff -y /dev/vda1 || fail pvcreate
+lvm vgcreate "$vg" /dev/vda1 || fail vgcreate
+lvm lvcreate -y -Wn -Zn -L "${rootmb}m" -n root "$vg" || fail lvcreate
+lvm vgmknodes || true
+echo "BUILDER: LVM ready"
+umount /src/run /src/sys /src/proc /src/dev /src
+dm=$(ls /sys/block | grep dm- | head -1)
+[ -n "$dm" ] || fail "no dm device"
+node=/dev/$dm
+[ -b "$node" ] || fail "no $node"
+dd if=/dev/vdb of="$node" bs=4M 2>/dev/null || fail "copy root image"
+sync
+echo "BUILDER: DONE"
+poweroff -f
