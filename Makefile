@@ -18,8 +18,8 @@ kernels:
 
 # The real Debian 13 server guest (root on LVM, swap, a stateful service),
 # cached under $(CACHE)/server by the hash of its recipe.
-server: kernels
-	./scripts/build-server.sh $(CACHE)
+server:
+	go run ./scripts/buildserver $(CACHE)
 
 unit:
 	$(GO) vet ./...
@@ -29,7 +29,7 @@ unit:
 	$(GO) test -run='^$$' -fuzz=FuzzRoundTrip -fuzztime=10s ./images/lzo/
 	$(GO) test -run='^$$' -fuzz=FuzzDecompress -fuzztime=5s ./images/lzo/
 
-vmtest: kernels
+vmtest: kernels server
 	$(GO) test -tags vm -timeout 40m -v ./scripts/vmtest/ 2>&1 | tee build/vmtest.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)'; exit $${PIPESTATUS[0]}
 
 test: unit vmtest
@@ -37,7 +37,7 @@ test: unit vmtest
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzReader -fuzztime=5m ./images/swsusp/
 
-demo: build
+demo: build kernels
 	./scripts/demo.sh
 
 lint:

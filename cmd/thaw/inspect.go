@@ -29,6 +29,8 @@ and reasons say why); 1 the place could not be read; 2 bad usage.
 JSON fields (--json):
   ref, resume_offset         what was read (resume_offset in 4096-byte pages)
   verdict                    "resumable", "corrupt" or "no-image"
+  verified                   the whole image was read and checked; when false,
+                             pages holds only what swsusp_info claims
   reasons                    why, when not resumable
   signature, orig_signature  swsusp header signatures (S1SUSPEND, SWAPSPACE2)
   flags, flag_names          SF_* flags of the header
@@ -86,6 +88,7 @@ type inspectResult struct {
 	Ref           string         `json:"ref"`
 	ResumeOffset  int64          `json:"resume_offset"`
 	Verdict       string         `json:"verdict"`
+	Verified      bool           `json:"verified"`
 	Reasons       []string       `json:"reasons,omitempty"`
 	Signature     string         `json:"signature"`
 	OrigSignature string         `json:"orig_signature,omitempty"`
@@ -144,8 +147,13 @@ func inspectImage(ref string, resumeOffset int64) (*inspectResult, *swsusp.Reade
 		return res, r, nil
 	}
 	res.Compression = string(r.Header.Compression())
+	in, err := r.ReadInfo()
+	if err != nil {
+		res.Verdict = "corrupt"
+		res.Reasons = []string{err.Error()}
+		return res, r, nil
+	}
 	rep, verr := r.Verify()
-	in := rep.Info
 	res.Arch = &inspectArch{
 		Magic:        fmt.Sprintf("%#x", in.Arch.Magic),
 		MagicOK:      in.Arch.Magic == swsusp.RestoreMagic,
@@ -157,7 +165,8 @@ func inspectImage(ref string, resumeOffset int64) (*inspectResult, *swsusp.Reade
 	if in.Pages > 0 {
 		res.Pages.Saving = in.Pages - 1
 	}
-	res.CRC32 = &inspectCRC{Stored: fmt.Sprintf("%#08x", r.Header.CRC32), Checked: rep.CRC32Checked}
+	crcMode := r.Header.Flags&swsusp.FlagCRC32 != 0 && r.Header.Compression() != swsusp.CompressNone
+	res.CRC32 = &inspectCRC{Stored: fmt.Sprintf("%#08x", r.Header.CRC32), Checked: crcMode}
 	if rep.CRC32Checked {
 		res.CRC32.Computed = fmt.Sprintf("%#08x", rep.CRC32)
 	}
@@ -167,10 +176,16 @@ func inspectImage(ref string, resumeOffset int64) (*inspectResult, *swsusp.Reade
 	}
 	res.SwapPages, res.MapPages, res.Blocks = rep.SwapPages, rep.MapPages, rep.Blocks
 	if verr != nil {
+		// Only what the header page says is known.
 		res.Verdict = "corrupt"
 		res.Reasons = append(res.Reasons, verr.Error())
+		res.Pages = &inspectPages{Total: in.Pages, Saving: in.Pages - 1, Data: in.ImagePages, Metadata: in.MetaPages(), Machine: in.NumPhysPages}
+		res.CRC32.Computed = ""
+		res.Kernel = nil
+		res.SwapPages, res.MapPages, res.Blocks = 0, 0, 0
 		return res, r, nil
 	}
+	res.Verified = true
 	res.Verdict = "resumable"
 	if rep.Release == "" {
 		res.Reasons = append(res.Reasons, "no linux_banner found in the image's memory: kernel release unknown")
@@ -220,7 +235,11 @@ func printInspect(w io.Writer, r *inspectResult) {
 	if r.Kernel != nil {
 		fmt.Fprintf(w, "  kernel        %s (version %s, code %#x)\n", orUnknown(r.Kernel.Release), orUnknown(r.Kernel.Version), r.Kernel.VersionCode)
 	}
-	if r.Pages != nil {
+	if r.Pages != nil && !r.Verified {
+		p := r.Pages
+		fmt.Fprintf(w, "  header claims %d pages = 1 header + %d metadata + %d data; machine had %d pages (%d MiB)\n", p.Total, p.Metadata, p.Data, p.Machine, p.Machine*swsusp.PageSize>>20)
+	}
+	if r.Pages != nil && r.Verified {
 		p := r.Pages
 		fmt.Fprintf(w, "  pages         %d in the stream = 1 header + %d metadata + %d data; %d zero pages left out\n", p.Total, p.Metadata, p.Data, p.Zero)
 		fmt.Fprintf(w, "                kernel log: \"Image created (%d pages copied, %d zero pages)\", \"saving image data (%d pages)\"\n", p.Data, p.Zero, p.Saving)
@@ -228,10 +247,17 @@ func printInspect(w io.Writer, r *inspectResult) {
 	}
 	if r.Compression != "" {
 		crc := "none (uncompressed images carry no checksum)"
-		if r.CRC32 != nil && r.CRC32.Checked {
+		switch {
+		case r.CRC32 != nil && r.CRC32.Checked && r.Verified:
 			crc = fmt.Sprintf("stored %s, computed %s", r.CRC32.Stored, r.CRC32.Computed)
+		case r.CRC32 != nil && r.CRC32.Checked:
+			crc = fmt.Sprintf("stored %s, not reached", r.CRC32.Stored)
 		}
-		fmt.Fprintf(w, "  compression   %s, %d blocks; crc32 %s\n", r.Compression, r.Blocks, crc)
+		blocks := ""
+		if r.Blocks > 0 {
+			blocks = fmt.Sprintf(", %d blocks", r.Blocks)
+		}
+		fmt.Fprintf(w, "  compression   %s%s; crc32 %s\n", r.Compression, blocks, crc)
 	}
 	if r.Arch != nil {
 		ok := "ok"

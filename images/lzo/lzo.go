@@ -55,8 +55,8 @@ func WorstCase(n int) int {
 // and whatever dst held is overwritten. Otherwise the result is newly
 // allocated and dst is left untouched. dst and src must not overlap.
 //
-// Compress never fails for inputs that fit in memory; the error reports
-// only an input so large that WorstCase(len(src)) would overflow an int.
+// The only error is for an input so large that WorstCase(len(src)) would
+// overflow an int.
 func Compress(dst, src []byte) ([]byte, error) {
 	n := len(src)
 	if n > maxInput {
@@ -234,7 +234,8 @@ func putLength(out []byte, op, x int) int {
 //
 // The result is written from the beginning of dst's backing array,
 // whatever len(dst) is, when cap(dst) is large enough for it; then it
-// aliases dst. Otherwise the result is newly allocated. LZO1X streams do
+// aliases dst. Otherwise the result is newly allocated (and dst's contents
+// may still have been overwritten by a first attempt). LZO1X streams do
 // not record their decompressed size, so a caller that knows it (such as
 // the 128 KiB of a hibernation image block) should pass a dst with that
 // capacity and check the length of the result. Without one, Decompress
@@ -286,7 +287,7 @@ func Decompress(dst, src []byte) ([]byte, error) {
 				size = max(2*size, guess)
 			}
 		case errors.Is(err, golzo.ErrOutputOverrun):
-			return nil, fmt.Errorf("lzo: decompressing %d-byte stream: output exceeds %d bytes at output offset %d: %w",
+			return nil, fmt.Errorf("lzo: decompressing %d-byte stream: output overruns a %d-byte buffer at output offset %d: %w",
 				len(src), size, n, err)
 		default:
 			return nil, fmt.Errorf("lzo: decompressing %d-byte stream: failed at output offset %d: %w",

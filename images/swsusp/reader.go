@@ -151,6 +151,20 @@ func (w *pageWalker) read(buf []byte) error {
 	return nil
 }
 
+// ReadInfo reads the image's first page, the swsusp_info with the x86 arch
+// record, without reading the rest.
+func (r *Reader) ReadInfo() (Info, error) {
+	page := make([]byte, PageSize)
+	if err := r.walker().read(page); err != nil {
+		return Info{}, err
+	}
+	in, err := ParseInfo(page)
+	if err != nil {
+		return in, fmt.Errorf("%w (image page 0)", err)
+	}
+	return in, nil
+}
+
 // Stream returns the image as a snapshot stream: the swsusp_info page, the
 // metadata pages and the data pages, decompressed. The CRC32 the header
 // carries is checked when the last page has been read; a mismatch is returned

@@ -44,7 +44,7 @@ func synthStream(t testing.TB, n int, zeroEvery int, seed uint64) []byte {
 		}
 		data = append(data, pg)
 	}
-	copy(data[len(data)/2][100:], "Linux version 6.12.99+deb13-amd64 (debian-kernel@lists.debian.org) (gcc) #1 SMP Debian 6.12.99-1\x00")
+	copy(data[len(data)/2][100:], "Linux version 6.12.0-99+deb13-amd64 (debian-kernel@lists.debian.org) (x86_64-linux-gnu-gcc-14 (Debian 14.2.0-19) 14.2.0, GNU ld (GNU Binutils for Debian) 2.44) # SMP PREEMPT_DYNAMIC Debian 6.12.99-1 (2026-01-02)\n\x00")
 	meta := (n*8 + PageSize - 1) / PageSize
 	info := make([]byte, PageSize)
 	le := binary.LittleEndian
@@ -148,7 +148,7 @@ func TestRoundTrip(t *testing.T) {
 			if rep.PFNs != uint64(tc.n) || rep.ZeroPages != uint64(wantZero) || rep.DataPages != uint64(tc.n-wantZero) {
 				t.Errorf("counts: %d PFNs %d zero %d data, want %d %d %d", rep.PFNs, rep.ZeroPages, rep.DataPages, tc.n, wantZero, tc.n-wantZero)
 			}
-			if rep.Release != "6.12.99+deb13-amd64" || rep.VersionCode != 6<<16|12<<8|99 {
+			if rep.Release != "6.12.0-99+deb13-amd64" || rep.VersionCode != 6<<16|12<<8|99 {
 				t.Errorf("release %q code %#x", rep.Release, rep.VersionCode)
 			}
 			if rep.SwapPages != res.SwapPages {

@@ -30,9 +30,12 @@ type Report struct {
 	ZeroFlagged  bool // the metadata uses the 6.9+ zero-page flag
 }
 
-var debianVersionRE = regexp.MustCompile(`Debian ([0-9]+\.[0-9]+\.[0-9]+)`)
+// debianVersionRE finds the upstream version Debian appends to the banner
+// ("#1 SMP PREEMPT_DYNAMIC Debian 6.1.176-1 (2025-10-06)"), not the
+// compiler's ("(Debian 12.2.0-14) 12.2.0").
+var debianVersionRE = regexp.MustCompile(`#[0-9]* .*Debian ([0-9]+\.[0-9]+\.[0-9]+)-\S+ \([0-9]{4}-`)
 
-var bannerRE = regexp.MustCompile(`Linux version ([0-9]+\.[0-9]+[^ \x00]*) \(([^\x00\n]{0,200})`)
+var bannerRE = regexp.MustCompile(`Linux version ([0-9]+\.[0-9]+[^ \x00]*) \(([^\x00\n]{0,400})`)
 
 // Verify reads the whole image: every swap_map pointer, every compressed
 // block, the CRC32, the metadata and every data page, and returns a report.
@@ -89,7 +92,7 @@ func (r *Reader) Verify() (*Report, error) {
 	rep.MapPages = st.w.maps
 	rep.Blocks = st.blocks
 	rep.VersionCode = VersionCode(rep.Release)
-	if m := debianVersionRE.FindStringSubmatch(rep.Banner); m != nil {
+	if m := debianVersionRE.FindStringSubmatch(rep.Banner); m != nil && VersionCode(m[1])>>8 == rep.VersionCode>>8 {
 		rep.VersionCode = VersionCode(m[1]) // Debian's ABI release hides the sublevel
 	}
 	return rep, nil

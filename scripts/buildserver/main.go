@@ -33,7 +33,7 @@ var self embed.FS
 const (
 	suite    = "trixie"
 	mirror   = "http://deb.debian.org/debian"
-	packages = "systemd-sysv,udev,linux-image-cloud-amd64,initramfs-tools,lvm2,e2fsprogs,procps,kmod,iproute2,busybox"
+	packages = "systemd-sysv,udev,dbus,linux-image-cloud-amd64,initramfs-tools,lvm2,e2fsprogs,procps,kmod,iproute2,busybox"
 	vg       = "vg0"
 	rootMB   = 1536
 	diskMB   = 3072

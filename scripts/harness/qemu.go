@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,8 +36,11 @@ type VMConfig struct {
 	NIC      string // "" for none, else a -nic model (virtio-net-pci, e1000 ...)
 	Firmware string // -bios file; "" for QEMU's default (SeaBIOS)
 	Extra    []string
-	Timeout  time.Duration // hard bound on the VM's life; default 5 minutes
-	LogDir   string        // where the serial log is kept
+	// Control adds a second serial port (the guest's ttyS1) on a unix socket,
+	// for Run: the server guest's testctl service reads commands there.
+	Control bool
+	Timeout time.Duration // hard bound on the VM's life; default 5 minutes
+	LogDir  string        // where the serial log is kept
 }
 
 // VM is a running QEMU process whose serial console is captured.
@@ -50,6 +54,9 @@ type VM struct {
 	done    chan struct{}
 	exitErr error
 	cancel  context.CancelFunc
+	ctlPath string
+	ctl     net.Conn
+	ctlBuf  []byte
 }
 
 // Start launches QEMU.
@@ -101,10 +108,16 @@ func Start(cfg VMConfig) (*VM, error) {
 	} else {
 		args = append(args, "-nic", "none")
 	}
+	ctlPath := ""
+	if cfg.Control {
+		ctlPath = filepath.Join(cfg.LogDir, cfg.Name+".ctl")
+		os.Remove(ctlPath)
+		args = append(args, "-chardev", "socket,id=ctl,path="+ctlPath+",server=on,wait=off", "-serial", "chardev:ctl")
+	}
 	args = append(args, cfg.Extra...)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
-	vm := &VM{cfg: cfg, cmd: cmd, done: make(chan struct{}), cancel: cancel}
+	vm := &VM{cfg: cfg, cmd: cmd, done: make(chan struct{}), cancel: cancel, ctlPath: ctlPath}
 	vm.cond = sync.NewCond(&vm.mu)
 	if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
 		cancel()
@@ -225,6 +238,9 @@ func (vm *VM) Wait(timeout time.Duration) error {
 
 // Kill stops QEMU if it still runs.
 func (vm *VM) Kill() {
+	if vm.ctl != nil {
+		vm.ctl.Close()
+	}
 	vm.cancel()
 	<-vm.done
 }
@@ -241,4 +257,68 @@ func (vm *VM) Tail(n int) string {
 // CopyConsole writes the whole console log to w.
 func (vm *VM) CopyConsole(w io.Writer) {
 	io.WriteString(w, vm.Console())
+}
+
+var ctlDoneRE = regexp.MustCompile(`CTL-DONE (\d+)\r?\n`)
+
+// Run sends a shell command line over the control port and returns its
+// output and exit status. It waits for the channel to answer first.
+func (vm *VM) Run(cmdline string, timeout time.Duration) (string, int, error) {
+	if vm.ctlPath == "" {
+		return "", -1, fmt.Errorf("harness: %s has no control port", vm.cfg.Name)
+	}
+	deadline := time.Now().Add(timeout)
+	if vm.ctl == nil {
+		for {
+			c, err := net.Dial("unix", vm.ctlPath)
+			if err == nil {
+				vm.ctl = c
+				break
+			}
+			if vm.exited() || time.Now().After(deadline) {
+				return "", -1, fmt.Errorf("harness: %s: control port: %w", vm.cfg.Name, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		// Ping until the guest's channel answers.
+		for {
+			vm.ctl.SetDeadline(time.Now().Add(3 * time.Second))
+			if _, err := vm.ctl.Write([]byte("echo CTL-PING\n")); err != nil {
+				return "", -1, err
+			}
+			if _, _, err := vm.readCtl(time.Now().Add(3 * time.Second)); err == nil {
+				break
+			}
+			if vm.exited() || time.Now().After(deadline) {
+				return "", -1, fmt.Errorf("harness: %s: the control channel did not answer within %v", vm.cfg.Name, timeout)
+			}
+		}
+	}
+	vm.ctl.SetDeadline(deadline)
+	if _, err := vm.ctl.Write([]byte(cmdline + "\n")); err != nil {
+		return "", -1, fmt.Errorf("harness: %s: send %q: %w", vm.cfg.Name, cmdline, err)
+	}
+	out, status, err := vm.readCtl(deadline)
+	if err != nil {
+		return out, status, fmt.Errorf("harness: %s: %q: %w", vm.cfg.Name, cmdline, err)
+	}
+	return out, status, nil
+}
+
+func (vm *VM) readCtl(deadline time.Time) (string, int, error) {
+	buf := make([]byte, 4096)
+	for {
+		if m := ctlDoneRE.FindSubmatchIndex(vm.ctlBuf); m != nil {
+			out := string(vm.ctlBuf[:m[0]])
+			status, _ := strconv.Atoi(string(vm.ctlBuf[m[2]:m[3]]))
+			vm.ctlBuf = append([]byte(nil), vm.ctlBuf[m[1]:]...)
+			return out, status, nil
+		}
+		vm.ctl.SetReadDeadline(deadline)
+		n, err := vm.ctl.Read(buf)
+		vm.ctlBuf = append(vm.ctlBuf, buf[:n]...)
+		if err != nil {
+			return string(vm.ctlBuf), -1, err
+		}
+	}
 }
