@@ -20,7 +20,9 @@ const (
 // the Writer never exceeds that).
 const maxCompressed = blockSize + blockSize/16 + 64 + 3 + 2
 
-func compressBlock(c Compression, dst, src []byte) ([]byte, error) {
+// compressBlock compresses one block; lz4c keeps the LZ4 hash table between
+// blocks.
+func compressBlock(c Compression, lz4c *lz4.Compressor, dst, src []byte) ([]byte, error) {
 	switch c {
 	case CompressLZO:
 		out, err := lzo.Compress(dst, src)
@@ -33,8 +35,7 @@ func compressBlock(c Compression, dst, src []byte) ([]byte, error) {
 		if len(out) < lz4.CompressBlockBound(len(src)) {
 			out = make([]byte, lz4.CompressBlockBound(len(src)))
 		}
-		var ht [1 << 16]int
-		n, err := lz4.CompressBlock(src, out, ht[:])
+		n, err := lz4c.CompressBlock(src, out)
 		if err != nil {
 			return nil, err
 		}

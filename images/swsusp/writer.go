@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+
+	"github.com/pierrec/lz4/v4"
 )
 
 // Device is what the Writer writes to: a block device or a file.
@@ -44,6 +46,7 @@ type Writer struct {
 	runStart int64
 	run      []byte
 	written  int64 // image pages written, map pages included
+	lz4c     lz4.Compressor
 }
 
 // WriteResult tells what was written.
@@ -233,7 +236,7 @@ func (w *Writer) WriteStream(r io.Reader) (WriteResult, error) {
 			if cmp == nil {
 				cmp = make([]byte, ((maxCompressed+blockHeader)/PageSize+1)*PageSize)
 			}
-			out, err := compressBlock(comp, cmp[blockHeader:blockHeader], buf)
+			out, err := compressBlock(comp, &w.lz4c, cmp[blockHeader:blockHeader], buf)
 			if err != nil {
 				return res, fmt.Errorf("swsusp: %s block %d: %w", comp, res.Blocks, err)
 			}

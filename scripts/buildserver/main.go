@@ -113,6 +113,11 @@ func build(cache string) error {
 		}
 	}
 	defer os.RemoveAll(work)
+	// A go.mod keeps `go ... ./...` in the thaw tree out of the root
+	// filesystem being built here.
+	if err := os.WriteFile(filepath.Join(work, "go.mod"), []byte("module buildserver.invalid/work\n"), 0o644); err != nil {
+		return err
+	}
 	root := filepath.Join(work, "root")
 	swapUUID := uuid4()
 

@@ -87,12 +87,17 @@ func hibernate(t *testing.T, name string, nocompress bool) *hibernated {
 	return h
 }
 
-var busyboxKernels = []string{"debian13-cloud", "debian12-cloud"}
+// busyboxKernels boot the fast format-test guest; inspectKernels adds the
+// full flavours, whose images inspect must read the same way.
+var (
+	busyboxKernels = []string{"debian13-cloud", "debian12-cloud"}
+	inspectKernels = []string{"debian13-cloud", "debian12-cloud", "debian13-full", "debian12-full"}
+)
 
 // TestInspectKernelImages: thaw inspect reports the release and the page
 // counts the hibernating kernel printed, for both kernels and both modes.
 func TestInspectKernelImages(t *testing.T) {
-	for _, name := range busyboxKernels {
+	for _, name := range inspectKernels {
 		for _, nocompress := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/nocompress=%v", name, nocompress), func(t *testing.T) {
 				h := hibernate(t, name, nocompress)

@@ -20,7 +20,6 @@ import (
 var (
 	thawBin string
 	logDir  string
-	keepLog = flag.Bool("keep", true, "keep console logs under build/vmlogs")
 )
 
 func TestMain(m *testing.M) {
