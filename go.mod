@@ -3,15 +3,18 @@ module github.com/thawlinux/thaw
 go 1.26.0
 
 require (
-	github.com/anchore/go-lzo v0.1.1 // indirect
-	github.com/diskfs/go-diskfs v1.9.4 // indirect
+	github.com/anchore/go-lzo v0.1.1
+	github.com/diskfs/go-diskfs v1.9.4
+	github.com/pierrec/lz4/v4 v4.1.33
+	github.com/ulikunitz/xz v0.5.17
+	golang.org/x/sys v0.50.0
+)
+
+require (
 	github.com/djherbis/times v1.6.0 // indirect
 	github.com/elliotwutingfeng/asciiset v0.0.0-20260129054604-cfde2086bc57 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/klauspost/compress v1.18.5 // indirect
-	github.com/pierrec/lz4/v4 v4.1.33 // indirect
 	github.com/pkg/xattr v0.4.12 // indirect
 	github.com/sirupsen/logrus v1.9.4 // indirect
-	github.com/ulikunitz/xz v0.5.17 // indirect
-	golang.org/x/sys v0.50.0 // indirect
 )

@@ -70,24 +70,24 @@ type pageWalker struct {
 	entries []uint64
 	next    uint64
 	k       int
-	used    map[uint64]struct{}
+	used    []uint64 // bitmap of device pages the image uses: 2 MiB per 64 GiB
 	nread   int64 // image pages read
 	maps    int   // map pages read
 	page    []byte
 }
 
 func (r *Reader) walker() *pageWalker {
-	return &pageWalker{r: r, next: r.Header.Image, used: map[uint64]struct{}{}, page: make([]byte, PageSize), entries: make([]uint64, mapEntries)}
+	return &pageWalker{r: r, next: r.Header.Image, used: make([]uint64, (r.devPages+63)/64), page: make([]byte, PageSize), entries: make([]uint64, mapEntries)}
 }
 
 func (w *pageWalker) claim(what string, at int64, field string, p uint64) error {
 	if err := w.r.checkPointer(what, at, field, p); err != nil {
 		return err
 	}
-	if _, dup := w.used[p]; dup {
+	if w.used[p/64]&(1<<(p%64)) != 0 {
 		return fmt.Errorf("swsusp: %s at page %d: %s pointer %d names a page already used by the image", what, at, field, p)
 	}
-	w.used[p] = struct{}{}
+	w.used[p/64] |= 1 << (p % 64)
 	return nil
 }
 

@@ -285,6 +285,50 @@ func TestWriterRefuses(t *testing.T) {
 	}
 }
 
+// TestInterruptedRewriteLeavesNoImage: writing over an area that holds an
+// image clears its signature before anything else, so a write that fails
+// half-way leaves no resumable image, old or new.
+func TestInterruptedRewriteLeavesNoImage(t *testing.T) {
+	stream := synthStream(t, 2000, 5, 11)
+	f := newArea(t, 8192, 0)
+	writeImage(t, f, 0, CompressLZO, stream)
+	if _, err := NewReader(f, size(t, f), 0); err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWriter(f, size(t, f), 0, WriterOptions{Compression: CompressNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteStream(io.MultiReader(bytes.NewReader(stream[:len(stream)/2]), errReader{})); err == nil {
+		t.Fatal("a failing stream was written")
+	}
+	r, err := NewReader(f, size(t, f), 0)
+	if !errors.Is(err, ErrNoImage) {
+		t.Fatalf("after an interrupted write: %v", err)
+	}
+	if r.Area.Label != "swaplabel" || r.Header.Sig != SigSwap2 {
+		t.Fatalf("swap area not restored: %+v %+v", r.Area, r.Header)
+	}
+}
+
+type errReader struct{}
+
+func (errReader) Read([]byte) (int, error) { return 0, errors.New("connection reset") }
+
+// TestE820ChecksumKernel: the BIOS-e820 map a Debian 13 kernel printed in a
+// 256 MiB QEMU guest (SeaBIOS, one virtio disk) and the e820_checksum that
+// kernel wrote into its image's arch header.
+func TestE820ChecksumKernel(t *testing.T) {
+	table := []E820Entry{
+		{0x0, 0x9fc00, 1}, {0x9fc00, 0x400, 2}, {0xf0000, 0x10000, 2},
+		{0x100000, 0xffdd000 - 0x100000, 1}, {0xffdd000, 0x10000000 - 0xffdd000, 2},
+		{0xfffc0000, 0x40000, 2}, {0xfd00000000, 0x300000000, 2},
+	}
+	if got := E820Checksum(table); got != 0xba571fd2 {
+		t.Fatalf("E820Checksum = %#08x, the kernel wrote 0xba571fd2", got)
+	}
+}
+
 func TestE820Checksum(t *testing.T) {
 	// A table of one entry, checked against hash/crc32 by construction of
 	// the packed bytes: nr_entries=1, addr=0, size=0x9fc00, type=1.

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/thawlinux/thaw/images/swsusp"
 	"github.com/thawlinux/thaw/scripts/harness"
 )
 
@@ -118,6 +119,11 @@ func TestInspectKernelImages(t *testing.T) {
 				}
 				if r.Compression != wantComp || h.log.Compressed != !nocompress || r.CRC32.Checked == nocompress {
 					t.Errorf("compression %s (crc checked %v), want %s; kernel compressed: %v", r.Compression, r.CRC32.Checked, wantComp, h.log.Compressed)
+				}
+				// The arch header's digest is the kernel's own: crc32 of the
+				// firmware e820 table it printed at boot.
+				if want := fmt.Sprintf("%#08x", swsusp.E820Checksum(bootE820(t, h.console))); !r.Arch.MagicOK || r.Arch.E820Checksum != want {
+					t.Errorf("arch header: magic ok %v, e820 digest %s; the boot map hashes to %s", r.Arch.MagicOK, r.Arch.E820Checksum, want)
 				}
 				if strings.HasPrefix(name, "debian13") && r.Pages.Zero == 0 {
 					t.Errorf("a 6.12 image with no zero pages")

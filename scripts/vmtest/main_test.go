@@ -11,9 +11,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/thawlinux/thaw/images/swsusp"
 	"github.com/thawlinux/thaw/scripts/harness"
 )
 
@@ -76,6 +78,10 @@ type inspectJSON struct {
 	CRC32 struct {
 		Checked bool `json:"checked"`
 	} `json:"crc32"`
+	Arch struct {
+		MagicOK      bool   `json:"magic_ok"`
+		E820Checksum string `json:"e820_checksum"`
+	} `json:"arch"`
 	Pages struct {
 		Total, Saving, Data, Zero, Metadata, PFNs uint64
 	} `json:"pages"`
@@ -131,3 +137,26 @@ func failWithConsole(t *testing.T, vm *harness.VM) {
 }
 
 const vmTimeout = 4 * time.Minute
+
+var biosE820RE = regexp.MustCompile(`BIOS-e820: \[mem 0x([0-9a-f]+)-0x([0-9a-f]+)\] (\S+(?: \S+)?)`)
+
+// bootE820 is the firmware memory map a kernel printed at boot
+// ("BIOS-e820: [mem A-B] type" lines).
+func bootE820(t *testing.T, console string) []swsusp.E820Entry {
+	t.Helper()
+	types := map[string]uint32{"usable": 1, "reserved": 2, "ACPI data": 3, "ACPI NVS": 4, "unusable": 5}
+	var table []swsusp.E820Entry
+	for _, m := range biosE820RE.FindAllStringSubmatch(console, -1) {
+		a, _ := strconv.ParseUint(m[1], 16, 64)
+		b, _ := strconv.ParseUint(m[2], 16, 64)
+		typ, ok := types[strings.TrimSpace(m[3])]
+		if !ok {
+			t.Fatalf("unknown e820 type %q", m[3])
+		}
+		table = append(table, swsusp.E820Entry{Addr: a, Size: b - a + 1, Type: typ})
+	}
+	if len(table) == 0 {
+		t.Fatal("the kernel printed no BIOS-e820 map")
+	}
+	return table
+}
