@@ -13,7 +13,11 @@ import (
 )
 
 const inspectHelp = `
-Reads the hibernation image a kernel wrote to a swap area (a swap partition,
+REF is a bundle (a file or an http(s) URL; see thaw export) or a swap area.
+For a bundle it checks the signature (with --pubkey), the index, the
+manifest and every chunk, and prints the source's profile and the streams.
+
+For a swap area it reads the hibernation image a kernel wrote there (a swap partition,
 a swap file's device, a disk image, or PATH#N for partition N of a GPT disk),
 checks all of it (every swap_map pointer, every compressed block, the CRC32,
 the PFN lists and every page) and says whether a kernel would resume it.
@@ -194,9 +198,12 @@ func inspectImage(ref string, resumeOffset int64) (*inspectResult, *swsusp.Reade
 }
 
 func runInspect(args []string) error {
-	fs := newFlags("inspect", "[--json] [--resume-offset PAGES] DEVICE|FILE|PATH#N", inspectHelp)
+	fs := newFlags("inspect", "[--json] [--pubkey FILE] [--resume-offset PAGES] REF", inspectHelp)
 	asJSON := fs.Bool("json", false, "print the result as JSON (fields above)")
 	off := fs.Int64("resume-offset", 0, "page offset of the swap header inside the device (the kernel's resume_offset, for swap files)")
+	pubPath := fs.String("pubkey", "", "for a bundle: the minisign public key its signature must verify with")
+	tokenFile := fs.String("token-file", "", "for a bundle URL: bearer token file")
+	quick := fs.Bool("quick", false, "for a bundle: check signature, index and manifest only, not every chunk")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -204,6 +211,21 @@ func runInspect(args []string) error {
 	if len(pos) != 1 {
 		fs.Usage()
 		return &exitError{2, fmt.Errorf("want one DEVICE or FILE, got %d arguments", len(pos))}
+	}
+	if isBundleRef(pos[0]) {
+		token, err := readToken(*tokenFile)
+		if err != nil {
+			return err
+		}
+		br, err := inspectBundle(pos[0], *pubPath, token, *quick)
+		if err != nil {
+			return err
+		}
+		printBundle(os.Stdout, br, *asJSON)
+		if br.Verdict != "ok" {
+			return &exitError{3, errors.New("")}
+		}
+		return nil
 	}
 	res, _, err := inspectImage(pos[0], *off)
 	if err != nil {

@@ -20,6 +20,12 @@ type command struct {
 var commands = map[string]command{
 	"inspect": {"show what a hibernation image holds and whether a kernel would resume it", runInspect},
 	"rewrite": {"copy a hibernation image into another swap area, in any compression", runRewrite},
+	"probe":   {"print this machine's profile: kernel, memory map, CPU, PCI, NICs, disks, mounts, swap", runProbe},
+	"serve":   {"serve bundles over HTTP(S): GET with Range, PUT with a bearer token, agent logs", runServe},
+	"keygen":  {"make a signing key pair in minisign format", runKeygen},
+	"capture": {"hibernate this machine into a signed bundle (file or thaw serve) and power off", runCapture},
+	"export":  {"turn a kernel-written hibernation image and its disks into a signed bundle", runExport},
+	"restore": {"verify a bundle, write its disks and its resume image, print resume arguments", runRestore},
 }
 
 const usageHead = `thaw brings a hibernated Linux server back to life on other hardware.

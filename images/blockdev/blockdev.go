@@ -131,3 +131,43 @@ func (d *Dev) ResumeArg() string {
 	}
 	return d.Path
 }
+
+// GPTPart is one entry of a disk's GPT.
+type GPTPart struct {
+	Number   int
+	Start    int64 // bytes
+	Size     int64
+	PartUUID string // lower case
+	Name     string
+	Type     string
+}
+
+// GPT reads the partition table of a whole disk (a window at offset 0) and
+// returns its entries and the disk GUID.
+func (d *Dev) GPT() ([]GPTPart, string, error) {
+	if d.Offset != 0 {
+		return nil, "", fmt.Errorf("%s: a partition has no partition table of its own", d.Ref)
+	}
+	t, err := gpt.Read(d.f, 512, 512)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: GPT: %w", d.Path, err)
+	}
+	var parts []GPTPart
+	for _, p := range t.Partitions {
+		if p.Start == 0 {
+			continue
+		}
+		parts = append(parts, GPTPart{Number: p.Index, Start: int64(p.Start) * 512, Size: int64(p.End-p.Start+1) * 512,
+			PartUUID: strings.ToLower(p.GUID), Name: p.Name, Type: string(p.Type)})
+	}
+	return parts, strings.ToLower(t.GUID), nil
+}
+
+// Window returns a window of size bytes at off inside d, sharing its file
+// (closing either closes both).
+func (d *Dev) Window(off, size int64, name string) (*Dev, error) {
+	if off < 0 || size <= 0 || off+size > d.Size {
+		return nil, fmt.Errorf("%s: window %d+%d outside its %d bytes", d.Ref, off, size, d.Size)
+	}
+	return &Dev{f: d.f, Ref: name, Path: d.Path, Offset: d.Offset + off, Size: size}, nil
+}

@@ -71,8 +71,8 @@ type pageWalker struct {
 	next    uint64
 	k       int
 	used    []uint64 // bitmap of device pages the image uses: 2 MiB per 64 GiB
-	nread   int64 // image pages read
-	maps    int   // map pages read
+	nread   int64    // image pages read
+	maps    int      // map pages read
 	page    []byte
 }
 

@@ -5,6 +5,7 @@ package vmtest
 import (
 	"crypto/sha256"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -198,9 +199,16 @@ func TestRewriteResume(t *testing.T) {
 
 func fileHash(t *testing.T, path string) [32]byte {
 	t.Helper()
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return sha256.Sum256(b)
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum
 }

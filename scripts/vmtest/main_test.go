@@ -39,7 +39,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	thawBin = filepath.Join(dir, "thaw")
-	out, err := exec.Command("go", "build", "-o", thawBin, "github.com/thawlinux/thaw/cmd/thaw").CombinedOutput()
+	// Static, so that it also runs inside the guests.
+	build := exec.Command("go", "build", "-o", thawBin, "github.com/thawlinux/thaw/cmd/thaw")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := build.CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build thaw: %v\n%s", err, out)
 		os.Exit(1)

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,17 +23,136 @@ var workloadRE = regexp.MustCompile(`WORKLOAD: (START )?secret=([0-9a-f]+)(?: co
 // extra disks, its own kernel and initrd, and cmdline.
 func serverVM(t *testing.T, s *harness.Server, name, cmdline string, disks ...string) *harness.VM {
 	t.Helper()
+	return serverVMWith(t, s, name, cmdline, disks...)
+}
+
+// serverVMWith boots the server guest with a virtio NIC on QEMU's user
+// network (the host's loopback is 10.0.2.2) and the given disks.
+func serverVMWith(t *testing.T, s *harness.Server, name, cmdline string, disks ...string) *harness.VM {
+	t.Helper()
 	var d []harness.Disk
 	for _, p := range disks {
 		d = append(d, harness.Disk{Path: p})
 	}
 	vm, err := harness.Start(harness.VMConfig{Name: name, Kernel: s.Vmlinuz, Initrd: s.Initrd, Append: cmdline,
-		MemoryMB: 512, Disks: d, Control: true, LogDir: logDir, Timeout: 8 * time.Minute})
+		MemoryMB: 512, Disks: d, NIC: "virtio-net-pci", Control: true, LogDir: logDir, Timeout: 10 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(vm.Kill)
 	return vm
+}
+
+// hibernatedServer is the real server guest after systemctl hibernate: a
+// pristine copy of its disk (image on partition 2) and what it printed.
+type hibernatedServer struct {
+	s       *harness.Server
+	disk    string // do not boot this one: copy it
+	secret  string
+	last    int
+	klog    kernelLog
+	console string
+}
+
+var (
+	srvMu  sync.Mutex
+	srvHib *hibernatedServer
+)
+
+// blankDisk is the second disk every server VM has, so that hardware stays
+// identical between hibernation and resume.
+func blankDisk(t *testing.T, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, "resume.img")
+	if err := harness.MakeGPTDisk(p, 1100, []harness.Part{{Name: "data", SizeMB: 16}, {Name: "resume", SizeMB: 1024, Swap: true}}); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	if out, err := exec.Command("cp", "--sparse=always", src, dst).CombinedOutput(); err != nil {
+		t.Fatalf("copy %s: %v %s", src, err, out)
+	}
+}
+
+// serverHibernated boots the server guest once, lets its workload count
+// and hibernates it with systemctl hibernate; tests share the result.
+func serverHibernated(t *testing.T) *hibernatedServer {
+	t.Helper()
+	srvMu.Lock()
+	defer srvMu.Unlock()
+	if srvHib != nil {
+		return srvHib
+	}
+	s, err := harness.LoadServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(os.TempDir(), "thaw-vmtest-server")
+	os.RemoveAll(dir)
+	os.MkdirAll(dir, 0o755)
+	disk := filepath.Join(dir, "hibernated.img")
+	copyFile(t, s.Disk, disk)
+	start := time.Now()
+	vm := serverVM(t, s, "server-hibernate", s.Cmdline, disk, blankDisk(t, dir))
+	defer failWithConsole(t, vm)
+	m, _, err := vm.WaitFor(workloadRE, 0, 4*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &hibernatedServer{s: s, disk: disk, secret: m[2]}
+	t.Logf("server up, workload secret %s (%.0fs)", h.secret, time.Since(start).Seconds())
+	if _, _, err := vm.WaitFor(regexp.MustCompile(`counter=3\r?\n`), 0, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if out, status, err := vm.Run("findmnt -n -o SOURCE /; swapon --show=NAME --noheadings", 2*time.Minute); err != nil || status != 0 || !strings.Contains(out, "vg0-root") {
+		t.Fatalf("root on LVM and swap active? %v %d %q", err, status, out)
+	}
+	if _, status, err := vm.Run("(sleep 1; systemctl hibernate) >/dev/console 2>&1 &", time.Minute); err != nil || status != 0 {
+		t.Fatalf("systemctl hibernate: %v %d", err, status)
+	}
+	if err := vm.Wait(4 * time.Minute); err != nil {
+		t.Fatalf("hibernating server: %v", err)
+	}
+	h.console = vm.Console()
+	h.klog = parseKernelLog(t, h.console)
+	h.last = lastCounter(h.console, h.secret)
+	t.Logf("hibernated at counter %d: %d pages copied, %d zero, saving %d (%.0fs)", h.last, h.klog.Copied, h.klog.Zero, h.klog.Saving, time.Since(start).Seconds())
+	srvHib = h
+	return h
+}
+
+// checkResumed waits for the workload of a resumed server and checks its
+// state in RAM and on disk, then powers it off.
+func checkResumed(t *testing.T, vm *harness.VM, h *hibernatedServer) {
+	t.Helper()
+	start := time.Now()
+	m, _, err := vm.WaitFor(workloadRE, 0, 4*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m[1] != "" || m[2] != h.secret {
+		t.Fatalf("the server booted afresh (workload %q secret %s), it did not resume secret %s", m[1], m[2], h.secret)
+	}
+	n, _ := strconv.Atoi(m[3])
+	if n <= h.last {
+		t.Fatalf("counter %d after resume, %d before", n, h.last)
+	}
+	t.Logf("resumed: secret %s, counter %d → %d (%.0fs after boot)", h.secret, h.last, n, time.Since(start).Seconds())
+	out, status, err := vm.Run("grep -c 'secret="+h.secret+"' /var/lib/workload/ticks; echo after-resume >>/var/lib/workload/ticks && sync /var/lib/workload/ticks && tail -n1 /var/lib/workload/ticks; touch /new-file && sync && ls /new-file", 2*time.Minute)
+	if err != nil || status != 0 {
+		t.Fatalf("guest after resume: %v %d %s", err, status, out)
+	}
+	lines := strings.Fields(out)
+	if c, _ := strconv.Atoi(lines[0]); c < h.last || !strings.Contains(out, "after-resume") || !strings.Contains(out, "/new-file") {
+		t.Fatalf("ticks file after resume: %q (want ≥ %d ticks of this secret, appendable)", out, h.last)
+	}
+	vm.Run("systemctl poweroff", 10*time.Second)
+	if err := vm.Wait(2 * time.Minute); err != nil {
+		t.Fatalf("poweroff after resume: %v", err)
+	}
 }
 
 // TestServerRewriteResume: the real Debian 13 server (root on LVM, swap
@@ -41,59 +161,14 @@ func serverVM(t *testing.T, s *harness.Server, name, cmdline string, disks ...st
 // another disk; the server's own initramfs resumes from there: same secret,
 // counter continuing, the ticks file on disk intact and appendable.
 func TestServerRewriteResume(t *testing.T) {
-	s, err := harness.LoadServer()
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := serverHibernated(t)
 	dir := t.TempDir()
 	disk := filepath.Join(dir, "server.img")
-	if out, err := exec.Command("cp", "--sparse=always", s.Disk, disk).CombinedOutput(); err != nil {
-		t.Fatalf("copy server disk: %v %s", err, out)
-	}
-	resume := filepath.Join(dir, "resume.img")
-	if err := harness.MakeGPTDisk(resume, 1100, []harness.Part{{Name: "data", SizeMB: 16}, {Name: "resume", SizeMB: 1024, Swap: true}}); err != nil {
-		t.Fatal(err)
-	}
-
-	// 1. Boot, let the workload count, hibernate.
-	start := time.Now()
-	vm := serverVM(t, s, "server-hibernate", s.Cmdline, disk, resume)
-	m, _, err := vm.WaitFor(workloadRE, 0, 4*time.Minute)
-	if err != nil {
-		failWithConsole(t, vm)
-		t.Fatal(err)
-	}
-	secret := m[2]
-	t.Logf("server up, workload secret %s (%.0fs)", secret, time.Since(start).Seconds())
-	if _, _, err := vm.WaitFor(regexp.MustCompile(`counter=3\r?\n`), 0, time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	if out, status, err := vm.Run("swapon --show --noheadings; findmnt -n -o SOURCE /", 2*time.Minute); err != nil || status != 0 {
-		t.Fatalf("guest: %v %d %s", err, status, out)
-	} else if !strings.Contains(out, "vg0-root") {
-		t.Fatalf("root is not on LVM: %s", out)
-	} else {
-		t.Logf("swap and root: %s", out)
-	}
-	if _, status, err := vm.Run("(sleep 1; systemctl hibernate) >/dev/console 2>&1 &", time.Minute); err != nil || status != 0 {
-		t.Fatalf("systemctl hibernate: %v %d", err, status)
-	}
-	if err := vm.Wait(4 * time.Minute); err != nil {
-		failWithConsole(t, vm)
-		t.Fatalf("hibernating server: %v", err)
-	}
-	hib := vm.Console()
-	klog := parseKernelLog(t, hib)
-	last := lastCounter(hib, secret)
-	t.Logf("hibernated at counter %d: %d pages copied, %d zero, saving %d (%.0fs)", last, klog.Copied, klog.Zero, klog.Saving, time.Since(start).Seconds())
-
-	// 2. thaw inspect the kernel's image, rewrite it elsewhere.
+	copyFile(t, h.disk, disk)
+	resume := blankDisk(t, dir)
 	r := inspect(t, disk+"#2")
-	if r.Verdict != "resumable" || r.Kernel.Release != s.Release || r.Pages.Data != klog.Copied || r.Pages.Zero != klog.Zero || r.Pages.Saving != klog.Saving {
-		t.Fatalf("inspect of the server's image: %+v; kernel %s logged %+v", r, s.Release, klog)
-	}
-	if r.Flags&1 == 0 {
-		t.Logf("note: image without SF_PLATFORM_MODE (flags %#x)", r.Flags)
+	if r.Verdict != "resumable" || r.Kernel.Release != h.s.Release || r.Pages.Data != h.klog.Copied || r.Pages.Zero != h.klog.Zero || r.Pages.Saving != h.klog.Saving {
+		t.Fatalf("inspect of the server's image: %+v; kernel %s logged %+v", r, h.s.Release, h.klog)
 	}
 	out, err := thaw(t, "rewrite", "--json", "--from", disk+"#2", "--to", resume+"#2", "--compress", "none")
 	if err != nil {
@@ -105,37 +180,10 @@ func TestServerRewriteResume(t *testing.T) {
 	if err := json.Unmarshal(out, &rw); err != nil || len(rw.ResumeArgs) == 0 {
 		t.Fatalf("rewrite result %s: %v", out, err)
 	}
-	cmdline := regexp.MustCompile(`resume=\S+`).ReplaceAllString(s.Cmdline, rw.ResumeArgs[0])
-
-	// 3. Resume from the rewritten image through the server's own initramfs.
-	start = time.Now()
-	vm2 := serverVM(t, s, "server-resume", cmdline, disk, resume)
-	defer failWithConsole(t, vm2)
-	m, _, err = vm2.WaitFor(workloadRE, 0, 4*time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m[1] != "" || m[2] != secret {
-		t.Fatalf("the server booted afresh (workload %q secret %s), it did not resume secret %s", m[1], m[2], secret)
-	}
-	n, _ := strconv.Atoi(m[3])
-	if n <= last {
-		t.Fatalf("counter %d after resume, %d before", n, last)
-	}
-	t.Logf("resumed: secret %s, counter %d → %d (%.0fs after boot)", secret, last, n, time.Since(start).Seconds())
-	out2, status, err := vm2.Run("grep -c 'secret="+secret+"' /var/lib/workload/ticks; echo after-resume >>/var/lib/workload/ticks && sync /var/lib/workload/ticks && tail -n1 /var/lib/workload/ticks; touch /new-file && sync && ls /new-file", 2*time.Minute)
-	if err != nil || status != 0 {
-		t.Fatalf("guest after resume: %v %d %s", err, status, out2)
-	}
-	lines := strings.Fields(out2)
-	if c, _ := strconv.Atoi(lines[0]); c < last || !strings.Contains(out2, "after-resume") || !strings.Contains(out2, "/new-file") {
-		t.Fatalf("ticks file after resume: %q (want ≥ %d ticks of this secret, appendable)", out2, last)
-	}
-	vm2.Run("systemctl poweroff", 10*time.Second)
-	if err := vm2.Wait(2 * time.Minute); err != nil {
-		t.Fatalf("poweroff after resume: %v", err)
-	}
-	_ = os.Remove(disk)
+	cmdline := regexp.MustCompile(`resume=\S+`).ReplaceAllString(h.s.Cmdline, rw.ResumeArgs[0])
+	vm := serverVM(t, h.s, "server-resume", cmdline, disk, resume)
+	defer failWithConsole(t, vm)
+	checkResumed(t, vm, h)
 }
 
 // lastCounter is the last counter the workload printed with secret.

@@ -1,0 +1,599 @@
+package capture
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"aead.dev/minisign"
+
+	"github.com/thawlinux/thaw/agent/snapshot"
+	"github.com/thawlinux/thaw/images/bundle"
+	"github.com/thawlinux/thaw/images/manifest"
+	"github.com/thawlinux/thaw/images/swsusp"
+)
+
+// Options say what to capture and where to.
+type Options struct {
+	To          string // a file path or an http:// URL
+	Token       string // bearer token for the URL
+	Key         minisign.PrivateKey
+	Disks       []string // whole disks to carry, /dev/vda …
+	MailboxSize int      // bytes; default 4 MiB
+	DryRun      bool     // everything but the freeze
+	Stall       time.Duration
+	Manifest    *manifest.Manifest // the probe of this machine
+	Logf        func(format string, a ...any)
+}
+
+// Result is what Run did.
+type Result struct {
+	Resumed      bool   // Run returned in the resumed machine
+	Mailbox      string // what the resumed process found in the mailbox
+	SwapsOff     []string
+	MemoryPages  uint64
+	DiskBytes    int64
+	BundleTarget string
+}
+
+// MailboxMagic starts every mailbox page; a payload page starts with
+// PayloadMagic instead.
+const (
+	MailboxMagic = "THAWMBOX"
+	PayloadMagic = "THAWPAYL"
+)
+
+type swapArea struct {
+	path string
+	used int64
+	size int64
+}
+
+func activeSwaps() ([]swapArea, error) {
+	f, err := os.Open("/proc/swaps")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []swapArea
+	s := bufio.NewScanner(f)
+	s.Scan() // header
+	for s.Scan() {
+		f := strings.Fields(s.Text())
+		if len(f) < 4 {
+			continue
+		}
+		size, _ := strconv.ParseInt(f[2], 10, 64)
+		used, _ := strconv.ParseInt(f[3], 10, 64)
+		out = append(out, swapArea{path: strings.ReplaceAll(f[0], `\040`, " "), size: size << 10, used: used << 10})
+	}
+	return out, s.Err()
+}
+
+func memAvailable() (int64, error) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "MemAvailable:" {
+			n, err := strconv.ParseInt(f[1], 10, 64)
+			return n << 10, err
+		}
+	}
+	return 0, errors.New("/proc/meminfo has no MemAvailable")
+}
+
+func swapoff(path string) error {
+	p, err := syscall.BytePtrFromString(path)
+	if err != nil {
+		return err
+	}
+	if _, _, e := syscall.Syscall(syscall.SYS_SWAPOFF, uintptr(unsafe.Pointer(p)), 0, 0); e != 0 {
+		return fmt.Errorf("swapoff %s: %w", path, e)
+	}
+	return nil
+}
+
+func swapon(path string) error {
+	p, err := syscall.BytePtrFromString(path)
+	if err != nil {
+		return err
+	}
+	if _, _, e := syscall.Syscall(syscall.SYS_SWAPON, uintptr(unsafe.Pointer(p)), 0, 0); e != 0 {
+		return fmt.Errorf("swapon %s: %w", path, e)
+	}
+	return nil
+}
+
+// rawLog writes to the console with one system call: usable while frozen.
+type rawLog struct {
+	fd int
+	t0 time.Time
+}
+
+func (l *rawLog) logf(format string, a ...any) {
+	msg := fmt.Sprintf("thaw capture [%6.2fs]: ", time.Since(l.t0).Seconds()) + fmt.Sprintf(format, a...) + "\n"
+	fd := l.fd
+	if fd < 0 {
+		fd = 2
+	}
+	syscall.Write(fd, []byte(msg))
+}
+
+// diskReader reads a whole disk with O_DIRECT into an aligned buffer.
+type diskReader struct {
+	fd   int
+	path string
+	size int64
+	off  int64
+	buf  []byte // page-aligned (mmap)
+	pend []byte
+}
+
+func openDisk(path string, buf []byte) (*diskReader, error) {
+	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_DIRECT, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	var size uint64
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, uintptr(fd), 0x80081272 /* BLKGETSIZE64 */, uintptr(unsafe.Pointer(&size))); e != 0 {
+		syscall.Close(fd)
+		return nil, fmt.Errorf("%s: size: %w (a whole block device is needed)", path, e)
+	}
+	return &diskReader{fd: fd, path: path, size: int64(size), buf: buf}, nil
+}
+
+func (d *diskReader) Read(p []byte) (int, error) {
+	if len(d.pend) == 0 {
+		if d.off >= d.size {
+			return 0, io.EOF
+		}
+		n := min(int64(len(d.buf)), d.size-d.off)
+		k, err := syscall.Pread(d.fd, d.buf[:n], d.off)
+		if err == syscall.EINTR {
+			return 0, nil
+		}
+		if err != nil || k <= 0 {
+			return 0, fmt.Errorf("read %s at byte %d: %v", d.path, d.off, err)
+		}
+		d.off += int64(k)
+		d.pend = d.buf[:k]
+	}
+	n := copy(p, d.pend)
+	d.pend = d.pend[n:]
+	return n, nil
+}
+
+// snapReader reads the image from /dev/snapshot, one page per read.
+type snapReader struct {
+	dev   *snapshot.Device
+	pages uint64
+	first []byte
+	buf   []byte
+	pend  []byte
+}
+
+func (s *snapReader) Read(p []byte) (int, error) {
+	if len(s.pend) == 0 {
+		n, err := s.dev.Read(s.buf)
+		if err != nil {
+			return 0, err
+		}
+		if n == 0 {
+			return 0, io.EOF
+		}
+		if n != swsusp.PageSize {
+			return 0, fmt.Errorf("short read of %d bytes from %s at page %d", n, snapshot.Path, s.pages)
+		}
+		if s.pages == 0 {
+			copy(s.first, s.buf)
+		}
+		s.pages++
+		s.pend = s.buf[:n]
+	}
+	n := copy(p, s.pend)
+	s.pend = s.pend[n:]
+	return n, nil
+}
+
+// Run captures the machine. In the capturing run it powers the machine off
+// and returns only on failure (with user space thawed and swap back on). In
+// the resumed run it returns Result.Resumed.
+func Run(o Options) (res *Result, err error) {
+	res = &Result{BundleTarget: o.To}
+	lg := &rawLog{fd: -1, t0: time.Now()}
+	logf := lg.logf
+	if o.Logf != nil && o.DryRun {
+		logf = o.Logf
+	}
+	if o.MailboxSize == 0 {
+		o.MailboxSize = 4 << 20
+	}
+	if o.Stall == 0 {
+		o.Stall = 30 * time.Second
+	}
+	if os.Geteuid() != 0 {
+		return res, errors.New("capture needs root")
+	}
+	if err := snapshot.Available(); err != nil {
+		return res, err
+	}
+	m := o.Manifest
+	if m == nil {
+		return res, errors.New("no profile of this machine")
+	}
+	m.Kind = "capture"
+
+	// Disks and swap.
+	swaps, err := activeSwaps()
+	if err != nil {
+		return res, err
+	}
+	var used int64
+	for _, s := range swaps {
+		used += s.used
+	}
+	avail, err := memAvailable()
+	if err != nil {
+		return res, err
+	}
+	if used > 0 && avail-used < 128<<20 {
+		return res, fmt.Errorf("swap holds %d MiB in use and only %d MiB of RAM is available to take it back before the capture (%d MiB must stay free): stop services or add RAM", used>>20, avail>>20, 128)
+	}
+	m.Disks = nil
+	for i, d := range o.Disks {
+		md, err := describeDisk(d)
+		if err != nil {
+			return res, err
+		}
+		md.Stream = fmt.Sprintf("disk%d", i)
+		m.Disks = append(m.Disks, *md)
+	}
+	// The resume area: the first active swap partition on a captured disk
+	// (swap is taken out of use, so the whole area is free for the image).
+	for _, s := range swaps {
+		if r := resumeAreaFor(m, s.path); r != nil {
+			m.Resume = r
+			break
+		}
+	}
+	logf("capturing %d disk(s) %v, %d active swap(s) (%d MiB used, %d MiB RAM available), resume area %v, to %s",
+		len(o.Disks), o.Disks, len(swaps), used>>20, avail>>20, describeResume(m), o.To)
+	if m.Resume == nil {
+		logf("note: no swap partition on the captured disks: the bundle can only be restored directly (thaw agent)")
+	}
+
+	// The mailbox: locked, no huge pages, every page marked.
+	mbox, err := syscall.Mmap(-1, 0, o.MailboxSize, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE|syscall.MAP_POPULATE)
+	if err != nil {
+		return res, fmt.Errorf("mailbox: mmap %d bytes: %w", o.MailboxSize, err)
+	}
+	syscall.Madvise(mbox, 15 /* MADV_NOHUGEPAGE */)
+	if err := syscall.Mlock(mbox); err != nil {
+		return res, fmt.Errorf("mailbox: mlock: %w", err)
+	}
+	var nonce [16]byte
+	rand.Read(nonce[:])
+	npages := o.MailboxSize / swsusp.PageSize
+	for i := 0; i < npages; i++ {
+		p := mbox[i*swsusp.PageSize : (i+1)*swsusp.PageSize]
+		for j := range p {
+			p[j] = byte(0xa5 ^ i ^ j)
+		}
+		copy(p, MailboxMagic)
+		copy(p[8:], nonce[:])
+		binary.LittleEndian.PutUint32(p[24:], uint32(i))
+	}
+	if o.DryRun {
+		logf("dry run: %d mailbox pages reserved; stopping before swapoff and the freeze", npages)
+		return res, nil
+	}
+
+	// Everything the frozen phase needs is opened now.
+	if fd, err := syscall.Open("/dev/console", syscall.O_WRONLY|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0); err == nil {
+		lg.fd = fd
+	}
+	var out sink
+	if strings.HasPrefix(o.To, "http://") || strings.HasPrefix(o.To, "https://") {
+		out, err = openHTTPSink(o.To, o.Token, o.Stall)
+	} else {
+		if err := outsideCaptured(o.To, m); err != nil {
+			return res, err
+		}
+		out, err = openFileSink(o.To)
+	}
+	if err != nil {
+		return res, err
+	}
+	defer out.Close()
+	dbuf, err := syscall.Mmap(-1, 0, 1<<20, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+	if err != nil {
+		return res, err
+	}
+	var disks []*diskReader
+	for _, d := range o.Disks {
+		dr, err := openDisk(d, dbuf)
+		if err != nil {
+			return res, err
+		}
+		defer syscall.Close(dr.fd)
+		disks = append(disks, dr)
+	}
+	pm, err := syscall.Open("/proc/self/pagemap", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return res, err
+	}
+	defer syscall.Close(pm)
+	bw, err := bundle.NewWriter(out, bundle.WriterOptions{})
+	if err != nil {
+		return res, err
+	}
+	bw.Warm()
+	dev, err := snapshot.Open(false)
+	if err != nil {
+		return res, err
+	}
+	defer dev.Close()
+	pmRaw := make([]byte, npages*8)
+	pfns := make([]uint64, npages)
+	sr := &snapReader{dev: dev, first: make([]byte, swsusp.PageSize), buf: make([]byte, swsusp.PageSize)}
+
+	// From here: one thread, no GC, memory locked.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	if err := syscall.Mlockall(syscall.MCL_CURRENT | syscall.MCL_FUTURE); err != nil {
+		return res, fmt.Errorf("mlockall: %w", err)
+	}
+	defer syscall.Munlockall()
+
+	for _, s := range swaps {
+		if err := swapoff(s.path); err != nil {
+			for _, p := range res.SwapsOff {
+				swapon(p)
+			}
+			return res, err
+		}
+		res.SwapsOff = append(res.SwapsOff, s.path)
+	}
+	restoreSwap := func() {
+		for _, p := range res.SwapsOff {
+			if err := swapon(p); err != nil {
+				logf("%v", err)
+			}
+		}
+	}
+	if err := dev.PlatformSupport(false); err != nil {
+		restoreSwap()
+		return res, err
+	}
+	abort := func(err error) (*Result, error) {
+		if terr := dev.Thaw(); terr != nil {
+			logf("thaw: %v", terr)
+		}
+		restoreSwap()
+		logf("aborted, machine thawed: %v", err)
+		return res, err
+	}
+	logf("freezing")
+	if err := dev.Freeze(); err != nil {
+		return abort(err)
+	}
+	if got, err := syscall.Pread(pm, pmRaw, int64(uintptr(unsafe.Pointer(&mbox[0]))/swsusp.PageSize)*8); err != nil || got != len(pmRaw) {
+		return abort(fmt.Errorf("read /proc/self/pagemap: %d bytes, %v", got, err))
+	}
+	for i := range pfns {
+		e := binary.LittleEndian.Uint64(pmRaw[i*8:])
+		if e&(1<<63) == 0 {
+			return abort(fmt.Errorf("mailbox page %d is not present in RAM", i))
+		}
+		pfns[i] = e & (1<<55 - 1)
+	}
+	inSuspend, err := dev.CreateImage()
+	if err != nil {
+		return abort(err)
+	}
+	if !inSuspend {
+		res.Resumed = true
+		res.Mailbox = checkMailbox(mbox, nonce)
+		logf("resumed: %s", res.Mailbox)
+		if err := dev.Thaw(); err != nil {
+			logf("thaw: %v", err)
+		}
+		restoreSwap()
+		logf("machine thawed, swap back on %v; exiting", res.SwapsOff)
+		return res, nil
+	}
+	size, _ := dev.ImageSize()
+	logf("image created: %d MiB; streaming memory", size>>20)
+	sw, err := bw.Stream("memory", bundle.KindMemory)
+	if err != nil {
+		return abort(err)
+	}
+	if _, err := sw.ReadFrom(sr); err != nil {
+		return abort(fmt.Errorf("memory stream: %w", err))
+	}
+	if err := sw.Close(); err != nil {
+		return abort(err)
+	}
+	res.MemoryPages = sr.pages
+	info, err := swsusp.ParseInfo(sr.first)
+	if err != nil {
+		return abort(err)
+	}
+	if info.Pages != sr.pages {
+		return abort(fmt.Errorf("/dev/snapshot gave %d pages, swsusp_info says %d", sr.pages, info.Pages))
+	}
+	m.Image = &manifest.Image{Release: m.Kernel.Release, Pages: info.Pages, DataPages: info.ImagePages, MetaPages: info.MetaPages(),
+		NumPhysPages: info.NumPhysPages, E820Checksum: fmt.Sprintf("%#08x", info.Arch.E820Checksum), Stream: "memory"}
+	m.Image.ZeroPages = 0 // counted by readers of the stream; the header does not say
+	m.Mailbox = &manifest.Mailbox{Nonce: hex.EncodeToString(nonce[:]), PFNs: pfns}
+	logf("memory: %d pages; streaming %d disk(s)", sr.pages, len(disks))
+	for i, d := range disks {
+		sw, err := bw.Stream(fmt.Sprintf("disk%d", i), bundle.KindDisk)
+		if err != nil {
+			return abort(err)
+		}
+		n, err := sw.ReadFrom(d)
+		if err != nil {
+			return abort(fmt.Errorf("disk %s: %w", d.path, err))
+		}
+		if err := sw.Close(); err != nil {
+			return abort(err)
+		}
+		res.DiskBytes += n
+		logf("disk %s: %d MiB", d.path, n>>20)
+	}
+	if _, err := bw.Finish(m, &o.Key); err != nil {
+		return abort(err)
+	}
+	if err := out.Finish(); err != nil {
+		return abort(err)
+	}
+	logf("bundle complete and acknowledged (%d memory pages, %d MiB of disks); powering off", sr.pages, res.DiskBytes>>20)
+	err = syscall.Reboot(syscall.LINUX_REBOOT_CMD_POWER_OFF)
+	return abort(fmt.Errorf("power off: %v", err))
+}
+
+// checkMailbox reports what the resumed process finds in the mailbox.
+func checkMailbox(mbox []byte, nonce [16]byte) string {
+	if bytes.HasPrefix(mbox, []byte(PayloadMagic)) {
+		return "mailbox holds a payload (not processed by this version)"
+	}
+	intact := 0
+	n := len(mbox) / swsusp.PageSize
+	for i := 0; i < n; i++ {
+		p := mbox[i*swsusp.PageSize:]
+		if bytes.HasPrefix(p, []byte(MailboxMagic)) && bytes.Equal(p[8:24], nonce[:]) && binary.LittleEndian.Uint32(p[24:]) == uint32(i) {
+			intact++
+		}
+	}
+	if intact == n {
+		return fmt.Sprintf("mailbox intact (%d pages, no payload)", n)
+	}
+	return fmt.Sprintf("mailbox damaged: %d of %d pages carry their marker", intact, n)
+}
+
+func describeResume(m *manifest.Manifest) string {
+	if m.Resume == nil {
+		return "none"
+	}
+	return fmt.Sprintf("%s partition %d (PARTUUID %s)", m.Disks[m.Resume.Disk].Name, m.Resume.Partition, m.Resume.PartUUID)
+}
+
+// resumeAreaFor maps an active swap device (/dev/vda2) to a partition of
+// a captured disk.
+func resumeAreaFor(m *manifest.Manifest, swapPath string) *manifest.Resume {
+	real, err := filepath.EvalSymlinks(swapPath)
+	if err != nil {
+		return nil
+	}
+	name := filepath.Base(real)
+	for i, d := range m.Disks {
+		for _, p := range d.Partitions {
+			if partName(d.Name, p.Number) == name {
+				return &manifest.Resume{Disk: i, Partition: p.Number, PartUUID: p.PartUUID, HeaderOffset: p.Start}
+			}
+		}
+	}
+	return nil
+}
+
+func partName(disk string, n int) string {
+	if c := disk[len(disk)-1]; c >= '0' && c <= '9' {
+		return fmt.Sprintf("%sp%d", disk, n) // nvme0n1p1, mmcblk0p1
+	}
+	return fmt.Sprintf("%s%d", disk, n)
+}
+
+// outsideCaptured refuses an output file on a captured disk.
+func outsideCaptured(path string, m *manifest.Manifest) error {
+	var st syscall.Stat_t
+	if err := syscall.Stat(filepath.Dir(path), &st); err != nil {
+		return err
+	}
+	disks := disksBehind(uint64(st.Dev))
+	for _, d := range m.Disks {
+		for _, b := range disks {
+			if b == d.Name {
+				return fmt.Errorf("%s lies on %s, a disk being captured: write the bundle to another disk or to thaw serve", path, d.Name)
+			}
+		}
+	}
+	return nil
+}
+
+// disksBehind lists the whole disks under a block device number, through
+// partitions and device-mapper slaves.
+func disksBehind(dev uint64) []string {
+	major, minor := (dev>>8)&0xfff|(dev>>32)&^0xfff, dev&0xff|(dev>>12)&^0xff
+	sys, err := filepath.EvalSymlinks(fmt.Sprintf("/sys/dev/block/%d:%d", major, minor))
+	if err != nil {
+		return nil
+	}
+	return disksOfSys(sys)
+}
+
+func disksOfSys(sys string) []string {
+	if _, err := os.Stat(filepath.Join(sys, "partition")); err == nil {
+		return []string{filepath.Base(filepath.Dir(sys))}
+	}
+	slaves, _ := os.ReadDir(filepath.Join(sys, "slaves"))
+	if len(slaves) == 0 {
+		return []string{filepath.Base(sys)}
+	}
+	var out []string
+	for _, s := range slaves {
+		real, err := filepath.EvalSymlinks(filepath.Join(sys, "slaves", s.Name()))
+		if err == nil {
+			out = append(out, disksOfSys(real)...)
+		}
+	}
+	return out
+}
+
+// AutoDisks lists the whole disks (/dev/NAME) behind the mounted
+// filesystems and active swap areas of this machine.
+func AutoDisks(m *manifest.Manifest) []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(names []string) {
+		for _, n := range names {
+			if !seen[n] && !strings.HasPrefix(n, "loop") && !strings.HasPrefix(n, "ram") && !strings.HasPrefix(n, "zram") {
+				seen[n] = true
+				out = append(out, "/dev/"+n)
+			}
+		}
+	}
+	for _, mt := range m.Mounts {
+		if sys, err := filepath.EvalSymlinks("/sys/dev/block/" + mt.Dev); err == nil {
+			add(disksOfSys(sys))
+		}
+	}
+	swaps, _ := activeSwaps()
+	for _, s := range swaps {
+		var st syscall.Stat_t
+		if syscall.Stat(s.path, &st) == nil && st.Mode&syscall.S_IFMT == syscall.S_IFBLK {
+			add(disksBehind(uint64(st.Rdev)))
+		} else if syscall.Stat(s.path, &st) == nil {
+			add(disksBehind(uint64(st.Dev)))
+		}
+	}
+	return out
+}

@@ -1,0 +1,386 @@
+package probe
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/thawlinux/thaw/images/manifest"
+	"github.com/thawlinux/thaw/images/swsusp"
+)
+
+// prober reads one root's /proc and /sys.
+type prober struct {
+	root string
+	live bool // root is "/": the running machine itself
+}
+
+// Probe reads the profile of the machine whose /proc and /sys lie under root
+// ("/" or "" for this machine).
+func Probe(root string) (*manifest.Manifest, error) {
+	if root == "" {
+		root = "/"
+	}
+	p := &prober{root: root, live: filepath.Clean(root) == "/"}
+	m := &manifest.Manifest{
+		Version: manifest.Version,
+		Kind:    "probe",
+		Created: time.Now().UTC().Format(time.RFC3339),
+	}
+	for _, step := range []func(*manifest.Manifest) error{
+		p.host,
+		p.kernel,
+		p.e820,
+		p.memory,
+		p.cpu,
+		p.pci,
+		p.nics,
+		p.disks,
+		p.dm,
+		p.mounts,
+		p.swaps,
+	} {
+		if err := step(m); err != nil {
+			return nil, fmt.Errorf("probe: %w", err)
+		}
+	}
+	// The lists every manifest carries encode as [], not null, when empty.
+	m.E820 = nonNil(m.E820)
+	m.PCI = nonNil(m.PCI)
+	m.NICs = nonNil(m.NICs)
+	m.Disks = nonNil(m.Disks)
+	m.Mounts = nonNil(m.Mounts)
+	m.Swaps = nonNil(m.Swaps)
+	return m, nil
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// path is rel under the root.
+func (p *prober) path(rel string) string { return filepath.Join(p.root, rel) }
+
+// optional reads a file and trims it; a missing file reads as "".
+func optional(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// attr reads a sysfs attribute that may be absent or unreadable (some need
+// root, some fail on devices in odd states): any error reads as "".
+func attr(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(strings.Trim(string(b), "\x00"))
+}
+
+// linkBase is the last element of a symlink's target ("" if no link).
+func linkBase(path string) string {
+	t, err := os.Readlink(path)
+	if err != nil {
+		return ""
+	}
+	return filepath.Base(t)
+}
+
+// readDir lists a directory's names in order; a missing directory is empty.
+func readDir(path string) ([]string, error) {
+	ents, err := os.ReadDir(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(ents))
+	for i, e := range ents {
+		names[i] = e.Name()
+	}
+	return names, nil
+}
+
+// lines calls fn for each line of a file with its 1-based number.
+func lines(path string, b []byte, fn func(n int, line string) error) error {
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		if err := fn(n, sc.Text()); err != nil {
+			return fmt.Errorf("%s line %d: %w", path, n, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+func (p *prober) host(m *manifest.Manifest) error {
+	if p.live {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("hostname: %w", err)
+		}
+		m.Hostname = h
+		return nil
+	}
+	h, err := optional(p.path("proc/sys/kernel/hostname"))
+	m.Hostname = h
+	return err
+}
+
+func (p *prober) kernel(m *manifest.Manifest) error {
+	k := &m.Kernel
+	if p.live {
+		var u unix.Utsname
+		if err := unix.Uname(&u); err != nil {
+			return fmt.Errorf("uname: %w", err)
+		}
+		k.Release = unix.ByteSliceToString(u.Release[:])
+		k.Version = unix.ByteSliceToString(u.Version[:])
+	} else {
+		var err error
+		if k.Release, err = optional(p.path("proc/sys/kernel/osrelease")); err != nil {
+			return err
+		}
+		if k.Version, err = optional(p.path("proc/sys/kernel/version")); err != nil {
+			return err
+		}
+	}
+	var err error
+	if k.Cmdline, err = optional(p.path("proc/cmdline")); err != nil {
+		return err
+	}
+	if k.Release == "" {
+		return nil
+	}
+	if k.VmlinuzSHA256, err = hashFile(p.path("boot/vmlinuz-" + k.Release)); err != nil {
+		return err
+	}
+	if k.InitrdSHA256, err = hashFile(p.path("boot/initrd.img-" + k.Release)); err != nil {
+		return err
+	}
+	for _, dir := range []string{"lib/modules", "usr/lib/modules"} {
+		h, err := hashFile(p.path(filepath.Join(dir, k.Release, "modules.alias")))
+		if err != nil {
+			return err
+		}
+		if h != "" {
+			k.ModulesAliasSHA256 = h
+			break
+		}
+	}
+	return nil
+}
+
+// hashFile is the hex SHA-256 of a file, "" when it is missing or only root
+// may read it (some distributions keep /boot/vmlinuz-* mode 0600).
+func hashFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// e820Types maps the names /sys/firmware/memmap gives (e820_type_to_string in
+// arch/x86/kernel/e820.c) back to the kernel's type numbers.
+var e820Types = map[string]uint32{
+	"System RAM":                 1,
+	"Reserved":                   2,
+	"ACPI Tables":                3,
+	"ACPI Non-volatile Storage":  4,
+	"Unusable memory":            5,
+	"Persistent Memory":          7,
+	"Persistent Memory (legacy)": 12,
+	"Soft Reserved":              0xefffffff,
+}
+
+// E820TypeName is the name /sys/firmware/memmap gives type t, or "" if the
+// kernel has no name of its own for it.
+func E820TypeName(t uint32) string {
+	for name, n := range e820Types {
+		if n == t {
+			return name
+		}
+	}
+	return ""
+}
+
+func (p *prober) e820(m *manifest.Manifest) error {
+	dir := p.path("sys/firmware/memmap")
+	names, err := readDir(dir)
+	if err != nil {
+		return err
+	}
+	var idx []int
+	for _, n := range names {
+		i, err := strconv.Atoi(n)
+		if err != nil || i < 0 {
+			continue
+		}
+		idx = append(idx, i)
+	}
+	sort.Ints(idx)
+	var table []swsusp.E820Entry
+	for _, i := range idx {
+		d := filepath.Join(dir, strconv.Itoa(i))
+		var v [2]uint64
+		for j, f := range []string{"start", "end"} {
+			path := filepath.Join(d, f)
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			if v[j], err = strconv.ParseUint(strings.TrimSpace(string(b)), 0, 64); err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
+		}
+		start, last := v[0], v[1]
+		if last < start || last == ^uint64(0) {
+			return fmt.Errorf("%s: range %#x-%#x", d, start, last)
+		}
+		path := filepath.Join(d, "type")
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		name := strings.TrimSpace(string(b))
+		t, ok := e820Types[name]
+		if !ok {
+			return fmt.Errorf("%s: unknown memory type %q", path, name)
+		}
+		m.E820 = append(m.E820, manifest.E820Entry{Start: start, End: last + 1, Type: t, Name: name})
+		table = append(table, swsusp.E820Entry{Addr: start, Size: last + 1 - start, Type: t})
+	}
+	if len(table) > 0 {
+		m.E820Digest = fmt.Sprintf("%#08x", swsusp.E820Checksum(table))
+	}
+	return nil
+}
+
+func (p *prober) memory(m *manifest.Manifest) error {
+	path := p.path("proc/meminfo")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	err = lines(path, b, func(_ int, line string) error {
+		rest, ok := strings.CutPrefix(line, "MemTotal:")
+		if !ok {
+			return nil
+		}
+		f := strings.Fields(rest)
+		if len(f) != 2 || f[1] != "kB" {
+			return fmt.Errorf("MemTotal %q: want N kB", strings.TrimSpace(rest))
+		}
+		kb, err := strconv.ParseUint(f[0], 10, 64)
+		if err != nil {
+			return fmt.Errorf("MemTotal: %w", err)
+		}
+		m.MemoryBytes = kb * 1024
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if m.MemoryBytes == 0 {
+		return fmt.Errorf("%s: no MemTotal", path)
+	}
+	return nil
+}
+
+func (p *prober) cpu(m *manifest.Manifest) error {
+	path := p.path("proc/cpuinfo")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	c := &m.CPU
+	var flags string
+	err = lines(path, b, func(_ int, line string) error {
+		key, val, ok := strings.Cut(line, ":")
+		if !ok {
+			return nil
+		}
+		key, val = strings.TrimSpace(key), strings.TrimSpace(val)
+		if key == "processor" {
+			c.Count++
+			return nil
+		}
+		if c.Count != 1 {
+			return nil
+		}
+		var err error
+		switch key {
+		case "vendor_id":
+			c.Vendor = val
+		case "cpu family":
+			c.Family, err = strconv.Atoi(val)
+		case "model":
+			c.Model, err = strconv.Atoi(val)
+		case "stepping":
+			c.Stepping, err = strconv.Atoi(val)
+		case "model name":
+			c.Name = val
+		case "flags", "Features": // x86; arm64
+			flags = val
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if c.Count == 0 {
+		return fmt.Errorf("%s: no processor entries", path)
+	}
+	c.Flags = sortedSet(strings.Fields(flags))
+	return nil
+}
+
+// sortedSet sorts s and drops repeats; never nil.
+func sortedSet(s []string) []string {
+	out := []string{}
+	sort.Strings(s)
+	for i, x := range s {
+		if i == 0 || x != s[i-1] {
+			out = append(out, x)
+		}
+	}
+	return out
+}

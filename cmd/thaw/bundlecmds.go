@@ -1,0 +1,332 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"aead.dev/minisign"
+
+	"github.com/thawlinux/thaw/images/blockdev"
+	"github.com/thawlinux/thaw/images/bundle"
+	"github.com/thawlinux/thaw/images/manifest"
+	"github.com/thawlinux/thaw/images/swsusp"
+)
+
+const keygenHelp = `
+Makes a minisign key pair: PREFIX.key signs bundles (thaw capture, thaw
+export), PREFIX.pub verifies them (thaw restore --pubkey, the agent's
+thaw.pubkey=). Both files are in minisign's format: the minisign tool reads
+them. The secret key is written unencrypted, for unattended capture, unless
+--password is given; then the password comes from THAW_KEY_PASSWORD.
+Existing files are never overwritten.
+`
+
+func runKeygen(args []string) error {
+	fs := newFlags("keygen", "--out PREFIX [--password]", keygenHelp)
+	out := fs.String("out", "", "path prefix of the key files")
+	withPass := fs.Bool("password", false, "encrypt the secret key with the password in THAW_KEY_PASSWORD")
+	if _, err := parseInterspersed(fs, args); err != nil {
+		return err
+	}
+	if *out == "" {
+		fs.Usage()
+		return &exitError{2, errors.New("--out is required")}
+	}
+	pub, priv, err := minisign.GenerateKey(nil)
+	if err != nil {
+		return err
+	}
+	var keyText []byte
+	if *withPass {
+		pw := os.Getenv("THAW_KEY_PASSWORD")
+		if pw == "" {
+			return &exitError{2, errors.New("--password: set THAW_KEY_PASSWORD")}
+		}
+		if keyText, err = minisign.EncryptKey(pw, priv); err != nil {
+			return err
+		}
+	} else if keyText, err = priv.MarshalText(); err != nil {
+		return err
+	}
+	pubText, _ := pub.MarshalText()
+	for _, f := range []struct {
+		path string
+		data []byte
+		perm os.FileMode
+	}{{*out + ".key", keyText, 0o600}, {*out + ".pub", pubText, 0o644}} {
+		fh, err := os.OpenFile(f.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, f.perm)
+		if err != nil {
+			return fmt.Errorf("%w (keys are never overwritten)", err)
+		}
+		_, err = fh.Write(append(bytes.TrimRight(f.data, "\n"), '\n'))
+		if cerr := fh.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	}
+	fmt.Printf("key %016X: secret %s.key, public %s.pub\npublic key line (thaw.pubkey=): %s\n", pub.ID(), *out, *out, pub.String())
+	return nil
+}
+
+const exportHelp = `
+Turns a machine that hibernated by itself (systemctl hibernate) into a
+signed bundle: the image its kernel wrote to the swap area --from, the whole
+disks that hold its filesystems (--disk, default: the disk of --from), and,
+when given, its kernel and initrd. Run it from a rescue system or with the
+disks attached elsewhere; nothing is mounted and nothing is written to the
+source. The image is verified whole before anything is sent.
+
+--to is a file (written to FILE.partial, then renamed) or an http(s) URL
+(streamed with PUT to thaw serve, with the token of --token-file).
+`
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
+
+func runExport(args []string) error {
+	fs := newFlags("export", "--from DEV|PATH#N --to FILE|URL --key FILE [--disk DEV ...]", exportHelp)
+	from := fs.String("from", "", "the swap area holding the kernel-written image (DEV or PATH#N)")
+	to := fs.String("to", "", "where the bundle goes: a file or an http(s) URL")
+	keyPath := fs.String("key", "", "minisign secret key that signs the bundle")
+	tokenFile := fs.String("token-file", "", "file holding the bearer token for an http(s) --to")
+	resumeOff := fs.Int64("resume-offset", 0, "resume_offset of the image's swap header inside --from, in pages")
+	kernel := fs.String("kernel", "", "the image kernel's vmlinuz, carried in the bundle")
+	initrd := fs.String("initrd", "", "the image kernel's initrd, carried in the bundle")
+	var disks multiFlag
+	fs.Var(&disks, "disk", "a whole disk of the source to carry (repeat; default: the disk holding --from)")
+	if _, err := parseInterspersed(fs, args); err != nil {
+		return err
+	}
+	if *from == "" || *to == "" || *keyPath == "" {
+		fs.Usage()
+		return &exitError{2, errors.New("--from, --to and --key are required")}
+	}
+	key, err := bundle.LoadPrivateKey(*keyPath, os.Getenv("THAW_KEY_PASSWORD"))
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	res, r, err := inspectImage(*from, *resumeOff)
+	if err != nil {
+		return err
+	}
+	if res.Verdict != "resumable" {
+		return &exitError{3, fmt.Errorf("%s: no image to export (%s): %v", *from, res.Verdict, res.Reasons)}
+	}
+	src, err := blockdev.Open(*from, false)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	if r, err = swsusp.NewReader(src, src.Size, *resumeOff); err != nil {
+		return err
+	}
+	if len(disks) == 0 {
+		disks = []string{src.Path}
+	}
+	m := &manifest.Manifest{Version: manifest.Version, Kind: "export", Created: time.Now().UTC().Format(time.RFC3339),
+		Kernel:      manifest.Kernel{Release: res.Kernel.Release, Version: res.Kernel.Banner},
+		E820Digest:  res.Arch.E820Checksum,
+		MemoryBytes: res.Pages.Machine * swsusp.PageSize,
+		Image: &manifest.Image{Release: res.Kernel.Release, Pages: res.Pages.Total, DataPages: res.Pages.Data, ZeroPages: res.Pages.Zero,
+			MetaPages: res.Pages.Metadata, NumPhysPages: res.Pages.Machine, E820Checksum: res.Arch.E820Checksum, Stream: "memory"}}
+	for i, d := range disks {
+		md, err := describeDisk(d)
+		if err != nil {
+			return err
+		}
+		md.Stream = fmt.Sprintf("disk%d", i)
+		if md.Path == src.Path {
+			m.Resume = &manifest.Resume{Disk: i, Partition: src.Partition, PartUUID: src.PartUUID, HeaderOffset: src.Offset + *resumeOff*swsusp.PageSize, InDisk: true}
+		}
+		m.Disks = append(m.Disks, *md)
+	}
+	if m.Resume == nil {
+		return &exitError{2, fmt.Errorf("the image's swap area %s is on none of the disks given (%v): the bundle must carry it", *from, disks)}
+	}
+	if err := m.Check(); err != nil {
+		return err
+	}
+	out, finish, err := openOutput(*to, *tokenFile)
+	if err != nil {
+		return err
+	}
+	bw, err := bundle.NewWriter(out, bundle.WriterOptions{})
+	if err != nil {
+		return err
+	}
+	copyStream := func(name, kind string, r io.Reader) error {
+		sw, err := bw.Stream(name, kind)
+		if err != nil {
+			return err
+		}
+		n, err := sw.ReadFrom(r)
+		if err != nil {
+			return fmt.Errorf("stream %s: %w", name, err)
+		}
+		fmt.Fprintf(os.Stderr, "export: %-8s %6d MiB\n", name, n>>20)
+		return sw.Close()
+	}
+	if err := copyStream("memory", bundle.KindMemory, r.Stream()); err != nil {
+		return err
+	}
+	for i, d := range disks {
+		dev, err := blockdev.Open(d, false)
+		if err != nil {
+			return err
+		}
+		err = copyStream(fmt.Sprintf("disk%d", i), bundle.KindDisk, io.NewSectionReader(dev, 0, dev.Size))
+		dev.Close()
+		if err != nil {
+			return err
+		}
+	}
+	for name, path := range map[string]string{"vmlinuz": *kernel, "initrd": *initrd} {
+		if path == "" {
+			continue
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		err = copyStream(name, bundle.KindFile, f)
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	ix, err := bw.Finish(m, &key)
+	if err != nil {
+		return err
+	}
+	if err := finish(); err != nil {
+		return err
+	}
+	var stored int64
+	for _, s := range ix.Streams {
+		stored += s.StoredSize()
+	}
+	fmt.Printf("exported %s (kernel %s, %d memory pages, %d disk(s)) to %s: %d MiB stored, signed by key %016X (%.1fs)\n",
+		*from, m.Kernel.Release, m.Image.Pages, len(m.Disks), *to, stored>>20, key.ID(), time.Since(start).Seconds())
+	return nil
+}
+
+// describeDisk profiles a whole disk (device or image file) from its GPT.
+func describeDisk(path string) (*manifest.Disk, error) {
+	dev, err := blockdev.Open(path, false)
+	if err != nil {
+		return nil, err
+	}
+	defer dev.Close()
+	d := &manifest.Disk{Name: filepath.Base(path), Path: path, Size: dev.Size}
+	if parts, guid, err := dev.GPT(); err == nil {
+		d.Table, d.DiskGUID = "gpt", guid
+		for _, p := range parts {
+			d.Partitions = append(d.Partitions, manifest.Partition{Number: p.Number, Start: p.Start, Size: p.Size, PartUUID: p.PartUUID, Label: p.Name, Type: p.Type})
+		}
+	}
+	return d, nil
+}
+
+// openOutput returns a writer for a file or URL and a function that
+// completes it (rename, or the end of the upload).
+func openOutput(to, tokenFile string) (io.Writer, func() error, error) {
+	if strings.HasPrefix(to, "http://") || strings.HasPrefix(to, "https://") {
+		token, err := readToken(tokenFile)
+		if err != nil {
+			return nil, nil, err
+		}
+		return openUpload(context.Background(), to, token)
+	}
+	tmp := to + ".partial"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, func() error {
+		if err := f.Sync(); err != nil {
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		return os.Rename(tmp, to)
+	}, nil
+}
+
+func readToken(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("token file: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// openUpload streams a PUT to url; the returned function ends the body and
+// waits for the server's answer.
+func openUpload(ctx context.Context, url, token string) (io.Writer, func() error, error) {
+	pr, pw := io.Pipe()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, pr)
+	if err != nil {
+		return nil, nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			resp.Body.Close()
+			if resp.StatusCode/100 != 2 {
+				err = fmt.Errorf("PUT %s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
+			}
+		} else {
+			err = fmt.Errorf("PUT %s: %w", url, err)
+		}
+		pr.CloseWithError(err)
+		done <- err
+	}()
+	return pw, func() error {
+		pw.Close()
+		return <-done
+	}, nil
+}
+
+// openBundle opens a bundle file or URL; pub nil opens it unverified.
+func openBundle(ref, token string, pub *minisign.PublicKey) (*bundle.Reader, func(), error) {
+	if strings.HasPrefix(ref, "http://") || strings.HasPrefix(ref, "https://") {
+		return openBundleURL(ref, token, pub)
+	}
+	f, err := os.Open(ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	br, err := bundle.Open(f, st.Size(), pub)
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("%s: %w", ref, err)
+	}
+	return br, func() { br.Close(); f.Close() }, nil
+}

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/thawlinux/thaw/agent/capture"
+	"github.com/thawlinux/thaw/agent/probe"
+	"github.com/thawlinux/thaw/images/bundle"
+)
+
+const captureHelp = `
+Hibernates this machine into a signed bundle, as root, while it runs:
+
+  1 profile the machine (thaw probe) and choose the disks: by default those
+    behind mounted filesystems and active swap (--disks auto), or a list,
+    or none when the storage is shared
+  2 reserve the mailbox (locked memory the restore agent can write to) and
+    take swap out of use (its pages come back into RAM; refused, with
+    figures, when RAM cannot hold them): the swap partition then becomes the
+    resume area restore writes the image into
+  3 freeze user space through /dev/snapshot, create the image, stream memory
+    then the disks (read while frozen: consistent) into the bundle, signed
+    with --key, to a file on a disk that is not captured or by HTTP PUT to
+    thaw serve (plain http, with the bearer token of --token-file)
+  4 power off once the bundle is complete (and, for a URL, acknowledged)
+
+When the bundle is resumed later, this command continues where it froze:
+it checks the mailbox, unfreezes, turns swap back on, logs that it resumed
+and exits 0. Any failure before the power-off unfreezes the machine and
+turns swap back on. --dry-run does everything except swapoff and the freeze.
+`
+
+func runCapture(args []string) error {
+	fs := newFlags("capture", "--to FILE|URL --key FILE [--token-file FILE] [--disks auto|none|DEV,…] [--dry-run]", captureHelp)
+	to := fs.String("to", "", "where the bundle goes: a file (not on a captured disk) or an http:// URL of thaw serve")
+	keyPath := fs.String("key", "", "minisign secret key that signs the bundle (THAW_KEY_PASSWORD if encrypted)")
+	tokenFile := fs.String("token-file", "", "bearer token file for an http:// --to")
+	disks := fs.String("disks", "auto", "auto, none, or a comma-separated list of whole disks (/dev/vda,/dev/vdb)")
+	dry := fs.Bool("dry-run", false, "check and plan everything, reserve the mailbox, but do not freeze")
+	mbox := fs.Int("mailbox-size", 4<<20, "bytes of the mailbox region")
+	if _, err := parseInterspersed(fs, args); err != nil {
+		return err
+	}
+	if *to == "" || *keyPath == "" {
+		fs.Usage()
+		return &exitError{2, errors.New("--to and --key are required")}
+	}
+	key, err := bundle.LoadPrivateKey(*keyPath, os.Getenv("THAW_KEY_PASSWORD"))
+	if err != nil {
+		return err
+	}
+	token, err := readToken(*tokenFile)
+	if err != nil {
+		return err
+	}
+	m, err := probe.Probe("/")
+	if err != nil {
+		return err
+	}
+	var list []string
+	switch *disks {
+	case "auto":
+		list = capture.AutoDisks(m)
+	case "none":
+	default:
+		list = strings.Split(*disks, ",")
+	}
+	res, err := capture.Run(capture.Options{To: *to, Token: token, Key: key, Disks: list, MailboxSize: *mbox, DryRun: *dry, Manifest: m,
+		Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, "thaw capture: "+f+"\n", a...) }})
+	if err != nil {
+		return err
+	}
+	if res.Resumed {
+		fmt.Printf("resumed from the bundle; %s; swap back on %v\n", res.Mailbox, res.SwapsOff)
+	}
+	return nil
+}

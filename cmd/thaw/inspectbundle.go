@@ -1,0 +1,121 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"aead.dev/minisign"
+
+	"github.com/thawlinux/thaw/images/bundle"
+	"github.com/thawlinux/thaw/images/manifest"
+)
+
+type bundleInspect struct {
+	Ref       string             `json:"ref"`
+	Type      string             `json:"type"` // "bundle"
+	Verdict   string             `json:"verdict"`
+	Reasons   []string           `json:"reasons,omitempty"`
+	Signature string             `json:"signature"` // verified, not-checked, refused
+	Manifest  *manifest.Manifest `json:"manifest,omitempty"`
+	Streams   []*bundle.Stream   `json:"streams,omitempty"`
+	Verified  bool               `json:"verified"`
+}
+
+// isBundleRef tells a bundle (URL, or a file starting with the bundle
+// magic) from a swap area.
+func isBundleRef(ref string) bool {
+	if strings.HasPrefix(ref, "http://") || strings.HasPrefix(ref, "https://") {
+		return true
+	}
+	f, err := os.Open(ref)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	b := make([]byte, 8)
+	_, err = io.ReadFull(f, b)
+	return err == nil && string(b) == "THAWBNDL"
+}
+
+func inspectBundle(ref, pubPath, token string, quick bool) (*bundleInspect, error) {
+	res := &bundleInspect{Ref: ref, Type: "bundle", Signature: "not-checked"}
+	var pub *minisign.PublicKey
+	if pubPath != "" {
+		k, err := bundle.LoadPublicKey(pubPath)
+		if err != nil {
+			return nil, err
+		}
+		pub = &k
+	}
+	br, closeFn, err := openBundle(ref, token, pub)
+	if err != nil && pub != nil && (errors.Is(err, bundle.ErrBadSignature) || errors.Is(err, bundle.ErrUnsigned)) {
+		res.Signature, res.Verdict, res.Reasons = "refused", "refused", []string{err.Error()}
+		if br2, c2, err2 := openBundle(ref, token, nil); err2 == nil {
+			res.Manifest, res.Streams = br2.Manifest, br2.Index.Streams
+			c2()
+		}
+		return res, nil
+	}
+	if err != nil {
+		if strings.Contains(err.Error(), "bundle:") {
+			res.Verdict, res.Reasons = "corrupt", []string{err.Error()}
+			return res, nil
+		}
+		return nil, err
+	}
+	defer closeFn()
+	res.Manifest, res.Streams = br.Manifest, br.Index.Streams
+	if br.Signed {
+		res.Signature = "verified"
+	}
+	res.Verdict = "ok"
+	if !quick {
+		if err := br.Verify(nil); err != nil {
+			res.Verdict, res.Reasons = "corrupt", []string{err.Error()}
+			return res, nil
+		}
+		res.Verified = true
+	}
+	if pub == nil {
+		res.Reasons = append(res.Reasons, "signature not checked: give --pubkey")
+	}
+	return res, nil
+}
+
+func printBundle(w io.Writer, r *bundleInspect, asJSON bool) {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(r)
+		return
+	}
+	fmt.Fprintf(w, "%s  bundle %s, signature %s\n", r.Ref, strings.ToUpper(r.Verdict), r.Signature)
+	for _, reason := range r.Reasons {
+		fmt.Fprintf(w, "  reason: %s\n", reason)
+	}
+	if m := r.Manifest; m != nil {
+		fmt.Fprintf(w, "  source        %s (%s), kernel %s, %d MiB RAM\n", orUnknown(m.Hostname), m.Kind, orUnknown(m.Kernel.Release), m.MemoryBytes>>20)
+		if m.Image != nil {
+			fmt.Fprintf(w, "  memory image  %d pages (%d data, %d zero, %d metadata), e820 digest %s\n", m.Image.Pages, m.Image.DataPages, m.Image.ZeroPages, m.Image.MetaPages, m.Image.E820Checksum)
+		}
+		for i, d := range m.Disks {
+			fmt.Fprintf(w, "  disk %d        %s, %d MiB, %s, %d partitions\n", i, d.Name, d.Size>>20, orUnknown(d.Table), len(d.Partitions))
+		}
+		if m.Resume != nil {
+			fmt.Fprintf(w, "  resume        disk %d partition %d (PARTUUID %s), header at byte %d, image in disk: %v\n", m.Resume.Disk, m.Resume.Partition, m.Resume.PartUUID, m.Resume.HeaderOffset, m.Resume.InDisk)
+		}
+	}
+	for _, s := range r.Streams {
+		zero := 0
+		for _, c := range s.Chunks {
+			if c.Zero {
+				zero++
+			}
+		}
+		fmt.Fprintf(w, "  stream %-8s %-7s %7d MiB in %5d chunks (%d zero), %7d MiB stored\n", s.Name, s.Kind, s.Size>>20, len(s.Chunks), zero, s.StoredSize()>>20)
+	}
+}

@@ -1,0 +1,338 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/thawlinux/thaw/images/blockdev"
+	"github.com/thawlinux/thaw/images/bundle"
+	"github.com/thawlinux/thaw/images/manifest"
+	"github.com/thawlinux/thaw/images/swsusp"
+)
+
+const restoreHelp = `
+Writes a bundle onto this machine's disks so that the image kernel resumes
+it. In order, and stopping at the first failure:
+
+  1 open the bundle (a file or an http(s) URL) and verify its signature
+    against --pubkey, the manifest's digest and the index
+  2 check the target disks: one --disk per disk of the bundle, in its order,
+    each at least as large as the source's
+  3 read and verify every chunk of the bundle (nothing is written before
+    this has passed)
+  4 write each disk stream onto its --disk; the resume image's signature is
+    held back, so an interrupted restore is never resumable
+  5 write the resume image (or, for an image carried inside a disk, its
+    swap header) last, after a sync, read it back and verify it
+
+No disk other than those given with --disk is opened for writing. The
+result (--json) carries resume_args: the kernel arguments that resume it.
+`
+
+type restoreDisk struct {
+	Stream       string `json:"stream"`
+	Target       string `json:"target"`
+	Bytes        int64  `json:"bytes"`
+	WrittenBytes int64  `json:"written_bytes"`
+	ZeroChunks   int    `json:"zero_chunks"`
+}
+
+type restoreResult struct {
+	Image      string             `json:"image"`
+	Signed     bool               `json:"signed"`
+	Kernel     string             `json:"kernel"`
+	Disks      []restoreDisk      `json:"disks"`
+	ResumeArgs []string           `json:"resume_args"`
+	Stages     map[string]float64 `json:"stage_seconds"`
+}
+
+func runRestore(args []string) error {
+	fs := newFlags("restore", "--image REF --pubkey FILE --disk DEV|FILE [--disk …] [--json]", restoreHelp)
+	image := fs.String("image", "", "the bundle: a file or an http(s) URL")
+	pubPath := fs.String("pubkey", "", "minisign public key the bundle must be signed with")
+	tokenFile := fs.String("token-file", "", "bearer token for an http(s) --image")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	var disks multiFlag
+	fs.Var(&disks, "disk", "target disk for the bundle's next disk stream (repeat, in the bundle's order)")
+	if _, err := parseInterspersed(fs, args); err != nil {
+		return err
+	}
+	if *image == "" || *pubPath == "" || len(disks) == 0 {
+		fs.Usage()
+		return &exitError{2, errors.New("--image, --pubkey and at least one --disk are required")}
+	}
+	pub, err := bundle.LoadPublicKey(*pubPath)
+	if err != nil {
+		return &exitError{2, err}
+	}
+	res := &restoreResult{Image: *image, Stages: map[string]float64{}}
+	stage := func(name string, t0 time.Time) { res.Stages[name] = time.Since(t0).Seconds() }
+	say := func(f string, a ...any) {
+		if !*asJSON {
+			fmt.Fprintf(os.Stderr, "restore: "+f+"\n", a...)
+		}
+	}
+
+	// 1. Open and verify the signature.
+	t0 := time.Now()
+	token, err := readToken(*tokenFile)
+	if err != nil {
+		return err
+	}
+	br, closeBundle, err := openBundle(*image, token, &pub)
+	if err != nil {
+		return &exitError{3, fmt.Errorf("%w; nothing was written", err)}
+	}
+	defer closeBundle()
+	m := br.Manifest
+	res.Signed, res.Kernel = br.Signed, m.Kernel.Release
+	say("bundle %s: kernel %s, %d disk(s), signed by the given key", *image, m.Kernel.Release, len(m.Disks))
+	stage("open", t0)
+
+	// 2. Plan the disks.
+	if len(disks) != len(m.Disks) {
+		return &exitError{3, fmt.Errorf("the bundle carries %d disk(s) but %d --disk were given; nothing was written", len(m.Disks), len(disks))}
+	}
+	targets := make([]*blockdev.Dev, len(disks))
+	for i, d := range disks {
+		for j := 0; j < i; j++ {
+			if disks[j] == d {
+				return &exitError{2, fmt.Errorf("--disk %s given twice", d)}
+			}
+		}
+		dev, err := blockdev.Open(d, true)
+		if err != nil {
+			return err
+		}
+		defer dev.Close()
+		if dev.Offset != 0 {
+			return &exitError{2, fmt.Errorf("--disk %s is a partition; give whole disks", d)}
+		}
+		src := m.Disks[i]
+		if dev.Size < src.Size {
+			return &exitError{3, fmt.Errorf("--disk %s holds %d MiB, the source disk %s held %d MiB: too small; nothing was written", d, dev.Size>>20, src.Name, src.Size>>20)}
+		}
+		if br.Index.Stream(src.Stream) == nil {
+			return &exitError{3, fmt.Errorf("the bundle names no stream for disk %s", src.Name)}
+		}
+		targets[i] = dev
+		res.Disks = append(res.Disks, restoreDisk{Stream: src.Stream, Target: d, Bytes: src.Size})
+	}
+	if m.Resume == nil {
+		return &exitError{3, errors.New("the bundle says nowhere where the resume image goes; nothing was written")}
+	}
+
+	// 3. Verify every chunk before writing anything.
+	t0 = time.Now()
+	last := time.Now()
+	if err := br.Verify(func(done, total int64) {
+		if isTerminal(os.Stderr) && !*asJSON && (time.Since(last) > 500*time.Millisecond || done == total) {
+			last = time.Now()
+			fmt.Fprintf(os.Stderr, "\rrestore: verifying %3d%% (%d/%d MiB)", done*100/max(total, 1), done>>20, total>>20)
+		}
+	}); err != nil {
+		return &exitError{3, fmt.Errorf("%w; nothing was written", err)}
+	}
+	if isTerminal(os.Stderr) && !*asJSON {
+		fmt.Fprintln(os.Stderr)
+	}
+	say("every chunk verified (%.1fs)", time.Since(t0).Seconds())
+	stage("verify", t0)
+
+	// 4. Write the disks, holding back the resume signature.
+	t0 = time.Now()
+	var heldHeader []byte
+	for i, dev := range targets {
+		rd := &res.Disks[i]
+		var hold *int64
+		if m.Resume.InDisk && m.Resume.Disk == i {
+			hold = &m.Resume.HeaderOffset
+		}
+		h, err := writeDisk(br, m.Disks[i].Stream, dev, hold, rd)
+		if err != nil {
+			return fmt.Errorf("writing %s: %w", dev.Ref, err)
+		}
+		if h != nil {
+			heldHeader = h
+		}
+		say("%s → %s: %d MiB, %d MiB written, %d zero chunks already zero", rd.Stream, rd.Target, rd.Bytes>>20, rd.WrittenBytes>>20, rd.ZeroChunks)
+	}
+	stage("write_disks", t0)
+
+	// 5. The resume image, last.
+	t0 = time.Now()
+	rdev := targets[m.Resume.Disk]
+	area := resumeArea(m, rdev)
+	// Swap map entries count pages from the start of the swap device: the
+	// partition (resume=PARTUUID=…), not the disk.
+	win, err := rdev.Window(area.start, area.size, fmt.Sprintf("%s (resume area)", rdev.Ref))
+	if err != nil {
+		return err
+	}
+	headerPage := (m.Resume.HeaderOffset - area.start) / swsusp.PageSize
+	if m.Resume.InDisk {
+		if heldHeader == nil || swsusp.ParseHeader(heldHeader).Sig != swsusp.SigHibernate {
+			return errors.New("the bundle's disk stream holds no hibernation signature at the resume header")
+		}
+		if _, err := rdev.WriteAt(heldHeader, m.Resume.HeaderOffset); err != nil {
+			return err
+		}
+		if err := rdev.Sync(); err != nil {
+			return err
+		}
+	} else {
+		if err := writeResumeImage(br, m, win, headerPage); err != nil {
+			return err
+		}
+	}
+	if err := checkResumeImage(win, headerPage, m); err != nil {
+		neutralize(rdev, m.Resume.HeaderOffset)
+		return fmt.Errorf("the resume image written does not verify, its signature was removed: %w", err)
+	}
+	stage("resume_image", t0)
+	res.ResumeArgs = []string{"resume=" + resumeTarget(m)}
+	if headerPage != 0 {
+		res.ResumeArgs = append(res.ResumeArgs, fmt.Sprintf("resume_offset=%d", headerPage))
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	fmt.Printf("restored %s (kernel %s) onto %s\nboot the image kernel with: %s\n", *image, res.Kernel, strings.Join(disks, ", "), strings.Join(res.ResumeArgs, " "))
+	return nil
+}
+
+type areaWindow struct{ start, size int64 }
+
+// resumeArea is the swap area (partition, or the whole disk) holding the
+// resume header.
+func resumeArea(m *manifest.Manifest, dev *blockdev.Dev) areaWindow {
+	d := m.Disks[m.Resume.Disk]
+	for _, p := range d.Partitions {
+		if p.Number == m.Resume.Partition {
+			return areaWindow{p.Start, p.Size}
+		}
+	}
+	return areaWindow{0, dev.Size}
+}
+
+func resumeTarget(m *manifest.Manifest) string {
+	if m.Resume.PartUUID != "" {
+		return "PARTUUID=" + m.Resume.PartUUID
+	}
+	return "/dev/" + m.Disks[m.Resume.Disk].Name
+}
+
+// writeDisk copies one disk stream onto dev. If hold is set, the page at
+// that byte offset is written with its swap signature instead of the
+// hibernation one, and its real contents returned.
+func writeDisk(br *bundle.Reader, stream string, dev *blockdev.Dev, hold *int64, rd *restoreDisk) ([]byte, error) {
+	s := br.Index.Stream(stream)
+	var held []byte
+	var buf []byte
+	cur := make([]byte, br.Index.ChunkSize)
+	for i, c := range s.Chunks {
+		if c.Zero {
+			// Leave regions that already read as zero alone (fresh sparse
+			// files, trimmed disks); write zeros elsewhere.
+			got := cur[:c.Len]
+			if _, err := dev.ReadAt(got, c.Off); err != nil && err != io.EOF {
+				return nil, fmt.Errorf("read at byte %d: %w", c.Off, err)
+			}
+			if allZeroBytes(got) {
+				rd.ZeroChunks++
+				continue
+			}
+			clear(got)
+			if _, err := dev.WriteAt(got, c.Off); err != nil {
+				return nil, err
+			}
+			rd.WrittenBytes += c.Len
+			continue
+		}
+		out, err := br.ReadChunk(s, i, buf)
+		if err != nil {
+			return nil, err
+		}
+		buf = out
+		if hold != nil && *hold >= c.Off && *hold+swsusp.PageSize <= c.Off+c.Len {
+			pg := out[*hold-c.Off : *hold-c.Off+swsusp.PageSize]
+			held = bytes.Clone(pg)
+			h := swsusp.ParseHeader(pg)
+			if h.Sig == swsusp.SigHibernate {
+				h.Sig = h.OrigSig
+				h.Put(pg)
+			}
+		}
+		if _, err := dev.WriteAt(out, c.Off); err != nil {
+			return nil, err
+		}
+		rd.WrittenBytes += c.Len
+	}
+	if err := dev.Sync(); err != nil {
+		return nil, err
+	}
+	return held, nil
+}
+
+func allZeroBytes(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// writeResumeImage stores the bundle's memory stream in the resume area in
+// the kernel's format (signature last).
+func writeResumeImage(br *bundle.Reader, m *manifest.Manifest, area *blockdev.Dev, headerPage int64) error {
+	sr, err := br.OpenStream(m.Image.Stream)
+	if err != nil {
+		return err
+	}
+	w, err := swsusp.NewWriter(area, area.Size, headerPage, swsusp.WriterOptions{Compression: swsusp.CompressLZO})
+	if err != nil {
+		return err
+	}
+	_, err = w.WriteStream(sr)
+	return err
+}
+
+// checkResumeImage reads the resume image back and compares its counts
+// with the manifest.
+func checkResumeImage(area *blockdev.Dev, headerPage int64, m *manifest.Manifest) error {
+	r, err := swsusp.NewReader(area, area.Size, headerPage)
+	if err != nil {
+		return err
+	}
+	rep, err := r.Verify()
+	if err != nil {
+		return err
+	}
+	if m.Image != nil && (rep.DataPages != m.Image.DataPages || rep.Info.Pages != m.Image.Pages) {
+		return fmt.Errorf("%d data pages of %d, the manifest says %d of %d", rep.DataPages, rep.Info.Pages, m.Image.DataPages, m.Image.Pages)
+	}
+	return nil
+}
+
+func neutralize(dev *blockdev.Dev, off int64) {
+	pg := make([]byte, swsusp.PageSize)
+	if _, err := dev.ReadAt(pg, off); err != nil {
+		return
+	}
+	h := swsusp.ParseHeader(pg)
+	if h.Sig == swsusp.SigHibernate {
+		h.Sig = h.OrigSig
+		h.Put(pg)
+		dev.WriteAt(pg, off)
+		dev.Sync()
+	}
+}

@@ -1,0 +1,10 @@
+// Package bundle reads and writes thaw bundles: the portable, signed form of
+// a captured server — its manifest, the memory snapshot stream, each disk as
+// a block stream, the image kernel's files — cut into chunks that are each
+// zstd-compressed and sha256-hashed, with an index that lets a reader verify
+// and use any chunk on its own. The index (which names the manifest's
+// digest) is signed with a minisign key. FORMAT.md documents the layout.
+//
+// A Writer needs only an io.Writer (a pipe, an HTTP upload); a Reader needs
+// an io.ReaderAt (a file, HTTP range requests) and holds one chunk at a time.
+package bundle

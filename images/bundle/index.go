@@ -1,0 +1,187 @@
+package bundle
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+)
+
+// Format constants.
+const (
+	FormatVersion    = 1
+	HeaderSize       = 64
+	TrailerSize      = 64
+	DefaultChunkSize = 4 << 20
+	maxIndexSize     = 256 << 20
+	maxSigSize       = 4096
+	maxChunkSize     = 64 << 20
+	headerMagic      = "THAWBNDL"
+	trailerMagic     = "THAWTAIL"
+)
+
+// Stream kinds.
+const (
+	KindMemory  = "memory"
+	KindDisk    = "disk"
+	KindFile    = "file"
+	KindPhysmem = "physmem"
+)
+
+// Index is the bundle's table of contents; its bytes are what is signed.
+type Index struct {
+	Version   int       `json:"version"`
+	ChunkSize int64     `json:"chunk_size"`
+	Created   string    `json:"created,omitempty"`
+	Manifest  Blob      `json:"manifest"`
+	Streams   []*Stream `json:"streams"`
+}
+
+// Blob is a stored, hashed region of the bundle.
+type Blob struct {
+	At     int64  `json:"at"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// Stream is one named byte stream cut in chunks.
+type Stream struct {
+	Name   string  `json:"name"`
+	Kind   string  `json:"kind"`
+	Size   int64   `json:"size"`
+	Chunks []Chunk `json:"chunks"`
+}
+
+// Chunk is one piece of a stream.
+type Chunk struct {
+	Off    int64  `json:"off"`
+	Len    int64  `json:"len"`
+	At     int64  `json:"at,omitempty"`
+	Stored int64  `json:"stored,omitempty"`
+	SHA256 string `json:"sha256,omitempty"`
+	Zero   bool   `json:"zero,omitempty"`
+}
+
+// StoredSize is the bytes the stream occupies in the bundle.
+func (s *Stream) StoredSize() int64 {
+	var n int64
+	for _, c := range s.Chunks {
+		n += c.Stored
+	}
+	return n
+}
+
+// Stream returns the stream called name, or nil.
+func (ix *Index) Stream(name string) *Stream {
+	for _, s := range ix.Streams {
+		if s.Name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// ParseIndex decodes an index and checks it against a bundle of fileSize
+// bytes whose stored data ends at dataEnd (the index offset).
+func ParseIndex(b []byte, dataEnd int64) (*Index, error) {
+	var ix Index
+	if err := json.Unmarshal(b, &ix); err != nil {
+		return nil, fmt.Errorf("bundle: index: %w", err)
+	}
+	if ix.Version != FormatVersion {
+		return nil, fmt.Errorf("bundle: index: version %d, this thaw reads %d", ix.Version, FormatVersion)
+	}
+	if ix.ChunkSize <= 0 || ix.ChunkSize > maxChunkSize {
+		return nil, fmt.Errorf("bundle: index: chunk_size %d outside 1..%d", ix.ChunkSize, maxChunkSize)
+	}
+	if err := checkBlob("manifest", ix.Manifest, dataEnd); err != nil {
+		return nil, err
+	}
+	names := map[string]bool{}
+	for i, s := range ix.Streams {
+		if s == nil || s.Name == "" {
+			return nil, fmt.Errorf("bundle: index: stream %d has no name", i)
+		}
+		if names[s.Name] {
+			return nil, fmt.Errorf("bundle: index: stream %q appears twice", s.Name)
+		}
+		names[s.Name] = true
+		switch s.Kind {
+		case KindMemory, KindDisk, KindFile, KindPhysmem:
+		default:
+			return nil, fmt.Errorf("bundle: index: stream %q: unknown kind %q", s.Name, s.Kind)
+		}
+		var off int64
+		for j, c := range s.Chunks {
+			where := fmt.Sprintf("bundle: index: stream %q chunk %d", s.Name, j)
+			if c.Off != off {
+				return nil, fmt.Errorf("%s: offset %d, want %d (chunks must cover the stream in order)", where, c.Off, off)
+			}
+			if c.Len <= 0 || c.Len > ix.ChunkSize {
+				return nil, fmt.Errorf("%s: length %d outside 1..%d", where, c.Len, ix.ChunkSize)
+			}
+			if c.Zero {
+				if c.Stored != 0 || c.At != 0 || c.SHA256 != "" {
+					return nil, fmt.Errorf("%s: a zero chunk with stored bytes", where)
+				}
+			} else if err := checkBlob(where[len("bundle: index: "):], Blob{c.At, c.Stored, c.SHA256}, dataEnd); err != nil {
+				return nil, err
+			} else if c.Stored > c.Len+c.Len/8+1024 {
+				return nil, fmt.Errorf("%s: %d stored bytes for %d bytes of data", where, c.Stored, c.Len)
+			}
+			off += c.Len
+		}
+		if off != s.Size {
+			return nil, fmt.Errorf("bundle: index: stream %q: chunks cover %d bytes, size says %d", s.Name, off, s.Size)
+		}
+	}
+	return &ix, nil
+}
+
+func checkBlob(what string, b Blob, dataEnd int64) error {
+	if b.At < HeaderSize || b.Size <= 0 || b.At+b.Size > dataEnd || b.At+b.Size < b.At {
+		return fmt.Errorf("bundle: index: %s: bytes %d+%d outside the data area %d..%d", what, b.At, b.Size, HeaderSize, dataEnd)
+	}
+	if h, err := hex.DecodeString(b.SHA256); err != nil || len(h) != 32 {
+		return fmt.Errorf("bundle: index: %s: sha256 %q is not 64 hex digits", what, b.SHA256)
+	}
+	return nil
+}
+
+// trailer is the fixed end of a bundle.
+type trailer struct {
+	IndexAt, IndexSize, SigAt, SigSize int64
+}
+
+func (t trailer) encode() []byte {
+	b := make([]byte, TrailerSize)
+	copy(b, trailerMagic)
+	le := binary.LittleEndian
+	le.PutUint64(b[8:], uint64(t.IndexAt))
+	le.PutUint64(b[16:], uint64(t.IndexSize))
+	le.PutUint64(b[24:], uint64(t.SigAt))
+	le.PutUint64(b[32:], uint64(t.SigSize))
+	le.PutUint32(b[40:], FormatVersion)
+	return b
+}
+
+func parseTrailer(b []byte, size int64) (trailer, error) {
+	if string(b[:8]) != trailerMagic {
+		return trailer{}, fmt.Errorf("bundle: no trailer at byte %d (magic %q): not a thaw bundle, or truncated", size-TrailerSize, b[:8])
+	}
+	le := binary.LittleEndian
+	if v := le.Uint32(b[40:]); v != FormatVersion {
+		return trailer{}, fmt.Errorf("bundle: trailer: format version %d, this thaw reads %d", v, FormatVersion)
+	}
+	t := trailer{int64(le.Uint64(b[8:])), int64(le.Uint64(b[16:])), int64(le.Uint64(b[24:])), int64(le.Uint64(b[32:]))}
+	end := size - TrailerSize
+	switch {
+	case t.IndexSize <= 0 || t.IndexSize > maxIndexSize:
+		return t, fmt.Errorf("bundle: trailer: index size %d outside 1..%d", t.IndexSize, maxIndexSize)
+	case t.SigSize < 0 || t.SigSize > maxSigSize:
+		return t, fmt.Errorf("bundle: trailer: signature size %d outside 0..%d", t.SigSize, maxSigSize)
+	case t.IndexAt < HeaderSize || t.IndexAt+t.IndexSize != t.SigAt || t.SigAt+t.SigSize != end:
+		return t, fmt.Errorf("bundle: trailer: index at %d+%d and signature at %d+%d do not end at the trailer (byte %d): truncated or damaged", t.IndexAt, t.IndexSize, t.SigAt, t.SigSize, end)
+	}
+	return t, nil
+}

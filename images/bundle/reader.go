@@ -1,0 +1,220 @@
+package bundle
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"aead.dev/minisign"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/thawlinux/thaw/images/manifest"
+)
+
+// ErrUnsigned is returned by Open when a public key is given but the bundle
+// carries no signature.
+var ErrUnsigned = errors.New("the bundle is not signed")
+
+// ErrBadSignature is returned when the signature does not verify.
+var ErrBadSignature = errors.New("signature does not verify")
+
+// Reader reads a bundle.
+type Reader struct {
+	r        io.ReaderAt
+	size     int64
+	Index    *Index
+	Manifest *manifest.Manifest
+	// Signed is true when the index's signature verified against the key
+	// given to Open.
+	Signed    bool
+	IndexRaw  []byte
+	Signature []byte
+	dec       *zstd.Decoder
+}
+
+// Open reads the trailer, the index and the manifest. With a public key the
+// signature must verify; with nil the bundle is opened unverified (Signed
+// false) — for inspection only.
+func Open(r io.ReaderAt, size int64, pub *minisign.PublicKey) (*Reader, error) {
+	if size < HeaderSize+TrailerSize {
+		return nil, fmt.Errorf("bundle: %d bytes is too short for a bundle", size)
+	}
+	head := make([]byte, HeaderSize)
+	if _, err := r.ReadAt(head, 0); err != nil {
+		return nil, fmt.Errorf("bundle: header: %w", err)
+	}
+	if string(head[:8]) != headerMagic {
+		return nil, fmt.Errorf("bundle: header magic %q: not a thaw bundle", head[:8])
+	}
+	tb := make([]byte, TrailerSize)
+	if _, err := r.ReadAt(tb, size-TrailerSize); err != nil {
+		return nil, fmt.Errorf("bundle: trailer at byte %d: %w", size-TrailerSize, err)
+	}
+	t, err := parseTrailer(tb, size)
+	if err != nil {
+		return nil, err
+	}
+	br := &Reader{r: r, size: size}
+	br.IndexRaw = make([]byte, t.IndexSize)
+	if _, err := r.ReadAt(br.IndexRaw, t.IndexAt); err != nil {
+		return nil, fmt.Errorf("bundle: index at byte %d: %w", t.IndexAt, err)
+	}
+	if t.SigSize > 0 {
+		br.Signature = make([]byte, t.SigSize)
+		if _, err := r.ReadAt(br.Signature, t.SigAt); err != nil {
+			return nil, fmt.Errorf("bundle: signature at byte %d: %w", t.SigAt, err)
+		}
+	}
+	if pub != nil {
+		if t.SigSize == 0 {
+			return nil, fmt.Errorf("bundle: %w: refusing it (a bundle must be signed by the key given)", ErrUnsigned)
+		}
+		if !minisign.Verify(*pub, br.IndexRaw, br.Signature) {
+			var sig minisign.Signature
+			who := ""
+			if sig.UnmarshalText(br.Signature) == nil && sig.KeyID != pub.ID() {
+				who = fmt.Sprintf(": it was signed by key %016X, not by the given key %016X", sig.KeyID, pub.ID())
+			}
+			return nil, fmt.Errorf("bundle: index (bytes %d+%d): %w%s", t.IndexAt, t.IndexSize, ErrBadSignature, who)
+		}
+		br.Signed = true
+	}
+	ix, err := ParseIndex(br.IndexRaw, t.IndexAt)
+	if err != nil {
+		return nil, err
+	}
+	br.Index = ix
+	mb := make([]byte, ix.Manifest.Size)
+	if _, err := r.ReadAt(mb, ix.Manifest.At); err != nil {
+		return nil, fmt.Errorf("bundle: manifest at byte %d: %w", ix.Manifest.At, err)
+	}
+	if sum := sha256.Sum256(mb); hex.EncodeToString(sum[:]) != ix.Manifest.SHA256 {
+		return nil, fmt.Errorf("bundle: manifest at byte %d: sha256 %x, the index says %s: edited after signing", ix.Manifest.At, sum, ix.Manifest.SHA256)
+	}
+	if br.Manifest, err = manifest.Parse(mb); err != nil {
+		return nil, fmt.Errorf("bundle: %w", err)
+	}
+	br.dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxChunkSize*2))
+	if err != nil {
+		return nil, err
+	}
+	return br, nil
+}
+
+// Close releases the decoder.
+func (br *Reader) Close() {
+	if br.dec != nil {
+		br.dec.Close()
+	}
+}
+
+// ReadChunk reads, verifies and decompresses chunk i of stream s into dst
+// (reused when big enough).
+func (br *Reader) ReadChunk(s *Stream, i int, dst []byte) ([]byte, error) {
+	c := s.Chunks[i]
+	if c.Zero {
+		if int64(cap(dst)) < c.Len {
+			dst = make([]byte, c.Len)
+		}
+		dst = dst[:c.Len]
+		clear(dst)
+		return dst, nil
+	}
+	stored := make([]byte, c.Stored)
+	if _, err := br.r.ReadAt(stored, c.At); err != nil {
+		return nil, fmt.Errorf("bundle: stream %q chunk %d at byte %d: %w", s.Name, i, c.At, err)
+	}
+	return br.decodeChunk(s, i, stored, dst)
+}
+
+func (br *Reader) decodeChunk(s *Stream, i int, stored, dst []byte) ([]byte, error) {
+	c := s.Chunks[i]
+	if sum := sha256.Sum256(stored); hex.EncodeToString(sum[:]) != c.SHA256 {
+		return nil, fmt.Errorf("bundle: stream %q chunk %d at byte %d: sha256 mismatch: the bundle is damaged", s.Name, i, c.At)
+	}
+	out, err := br.dec.DecodeAll(stored, dst[:0])
+	if err != nil {
+		return nil, fmt.Errorf("bundle: stream %q chunk %d at byte %d: zstd: %w", s.Name, i, c.At, err)
+	}
+	if int64(len(out)) != c.Len {
+		return nil, fmt.Errorf("bundle: stream %q chunk %d at byte %d: %d bytes after decompression, the index says %d", s.Name, i, c.At, len(out), c.Len)
+	}
+	return out, nil
+}
+
+// StreamReader reads one stream sequentially, verifying each chunk before
+// handing out its bytes.
+type StreamReader struct {
+	br  *Reader
+	s   *Stream
+	i   int
+	cur []byte
+	buf []byte
+}
+
+// Open returns a sequential reader of the stream called name.
+func (br *Reader) OpenStream(name string) (*StreamReader, error) {
+	s := br.Index.Stream(name)
+	if s == nil {
+		return nil, fmt.Errorf("bundle: no stream %q", name)
+	}
+	return &StreamReader{br: br, s: s}, nil
+}
+
+// Stream is the stream's index entry.
+func (sr *StreamReader) Stream() *Stream { return sr.s }
+
+func (sr *StreamReader) Read(p []byte) (int, error) {
+	for len(sr.cur) == 0 {
+		if sr.i >= len(sr.s.Chunks) {
+			return 0, io.EOF
+		}
+		out, err := sr.br.ReadChunk(sr.s, sr.i, sr.buf)
+		if err != nil {
+			return 0, err
+		}
+		sr.buf, sr.cur = out, out
+		sr.i++
+	}
+	n := copy(p, sr.cur)
+	sr.cur = sr.cur[n:]
+	return n, nil
+}
+
+// Verify reads every chunk of every stream and checks it, calling progress
+// (if not nil) with the stored bytes read so far.
+func (br *Reader) Verify(progress func(done, total int64)) error {
+	var total, done int64
+	for _, s := range br.Index.Streams {
+		total += s.StoredSize()
+	}
+	var buf []byte
+	for _, s := range br.Index.Streams {
+		for i := range s.Chunks {
+			out, err := br.ReadChunk(s, i, buf)
+			if err != nil {
+				return err
+			}
+			buf = out
+			done += s.Chunks[i].Stored
+			if progress != nil {
+				progress(done, total)
+			}
+		}
+	}
+	return nil
+}
+
+func jsonMarshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetIndent("", " ")
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}

@@ -1,0 +1,238 @@
+package bundle
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"aead.dev/minisign"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/thawlinux/thaw/images/manifest"
+)
+
+// Writer writes a bundle front to back into any io.Writer.
+type Writer struct {
+	w         io.Writer
+	off       int64
+	chunkSize int64
+	enc       *zstd.Encoder
+	index     Index
+	open      *StreamWriter
+	err       error
+	cbuf      []byte
+}
+
+// WriterOptions tune a Writer.
+type WriterOptions struct {
+	ChunkSize int64 // default DefaultChunkSize
+	// Level is the zstd level: 1 fastest … 4 best; default 1.
+	Level int
+}
+
+// NewWriter starts a bundle on w, writing its header.
+func NewWriter(w io.Writer, opt WriterOptions) (*Writer, error) {
+	if opt.ChunkSize == 0 {
+		opt.ChunkSize = DefaultChunkSize
+	}
+	if opt.ChunkSize < 4096 || opt.ChunkSize > maxChunkSize {
+		return nil, fmt.Errorf("bundle: chunk size %d outside 4096..%d", opt.ChunkSize, maxChunkSize)
+	}
+	level := zstd.SpeedFastest
+	if opt.Level > 1 {
+		level = zstd.EncoderLevelFromZstd(opt.Level * 3)
+	}
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		return nil, err
+	}
+	bw := &Writer{w: w, chunkSize: opt.ChunkSize, enc: enc, index: Index{Version: FormatVersion, ChunkSize: opt.ChunkSize}}
+	h := make([]byte, HeaderSize)
+	copy(h, headerMagic)
+	h[8] = FormatVersion
+	if err := bw.write(h); err != nil {
+		return nil, err
+	}
+	return bw, nil
+}
+
+func (bw *Writer) write(b []byte) error {
+	if bw.err != nil {
+		return bw.err
+	}
+	n, err := bw.w.Write(b)
+	bw.off += int64(n)
+	if err != nil {
+		bw.err = fmt.Errorf("bundle: write at byte %d: %w", bw.off, err)
+	}
+	return bw.err
+}
+
+// StreamWriter receives one stream's bytes; Close ends the stream.
+type StreamWriter struct {
+	bw     *Writer
+	s      *Stream
+	buf    []byte
+	zeroOK bool
+	closed bool
+}
+
+// Stream starts a new stream; the previous one must be closed. For disk and
+// physmem streams all-zero chunks are left out of the bundle.
+func (bw *Writer) Stream(name, kind string) (*StreamWriter, error) {
+	if bw.open != nil && !bw.open.closed {
+		return nil, fmt.Errorf("bundle: stream %q is still open", bw.open.s.Name)
+	}
+	if bw.index.Stream(name) != nil {
+		return nil, fmt.Errorf("bundle: stream %q written twice", name)
+	}
+	s := &Stream{Name: name, Kind: kind, Chunks: []Chunk{}}
+	bw.index.Streams = append(bw.index.Streams, s)
+	sw := &StreamWriter{bw: bw, s: s, buf: make([]byte, 0, bw.chunkSize), zeroOK: kind == KindDisk || kind == KindPhysmem}
+	bw.open = sw
+	return sw, nil
+}
+
+// Write buffers p and stores every full chunk.
+func (sw *StreamWriter) Write(p []byte) (int, error) {
+	if sw.closed {
+		return 0, fmt.Errorf("bundle: stream %q is closed", sw.s.Name)
+	}
+	n := 0
+	for len(p) > 0 {
+		k := min(len(p), cap(sw.buf)-len(sw.buf))
+		sw.buf = append(sw.buf, p[:k]...)
+		p, n = p[k:], n+k
+		if len(sw.buf) == cap(sw.buf) {
+			if err := sw.flush(); err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, nil
+}
+
+// ReadFrom copies r into the stream.
+func (sw *StreamWriter) ReadFrom(r io.Reader) (int64, error) {
+	var total int64
+	for {
+		n, err := io.ReadFull(r, sw.buf[len(sw.buf):cap(sw.buf)])
+		sw.buf = sw.buf[:len(sw.buf)+n]
+		total += int64(n)
+		if len(sw.buf) == cap(sw.buf) {
+			if ferr := sw.flush(); ferr != nil {
+				return total, ferr
+			}
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+func allZero(b []byte) bool {
+	for len(b) >= 8 {
+		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (sw *StreamWriter) flush() error {
+	if len(sw.buf) == 0 {
+		return nil
+	}
+	bw := sw.bw
+	c := Chunk{Off: sw.s.Size, Len: int64(len(sw.buf))}
+	if sw.zeroOK && allZero(sw.buf) {
+		c.Zero = true
+	} else {
+		bw.cbuf = bw.enc.EncodeAll(sw.buf, bw.cbuf[:0])
+		sum := sha256.Sum256(bw.cbuf)
+		c.At, c.Stored, c.SHA256 = bw.off, int64(len(bw.cbuf)), hex.EncodeToString(sum[:])
+		if err := bw.write(bw.cbuf); err != nil {
+			return err
+		}
+	}
+	sw.s.Chunks = append(sw.s.Chunks, c)
+	sw.s.Size += c.Len
+	sw.buf = sw.buf[:0]
+	return nil
+}
+
+// Close stores the last partial chunk.
+func (sw *StreamWriter) Close() error {
+	if sw.closed {
+		return nil
+	}
+	err := sw.flush()
+	sw.closed = true
+	return err
+}
+
+// Finish writes the manifest, the index, its signature (when key is not
+// nil) and the trailer. The Writer cannot be used afterwards.
+func (bw *Writer) Finish(m *manifest.Manifest, key *minisign.PrivateKey) (*Index, error) {
+	if bw.open != nil && !bw.open.closed {
+		if err := bw.open.Close(); err != nil {
+			return nil, err
+		}
+	}
+	if m == nil {
+		return nil, errors.New("bundle: no manifest")
+	}
+	mb, err := m.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(mb)
+	bw.index.Manifest = Blob{At: bw.off, Size: int64(len(mb)), SHA256: hex.EncodeToString(sum[:])}
+	if err := bw.write(mb); err != nil {
+		return nil, err
+	}
+	bw.index.Created = time.Now().UTC().Format(time.RFC3339)
+	ib, err := marshalIndex(&bw.index)
+	if err != nil {
+		return nil, err
+	}
+	t := trailer{IndexAt: bw.off, IndexSize: int64(len(ib))}
+	if err := bw.write(ib); err != nil {
+		return nil, err
+	}
+	t.SigAt = bw.off
+	if key != nil {
+		sig := minisign.SignWithComments(*key, ib, "thaw bundle index", "signature from thaw")
+		t.SigSize = int64(len(sig))
+		if err := bw.write(sig); err != nil {
+			return nil, err
+		}
+	}
+	if err := bw.write(t.encode()); err != nil {
+		return nil, err
+	}
+	bw.enc.Close()
+	return &bw.index, nil
+}
+
+func marshalIndex(ix *Index) ([]byte, error) {
+	return jsonMarshal(ix)
+}
+
+// Warm runs the compressor once, so that its lazy set-up does not happen
+// later (capture writes the bundle while user space is frozen).
+func (bw *Writer) Warm() {
+	bw.cbuf = bw.enc.EncodeAll(make([]byte, 4096), bw.cbuf[:0])
+}

@@ -1,0 +1,227 @@
+package manifest
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// Version is the manifest format this package writes and reads.
+const Version = 1
+
+// Manifest is a machine's profile; in a bundle, the source's.
+type Manifest struct {
+	Version  int    `json:"version"`
+	Kind     string `json:"kind"` // "probe", "capture" or "export"
+	Hostname string `json:"hostname,omitempty"`
+	Created  string `json:"created,omitempty"` // RFC 3339
+
+	Kernel      Kernel      `json:"kernel"`
+	E820        []E820Entry `json:"e820"`                  // /sys/firmware/memmap in order
+	E820Digest  string      `json:"e820_digest,omitempty"` // crc32 as the kernel hashes it, %#08x
+	MemoryBytes uint64      `json:"memory_bytes"`          // MemTotal
+	CPU         CPU         `json:"cpu"`
+	PCI         []PCIDevice `json:"pci"`
+	NICs        []NIC       `json:"nics"`
+	Disks       []Disk      `json:"disks"`
+	DM          []DMDevice  `json:"dm,omitempty"` // device-mapper devices (LVM LVs among them)
+	Mounts      []Mount     `json:"mounts"`
+	Swaps       []Swap      `json:"swaps"`
+	Image       *Image      `json:"image,omitempty"`   // the memory image in the bundle
+	Resume      *Resume     `json:"resume,omitempty"`  // where the kernel-format image goes on the disks
+	NonRAM      []PhysRange `json:"non_ram,omitempty"` // non-RAM ranges below 4 GiB carried for ACPI
+	Mailbox     *Mailbox    `json:"mailbox,omitempty"`
+}
+
+// Kernel is the running (or image) kernel.
+type Kernel struct {
+	Release            string `json:"release"`
+	Version            string `json:"version,omitempty"` // uname -v or the banner
+	Cmdline            string `json:"cmdline,omitempty"`
+	VmlinuzSHA256      string `json:"vmlinuz_sha256,omitempty"`
+	InitrdSHA256       string `json:"initrd_sha256,omitempty"`
+	ModulesAliasSHA256 string `json:"modules_alias_sha256,omitempty"`
+}
+
+// E820Entry is one firmware memory map range; End is exclusive.
+type E820Entry struct {
+	Start uint64 `json:"start"`
+	End   uint64 `json:"end"`
+	Type  uint32 `json:"type"`           // 1 RAM, 2 reserved, 3 ACPI, 4 NVS, 5 unusable, ...
+	Name  string `json:"name,omitempty"` // as /sys/firmware/memmap names it
+}
+
+// CPU is what the kernel saw of the processor.
+type CPU struct {
+	Vendor   string   `json:"vendor"`
+	Family   int      `json:"family"`
+	Model    int      `json:"model"`
+	Stepping int      `json:"stepping"`
+	Name     string   `json:"name,omitempty"`
+	Count    int      `json:"count"`
+	Flags    []string `json:"flags"` // /proc/cpuinfo flags, sorted
+}
+
+// PCIDevice is one device of /sys/bus/pci/devices.
+type PCIDevice struct {
+	Address   string `json:"address"` // 0000:00:03.0
+	Vendor    string `json:"vendor"`  // 0x1af4
+	Device    string `json:"device"`
+	Class     string `json:"class"` // 0x010000
+	Subsystem string `json:"subsystem,omitempty"`
+	Modalias  string `json:"modalias"`
+	Driver    string `json:"driver,omitempty"`
+}
+
+// NIC is a network interface with a device behind it.
+type NIC struct {
+	Name      string   `json:"name"`
+	MAC       string   `json:"mac"`
+	Driver    string   `json:"driver,omitempty"`
+	PCI       string   `json:"pci,omitempty"`
+	Addresses []string `json:"addresses,omitempty"` // CIDR
+	Routes    []string `json:"routes,omitempty"`
+}
+
+// Disk is a whole block device.
+type Disk struct {
+	Name       string      `json:"name"` // vda, sda, nvme0n1
+	Path       string      `json:"path,omitempty"`
+	Size       int64       `json:"size"` // bytes
+	Model      string      `json:"model,omitempty"`
+	Serial     string      `json:"serial,omitempty"`
+	WWN        string      `json:"wwn,omitempty"`
+	PCI        string      `json:"pci,omitempty"`    // controller address
+	Driver     string      `json:"driver,omitempty"` // controller driver
+	Table      string      `json:"table,omitempty"`  // "gpt", "mbr" or ""
+	DiskGUID   string      `json:"disk_guid,omitempty"`
+	Partitions []Partition `json:"partitions,omitempty"`
+	Stream     string      `json:"stream,omitempty"` // the bundle stream holding its blocks
+}
+
+// Partition is one partition of a Disk.
+type Partition struct {
+	Number   int    `json:"number"`
+	Name     string `json:"name,omitempty"` // kernel name: vda2
+	Start    int64  `json:"start"`          // bytes from the disk's start
+	Size     int64  `json:"size"`
+	PartUUID string `json:"partuuid,omitempty"`
+	Label    string `json:"label,omitempty"`
+	Type     string `json:"type,omitempty"`
+}
+
+// DMDevice is a device-mapper device and its table.
+type DMDevice struct {
+	Name   string   `json:"name"`
+	UUID   string   `json:"uuid,omitempty"`
+	Dev    string   `json:"dev"` // major:minor
+	Table  string   `json:"table,omitempty"`
+	Slaves []string `json:"slaves,omitempty"`
+}
+
+// Mount is a mounted filesystem.
+type Mount struct {
+	Target string `json:"target"`
+	Source string `json:"source"`
+	FSType string `json:"fstype"`
+	Dev    string `json:"dev"` // major:minor
+}
+
+// Swap is an active swap area.
+type Swap struct {
+	Path     string `json:"path"`
+	Type     string `json:"type"`
+	Size     int64  `json:"size"` // bytes
+	Used     int64  `json:"used"`
+	Priority int    `json:"priority"`
+}
+
+// Image describes the memory snapshot stream in the bundle.
+type Image struct {
+	Release      string `json:"release"`
+	Pages        uint64 `json:"pages"` // swsusp_info.pages
+	DataPages    uint64 `json:"data_pages"`
+	ZeroPages    uint64 `json:"zero_pages"`
+	MetaPages    uint64 `json:"meta_pages"`
+	NumPhysPages uint64 `json:"num_physpages"`
+	E820Checksum string `json:"e820_checksum"` // from the arch header, %#08x
+	Stream       string `json:"stream"`
+}
+
+// Resume says where the kernel-format image is written on the disks.
+type Resume struct {
+	Disk         int    `json:"disk"`      // index into Disks
+	Partition    int    `json:"partition"` // 0: the whole disk
+	PartUUID     string `json:"partuuid,omitempty"`
+	HeaderOffset int64  `json:"header_offset"` // bytes from the disk's start to the swap header page
+	// InDisk is true when the disk streams already hold the image at that
+	// place (an exported, kernel-written image): restore then writes the
+	// header page last instead of writing the image.
+	InDisk bool `json:"in_disk"`
+}
+
+// PhysRange is a physical memory range and the name of its bundle stream.
+type PhysRange struct {
+	Start  uint64 `json:"start"`
+	End    uint64 `json:"end"`
+	Type   uint32 `json:"type"`
+	Stream string `json:"stream,omitempty"`
+}
+
+// Mailbox is the capture process's reserved region.
+type Mailbox struct {
+	Nonce string   `json:"nonce"`
+	PFNs  []uint64 `json:"pfns"`
+}
+
+// Marshal encodes m as indented JSON.
+func (m *Manifest) Marshal() ([]byte, error) {
+	return json.MarshalIndent(m, "", "  ")
+}
+
+// Parse decodes and checks a manifest.
+func Parse(b []byte) (*Manifest, error) {
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	if m.Version != Version {
+		return nil, fmt.Errorf("manifest: version %d, this thaw reads version %d", m.Version, Version)
+	}
+	if err := m.Check(); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// Check verifies the manifest's internal consistency.
+func (m *Manifest) Check() error {
+	var last uint64
+	for i, e := range m.E820 {
+		if e.End <= e.Start {
+			return fmt.Errorf("manifest: e820[%d]: end %#x not above start %#x", i, e.End, e.Start)
+		}
+		if i > 0 && e.Start < last {
+			return fmt.Errorf("manifest: e820[%d]: start %#x overlaps the previous range (ends %#x)", i, e.Start, last)
+		}
+		last = e.End
+	}
+	for i, d := range m.Disks {
+		if d.Size < 0 {
+			return fmt.Errorf("manifest: disks[%d] (%s): negative size", i, d.Name)
+		}
+		for j, p := range d.Partitions {
+			if p.Start < 0 || p.Size < 0 || p.Start+p.Size > d.Size {
+				return fmt.Errorf("manifest: disks[%d] (%s) partition %d: bytes %d+%d outside the disk's %d", i, d.Name, j, p.Start, p.Size, d.Size)
+			}
+		}
+	}
+	if r := m.Resume; r != nil {
+		if r.Disk < 0 || r.Disk >= len(m.Disks) {
+			return fmt.Errorf("manifest: resume.disk %d: the manifest has %d disks", r.Disk, len(m.Disks))
+		}
+		if r.HeaderOffset < 0 || r.HeaderOffset%4096 != 0 || r.HeaderOffset >= m.Disks[r.Disk].Size {
+			return fmt.Errorf("manifest: resume.header_offset %d: not a page inside disk %s", r.HeaderOffset, m.Disks[r.Disk].Name)
+		}
+	}
+	return nil
+}

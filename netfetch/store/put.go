@@ -1,0 +1,143 @@
+package store
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path"
+	"strings"
+	"syscall"
+)
+
+func (s *Store) put(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	if s.opt.Token == "" {
+		fail(w, http.StatusForbidden, "this server is read-only: it was started without --token-file, so it takes no uploads")
+		return
+	}
+	if !s.authorized(r) {
+		unauthorized(w, r)
+		return
+	}
+	name, err := resolve(p)
+	if err != nil {
+		fail(w, http.StatusBadRequest, "%s: %v", p, err)
+		return
+	}
+	if name == "." || strings.HasSuffix(p, "/") {
+		fail(w, http.StatusBadRequest, "PUT needs a file name: PUT /NAME or /DIR/NAME, not %s", p)
+		return
+	}
+	if name == "logs" || strings.HasPrefix(name, "logs/") || name == "log" || strings.HasPrefix(name, "log/") {
+		fail(w, http.StatusForbidden, "%s: logs/ is written only by POST /log/NAME", p)
+		return
+	}
+	if s.opt.MaxSize > 0 && r.ContentLength > s.opt.MaxSize {
+		fail(w, http.StatusRequestEntityTooLarge, "%s: %d bytes is more than this server takes (%d bytes, --max-size)", p, r.ContentLength, s.opt.MaxSize)
+		return
+	}
+	dir, base := path.Split(name)
+	dir = strings.TrimSuffix(dir, "/")
+	if dir == "" {
+		dir = "."
+	}
+	if err := s.root.MkdirAll(dir, 0o755); err != nil {
+		putFail(w, p, err)
+		return
+	}
+	old, err := s.root.Stat(name)
+	switch {
+	case err == nil && old.IsDir():
+		fail(w, http.StatusConflict, "%s is a directory", p)
+		return
+	case err != nil && !errors.Is(err, os.ErrNotExist):
+		putFail(w, p, err)
+		return
+	}
+	existed := err == nil
+
+	var rnd [8]byte
+	rand.Read(rnd[:])
+	tmp := path.Join(dir, tmpPrefix+base+"."+hex.EncodeToString(rnd[:]))
+	f, err := s.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		putFail(w, p, err)
+		return
+	}
+	published := false
+	defer func() {
+		if !published {
+			f.Close()
+			s.root.Remove(tmp)
+		}
+	}()
+
+	var body io.Reader = r.Body
+	if s.opt.MaxSize > 0 {
+		body = http.MaxBytesReader(w, r.Body, s.opt.MaxSize)
+	}
+	h := sha256.New()
+	n, err := io.CopyBuffer(io.MultiWriter(f, h), body, make([]byte, 1<<20))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		var pe *os.PathError
+		switch {
+		case errors.As(err, &tooBig):
+			fail(w, http.StatusRequestEntityTooLarge, "%s: the body is more than this server takes (%d bytes, --max-size); nothing was stored", p, tooBig.Limit)
+		case errors.As(err, &pe):
+			putFail(w, p, err)
+		default:
+			fail(w, http.StatusBadRequest, "%s: the upload broke off after %d bytes (%v); nothing was stored", p, n, err)
+		}
+		return
+	}
+	if err := f.Sync(); err != nil {
+		putFail(w, p, err)
+		return
+	}
+	if err := f.Close(); err != nil {
+		putFail(w, p, err)
+		return
+	}
+	if err := s.root.Rename(tmp, name); err != nil {
+		putFail(w, p, err)
+		return
+	}
+	published = true
+	if d, err := s.root.Open(dir); err == nil {
+		err = d.Sync()
+		d.Close()
+		if err != nil {
+			putFail(w, p, fmt.Errorf("syncing the directory after storing: %w", err))
+			return
+		}
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	w.Header().Set(SHA256Header, sum)
+	if fi, err := s.root.Stat(name); err == nil {
+		w.Header().Set("ETag", ETag(fi))
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	code := http.StatusCreated
+	if existed {
+		code = http.StatusOK
+	}
+	w.WriteHeader(code)
+	fmt.Fprintf(w, "stored /%s: %d bytes, sha256 %s\n", name, n, sum)
+}
+
+func putFail(w http.ResponseWriter, p string, err error) {
+	switch {
+	case errors.Is(err, syscall.ENOTDIR), errors.Is(err, syscall.EEXIST):
+		fail(w, http.StatusConflict, "%s: a file is in the way of a directory on the path", p)
+	case errors.Is(err, syscall.EISDIR):
+		fail(w, http.StatusConflict, "%s is a directory", p)
+	default:
+		fsFail(w, p, err)
+	}
+}

@@ -1,0 +1,236 @@
+//go:build vm
+
+package vmtest
+
+import (
+	"archive/tar"
+	"bytes"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/thawlinux/thaw/images/bundle"
+	"github.com/thawlinux/thaw/images/swsusp"
+	"github.com/thawlinux/thaw/scripts/harness"
+)
+
+// toolsDisk is a raw disk holding a tar of files the guest extracts with
+// `tar -x -f /dev/vdc`.
+func toolsDisk(t *testing.T, path string, files map[string]string) {
+	t.Helper()
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	for name, src := range files {
+		data, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tw.WriteHeader(&tar.Header{Name: name, Mode: 0o755, Size: int64(len(data))})
+		tw.Write(data)
+	}
+	tw.Close()
+	for b.Len()%(1<<20) != 0 {
+		b.WriteByte(0)
+	}
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestServerCapture: thaw capture runs inside the real server (root on LVM,
+// swap active, pages swapped out by memory pressure, workload running) and
+// streams a signed bundle into thaw serve on the host's loopback; the
+// bundle verifies, every mailbox PFN appears once in the snapshot with its
+// marker; thaw restore writes fresh disks from the bundle URL; identical
+// hardware boots the server's kernel and initrd with resume= and the capture
+// process resumes, finds its mailbox intact and exits; the workload carries
+// on, the swapped-out data is intact, fsck is clean.
+func TestServerCapture(t *testing.T) {
+	s, err := harness.LoadServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if _, err := thaw(t, "keygen", "--out", filepath.Join(dir, "k")); err != nil {
+		t.Fatal(err)
+	}
+	token := filepath.Join(dir, "token")
+	os.WriteFile(token, []byte("s3cret-token\n"), 0o600)
+	store := filepath.Join(dir, "store")
+	os.MkdirAll(store, 0o755)
+	port := freePort(t)
+	srv := exec.Command(thawBin, "serve", "--dir", store, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--token-file", token)
+	srvLog, _ := os.Create(filepath.Join(logDir, "capture-serve.log"))
+	srv.Stdout, srv.Stderr = srvLog, srvLog
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Process.Kill()
+
+	tools := filepath.Join(dir, "tools.img")
+	toolsDisk(t, tools, map[string]string{"thaw": thawBin, "k.key": filepath.Join(dir, "k.key"), "token": token})
+	disk := filepath.Join(dir, "server.img")
+	copyFile(t, s.Disk, disk)
+	blank := blankDisk(t, dir)
+
+	vm := serverVMWith(t, s, "capture-source", s.Cmdline, disk, blank, tools)
+	defer failWithConsole(t, vm)
+	m, _, err := vm.WaitFor(workloadRE, 0, 4*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &hibernatedServer{s: s, secret: m[2]}
+	// Memory pressure: a 64 MiB blob in tmpfs, pushed to swap by a
+	// transient 420 MiB file; the blob's hash is checked after resume.
+	prep := "mkdir -p /run/t && tar -x -f /dev/vdc -C /run/t && mkdir -p /mnt/p && mount -t tmpfs -o size=600m tmpfs /mnt/p && " +
+		"head -c 67108864 /dev/urandom >/mnt/p/blob && md5sum </mnt/p/blob >/run/t/blob.md5 && " +
+		"(head -c 440401920 /dev/zero >/mnt/p/hog; rm -f /mnt/p/hog) && " +
+		"for i in $(seq 60); do ip -4 addr | grep -q 10.0.2.15 && break; sleep 1; done; " +
+		"cat /run/t/blob.md5; awk '/SwapTotal|SwapFree/ {print $1, $2}' /proc/meminfo"
+	out, status, err := vm.Run(prep, 4*time.Minute)
+	if err != nil || status != 0 {
+		t.Fatalf("guest preparation: %v %d %s", err, status, out)
+	}
+	blobSum := strings.Fields(out)[0]
+	var total, free int
+	fmt.Sscanf(out[strings.Index(out, "SwapTotal:"):], "SwapTotal: %d\nSwapFree: %d", &total, &free)
+	t.Logf("before capture: blob md5 %s, swap used %d MiB", blobSum, (total-free)>>10)
+	if total-free < 8<<10 {
+		t.Errorf("memory pressure swapped out only %d KiB", total-free)
+	}
+	h.last = lastCounter(vm.Console(), h.secret)
+	url := fmt.Sprintf("http://10.0.2.2:%d/server.thaw", port)
+	if _, status, err := vm.Run("(/run/t/thaw capture --to "+url+" --key /run/t/k.key --token-file /run/t/token --disks /dev/vda >/dev/console 2>&1 &)", time.Minute); err != nil || status != 0 {
+		t.Fatalf("start capture: %v %d", err, status)
+	}
+	start := time.Now()
+	if err := vm.Wait(6 * time.Minute); err != nil {
+		t.Fatalf("capture: %v", err)
+	}
+	console := vm.Console()
+	if !strings.Contains(console, "powering off") {
+		t.Fatalf("capture did not complete")
+	}
+	h.last = lastCounter(console, h.secret)
+	t.Logf("captured at counter %d in %.0fs", h.last, time.Since(start).Seconds())
+
+	bundlePath := filepath.Join(store, "server.thaw")
+	pub := filepath.Join(dir, "k.pub")
+	if out, err := thaw(t, "inspect", "--pubkey", pub, fmt.Sprintf("http://127.0.0.1:%d/server.thaw", port)); err != nil {
+		t.Fatalf("inspect of the captured bundle over HTTP: %v %s", err, out)
+	}
+	checkMailboxInStream(t, bundlePath, pub)
+
+	target := filepath.Join(dir, "target.img")
+	hs, _ := os.Stat(disk)
+	os.WriteFile(target, nil, 0o644)
+	os.Truncate(target, hs.Size())
+	out2, err := thaw(t, "restore", "--json", "--image", fmt.Sprintf("http://127.0.0.1:%d/server.thaw", port), "--pubkey", pub, "--disk", target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		ResumeArgs []string           `json:"resume_args"`
+		Stages     map[string]float64 `json:"stage_seconds"`
+	}
+	if err := json.Unmarshal(out2, &res); err != nil || len(res.ResumeArgs) == 0 {
+		t.Fatalf("restore result %s: %v", out2, err)
+	}
+	t.Logf("restore stages: %v; resume args %v", res.Stages, res.ResumeArgs)
+	cmdline := regexp.MustCompile(`resume=\S+`).ReplaceAllString(s.Cmdline, strings.Join(res.ResumeArgs, " "))
+	vm2 := serverVMWith(t, s, "capture-restored", cmdline, target, blank, tools)
+	defer failWithConsole(t, vm2)
+	if _, _, err := vm2.WaitFor(regexp.MustCompile(`thaw capture \[[ 0-9.]+s\]: resumed: mailbox intact`), 0, 4*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := vm2.WaitFor(regexp.MustCompile(`machine thawed, swap back on`), 0, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	out3, status, err := vm2.Run("md5sum </mnt/p/blob; swapon --show=NAME --noheadings", 2*time.Minute)
+	if err != nil || status != 0 || !strings.Contains(out3, blobSum) || !strings.Contains(out3, "/dev/vda2") {
+		t.Fatalf("after resume: blob and swap %q (want md5 %s and /dev/vda2 active): %v %d", out3, blobSum, err, status)
+	}
+	checkResumed(t, vm2, h)
+	fsckRoot(t, target)
+}
+
+// checkMailboxInStream: every mailbox PFN of the manifest appears exactly
+// once in the memory stream as a data page carrying its marker.
+func checkMailboxInStream(t *testing.T, path, pubPath string) {
+	t.Helper()
+	pub, err := bundle.LoadPublicKey(pubPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	br, err := bundle.Open(f, st.Size(), &pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb := br.Manifest.Mailbox
+	if mb == nil || len(mb.PFNs) == 0 {
+		t.Fatal("the manifest records no mailbox")
+	}
+	nonce, _ := hex.DecodeString(mb.Nonce)
+	want := map[uint64]int{}
+	for i, p := range mb.PFNs {
+		want[p] = i
+	}
+	sr, err := br.OpenStream("memory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, err := swsusp.NewStreamReader(sr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[uint64]bool{}
+	for {
+		p, err := ss.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		idx, ok := want[p.PFN]
+		if !ok {
+			continue
+		}
+		if seen[p.PFN] || p.Zero {
+			t.Fatalf("mailbox PFN %#x: seen twice or stored as a zero page", p.PFN)
+		}
+		seen[p.PFN] = true
+		if !bytes.HasPrefix(p.Data, []byte("THAWMBOX")) || !bytes.Equal(p.Data[8:24], nonce) || binary.LittleEndian.Uint32(p.Data[24:]) != uint32(idx) {
+			t.Fatalf("mailbox PFN %#x (page %d) does not carry its marker", p.PFN, idx)
+		}
+	}
+	if len(seen) != len(want) {
+		t.Fatalf("%d of %d mailbox PFNs in the snapshot", len(seen), len(want))
+	}
+	t.Logf("mailbox: all %d PFNs in the snapshot once, with their marker", len(want))
+}

@@ -1,0 +1,151 @@
+//go:build vm
+
+package vmtest
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestServerExportRestore: a server that hibernated by itself is exported
+// into a signed bundle (memory, its disk, its kernel and initrd); thaw
+// restore writes a fresh disk from the bundle; the same hardware boots the
+// source's kernel with the printed resume= and the workload carries on.
+// Afterwards fsck of the root filesystem is clean. A damaged bundle and a
+// wrong key are refused and the target disk stays byte-identical.
+func TestServerExportRestore(t *testing.T) {
+	h := serverHibernated(t)
+	dir := t.TempDir()
+	key := filepath.Join(dir, "k")
+	if _, err := thaw(t, "keygen", "--out", key); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(dir, "other")
+	if _, err := thaw(t, "keygen", "--out", other); err != nil {
+		t.Fatal(err)
+	}
+	bundlePath := filepath.Join(dir, "server.thaw")
+	if _, err := thaw(t, "export", "--from", h.disk+"#2", "--disk", h.disk, "--to", bundlePath, "--key", key+".key",
+		"--kernel", h.s.Vmlinuz, "--initrd", h.s.Initrd); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := os.Stat(bundlePath)
+	t.Logf("bundle: %d MiB", st.Size()>>20)
+
+	target := filepath.Join(dir, "target.img")
+	hdisk, _ := os.Stat(h.disk)
+	if err := os.WriteFile(target, []byte("not empty: restore must overwrite this"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(target, hdisk.Size()); err != nil {
+		t.Fatal(err)
+	}
+	before := fileHash(t, target)
+
+	// Refusals first: nothing may be written.
+	bad := filepath.Join(dir, "bad.thaw")
+	copyFile(t, bundlePath, bad)
+	flipInStream(t, bad, "disk0", 3)
+	for _, tc := range []struct {
+		name, image, pub, want string
+	}{
+		{"corrupt-chunk", bad, key + ".pub", "sha256 mismatch"},
+		{"wrong-key", bundlePath, other + ".pub", "signature does not verify"},
+	} {
+		out, err := thaw(t, "restore", "--image", tc.image, "--pubkey", tc.pub, "--disk", target)
+		var ee *exec.ExitError
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "nothing was written") {
+			t.Fatalf("%s: restore %v %s, want a refusal naming %q", tc.name, err, out, tc.want)
+		}
+		_ = ee
+		if fileHash(t, target) != before {
+			t.Fatalf("%s: the refused restore changed the target disk", tc.name)
+		}
+	}
+
+	out, err := thaw(t, "restore", "--json", "--image", bundlePath, "--pubkey", key+".pub", "--disk", target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		ResumeArgs []string           `json:"resume_args"`
+		Stages     map[string]float64 `json:"stage_seconds"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil || len(res.ResumeArgs) == 0 {
+		t.Fatalf("restore result %s: %v", out, err)
+	}
+	t.Logf("restore stages: %v; resume args %v", res.Stages, res.ResumeArgs)
+	cmdline := regexp.MustCompile(`resume=\S+`).ReplaceAllString(h.s.Cmdline, strings.Join(res.ResumeArgs, " "))
+	vm := serverVM(t, h.s, "server-restored", cmdline, target, blankDisk(t, dir))
+	defer failWithConsole(t, vm)
+	checkResumed(t, vm, h)
+	fsckRoot(t, target)
+}
+
+// flipInStream flips a byte inside the stored bytes of chunk i of a stream.
+func flipInStream(t *testing.T, path, stream string, i int) {
+	t.Helper()
+	out, err := thaw(t, "inspect", "--json", path)
+	if err != nil && !strings.Contains(err.Error(), "exit status") {
+		t.Fatal(err)
+	}
+	var r struct {
+		Streams []struct {
+			Name   string `json:"name"`
+			Chunks []struct {
+				At     int64 `json:"at"`
+				Stored int64 `json:"stored"`
+			} `json:"chunks"`
+		} `json:"streams"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("inspect --json of a bundle: %v\n%s", err, out)
+	}
+	for _, s := range r.Streams {
+		if s.Name != stream {
+			continue
+		}
+		n := 0
+		for _, c := range s.Chunks {
+			if c.Stored == 0 {
+				continue
+			}
+			if n == i {
+				f, err := os.OpenFile(path, os.O_RDWR, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b := make([]byte, 1)
+				f.ReadAt(b, c.At+c.Stored/2)
+				b[0] ^= 0x10
+				f.WriteAt(b, c.At+c.Stored/2)
+				f.Close()
+				return
+			}
+			n++
+		}
+	}
+	t.Fatalf("no stored chunk %d in stream %s", i, stream)
+}
+
+// fsckRoot runs e2fsck -fn on the root LV of a server disk: the first LV of
+// vg0 on partition 1 (1 MiB), after LVM's 1 MiB of metadata, 1536 MiB long.
+func fsckRoot(t *testing.T, disk string) {
+	t.Helper()
+	out, err := exec.Command("losetup", "--find", "--show", "--read-only", "--offset", "2097152", "--sizelimit", "1610612736", disk).Output()
+	if err != nil {
+		t.Fatalf("losetup: %v", err)
+	}
+	loop := strings.TrimSpace(string(out))
+	defer exec.Command("losetup", "-d", loop).Run()
+	fsck, err := exec.Command("e2fsck", "-f", "-n", loop).CombinedOutput()
+	if err != nil {
+		t.Fatalf("e2fsck -fn of the root filesystem after resume: %v\n%s", err, fsck)
+	}
+	t.Logf("fsck of the root filesystem: clean\n%s", fsck)
+}
