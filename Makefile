@@ -4,7 +4,7 @@ GO      ?= go
 CACHE   ?= $(CURDIR)/build/cache
 export THAW_CACHE := $(CACHE)
 
-.PHONY: all build test unit vmtest kernels server demo fuzz lint clean
+.PHONY: all build test unit vmtest kernels server demo fuzz bench lint clean
 
 all: build
 
@@ -28,6 +28,10 @@ unit:
 	$(GO) test -run='^$$' -fuzz=FuzzStreamReader -fuzztime=5s ./images/swsusp/
 	$(GO) test -run='^$$' -fuzz=FuzzRoundTrip -fuzztime=10s ./images/lzo/
 	$(GO) test -run='^$$' -fuzz=FuzzDecompress -fuzztime=5s ./images/lzo/
+	$(GO) test -run='^$$' -fuzz=FuzzOpen -fuzztime=10s ./images/bundle/
+	$(GO) test -run='^$$' -fuzz=FuzzParseIndex -fuzztime=5s ./images/bundle/
+	$(GO) test -run='^$$' -fuzz=FuzzChunk -fuzztime=5s ./images/bundle/
+	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=5s ./images/manifest/
 
 vmtest: kernels server
 	$(GO) test -tags vm -timeout 40m -v ./scripts/vmtest/ 2>&1 | tee build/vmtest.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)'; exit $${PIPESTATUS[0]}
@@ -36,6 +40,12 @@ test: unit vmtest
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzReader -fuzztime=5m ./images/swsusp/
+	$(GO) test -run='^$$' -fuzz=FuzzOpen -fuzztime=5m ./images/bundle/
+
+# Benchmarks: ratios against a baseline measured in the same run.
+bench:
+	$(GO) test -run='^$$' -bench=. ./images/swsusp/ ./images/lzo/
+	./scripts/bench/bundle.sh
 
 demo: build kernels
 	./scripts/demo.sh

@@ -21,6 +21,7 @@ import (
 
 	"aead.dev/minisign"
 
+	"github.com/thawlinux/thaw/agent/probe"
 	"github.com/thawlinux/thaw/agent/snapshot"
 	"github.com/thawlinux/thaw/images/bundle"
 	"github.com/thawlinux/thaw/images/manifest"
@@ -257,7 +258,7 @@ func Run(o Options) (res *Result, err error) {
 	}
 	m.Disks = nil
 	for i, d := range o.Disks {
-		md, err := describeDisk(d)
+		md, err := probe.DescribeDisk(d)
 		if err != nil {
 			return res, err
 		}

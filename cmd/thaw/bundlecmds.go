@@ -6,14 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"aead.dev/minisign"
 
+	"github.com/thawlinux/thaw/agent/probe"
 	"github.com/thawlinux/thaw/images/blockdev"
 	"github.com/thawlinux/thaw/images/bundle"
 	"github.com/thawlinux/thaw/images/manifest"
@@ -143,7 +142,7 @@ func runExport(args []string) error {
 		Image: &manifest.Image{Release: res.Kernel.Release, Pages: res.Pages.Total, DataPages: res.Pages.Data, ZeroPages: res.Pages.Zero,
 			MetaPages: res.Pages.Metadata, NumPhysPages: res.Pages.Machine, E820Checksum: res.Arch.E820Checksum, Stream: "memory"}}
 	for i, d := range disks {
-		md, err := describeDisk(d)
+		md, err := probe.DescribeDisk(d)
 		if err != nil {
 			return err
 		}
@@ -223,23 +222,6 @@ func runExport(args []string) error {
 	return nil
 }
 
-// describeDisk profiles a whole disk (device or image file) from its GPT.
-func describeDisk(path string) (*manifest.Disk, error) {
-	dev, err := blockdev.Open(path, false)
-	if err != nil {
-		return nil, err
-	}
-	defer dev.Close()
-	d := &manifest.Disk{Name: filepath.Base(path), Path: path, Size: dev.Size}
-	if parts, guid, err := dev.GPT(); err == nil {
-		d.Table, d.DiskGUID = "gpt", guid
-		for _, p := range parts {
-			d.Partitions = append(d.Partitions, manifest.Partition{Number: p.Number, Start: p.Start, Size: p.Size, PartUUID: p.PartUUID, Label: p.Name, Type: p.Type})
-		}
-	}
-	return d, nil
-}
-
 // openOutput returns a writer for a file or URL and a function that
 // completes it (rename, or the end of the upload).
 func openOutput(to, tokenFile string) (io.Writer, func() error, error) {
@@ -275,38 +257,6 @@ func readToken(path string) (string, error) {
 		return "", fmt.Errorf("token file: %w", err)
 	}
 	return strings.TrimSpace(string(b)), nil
-}
-
-// openUpload streams a PUT to url; the returned function ends the body and
-// waits for the server's answer.
-func openUpload(ctx context.Context, url, token string) (io.Writer, func() error, error) {
-	pr, pw := io.Pipe()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, pr)
-	if err != nil {
-		return nil, nil, err
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	done := make(chan error, 1)
-	go func() {
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-			resp.Body.Close()
-			if resp.StatusCode/100 != 2 {
-				err = fmt.Errorf("PUT %s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
-			}
-		} else {
-			err = fmt.Errorf("PUT %s: %w", url, err)
-		}
-		pr.CloseWithError(err)
-		done <- err
-	}()
-	return pw, func() error {
-		pw.Close()
-		return <-done
-	}, nil
 }
 
 // openBundle opens a bundle file or URL; pub nil opens it unverified.

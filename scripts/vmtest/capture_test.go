@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -144,19 +143,7 @@ func TestServerCapture(t *testing.T) {
 	hs, _ := os.Stat(disk)
 	os.WriteFile(target, nil, 0o644)
 	os.Truncate(target, hs.Size())
-	out2, err := thaw(t, "restore", "--json", "--image", fmt.Sprintf("http://127.0.0.1:%d/server.thaw", port), "--pubkey", pub, "--disk", target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var res struct {
-		ResumeArgs []string           `json:"resume_args"`
-		Stages     map[string]float64 `json:"stage_seconds"`
-	}
-	if err := json.Unmarshal(out2, &res); err != nil || len(res.ResumeArgs) == 0 {
-		t.Fatalf("restore result %s: %v", out2, err)
-	}
-	t.Logf("restore stages: %v; resume args %v", res.Stages, res.ResumeArgs)
-	cmdline := regexp.MustCompile(`resume=\S+`).ReplaceAllString(s.Cmdline, strings.Join(res.ResumeArgs, " "))
+	cmdline := restoreTo(t, fmt.Sprintf("http://127.0.0.1:%d/server.thaw", port), pub, target, s.Cmdline)
 	vm2 := serverVMWith(t, s, "capture-restored", cmdline, target, blank, tools)
 	defer failWithConsole(t, vm2)
 	if _, _, err := vm2.WaitFor(regexp.MustCompile(`thaw capture \[[ 0-9.]+s\]: resumed: mailbox intact`), 0, 4*time.Minute); err != nil {

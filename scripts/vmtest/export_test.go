@@ -68,7 +68,18 @@ func TestServerExportRestore(t *testing.T) {
 		}
 	}
 
-	out, err := thaw(t, "restore", "--json", "--image", bundlePath, "--pubkey", key+".pub", "--disk", target)
+	cmdline := restoreTo(t, bundlePath, key+".pub", target, h.s.Cmdline)
+	vm := serverVM(t, h.s, "server-restored", cmdline, target, blankDisk(t, dir))
+	defer failWithConsole(t, vm)
+	checkResumed(t, vm, h)
+	fsckRoot(t, target)
+}
+
+// restoreTo runs thaw restore of image onto target and returns cmdline
+// with its resume= replaced by the printed resume arguments.
+func restoreTo(t *testing.T, image, pub, target, cmdline string) string {
+	t.Helper()
+	out, err := thaw(t, "restore", "--json", "--image", image, "--pubkey", pub, "--disk", target)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,12 +90,8 @@ func TestServerExportRestore(t *testing.T) {
 	if err := json.Unmarshal(out, &res); err != nil || len(res.ResumeArgs) == 0 {
 		t.Fatalf("restore result %s: %v", out, err)
 	}
-	t.Logf("restore stages: %v; resume args %v", res.Stages, res.ResumeArgs)
-	cmdline := regexp.MustCompile(`resume=\S+`).ReplaceAllString(h.s.Cmdline, strings.Join(res.ResumeArgs, " "))
-	vm := serverVM(t, h.s, "server-restored", cmdline, target, blankDisk(t, dir))
-	defer failWithConsole(t, vm)
-	checkResumed(t, vm, h)
-	fsckRoot(t, target)
+	t.Logf("restore stages (s): %v; resume args %v", res.Stages, res.ResumeArgs)
+	return regexp.MustCompile(`resume=\S+`).ReplaceAllString(cmdline, strings.Join(res.ResumeArgs, " "))
 }
 
 // flipInStream flips a byte inside the stored bytes of chunk i of a stream.

@@ -1,4 +1,4 @@
-package capture
+package probe
 
 import (
 	"path/filepath"
@@ -7,8 +7,9 @@ import (
 	"github.com/thawlinux/thaw/images/manifest"
 )
 
-// describeDisk profiles a whole disk from its GPT.
-func describeDisk(path string) (*manifest.Disk, error) {
+// DescribeDisk profiles one whole disk, a block device or a disk image,
+// from its size and GPT (Table stays empty without one).
+func DescribeDisk(path string) (*manifest.Disk, error) {
 	dev, err := blockdev.Open(path, false)
 	if err != nil {
 		return nil, err

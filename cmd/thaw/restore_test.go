@@ -1,0 +1,149 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/thawlinux/thaw/images/blockdev"
+	"github.com/thawlinux/thaw/images/swsusp"
+	"github.com/thawlinux/thaw/scripts/harness"
+)
+
+// smallStream is a snapshot stream of n data pages (x86 arch magic, PFNs
+// from 0x100).
+func smallStream(n int) []byte {
+	le := binary.LittleEndian
+	info := make([]byte, swsusp.PageSize)
+	le.PutUint64(info[24:], swsusp.RestoreMagic)
+	le.PutUint64(info[400:], uint64(4*n))
+	le.PutUint64(info[416:], uint64(n))
+	le.PutUint64(info[424:], uint64(n+2))
+	le.PutUint64(info[432:], uint64(n+2)*swsusp.PageSize)
+	meta := make([]byte, swsusp.PageSize)
+	for i := 0; i < n; i++ {
+		le.PutUint64(meta[i*8:], uint64(0x100+i))
+	}
+	le.PutUint64(meta[n*8:], ^uint64(0))
+	out := append(info, meta...)
+	for i := 0; i < n; i++ {
+		out = append(out, bytes.Repeat([]byte{byte(i + 1)}, swsusp.PageSize)...)
+	}
+	return out
+}
+
+var thawTestBin string
+
+func buildThaw(t *testing.T) string {
+	t.Helper()
+	if thawTestBin == "" {
+		thawTestBin = filepath.Join(os.TempDir(), "thaw-cmd-test")
+		if out, err := exec.Command("go", "build", "-o", thawTestBin, ".").CombinedOutput(); err != nil {
+			t.Fatalf("build: %v %s", err, out)
+		}
+	}
+	return thawTestBin
+}
+
+func run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	out, err := exec.Command(buildThaw(t), args...).CombinedOutput()
+	return string(out), err
+}
+
+func hashFile(t *testing.T, p string) [32]byte {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sha256.Sum256(b)
+}
+
+// TestExportRestoreRefusals: export a disk holding an image; restore
+// refuses a target too small, the wrong number of disks and a bundle
+// edited after signing, writing nothing; then restores and the image at
+// the resume partition verifies.
+func TestExportRestoreRefusals(t *testing.T) {
+	dir := t.TempDir()
+	disk := filepath.Join(dir, "src.img")
+	if err := harness.MakeGPTDisk(disk, 40, []harness.Part{{Name: "root", SizeMB: 8}, {Name: "swap", SizeMB: 16, Swap: true}}); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "junk"), bytes.Repeat([]byte("data"), 1<<18), 0o644)
+	dev, err := blockdev.Open(disk+"#1", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev.WriteAt(bytes.Repeat([]byte("root filesystem "), 1<<16), 0)
+	dev.Close()
+	swap, err := blockdev.Open(disk+"#2", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := swsusp.NewWriter(swap, swap.Size, 0, swsusp.WriterOptions{Compression: swsusp.CompressLZO})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteStream(bytes.NewReader(smallStream(60))); err != nil {
+		t.Fatal(err)
+	}
+	swap.Close()
+	key := filepath.Join(dir, "k")
+	if out, err := run(t, "keygen", "--out", key); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	b := filepath.Join(dir, "b.thaw")
+	if out, err := run(t, "export", "--from", disk+"#2", "--to", b, "--key", key+".key"); err != nil {
+		t.Fatalf("export: %v %s", err, out)
+	}
+	if out, err := run(t, "inspect", "--pubkey", key+".pub", b); err != nil || !strings.Contains(out, "signature verified") {
+		t.Fatalf("inspect: %v %s", err, out)
+	}
+
+	small := filepath.Join(dir, "small.img")
+	os.WriteFile(small, []byte("keep me"), 0o644)
+	os.Truncate(small, 20<<20)
+	target := filepath.Join(dir, "target.img")
+	os.WriteFile(target, []byte("keep me too"), 0o644)
+	os.Truncate(target, 40<<20)
+	edited := filepath.Join(dir, "edited.thaw")
+	eb, _ := os.ReadFile(b)
+	i := bytes.Index(eb, []byte(`"kind": "export"`))
+	copy(eb[i:], `"kind": "exporT"`)
+	os.WriteFile(edited, eb, 0o644)
+	hs, ht := hashFile(t, small), hashFile(t, target)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"too-small", []string{"--image", b, "--disk", small}, "too small"},
+		{"two-disks", []string{"--image", b, "--disk", target, "--disk", small}, "carries 1 disk(s) but 2"},
+		{"edited-manifest", []string{"--image", edited, "--disk", target}, "edited after signing"},
+	} {
+		out, err := run(t, append([]string{"restore", "--pubkey", key + ".pub"}, tc.args...)...)
+		if err == nil || !strings.Contains(out, tc.want) || !strings.Contains(out, "nothing was written") {
+			t.Errorf("%s: %v\n%s", tc.name, err, out)
+		}
+		if hashFile(t, small) != hs || hashFile(t, target) != ht {
+			t.Fatalf("%s: a refused restore wrote to a disk", tc.name)
+		}
+	}
+	out, err := run(t, "restore", "--pubkey", key+".pub", "--image", b, "--disk", target)
+	if err != nil {
+		t.Fatalf("restore: %v %s", err, out)
+	}
+	src, _ := os.ReadFile(disk)
+	dst, _ := os.ReadFile(target)
+	if !bytes.Equal(src, dst) {
+		t.Fatal("the restored disk differs from the source disk")
+	}
+	if out, err := run(t, "inspect", target+"#2"); err != nil || !strings.Contains(out, "RESUMABLE") {
+		t.Fatalf("restored resume image: %v %s", err, out)
+	}
+}
