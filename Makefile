@@ -34,7 +34,7 @@ unit:
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=5s ./images/manifest/
 
 vmtest: kernels server
-	$(GO) test -tags vm -timeout 40m -v ./scripts/vmtest/ 2>&1 | tee build/vmtest.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)'; exit $${PIPESTATUS[0]}
+	$(GO) test -tags vm -timeout 80m -v ./scripts/vmtest/ 2>&1 | tee build/vmtest.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)'; exit $${PIPESTATUS[0]}
 
 test: unit vmtest
 

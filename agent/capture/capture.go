@@ -45,7 +45,6 @@ type Options struct {
 type Result struct {
 	Resumed      bool   // Run returned in the resumed machine
 	Mailbox      string // what the resumed process found in the mailbox
-	SwapsOff     []string
 	MemoryPages  uint64
 	DiskBytes    int64
 	BundleTarget string
@@ -85,42 +84,6 @@ func activeSwaps() ([]swapArea, error) {
 	return out, s.Err()
 }
 
-func memAvailable() (int64, error) {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0, err
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "MemAvailable:" {
-			n, err := strconv.ParseInt(f[1], 10, 64)
-			return n << 10, err
-		}
-	}
-	return 0, errors.New("/proc/meminfo has no MemAvailable")
-}
-
-func swapoff(path string) error {
-	p, err := syscall.BytePtrFromString(path)
-	if err != nil {
-		return err
-	}
-	if _, _, e := syscall.Syscall(syscall.SYS_SWAPOFF, uintptr(unsafe.Pointer(p)), 0, 0); e != 0 {
-		return fmt.Errorf("swapoff %s: %w", path, e)
-	}
-	return nil
-}
-
-func swapon(path string) error {
-	p, err := syscall.BytePtrFromString(path)
-	if err != nil {
-		return err
-	}
-	if _, _, e := syscall.Syscall(syscall.SYS_SWAPON, uintptr(unsafe.Pointer(p)), 0, 0); e != 0 {
-		return fmt.Errorf("swapon %s: %w", path, e)
-	}
-	return nil
-}
-
 // rawLog writes to the console with one system call: usable while frozen.
 type rawLog struct {
 	fd int
@@ -144,6 +107,8 @@ type diskReader struct {
 	off  int64
 	buf  []byte // page-aligned (mmap)
 	pend []byte
+	logf func(string, ...any)
+	t0   time.Time
 }
 
 func openDisk(path string, buf []byte) (*diskReader, error) {
@@ -174,6 +139,9 @@ func (d *diskReader) Read(p []byte) (int, error) {
 		}
 		d.off += int64(k)
 		d.pend = d.buf[:k]
+		if d.logf != nil && d.off%(512<<20) == 0 {
+			d.logf("disk %s: %d of %d MiB (%.1f MB/s)", d.path, d.off>>20, d.size>>20, float64(d.off)/time.Since(d.t0).Seconds()/1e6)
+		}
 	}
 	n := copy(p, d.pend)
 	d.pend = d.pend[n:]
@@ -240,7 +208,10 @@ func Run(o Options) (res *Result, err error) {
 	}
 	m.Kind = "capture"
 
-	// Disks and swap.
+	// Disks. Swap stays in use: the pages it holds travel in the disk
+	// streams byte for byte, and the kernel can still swap out while it
+	// makes room for the image. The resume image therefore goes to an area
+	// that is not a swap of the image, chosen at restore time.
 	swaps, err := activeSwaps()
 	if err != nil {
 		return res, err
@@ -248,13 +219,6 @@ func Run(o Options) (res *Result, err error) {
 	var used int64
 	for _, s := range swaps {
 		used += s.used
-	}
-	avail, err := memAvailable()
-	if err != nil {
-		return res, err
-	}
-	if used > 0 && avail-used < 128<<20 {
-		return res, fmt.Errorf("swap holds %d MiB in use and only %d MiB of RAM is available to take it back before the capture (%d MiB must stay free): stop services or add RAM", used>>20, avail>>20, 128)
 	}
 	m.Disks = nil
 	for i, d := range o.Disks {
@@ -265,18 +229,13 @@ func Run(o Options) (res *Result, err error) {
 		md.Stream = fmt.Sprintf("disk%d", i)
 		m.Disks = append(m.Disks, *md)
 	}
-	// The resume area: the first active swap partition on a captured disk
-	// (swap is taken out of use, so the whole area is free for the image).
-	for _, s := range swaps {
-		if r := resumeAreaFor(m, s.path); r != nil {
-			m.Resume = r
-			break
+	m.Resume = nil
+	logf("capturing %d disk(s) %v, %d active swap(s) with %d MiB in use (carried in the disk streams), to %s",
+		len(o.Disks), o.Disks, len(swaps), used>>20, o.To)
+	for _, sw := range swaps {
+		if !onCaptured(m, sw.path) {
+			logf("warning: swap %s is on no captured disk: the pages it holds will be missing after a restore", sw.path)
 		}
-	}
-	logf("capturing %d disk(s) %v, %d active swap(s) (%d MiB used, %d MiB RAM available), resume area %v, to %s",
-		len(o.Disks), o.Disks, len(swaps), used>>20, avail>>20, describeResume(m), o.To)
-	if m.Resume == nil {
-		logf("note: no swap partition on the captured disks: the bundle can only be restored directly (thaw agent)")
 	}
 
 	// The mailbox: locked, no huge pages, every page marked.
@@ -301,7 +260,7 @@ func Run(o Options) (res *Result, err error) {
 		binary.LittleEndian.PutUint32(p[24:], uint32(i))
 	}
 	if o.DryRun {
-		logf("dry run: %d mailbox pages reserved; stopping before swapoff and the freeze", npages)
+		logf("dry run: %d mailbox pages reserved; stopping before the freeze", npages)
 		return res, nil
 	}
 
@@ -351,7 +310,7 @@ func Run(o Options) (res *Result, err error) {
 	}
 	defer dev.Close()
 	pmRaw := make([]byte, npages*8)
-	pfns := make([]uint64, npages)
+	var pfns []uint64
 	sr := &snapReader{dev: dev, first: make([]byte, swsusp.PageSize), buf: make([]byte, swsusp.PageSize)}
 
 	// From here: one thread, no GC, memory locked.
@@ -364,31 +323,13 @@ func Run(o Options) (res *Result, err error) {
 	}
 	defer syscall.Munlockall()
 
-	for _, s := range swaps {
-		if err := swapoff(s.path); err != nil {
-			for _, p := range res.SwapsOff {
-				swapon(p)
-			}
-			return res, err
-		}
-		res.SwapsOff = append(res.SwapsOff, s.path)
-	}
-	restoreSwap := func() {
-		for _, p := range res.SwapsOff {
-			if err := swapon(p); err != nil {
-				logf("%v", err)
-			}
-		}
-	}
 	if err := dev.PlatformSupport(false); err != nil {
-		restoreSwap()
 		return res, err
 	}
 	abort := func(err error) (*Result, error) {
 		if terr := dev.Thaw(); terr != nil {
 			logf("thaw: %v", terr)
 		}
-		restoreSwap()
 		logf("aborted, machine thawed: %v", err)
 		return res, err
 	}
@@ -396,15 +337,13 @@ func Run(o Options) (res *Result, err error) {
 	if err := dev.Freeze(); err != nil {
 		return abort(err)
 	}
-	if got, err := syscall.Pread(pm, pmRaw, int64(uintptr(unsafe.Pointer(&mbox[0]))/swsusp.PageSize)*8); err != nil || got != len(pmRaw) {
-		return abort(fmt.Errorf("read /proc/self/pagemap: %d bytes, %v", got, err))
-	}
-	for i := range pfns {
-		e := binary.LittleEndian.Uint64(pmRaw[i*8:])
-		if e&(1<<63) == 0 {
-			return abort(fmt.Errorf("mailbox page %d is not present in RAM", i))
-		}
-		pfns[i] = e & (1<<55 - 1)
+	// The mailbox's PFNs after the freeze, for a cross-check: reclaim and
+	// compaction while the kernel makes room for the image may still move
+	// (locked) pages, so the PFNs read after CREATE_IMAGE are the ones the
+	// image has.
+	frozenPFNs, err := readPFNs(pm, mbox, pmRaw)
+	if err != nil {
+		return abort(err)
 	}
 	inSuspend, err := dev.CreateImage()
 	if err != nil {
@@ -417,12 +356,20 @@ func Run(o Options) (res *Result, err error) {
 		if err := dev.Thaw(); err != nil {
 			logf("thaw: %v", err)
 		}
-		restoreSwap()
-		logf("machine thawed, swap back on %v; exiting", res.SwapsOff)
+		logf("machine thawed; exiting")
 		return res, nil
 	}
+	if pfns, err = readPFNs(pm, mbox, pmRaw); err != nil {
+		return abort(err)
+	}
+	moved := 0
+	for i := range pfns {
+		if pfns[i] != frozenPFNs[i] {
+			moved++
+		}
+	}
 	size, _ := dev.ImageSize()
-	logf("image created: %d MiB; streaming memory", size>>20)
+	logf("image created: %d MiB; %d of %d mailbox pages moved while the kernel made room; streaming memory", size>>20, moved, len(pfns))
 	sw, err := bw.Stream("memory", bundle.KindMemory)
 	if err != nil {
 		return abort(err)
@@ -451,6 +398,7 @@ func Run(o Options) (res *Result, err error) {
 		if err != nil {
 			return abort(err)
 		}
+		d.logf, d.t0 = logf, time.Now()
 		n, err := sw.ReadFrom(d)
 		if err != nil {
 			return abort(fmt.Errorf("disk %s: %w", d.path, err))
@@ -489,38 +437,6 @@ func checkMailbox(mbox []byte, nonce [16]byte) string {
 		return fmt.Sprintf("mailbox intact (%d pages, no payload)", n)
 	}
 	return fmt.Sprintf("mailbox damaged: %d of %d pages carry their marker", intact, n)
-}
-
-func describeResume(m *manifest.Manifest) string {
-	if m.Resume == nil {
-		return "none"
-	}
-	return fmt.Sprintf("%s partition %d (PARTUUID %s)", m.Disks[m.Resume.Disk].Name, m.Resume.Partition, m.Resume.PartUUID)
-}
-
-// resumeAreaFor maps an active swap device (/dev/vda2) to a partition of
-// a captured disk.
-func resumeAreaFor(m *manifest.Manifest, swapPath string) *manifest.Resume {
-	real, err := filepath.EvalSymlinks(swapPath)
-	if err != nil {
-		return nil
-	}
-	name := filepath.Base(real)
-	for i, d := range m.Disks {
-		for _, p := range d.Partitions {
-			if partName(d.Name, p.Number) == name {
-				return &manifest.Resume{Disk: i, Partition: p.Number, PartUUID: p.PartUUID, HeaderOffset: p.Start}
-			}
-		}
-	}
-	return nil
-}
-
-func partName(disk string, n int) string {
-	if c := disk[len(disk)-1]; c >= '0' && c <= '9' {
-		return fmt.Sprintf("%sp%d", disk, n) // nvme0n1p1, mmcblk0p1
-	}
-	return fmt.Sprintf("%s%d", disk, n)
 }
 
 // outsideCaptured refuses an output file on a captured disk.
@@ -597,4 +513,42 @@ func AutoDisks(m *manifest.Manifest) []string {
 		}
 	}
 	return out
+}
+
+// onCaptured reports whether a swap device or file lies on a captured disk.
+func onCaptured(m *manifest.Manifest, path string) bool {
+	var st syscall.Stat_t
+	if syscall.Stat(path, &st) != nil {
+		return false
+	}
+	dev := uint64(st.Dev)
+	if st.Mode&syscall.S_IFMT == syscall.S_IFBLK {
+		dev = uint64(st.Rdev)
+	}
+	for _, n := range disksBehind(dev) {
+		for _, d := range m.Disks {
+			if d.Name == n {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// readPFNs reads the page frame numbers of a locked region from
+// /proc/self/pagemap with one pread.
+func readPFNs(pm int, region []byte, raw []byte) ([]uint64, error) {
+	got, err := syscall.Pread(pm, raw, int64(uintptr(unsafe.Pointer(&region[0]))/swsusp.PageSize)*8)
+	if err != nil || got != len(raw) {
+		return nil, fmt.Errorf("read /proc/self/pagemap: %d bytes, %v", got, err)
+	}
+	pfns := make([]uint64, len(raw)/8)
+	for i := range pfns {
+		e := binary.LittleEndian.Uint64(raw[i*8:])
+		if e&(1<<63) == 0 {
+			return nil, fmt.Errorf("mailbox page %d is not present in RAM", i)
+		}
+		pfns[i] = e & (1<<55 - 1)
+	}
+	return pfns, nil
 }

@@ -17,10 +17,11 @@ Hibernates this machine into a signed bundle, as root, while it runs:
   1 profile the machine (thaw probe) and choose the disks: by default those
     behind mounted filesystems and active swap (--disks auto), or a list,
     or none when the storage is shared
-  2 reserve the mailbox (locked memory the restore agent can write to) and
-    take swap out of use (its pages come back into RAM; refused, with
-    figures, when RAM cannot hold them): the swap partition then becomes the
-    resume area restore writes the image into
+  2 reserve the mailbox (locked memory the restore agent can write to);
+    swap stays in use: the kernel may swap out to make room for the image,
+    and what swap holds travels in the disk streams byte for byte, so the
+    resume image later goes to an area that is not a swap of the image
+    (thaw restore --resume), or is restored directly by the agent
   3 freeze user space through /dev/snapshot, create the image, stream memory
     then the disks (read while frozen: consistent) into the bundle, signed
     with --key, to a file on a disk that is not captured or by HTTP PUT to
@@ -28,9 +29,9 @@ Hibernates this machine into a signed bundle, as root, while it runs:
   4 power off once the bundle is complete (and, for a URL, acknowledged)
 
 When the bundle is resumed later, this command continues where it froze:
-it checks the mailbox, unfreezes, turns swap back on, logs that it resumed
-and exits 0. Any failure before the power-off unfreezes the machine and
-turns swap back on. --dry-run does everything except swapoff and the freeze.
+it checks the mailbox, unfreezes, logs that it resumed and exits 0. Any
+failure before the power-off unfreezes the machine. --dry-run does
+everything except the freeze.
 `
 
 func runCapture(args []string) error {
@@ -74,7 +75,7 @@ func runCapture(args []string) error {
 		return err
 	}
 	if res.Resumed {
-		fmt.Printf("resumed from the bundle; %s; swap back on %v\n", res.Mailbox, res.SwapsOff)
+		fmt.Printf("resumed from the bundle; %s\n", res.Mailbox)
 	}
 	return nil
 }

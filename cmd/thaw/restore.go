@@ -31,6 +31,11 @@ it. In order, and stopping at the first failure:
   5 write the resume image (or, for an image carried inside a disk, its
     swap header) last, after a sync, read it back and verify it
 
+The resume image of a captured bundle goes to --resume: a swap-formatted
+area (mkswap; its label and UUID are kept) that is not a swap of the image
+and not on a --disk target, e.g. /dev/sdb2 or disk.img#2. A bundle made by
+thaw export carries its image inside its disk and needs no --resume.
+
 No disk other than those given with --disk is opened for writing. The
 result (--json) carries resume_args: the kernel arguments that resume it.
 `
@@ -58,6 +63,7 @@ func runRestore(args []string) error {
 	pubPath := fs.String("pubkey", "", "minisign public key the bundle must be signed with")
 	tokenFile := fs.String("token-file", "", "bearer token for an http(s) --image")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
+	resumeRef := fs.String("resume", "", "swap-formatted area that receives the resume image (DEV or PATH#N)")
 	var disks multiFlag
 	fs.Var(&disks, "disk", "target disk for the bundle's next disk stream (repeat, in the bundle's order)")
 	if _, err := parseInterspersed(fs, args); err != nil {
@@ -124,8 +130,14 @@ func runRestore(args []string) error {
 		targets[i] = dev
 		res.Disks = append(res.Disks, restoreDisk{Stream: src.Stream, Target: d, Bytes: src.Size})
 	}
-	if m.Resume == nil {
-		return &exitError{3, errors.New("the bundle says nowhere where the resume image goes; nothing was written")}
+	var resumeDev *blockdev.Dev
+	if *resumeRef != "" {
+		if resumeDev, err = openResumeArea(*resumeRef, disks, m); err != nil {
+			return &exitError{3, fmt.Errorf("%w; nothing was written", err)}
+		}
+		defer resumeDev.Close()
+	} else if m.Resume == nil {
+		return &exitError{3, errors.New("the bundle carries no resume area (thaw capture leaves swap in use): give --resume with a swap-formatted partition that is not a swap of the image; nothing was written")}
 	}
 
 	// 3. Verify every chunk before writing anything.
@@ -167,6 +179,26 @@ func runRestore(args []string) error {
 
 	// 5. The resume image, last.
 	t0 = time.Now()
+	if resumeDev != nil {
+		w, err := swsusp.NewWriter(resumeDev, resumeDev.Size, 0, swsusp.WriterOptions{Compression: swsusp.CompressLZO})
+		if err != nil {
+			return err
+		}
+		sr, err := br.OpenStream(m.Image.Stream)
+		if err != nil {
+			return err
+		}
+		if _, err := w.WriteStream(sr); err != nil {
+			return fmt.Errorf("writing the resume image to %s: %w", resumeDev.Ref, err)
+		}
+		if err := checkResumeImage(resumeDev, 0, m); err != nil {
+			neutralize(resumeDev, 0)
+			return fmt.Errorf("the resume image written does not verify, its signature was removed: %w", err)
+		}
+		stage("resume_image", t0)
+		res.ResumeArgs = []string{"resume=" + resumeDev.ResumeArg()}
+		return printRestore(res, disks, *asJSON)
+	}
 	rdev := targets[m.Resume.Disk]
 	area := resumeArea(m, rdev)
 	// Swap map entries count pages from the start of the swap device: the
@@ -200,13 +232,61 @@ func runRestore(args []string) error {
 	if headerPage != 0 {
 		res.ResumeArgs = append(res.ResumeArgs, fmt.Sprintf("resume_offset=%d", headerPage))
 	}
-	if *asJSON {
+	return printRestore(res, disks, *asJSON)
+}
+
+func printRestore(res *restoreResult, disks []string, asJSON bool) error {
+	if asJSON {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(res)
 	}
-	fmt.Printf("restored %s (kernel %s) onto %s\nboot the image kernel with: %s\n", *image, res.Kernel, strings.Join(disks, ", "), strings.Join(res.ResumeArgs, " "))
+	fmt.Printf("restored %s (kernel %s) onto %s\nboot the image kernel with: %s\n", res.Image, res.Kernel, strings.Join(disks, ", "), strings.Join(res.ResumeArgs, " "))
 	return nil
+}
+
+// openResumeArea opens the --resume area and checks it: a swap area, on no
+// --disk target, and not a swap the image uses.
+func openResumeArea(ref string, disks []string, m *manifest.Manifest) (*blockdev.Dev, error) {
+	dev, err := blockdev.Open(ref, true)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range disks {
+		if d == dev.Path {
+			dev.Close()
+			return nil, fmt.Errorf("--resume %s lies on --disk %s, which the restore overwrites", ref, d)
+		}
+	}
+	page := make([]byte, swsusp.PageSize)
+	if _, err := dev.ReadAt(page, 0); err != nil {
+		dev.Close()
+		return nil, fmt.Errorf("--resume %s: %w", ref, err)
+	}
+	if h := swsusp.ParseHeader(page); h.Sig != swsusp.SigSwap2 && h.Sig != swsusp.SigSwap1 && h.Sig != swsusp.SigHibernate {
+		dev.Close()
+		return nil, fmt.Errorf("--resume %s holds no swap area (signature %q): run mkswap on it first", ref, h.Sig)
+	}
+	for _, d := range m.Disks {
+		for _, p := range d.Partitions {
+			if dev.PartUUID != "" && p.PartUUID == dev.PartUUID {
+				for _, s := range m.Swaps {
+					if s.Path == "/dev/"+partName(d.Name, p.Number) {
+						dev.Close()
+						return nil, fmt.Errorf("--resume %s (PARTUUID %s) is %s, a swap the image uses: its pages would be overwritten", ref, dev.PartUUID, s.Path)
+					}
+				}
+			}
+		}
+	}
+	return dev, nil
+}
+
+func partName(disk string, n int) string {
+	if c := disk[len(disk)-1]; c >= '0' && c <= '9' {
+		return fmt.Sprintf("%sp%d", disk, n)
+	}
+	return fmt.Sprintf("%s%d", disk, n)
 }
 
 type areaWindow struct{ start, size int64 }

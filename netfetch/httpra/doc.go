@@ -6,10 +6,12 @@
 // [Open] learns the file's size and validator (ETag, else Last-Modified)
 // with a HEAD, or a GET of bytes=0-0 when HEAD is refused.
 // [ReaderAt.ReadAt] then fetches Range: bytes=off-end windows and checks
-// that every answer is the same file: the ETag goes out in If-Match and
-// If-Range, and the ETag, Last-Modified and total size of each answer are
-// compared with what Open saw, so a file replaced on the server while it is
-// being read ends in a [ChangedError] instead of a mix of two files.
+// that every answer is the same file: a strong ETag goes out in If-Match
+// and If-Range (with no ETag, Last-Modified goes in If-Unmodified-Since
+// and If-Range), and the ETag, Last-Modified and total size of each answer
+// are compared with what Open saw, so a file replaced on the server while
+// it is being read ends in a [ChangedError] instead of a mix of two files.
+// ReadAt has no context of its own: the one given to Open bounds it.
 //
 // Reading continues across failures: a connection cut in the middle of a
 // body, a stalled body (no byte for [Options.Timeout]), a reset or a 5xx

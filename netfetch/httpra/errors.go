@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"syscall"
 )
 
@@ -62,7 +63,7 @@ func (e *NetError) Error() string {
 			hint = ": the server's certificate is for another name"
 		case errors.As(e.Err, &ci):
 			hint = ": the server's certificate is expired or not valid for a server"
-		case errors.As(e.Err, &rh):
+		case errors.As(e.Err, &rh) || strings.Contains(e.Err.Error(), "HTTP response to HTTPS client"):
 			hint = ": the server does not speak TLS (try http:// instead of https://)"
 		}
 		return fmt.Sprintf("TLS with %s failed%s: %v", e.Host, hint, e.Err)
@@ -175,7 +176,8 @@ func classify(err error, rawURL string) error {
 		rh tls.RecordHeaderError
 		ae tls.AlertError
 	)
-	if errors.As(err, &cv) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci) || errors.As(err, &rh) || errors.As(err, &ae) {
+	if errors.As(err, &cv) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci) || errors.As(err, &rh) || errors.As(err, &ae) ||
+		strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
 		return &NetError{Kind: ErrTLS, Host: host, URL: rawURL, Err: err}
 	}
 	return err
@@ -216,7 +218,8 @@ func retryable(err error) bool {
 		return false
 	}
 	var pe *protocolError
-	if errors.Is(err, ErrChanged) || errors.Is(err, ErrNoRange) || errors.As(err, &pe) {
+	var fe *finalError
+	if errors.Is(err, ErrChanged) || errors.Is(err, ErrNoRange) || errors.As(err, &pe) || errors.As(err, &fe) {
 		return false
 	}
 	// Everything else is the network: resets, cuts, timeouts, unreachable.
@@ -232,3 +235,9 @@ type protocolError struct {
 func (e *protocolError) Error() string {
 	return fmt.Sprintf("%s: the server's answer makes no sense: %s", e.url, e.msg)
 }
+
+// finalError is a failure that repeating the request would not mend.
+type finalError struct{ err error }
+
+func (e *finalError) Error() string { return e.err.Error() }
+func (e *finalError) Unwrap() error { return e.err }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -133,7 +134,7 @@ func serve(t *testing.T, f *fileServer) string {
 }
 
 func fastOpts(t *testing.T) Options {
-	return Options{Backoff: time.Millisecond, Logf: t.Logf}
+	return Options{Backoff: time.Microsecond, Logf: t.Logf}
 }
 
 func TestReadAtRanges(t *testing.T) {
@@ -226,8 +227,8 @@ func TestSequentialStreams(t *testing.T) {
 // TestResumeAfterCuts: every answer is cut after N bytes; reads of any
 // shape still return the file's bytes, by resuming where each cut fell.
 func TestResumeAfterCuts(t *testing.T) {
-	data := newData(300<<10+17, 3)
-	for _, cut := range []int{1, 999, 4096, 65536} {
+	for _, c := range []struct{ cut, size int }{{7, 3000}, {999, 300<<10 + 17}, {4096, 300<<10 + 17}, {65536, 300<<10 + 17}} {
+		cut, data := c.cut, newData(c.size, 3)
 		t.Run(fmt.Sprint(cut), func(t *testing.T) {
 			f := &fileServer{cutAfter: cut}
 			f.set(data, `"c"`, modTime)
@@ -242,8 +243,8 @@ func TestResumeAfterCuts(t *testing.T) {
 			if err != nil || !bytes.Equal(got, data) {
 				t.Fatalf("read %d bytes, %v", len(got), err)
 			}
-			p := make([]byte, 100000)
-			if n, err := r.ReadAt(p, 12345); n != len(p) || err != nil || !bytes.Equal(p, data[12345:12345+len(p)]) {
+			p := make([]byte, len(data)/3)
+			if n, err := r.ReadAt(p, 1234); n != len(p) || err != nil || !bytes.Equal(p, data[1234:1234+len(p)]) {
 				t.Fatalf("ReadAt = %d, %v", n, err)
 			}
 			if retries.Load() == 0 {
@@ -375,6 +376,10 @@ func TestRangelessServer(t *testing.T) {
 	if f.requests.Load() != before {
 		t.Fatal("a sequential read asked anew")
 	}
+	if n, err := r.ReadAt(p, 199000); n != 1000 || err != nil || !bytes.Equal(p, data[199000:]) {
+		t.Fatalf("ReadAt of the end = %d, %v", n, err)
+	}
+	// The answer is used up: nothing in flight covers the offset.
 	_, err = r.ReadAt(p, 150000)
 	if !errors.Is(err, ErrNoRange) || !strings.Contains(err.Error(), "offset 150000") {
 		t.Fatalf("ReadAt beyond the skip limit: %v", err)
@@ -428,7 +433,9 @@ func TestNetErrors(t *testing.T) {
 	}
 	closed := ln.Addr().String()
 	ln.Close()
-	tlsSrv := httptest.NewTLSServer(http.NotFoundHandler())
+	tlsSrv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	tlsSrv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	tlsSrv.StartTLS()
 	defer tlsSrv.Close()
 	plain := httptest.NewServer(http.NotFoundHandler())
 	defer plain.Close()

@@ -113,7 +113,7 @@ func (o *Options) put(ctx context.Context, rawURL string, body io.Reader, size i
 	g.disarm()
 	if err != nil {
 		if pb.err != nil {
-			return fmt.Errorf("PUT %s: reading the upload at byte %d: %w", rawURL, pb.sent, pb.err)
+			return &finalError{fmt.Errorf("PUT %s: reading the upload at byte %d: %w", rawURL, pb.sent, pb.err)}
 		}
 		return classify(g.explain(err), rawURL)
 	}
@@ -124,7 +124,7 @@ func (o *Options) put(ctx context.Context, rawURL string, body io.Reader, size i
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	if want := resp.Header.Get(SHA256Header); want != "" && pb.eof {
 		if got := hex.EncodeToString(pb.h.Sum(nil)); !strings.EqualFold(got, want) {
-			return fmt.Errorf("PUT %s: the server stored a body with SHA-256 %s, but %d bytes with SHA-256 %s were sent: the upload was corrupted on the way", rawURL, want, pb.sent, got)
+			return &finalError{fmt.Errorf("PUT %s: the server stored a body with SHA-256 %s, but %d bytes with SHA-256 %s were sent: the upload was corrupted on the way", rawURL, want, pb.sent, got)}
 		}
 	}
 	return nil

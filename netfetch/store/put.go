@@ -50,7 +50,8 @@ func (s *Store) put(w http.ResponseWriter, r *http.Request) {
 		putFail(w, p, err)
 		return
 	}
-	old, err := s.root.Stat(name)
+	// Lstat: a symbolic link as target is replaced, not followed.
+	old, err := s.root.Lstat(name)
 	switch {
 	case err == nil && old.IsDir():
 		fail(w, http.StatusConflict, "%s is a directory", p)

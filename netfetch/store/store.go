@@ -92,8 +92,12 @@ func (s *Store) sweep() {
 func (s *Store) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w}
+	// A shallow copy carries the counting body: the server must still see
+	// its own body on r to handle Expect: 100-continue.
 	in := &countingBody{ReadCloser: r.Body}
-	r.Body = in
+	r2 := *r
+	r2.Body = in
+	r = &r2
 	defer func() {
 		status := rec.status
 		if status == 0 {
@@ -152,8 +156,12 @@ func resolve(p string) (string, error) {
 // escapes reports whether err is os.Root refusing a path that leaves it
 // (through a symbolic link).
 func escapes(err error) bool {
-	var pe *fs.PathError
-	return errors.As(err, &pe) && pe.Err != nil && pe.Err.Error() == "path escapes from parent"
+	for ; err != nil; err = errors.Unwrap(err) {
+		if err.Error() == "path escapes from parent" {
+			return true
+		}
+	}
+	return false
 }
 
 // fsFail answers a file system error for the URL path p.

@@ -56,7 +56,10 @@ type VM struct {
 	cancel  context.CancelFunc
 	ctlPath string
 	ctl     net.Conn
-	ctlBuf  []byte
+	// deadline kills QEMU when the VM outlives its timeout.
+	deadline *time.Timer
+	timedOut bool
+	ctlBuf   []byte
 }
 
 // Start launches QEMU.
@@ -115,9 +118,15 @@ func Start(cfg VMConfig) (*VM, error) {
 		args = append(args, "-chardev", "socket,id=ctl,path="+ctlPath+",server=on,wait=off", "-serial", "chardev:ctl")
 	}
 	args = append(args, cfg.Extra...)
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
+	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
 	vm := &VM{cfg: cfg, cmd: cmd, done: make(chan struct{}), cancel: cancel, ctlPath: ctlPath}
+	vm.deadline = time.AfterFunc(cfg.Timeout, func() {
+		vm.mu.Lock()
+		vm.timedOut = true
+		vm.mu.Unlock()
+		cancel()
+	})
 	vm.cond = sync.NewCond(&vm.mu)
 	if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
 		cancel()
@@ -159,9 +168,10 @@ func Start(cfg VMConfig) (*VM, error) {
 		}
 		werr := cmd.Wait()
 		logf.Close()
+		vm.deadline.Stop()
 		vm.mu.Lock()
-		if ctx.Err() == context.DeadlineExceeded {
-			werr = fmt.Errorf("harness: %s: killed after its timeout of %v", cfg.Name, cfg.Timeout)
+		if vm.timedOut {
+			werr = fmt.Errorf("harness: %s: killed after its timeout", cfg.Name)
 		}
 		vm.exitErr = werr
 		close(vm.done)
@@ -169,6 +179,15 @@ func Start(cfg VMConfig) (*VM, error) {
 		vm.mu.Unlock()
 	}()
 	return vm, nil
+}
+
+// SetTimeout moves the VM's hard deadline to d from now.
+func (vm *VM) SetTimeout(d time.Duration) {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	if vm.deadline != nil {
+		vm.deadline.Reset(d)
+	}
 }
 
 // Console returns everything the serial console printed so far.

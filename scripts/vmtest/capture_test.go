@@ -56,7 +56,7 @@ func freePort(t *testing.T) int {
 }
 
 // TestServerCapture: thaw capture runs inside the real server (root on LVM,
-// swap active, pages swapped out by memory pressure, workload running) and
+// swap active with pages swapped out by memory pressure, workload running) and
 // streams a signed bundle into thaw serve on the host's loopback; the
 // bundle verifies, every mailbox PFN appears once in the snapshot with its
 // marker; thaw restore writes fresh disks from the bundle URL; identical
@@ -92,6 +92,7 @@ func TestServerCapture(t *testing.T) {
 	blank := blankDisk(t, dir)
 
 	vm := serverVMWith(t, s, "capture-source", s.Cmdline, disk, blank, tools)
+	vm.SetTimeout(20 * time.Minute)
 	defer failWithConsole(t, vm)
 	m, _, err := vm.WaitFor(workloadRE, 0, 4*time.Minute)
 	if err != nil {
@@ -100,11 +101,11 @@ func TestServerCapture(t *testing.T) {
 	h := &hibernatedServer{s: s, secret: m[2]}
 	// Memory pressure: a 64 MiB blob in tmpfs, pushed to swap by a
 	// transient 420 MiB file; the blob's hash is checked after resume.
-	prep := "mkdir -p /run/t && tar -x -f /dev/vdc -C /run/t && mkdir -p /mnt/p && mount -t tmpfs -o size=600m tmpfs /mnt/p && " +
-		"head -c 67108864 /dev/urandom >/mnt/p/blob && md5sum </mnt/p/blob >/run/t/blob.md5 && " +
+	prep := "mkdir -p /mnt/t && mount -t tmpfs -o size=64m tmpfs /mnt/t && tar -x -f /dev/vdc -C /mnt/t && mkdir -p /mnt/p && mount -t tmpfs -o size=600m tmpfs /mnt/p && " +
+		"head -c 67108864 /dev/urandom >/mnt/p/blob && md5sum </mnt/p/blob >/mnt/t/blob.md5 && " +
 		"(head -c 440401920 /dev/zero >/mnt/p/hog; rm -f /mnt/p/hog) && " +
 		"for i in $(seq 60); do ip -4 addr | grep -q 10.0.2.15 && break; sleep 1; done; " +
-		"cat /run/t/blob.md5; awk '/SwapTotal|SwapFree/ {print $1, $2}' /proc/meminfo"
+		"cat /mnt/t/blob.md5; awk '/SwapTotal|SwapFree/ {print $1, $2}' /proc/meminfo"
 	out, status, err := vm.Run(prep, 4*time.Minute)
 	if err != nil || status != 0 {
 		t.Fatalf("guest preparation: %v %d %s", err, status, out)
@@ -118,11 +119,18 @@ func TestServerCapture(t *testing.T) {
 	}
 	h.last = lastCounter(vm.Console(), h.secret)
 	url := fmt.Sprintf("http://10.0.2.2:%d/server.thaw", port)
-	if _, status, err := vm.Run("(/run/t/thaw capture --to "+url+" --key /run/t/k.key --token-file /run/t/token --disks /dev/vda >/dev/console 2>&1 &)", time.Minute); err != nil || status != 0 {
+	capArgs := " --to " + url + " --key /mnt/t/k.key --token-file /mnt/t/token --disks /dev/vda"
+	dry, status, err := vm.Run("timeout 120 /mnt/t/thaw capture --dry-run"+capArgs+" 2>&1", 3*time.Minute)
+	t.Logf("capture --dry-run (status %d): %s", status, dry)
+	if err != nil || status != 0 || !strings.Contains(dry, "dry run") {
+		t.Fatalf("capture --dry-run: %v %d", err, status)
+	}
+	if _, status, err := vm.Run("(/mnt/t/thaw capture"+capArgs+" >/dev/console 2>&1 &)", time.Minute); err != nil || status != 0 {
 		t.Fatalf("start capture: %v %d", err, status)
 	}
 	start := time.Now()
-	if err := vm.Wait(6 * time.Minute); err != nil {
+	timing := func(stage string, since time.Time) { t.Logf("TIMING %-34s %6.1fs", stage, time.Since(since).Seconds()) }
+	if err := vm.Wait(15 * time.Minute); err != nil {
 		t.Fatalf("capture: %v", err)
 	}
 	console := vm.Console()
@@ -131,6 +139,8 @@ func TestServerCapture(t *testing.T) {
 	}
 	h.last = lastCounter(console, h.secret)
 	t.Logf("captured at counter %d in %.0fs", h.last, time.Since(start).Seconds())
+	timing("capture (freeze → power off)", start)
+	start = time.Now()
 
 	bundlePath := filepath.Join(store, "server.thaw")
 	pub := filepath.Join(dir, "k.pub")
@@ -143,15 +153,25 @@ func TestServerCapture(t *testing.T) {
 	hs, _ := os.Stat(disk)
 	os.WriteFile(target, nil, 0o644)
 	os.Truncate(target, hs.Size())
-	cmdline := restoreTo(t, fmt.Sprintf("http://127.0.0.1:%d/server.thaw", port), pub, target, s.Cmdline)
+	// The image's swap (vda2) holds swapped-out pages: the resume image goes
+	// to the second disk's resume partition, which thaw restore must refuse
+	// to take from the image's own swap.
+	if out, err := thaw(t, "restore", "--image", bundlePath, "--pubkey", pub, "--disk", target, "--resume", disk+"#2"); err == nil || !strings.Contains(err.Error(), "a swap the image uses") {
+		t.Fatalf("restore into the image's own swap: %v %s", err, out)
+	}
+	start = time.Now()
+	cmdline := restoreTo(t, fmt.Sprintf("http://127.0.0.1:%d/server.thaw", port), pub, target, s.Cmdline, "--resume", blank+"#2")
+	timing("restore over HTTP (verify + write)", start)
+	start = time.Now()
 	vm2 := serverVMWith(t, s, "capture-restored", cmdline, target, blank, tools)
 	defer failWithConsole(t, vm2)
 	if _, _, err := vm2.WaitFor(regexp.MustCompile(`thaw capture \[[ 0-9.]+s\]: resumed: mailbox intact`), 0, 4*time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := vm2.WaitFor(regexp.MustCompile(`machine thawed, swap back on`), 0, time.Minute); err != nil {
+	if _, _, err := vm2.WaitFor(regexp.MustCompile(`thaw capture \[[ 0-9.]+s\]: machine thawed; exiting`), 0, time.Minute); err != nil {
 		t.Fatal(err)
 	}
+	timing("boot + kernel resume → unfrozen", start)
 	out3, status, err := vm2.Run("md5sum </mnt/p/blob; swapon --show=NAME --noheadings", 2*time.Minute)
 	if err != nil || status != 0 || !strings.Contains(out3, blobSum) || !strings.Contains(out3, "/dev/vda2") {
 		t.Fatalf("after resume: blob and swap %q (want md5 %s and /dev/vda2 active): %v %d", out3, blobSum, err, status)

@@ -77,9 +77,9 @@ func TestServerExportRestore(t *testing.T) {
 
 // restoreTo runs thaw restore of image onto target and returns cmdline
 // with its resume= replaced by the printed resume arguments.
-func restoreTo(t *testing.T, image, pub, target, cmdline string) string {
+func restoreTo(t *testing.T, image, pub, target, cmdline string, extra ...string) string {
 	t.Helper()
-	out, err := thaw(t, "restore", "--json", "--image", image, "--pubkey", pub, "--disk", target)
+	out, err := thaw(t, append([]string{"restore", "--json", "--image", image, "--pubkey", pub, "--disk", target}, extra...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
