@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
 	"crypto/rand"
@@ -9,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -304,6 +306,10 @@ func Run(o Options) (res *Result, err error) {
 		return res, err
 	}
 	bw.Warm()
+	// The image kernel's files go first, while everything still runs.
+	if err := kernelStreams(bw, m.Kernel.Release, logf); err != nil {
+		return res, err
+	}
 	dev, err := snapshot.Open(false)
 	if err != nil {
 		return res, err
@@ -318,9 +324,15 @@ func Run(o Options) (res *Result, err error) {
 	defer runtime.UnlockOSThread()
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	defer debug.SetGCPercent(debug.SetGCPercent(-1))
-	if err := syscall.Mlockall(syscall.MCL_CURRENT | syscall.MCL_FUTURE); err != nil {
+	// Give the heap the probe and the kernel files used back to the kernel,
+	// then lock what is resident and whatever is touched from now on
+	// (MCL_ONFAULT: mapped but unused heap is not populated, which would
+	// take memory the image needs).
+	debug.FreeOSMemory()
+	if err := syscall.Mlockall(syscall.MCL_CURRENT | syscall.MCL_FUTURE | mclOnFault); err != nil {
 		return res, fmt.Errorf("mlockall: %w", err)
 	}
+	logf("memory locked: %s", procStatus("VmRSS", "VmLck"))
 	defer syscall.Munlockall()
 
 	if err := dev.PlatformSupport(false); err != nil {
@@ -535,6 +547,23 @@ func onCaptured(m *manifest.Manifest, path string) bool {
 	return false
 }
 
+// mclOnFault is MCL_ONFAULT (Linux 4.4).
+const mclOnFault = 4
+
+// procStatus returns the named fields of /proc/self/status.
+func procStatus(names ...string) string {
+	b, _ := os.ReadFile("/proc/self/status")
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		for _, n := range names {
+			if strings.HasPrefix(l, n+":") {
+				out = append(out, strings.Join(strings.Fields(l), " "))
+			}
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
 // readPFNs reads the page frame numbers of a locked region from
 // /proc/self/pagemap with one pread.
 func readPFNs(pm int, region []byte, raw []byte) ([]uint64, error) {
@@ -551,4 +580,86 @@ func readPFNs(pm int, region []byte, raw []byte) ([]uint64, error) {
 		pfns[i] = e & (1<<55 - 1)
 	}
 	return pfns, nil
+}
+
+// kernelStreams stores the running kernel's vmlinuz, initrd and a tar of
+// its modules tree, as the restore side needs them to boot the image kernel.
+// A missing file is noted, not fatal (a kernel booted over the network may
+// have none on disk).
+func kernelStreams(bw *bundle.Writer, release string, logf func(string, ...any)) error {
+	for _, f := range []struct{ name, path string }{
+		{"vmlinuz", "/boot/vmlinuz-" + release},
+		{"initrd", "/boot/initrd.img-" + release},
+	} {
+		fh, err := os.Open(f.path)
+		if err != nil {
+			logf("note: %v: the bundle carries no %s", err, f.name)
+			continue
+		}
+		sw, err := bw.Stream(f.name, bundle.KindFile)
+		if err == nil {
+			_, err = sw.ReadFrom(fh)
+		}
+		fh.Close()
+		if err == nil {
+			err = sw.Close()
+		}
+		if err != nil {
+			return fmt.Errorf("bundle stream %s: %w", f.name, err)
+		}
+	}
+	dir := "/lib/modules/" + release
+	if _, err := os.Stat(dir); err != nil {
+		logf("note: no %s: the bundle carries no modules", dir)
+		return nil
+	}
+	sw, err := bw.Stream("modules", bundle.KindFile)
+	if err != nil {
+		return err
+	}
+	tw := tar.NewWriter(sw)
+	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		link := ""
+		if info.Mode()&fs.ModeSymlink != 0 {
+			if link, err = os.Readlink(path); err != nil {
+				return err
+			}
+		}
+		hdr, err := tar.FileInfoHeader(info, link)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(filepath.Dir(dir), path)
+		hdr.Name = rel
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		if info.Mode().IsRegular() {
+			fh, err := os.Open(path)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(tw, fh)
+			fh.Close()
+			return err
+		}
+		return nil
+	})
+	if err == nil {
+		err = tw.Close()
+	}
+	if err == nil {
+		err = sw.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("bundle stream modules (%s): %w", dir, err)
+	}
+	return nil
 }

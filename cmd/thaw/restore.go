@@ -163,7 +163,7 @@ func runRestore(args []string) error {
 	for i, dev := range targets {
 		rd := &res.Disks[i]
 		var hold *int64
-		if m.Resume.InDisk && m.Resume.Disk == i {
+		if m.Resume != nil && m.Resume.InDisk && m.Resume.Disk == i {
 			hold = &m.Resume.HeaderOffset
 		}
 		h, err := writeDisk(br, m.Disks[i].Stream, dev, hold, rd)
@@ -177,7 +177,8 @@ func runRestore(args []string) error {
 	}
 	stage("write_disks", t0)
 
-	// 5. The resume image, last.
+	// 5. The resume image, last. With --resume, an image carried inside a
+	// disk keeps its neutralized signature: one resumable copy only.
 	t0 = time.Now()
 	if resumeDev != nil {
 		w, err := swsusp.NewWriter(resumeDev, resumeDev.Size, 0, swsusp.WriterOptions{Compression: swsusp.CompressLZO})
@@ -248,15 +249,18 @@ func printRestore(res *restoreResult, disks []string, asJSON bool) error {
 // openResumeArea opens the --resume area and checks it: a swap area, on no
 // --disk target, and not a swap the image uses.
 func openResumeArea(ref string, disks []string, m *manifest.Manifest) (*blockdev.Dev, error) {
+	path := ref
+	if i := strings.LastIndexByte(ref, '#'); i > 0 {
+		path = ref[:i]
+	}
+	for _, d := range disks {
+		if sameFile(d, path) {
+			return nil, fmt.Errorf("--resume %s lies on --disk %s, which the restore overwrites", ref, d)
+		}
+	}
 	dev, err := blockdev.Open(ref, true)
 	if err != nil {
 		return nil, err
-	}
-	for _, d := range disks {
-		if d == dev.Path {
-			dev.Close()
-			return nil, fmt.Errorf("--resume %s lies on --disk %s, which the restore overwrites", ref, d)
-		}
 	}
 	page := make([]byte, swsusp.PageSize)
 	if _, err := dev.ReadAt(page, 0); err != nil {
@@ -280,6 +284,12 @@ func openResumeArea(ref string, disks []string, m *manifest.Manifest) (*blockdev
 		}
 	}
 	return dev, nil
+}
+
+func sameFile(a, b string) bool {
+	sa, err1 := os.Stat(a)
+	sb, err2 := os.Stat(b)
+	return err1 == nil && err2 == nil && os.SameFile(sa, sb)
 }
 
 func partName(disk string, n int) string {

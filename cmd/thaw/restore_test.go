@@ -147,3 +147,49 @@ func TestExportRestoreRefusals(t *testing.T) {
 		t.Fatalf("restored resume image: %v %s", err, out)
 	}
 }
+
+// TestRestoreToResumeArea: with --resume the image goes to a separate swap
+// area, the copy inside the restored disk stays unresumable, and an area on
+// a --disk target is refused.
+func TestRestoreToResumeArea(t *testing.T) {
+	dir := t.TempDir()
+	disk := filepath.Join(dir, "src.img")
+	if err := harness.MakeGPTDisk(disk, 40, []harness.Part{{Name: "root", SizeMB: 8}, {Name: "swap", SizeMB: 16, Swap: true}}); err != nil {
+		t.Fatal(err)
+	}
+	swap, _ := blockdev.Open(disk+"#2", true)
+	w, _ := swsusp.NewWriter(swap, swap.Size, 0, swsusp.WriterOptions{Compression: swsusp.CompressNone})
+	if _, err := w.WriteStream(bytes.NewReader(smallStream(30))); err != nil {
+		t.Fatal(err)
+	}
+	swap.Close()
+	key := filepath.Join(dir, "k")
+	run(t, "keygen", "--out", key)
+	b := filepath.Join(dir, "b.thaw")
+	if out, err := run(t, "export", "--from", disk+"#2", "--to", b, "--key", key+".key"); err != nil {
+		t.Fatalf("export: %v %s", err, out)
+	}
+	target := filepath.Join(dir, "target.img")
+	os.WriteFile(target, nil, 0o644)
+	os.Truncate(target, 40<<20)
+	area := filepath.Join(dir, "area.img")
+	if err := harness.MakeGPTDisk(area, 24, []harness.Part{{Name: "x", SizeMB: 2}, {Name: "resume", SizeMB: 16, Swap: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run(t, "restore", "--pubkey", key+".pub", "--image", b, "--disk", target, "--resume", target+"#2"); err == nil || !strings.Contains(out, "which the restore overwrites") {
+		t.Fatalf("--resume on a --disk target: %v %s", err, out)
+	}
+	out, err := run(t, "restore", "--json", "--pubkey", key+".pub", "--image", b, "--disk", target, "--resume", area+"#2")
+	if err != nil {
+		t.Fatalf("restore: %v %s", err, out)
+	}
+	if !strings.Contains(out, "resume=PARTUUID=") {
+		t.Fatalf("no resume args: %s", out)
+	}
+	if out, err := run(t, "inspect", area+"#2"); err != nil || !strings.Contains(out, "RESUMABLE") {
+		t.Fatalf("resume area: %v %s", err, out)
+	}
+	if out, _ := run(t, "inspect", target+"#2"); !strings.Contains(out, "NO IMAGE") {
+		t.Fatalf("the copy inside the restored disk must not be resumable: %s", out)
+	}
+}
