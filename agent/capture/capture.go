@@ -157,6 +157,8 @@ type snapReader struct {
 	first []byte
 	buf   []byte
 	pend  []byte
+	meta  uint64 // metadata pages, known after the first page
+	zero  uint64 // PFNs flagged as zero pages (6.9+)
 }
 
 func (s *snapReader) Read(p []byte) (int, error) {
@@ -173,6 +175,15 @@ func (s *snapReader) Read(p []byte) (int, error) {
 		}
 		if s.pages == 0 {
 			copy(s.first, s.buf)
+			if info, err := swsusp.ParseInfo(s.first); err == nil {
+				s.meta = info.MetaPages()
+			}
+		} else if s.pages <= s.meta {
+			for i := 0; i < n; i += 8 {
+				if v := binary.LittleEndian.Uint64(s.buf[i:]); v != ^uint64(0) && v&(1<<63) != 0 {
+					s.zero++
+				}
+			}
 		}
 		s.pages++
 		s.pend = s.buf[:n]
@@ -402,7 +413,7 @@ func Run(o Options) (res *Result, err error) {
 	}
 	m.Image = &manifest.Image{Release: m.Kernel.Release, Pages: info.Pages, DataPages: info.ImagePages, MetaPages: info.MetaPages(),
 		NumPhysPages: info.NumPhysPages, E820Checksum: fmt.Sprintf("%#08x", info.Arch.E820Checksum), Stream: "memory"}
-	m.Image.ZeroPages = 0 // counted by readers of the stream; the header does not say
+	m.Image.ZeroPages = sr.zero
 	m.Mailbox = &manifest.Mailbox{Nonce: hex.EncodeToString(nonce[:]), PFNs: pfns}
 	logf("memory: %d pages; streaming %d disk(s)", sr.pages, len(disks))
 	for i, d := range disks {

@@ -215,6 +215,9 @@ func checkMailboxInStream(t *testing.T, path, pubPath string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if im := br.Manifest.Image; im == nil || im.ZeroPages != ss.ZeroPages || im.DataPages != ss.Info.ImagePages || im.Pages != ss.Info.Pages {
+		t.Errorf("manifest image %+v; the stream has %d pages, %d data, %d zero", im, ss.Info.Pages, ss.Info.ImagePages, ss.ZeroPages)
+	}
 	seen := map[uint64]bool{}
 	for {
 		p, err := ss.Next()

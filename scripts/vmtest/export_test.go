@@ -36,6 +36,27 @@ func TestServerExportRestore(t *testing.T) {
 	}
 	st, _ := os.Stat(bundlePath)
 	t.Logf("bundle: %d MiB", st.Size()>>20)
+	// The bundle's memory is the image the kernel logged.
+	out, err := thaw(t, "inspect", "--json", "--pubkey", key+".pub", bundlePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bi struct {
+		Signature string `json:"signature"`
+		Manifest  struct {
+			Image struct {
+				Pages     uint64 `json:"pages"`
+				DataPages uint64 `json:"data_pages"`
+				ZeroPages uint64 `json:"zero_pages"`
+			} `json:"image"`
+		} `json:"manifest"`
+	}
+	if err := json.Unmarshal(out, &bi); err != nil {
+		t.Fatal(err)
+	}
+	if im := bi.Manifest.Image; bi.Signature != "verified" || im.DataPages != h.klog.Copied || im.ZeroPages != h.klog.Zero || im.Pages-1 != h.klog.Saving {
+		t.Fatalf("bundle: signature %s, image %+v; the kernel logged %+v", bi.Signature, im, h.klog)
+	}
 
 	target := filepath.Join(dir, "target.img")
 	hdisk, _ := os.Stat(h.disk)
@@ -57,7 +78,7 @@ func TestServerExportRestore(t *testing.T) {
 		{"corrupt-chunk", bad, key + ".pub", "sha256 mismatch"},
 		{"wrong-key", bundlePath, other + ".pub", "signature does not verify"},
 	} {
-		out, err := thaw(t, "restore", "--image", tc.image, "--pubkey", tc.pub, "--disk", target)
+		out, err = thaw(t, "restore", "--image", tc.image, "--pubkey", tc.pub, "--disk", target)
 		var ee *exec.ExitError
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "nothing was written") {
 			t.Fatalf("%s: restore %v %s, want a refusal naming %q", tc.name, err, out, tc.want)
