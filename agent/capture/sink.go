@@ -60,10 +60,9 @@ func (s *fileSink) Close() { syscall.Close(s.fd) }
 // httpSink streams an HTTP/1.1 PUT with chunked encoding over a raw TCP
 // socket connected before the freeze.
 type httpSink struct {
-	fd       int
-	url      string
-	stall    time.Duration
-	deadline time.Time
+	fd    int
+	url   string
+	stall time.Duration
 }
 
 func openHTTPSink(rawURL, token string, stall time.Duration) (*httpSink, error) {

@@ -117,21 +117,11 @@ func runExport(args []string) error {
 		return err
 	}
 	start := time.Now()
-	res, r, err := inspectImage(*from, *resumeOff)
-	if err != nil {
-		return err
-	}
-	if res.Verdict != "resumable" {
-		return &exitError{3, fmt.Errorf("%s: no image to export (%s): %v", *from, res.Verdict, res.Reasons)}
-	}
-	src, err := blockdev.Open(*from, false)
+	res, src, r, err := openVerifiedImage(*from, *resumeOff)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	if r, err = swsusp.NewReader(src, src.Size, *resumeOff); err != nil {
-		return err
-	}
 	if len(disks) == 0 {
 		disks = []string{src.Path}
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -43,5 +42,3 @@ func openUpload(ctx context.Context, url, token string) (io.Writer, func() error
 		return <-done
 	}, nil
 }
-
-func errNotYet(name string) error { return errors.New(name + ": not built yet") }

@@ -122,12 +122,35 @@ func flagNames(f uint32) []string {
 	return names
 }
 
-// inspectImage reads and verifies the image at ref; the error is set only
-// when the place itself could not be read.
-func inspectImage(ref string, resumeOffset int64) (*inspectResult, *swsusp.Reader, error) {
+// openVerifiedImage verifies the image at ref whole, then opens it for
+// reading: the source of rewrite and export. An image that is not
+// resumable is refused with the verdict's reasons.
+func openVerifiedImage(ref string, resumeOffset int64) (*inspectResult, *blockdev.Dev, *swsusp.Reader, error) {
+	res, err := inspectImage(ref, resumeOffset)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if res.Verdict != "resumable" {
+		return nil, nil, nil, &exitError{3, fmt.Errorf("%s holds no resumable image (%s): %v; nothing was written", ref, res.Verdict, res.Reasons)}
+	}
 	dev, err := blockdev.Open(ref, false)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
+	}
+	r, err := swsusp.NewReader(dev, dev.Size, resumeOffset)
+	if err != nil {
+		dev.Close()
+		return nil, nil, nil, err
+	}
+	return res, dev, r, nil
+}
+
+// inspectImage reads and verifies the image at ref; the error is set only
+// when the place itself could not be read.
+func inspectImage(ref string, resumeOffset int64) (*inspectResult, error) {
+	dev, err := blockdev.Open(ref, false)
+	if err != nil {
+		return nil, err
 	}
 	defer dev.Close()
 	res := &inspectResult{Ref: ref, ResumeOffset: resumeOffset, FlagNames: []string{}}
@@ -140,22 +163,22 @@ func inspectImage(ref string, resumeOffset int64) (*inspectResult, *swsusp.Reade
 	if errors.Is(err, swsusp.ErrNoImage) {
 		res.Verdict = "no-image"
 		res.Reasons = []string{fmt.Sprintf("the swap area's signature is %q, not %q: no kernel wrote an image here, or one already resumed from it", res.Signature, swsusp.SigHibernate)}
-		return res, r, nil
+		return res, nil
 	}
 	if err != nil {
 		if r == nil {
-			return nil, nil, err
+			return nil, err
 		}
 		res.Verdict = "corrupt"
 		res.Reasons = []string{err.Error()}
-		return res, r, nil
+		return res, nil
 	}
 	res.Compression = string(r.Header.Compression())
 	in, err := r.ReadInfo()
 	if err != nil {
 		res.Verdict = "corrupt"
 		res.Reasons = []string{err.Error()}
-		return res, r, nil
+		return res, nil
 	}
 	rep, verr := r.Verify()
 	res.Arch = &inspectArch{
@@ -187,14 +210,14 @@ func inspectImage(ref string, resumeOffset int64) (*inspectResult, *swsusp.Reade
 		res.CRC32.Computed = ""
 		res.Kernel = nil
 		res.SwapPages, res.MapPages, res.Blocks = 0, 0, 0
-		return res, r, nil
+		return res, nil
 	}
 	res.Verified = true
 	res.Verdict = "resumable"
 	if rep.Release == "" {
 		res.Reasons = append(res.Reasons, "no linux_banner found in the image's memory: kernel release unknown")
 	}
-	return res, r, nil
+	return res, nil
 }
 
 func runInspect(args []string) error {
@@ -227,7 +250,7 @@ func runInspect(args []string) error {
 		}
 		return nil
 	}
-	res, _, err := inspectImage(pos[0], *off)
+	res, err := inspectImage(pos[0], *off)
 	if err != nil {
 		return err
 	}

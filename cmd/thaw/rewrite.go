@@ -55,22 +55,11 @@ func runRewrite(args []string) error {
 		return &exitError{2, err}
 	}
 	start := time.Now()
-	res, r, err := inspectImage(*from, *fromOff)
-	if err != nil {
-		return err
-	}
-	if res.Verdict != "resumable" {
-		return &exitError{3, fmt.Errorf("%s holds no image to copy (%s): %v; nothing was written", *from, res.Verdict, res.Reasons)}
-	}
-	src, err := blockdev.Open(*from, false)
+	res, src, r, err := openVerifiedImage(*from, *fromOff)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	r, err = swsusp.NewReader(src, src.Size, *fromOff)
-	if err != nil {
-		return err
-	}
 	dst, err := blockdev.Open(*to, true)
 	if err != nil {
 		return err
@@ -103,7 +92,7 @@ func runRewrite(args []string) error {
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", *to, err)
 	}
-	check, _, err := inspectImage(*to, *toOff)
+	check, err := inspectImage(*to, *toOff)
 	if err != nil {
 		return err
 	}
