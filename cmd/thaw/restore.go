@@ -142,17 +142,8 @@ func runRestore(args []string) error {
 
 	// 3. Verify every chunk before writing anything.
 	t0 = time.Now()
-	last := time.Now()
-	if err := br.Verify(func(done, total int64) {
-		if isTerminal(os.Stderr) && !*asJSON && (time.Since(last) > 500*time.Millisecond || done == total) {
-			last = time.Now()
-			fmt.Fprintf(os.Stderr, "\rrestore: verifying %3d%% (%d/%d MiB)", done*100/max(total, 1), done>>20, total>>20)
-		}
-	}); err != nil {
+	if err := br.Verify(progressLine(!*asJSON, "verifying")); err != nil {
 		return &exitError{3, fmt.Errorf("%w; nothing was written", err)}
-	}
-	if isTerminal(os.Stderr) && !*asJSON {
-		fmt.Fprintln(os.Stderr)
 	}
 	say("every chunk verified (%.1fs)", time.Since(t0).Seconds())
 	stage("verify", t0)
@@ -166,7 +157,7 @@ func runRestore(args []string) error {
 		if m.Resume != nil && m.Resume.InDisk && m.Resume.Disk == i {
 			hold = &m.Resume.HeaderOffset
 		}
-		h, err := writeDisk(br, m.Disks[i].Stream, dev, hold, rd)
+		h, err := writeDisk(br, m.Disks[i].Stream, dev, hold, rd, progressLine(!*asJSON, "writing "+rd.Target))
 		if err != nil {
 			return fmt.Errorf("writing %s: %w", dev.Ref, err)
 		}
@@ -323,12 +314,13 @@ func resumeTarget(m *manifest.Manifest) string {
 // writeDisk copies one disk stream onto dev. If hold is set, the page at
 // that byte offset is written with its swap signature instead of the
 // hibernation one, and its real contents returned.
-func writeDisk(br *bundle.Reader, stream string, dev *blockdev.Dev, hold *int64, rd *restoreDisk) ([]byte, error) {
+func writeDisk(br *bundle.Reader, stream string, dev *blockdev.Dev, hold *int64, rd *restoreDisk, progress func(done, total int64)) ([]byte, error) {
 	s := br.Index.Stream(stream)
 	var held []byte
 	var buf []byte
 	cur := make([]byte, br.Index.ChunkSize)
 	for i, c := range s.Chunks {
+		progress(c.Off, s.Size)
 		if c.Zero {
 			// Leave regions that already read as zero alone (fresh sparse
 			// files, trimmed disks); write zeros elsewhere.
@@ -369,7 +361,28 @@ func writeDisk(br *bundle.Reader, stream string, dev *blockdev.Dev, hold *int64,
 	if err := dev.Sync(); err != nil {
 		return nil, err
 	}
+	progress(s.Size, s.Size)
 	return held, nil
+}
+
+// progressLine returns a function that redraws one progress line on a
+// terminal (at most twice a second), or does nothing elsewhere.
+func progressLine(on bool, what string) func(done, total int64) {
+	if !on || !isTerminal(os.Stderr) {
+		return func(int64, int64) {}
+	}
+	start, last := time.Now(), time.Time{}
+	return func(done, total int64) {
+		if time.Since(last) < 500*time.Millisecond && done != total {
+			return
+		}
+		last = time.Now()
+		rate := float64(done) / max(time.Since(start).Seconds(), 0.001) / 1e6
+		fmt.Fprintf(os.Stderr, "\rrestore: %s %3d%% (%d/%d MiB, %.0f MB/s)", what, done*100/max(total, 1), done>>20, total>>20, rate)
+		if done == total {
+			fmt.Fprintln(os.Stderr)
+		}
+	}
 }
 
 func allZeroBytes(b []byte) bool {
