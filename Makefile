@@ -32,6 +32,8 @@ unit:
 	$(GO) test -run='^$$' -fuzz=FuzzParseIndex -fuzztime=5s ./images/bundle/
 	$(GO) test -run='^$$' -fuzz=FuzzChunk -fuzztime=5s ./images/bundle/
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=5s ./images/manifest/
+	$(GO) test -run='^$$' -fuzz=FuzzContentRange -fuzztime=5s ./netfetch/httpra/
+	$(GO) test -run='^$$' -fuzz=FuzzParseModulesAlias -fuzztime=5s ./agent/plan/
 
 vmtest: kernels server
 	$(GO) test -tags vm -timeout 80m -v ./scripts/vmtest/ 2>&1 | tee build/vmtest.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)'; exit $${PIPESTATUS[0]}

@@ -233,11 +233,21 @@ func Run(o Options) (res *Result, err error) {
 	for _, s := range swaps {
 		used += s.used
 	}
+	// The captured disks, in order: the probe's entry (controller, model,
+	// serial) where it has one, its partition table from the disk itself.
+	probed := map[string]manifest.Disk{}
+	for _, d := range m.Disks {
+		probed[d.Name] = d
+	}
 	m.Disks = nil
 	for i, d := range o.Disks {
 		md, err := probe.DescribeDisk(d)
 		if err != nil {
 			return res, err
+		}
+		if pd, ok := probed[md.Name]; ok {
+			pd.Table, pd.DiskGUID, pd.Partitions, pd.Size = md.Table, md.DiskGUID, md.Partitions, md.Size
+			md = &pd
 		}
 		md.Stream = fmt.Sprintf("disk%d", i)
 		m.Disks = append(m.Disks, *md)

@@ -20,6 +20,7 @@ type command struct {
 var commands = map[string]command{
 	"inspect": {"show what a hibernation image holds and whether a kernel would resume it", runInspect},
 	"rewrite": {"copy a hibernation image into another swap area, in any compression", runRewrite},
+	"plan":    {"decide whether a bundle can be restored on this machine (writes nothing)", runPlan},
 	"probe":   {"print this machine's profile: kernel, memory map, CPU, PCI, NICs, disks, mounts, swap", runProbe},
 	"serve":   {"serve bundles over HTTP(S): GET with Range, PUT with a bearer token, agent logs", runServe},
 	"keygen":  {"make a signing key pair in minisign format", runKeygen},

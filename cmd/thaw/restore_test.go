@@ -104,6 +104,11 @@ func TestExportRestoreRefusals(t *testing.T) {
 	if out, err := run(t, "inspect", "--pubkey", key+".pub", b); err != nil || !strings.Contains(out, "signature verified") {
 		t.Fatalf("inspect: %v %s", err, out)
 	}
+	// thaw plan on this host: its disks hold data and none was named, so
+	// the plan refuses (exit 3) and says why, writing nothing.
+	if out, err := run(t, "plan", "--json", "--pubkey", key+".pub", "--image", b); err == nil || !strings.Contains(out, `"check": "disk"`) || !strings.Contains(out, `"ok": false`) {
+		t.Fatalf("plan: %v %s", err, out)
+	}
 
 	small := filepath.Join(dir, "small.img")
 	os.WriteFile(small, []byte("keep me"), 0o644)

@@ -1,0 +1,235 @@
+package plan
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/thawlinux/thaw/images/manifest"
+)
+
+// Refusal is one reason the bundle cannot be restored here, with the fix.
+type Refusal struct {
+	Check  string `json:"check"` // cpu, memory, disk, driver, kernel
+	Reason string `json:"reason"`
+	Hint   string `json:"hint"`
+}
+
+// DiskMap maps a source disk to a target disk.
+type DiskMap struct {
+	Source     string `json:"source"`
+	SourceSize int64  `json:"source_size"`
+	SourcePCI  string `json:"source_pci,omitempty"`
+	Target     string `json:"target,omitempty"`
+	TargetSize int64  `json:"target_size,omitempty"`
+	TargetPCI  string `json:"target_pci,omitempty"`
+	Consent    bool   `json:"consent"` // named by thaw.disk= / --disk
+}
+
+// Driver says which module of the image kernel drives a target device.
+type Driver struct {
+	PCI      string `json:"pci"`
+	Class    string `json:"class"`
+	Kind     string `json:"kind"` // disk, nic, other
+	Modalias string `json:"modalias"`
+	Module   string `json:"module,omitempty"` // "" : none
+	Builtin  bool   `json:"builtin,omitempty"`
+}
+
+// Plan is the verdict and everything it rests on.
+type Plan struct {
+	OK         bool      `json:"ok"`
+	Refusals   []Refusal `json:"refusals,omitempty"`
+	Notes      []string  `json:"notes,omitempty"`
+	MissingCPU []string  `json:"missing_cpu_flags,omitempty"`
+	SourceRAM  uint64    `json:"source_ram"`
+	TargetRAM  uint64    `json:"target_ram"`
+	SameMap    bool      `json:"same_memory_map"`
+	Disks      []DiskMap `json:"disks"`
+	Drivers    []Driver  `json:"drivers"`
+	Resume     string    `json:"resume"` // direct or kexec
+	ResumeWhy  string    `json:"resume_why"`
+}
+
+// Options carry the operator's choices.
+type Options struct {
+	// Disks are the target disks named by thaw.disk= (or --disk), in the
+	// bundle's disk order: the consent to overwrite them.
+	Disks []string
+	// HasData reports whether a target disk holds data (a partition table
+	// or non-zero blocks); nil treats every disk as holding data.
+	HasData func(name string) bool
+}
+
+func (p *Plan) refuse(check, reason, hint string) {
+	p.Refusals = append(p.Refusals, Refusal{check, reason, hint})
+}
+
+func ram(m []manifest.E820Entry) uint64 {
+	var n uint64
+	for _, e := range m {
+		if e.Type == 1 {
+			n += e.End - e.Start
+		}
+	}
+	return n
+}
+
+func inRAM(m []manifest.E820Entry, start, end uint64) bool {
+	for _, e := range m {
+		if e.Type == 1 && e.Start <= start && end <= e.End {
+			return true
+		}
+	}
+	return false
+}
+
+func kindOf(class string) string {
+	c := strings.TrimPrefix(class, "0x")
+	switch {
+	case strings.HasPrefix(c, "01"):
+		return "disk"
+	case strings.HasPrefix(c, "02"):
+		return "nic"
+	}
+	return "other"
+}
+
+// Make compares the source's manifest src with the target's profile dst.
+// aliases is the image kernel's modalias table (nil: unknown).
+func Make(src, dst *manifest.Manifest, aliases *Aliases, opt Options) *Plan {
+	p := &Plan{SourceRAM: ram(src.E820), TargetRAM: ram(dst.E820)}
+
+	// CPU: every feature the image kernel saw must be there.
+	have := map[string]bool{}
+	for _, f := range dst.CPU.Flags {
+		have[f] = true
+	}
+	for _, f := range src.CPU.Flags {
+		if !have[f] {
+			p.MissingCPU = append(p.MissingCPU, f)
+		}
+	}
+	if len(p.MissingCPU) > 0 {
+		p.refuse("cpu", fmt.Sprintf("this CPU (%s) lacks %d feature(s) the image kernel uses: %s", dst.CPU.Name, len(p.MissingCPU), strings.Join(p.MissingCPU, " ")),
+			"restore on a CPU model with these features (a VM: a CPU model that passes them through); a resumed kernel would hang without a word")
+	}
+	if src.CPU.Vendor != "" && dst.CPU.Vendor != "" && src.CPU.Vendor != dst.CPU.Vendor {
+		p.refuse("cpu", fmt.Sprintf("the image ran on %s, this CPU is %s", src.CPU.Vendor, dst.CPU.Vendor), "restore on a CPU of the same vendor")
+	}
+
+	// Memory: every source RAM range must be RAM here.
+	switch {
+	case len(src.E820) == 0:
+		p.Notes = append(p.Notes, "the bundle records no memory map (an export): only its digest "+src.E820Digest+" can be compared")
+		p.SameMap = src.E820Digest != "" && src.E820Digest == dst.E820Digest
+	default:
+		p.SameMap = src.E820Digest == dst.E820Digest
+		for _, e := range src.E820 {
+			if e.Type == 1 && !inRAM(dst.E820, e.Start, e.End) {
+				p.refuse("memory", fmt.Sprintf("source RAM %#x-%#x (%d MiB) is not RAM on this machine (%d MiB of RAM)", e.Start, e.End-1, (e.End-e.Start)>>20, p.TargetRAM>>20),
+					"restore on a machine with at least as much RAM at the same addresses")
+			}
+		}
+	}
+	if p.SameMap {
+		p.Resume, p.ResumeWhy = "direct", "the memory maps are identical: this kernel can restore the image itself"
+	} else {
+		p.Resume, p.ResumeWhy = "kexec", "the memory maps differ: the image must be restored by a kernel booted with the source's memory map (e820 replay)"
+	}
+
+	// Disks: explicit mapping, else an unambiguous size match.
+	used := map[string]bool{}
+	byName := map[string]manifest.Disk{}
+	for _, d := range dst.Disks {
+		byName[d.Name] = d
+	}
+	for i, s := range src.Disks {
+		dm := DiskMap{Source: s.Name, SourceSize: s.Size, SourcePCI: s.PCI}
+		var t *manifest.Disk
+		if i < len(opt.Disks) {
+			name := strings.TrimPrefix(opt.Disks[i], "/dev/")
+			if d, ok := byName[name]; ok {
+				t, dm.Consent = &d, true
+			} else {
+				p.refuse("disk", fmt.Sprintf("thaw.disk= names %s, which this machine does not have", opt.Disks[i]), "name one of: "+diskNames(dst.Disks))
+			}
+		} else if len(opt.Disks) == 0 {
+			var fits []manifest.Disk
+			for _, d := range dst.Disks {
+				if !used[d.Name] && d.Size >= s.Size {
+					fits = append(fits, d)
+				}
+			}
+			switch {
+			case len(fits) == 1:
+				t = &fits[0]
+			case len(fits) == 0:
+				p.refuse("disk", fmt.Sprintf("no disk here holds source disk %s (%d MiB)", s.Name, s.Size>>20), "attach a disk at least that large")
+			default:
+				p.refuse("disk", fmt.Sprintf("source disk %s (%d MiB) could go to %s", s.Name, s.Size>>20, diskNames(fits)), "choose with thaw.disk=")
+			}
+		} else {
+			p.refuse("disk", fmt.Sprintf("thaw.disk= names %d disk(s), the bundle carries %d", len(opt.Disks), len(src.Disks)), "name one target disk per source disk, in order")
+		}
+		if t != nil {
+			used[t.Name] = true
+			dm.Target, dm.TargetSize, dm.TargetPCI = t.Name, t.Size, t.PCI
+			if t.Size < s.Size {
+				p.refuse("disk", fmt.Sprintf("%s holds %d MiB, source disk %s held %d MiB", t.Name, t.Size>>20, s.Name, s.Size>>20), "give a disk at least as large")
+			}
+			if !dm.Consent && (opt.HasData == nil || opt.HasData(t.Name)) {
+				p.refuse("disk", fmt.Sprintf("%s holds data and was not named", t.Name), "name it with thaw.disk="+t.Name+" to consent to overwriting it")
+			}
+			if s.PCI != "" && t.PCI != "" && (s.PCI != t.PCI || s.Driver != t.Driver) {
+				p.refuse("disk", fmt.Sprintf("source disk %s sat on %s (%s), target %s sits on %s (%s)", s.Name, s.Driver, s.PCI, t.Name, t.Driver, t.PCI),
+					"a resumed kernel keeps the dead controller and hangs on its disk: restore onto the same controller type at the same PCI address")
+			}
+		}
+		p.Disks = append(p.Disks, dm)
+	}
+
+	// Drivers: each target PCI device against the image kernel's aliases.
+	for _, d := range dst.PCI {
+		dr := Driver{PCI: d.Address, Class: d.Class, Kind: kindOf(d.Class), Modalias: d.Modalias}
+		if aliases != nil && d.Modalias != "" {
+			dr.Module, dr.Builtin = aliases.Match(d.Modalias)
+		}
+		p.Drivers = append(p.Drivers, dr)
+		if aliases == nil || dr.Module != "" {
+			continue
+		}
+		switch dr.Kind {
+		case "disk":
+			if controlsTarget(d.Address, p.Disks) {
+				p.refuse("driver", fmt.Sprintf("the image kernel %s has no driver for the disk controller %s (%s)", aliases.Release, d.Address, d.Modalias),
+					"restore onto a controller the image kernel drives")
+			}
+		case "nic":
+			p.Notes = append(p.Notes, fmt.Sprintf("the image kernel has no driver for the NIC %s (%s): it will have no network there", d.Address, d.Modalias))
+		}
+	}
+	if aliases == nil {
+		p.Notes = append(p.Notes, "the bundle carries no modules tree: drivers not checked")
+	}
+	sort.Slice(p.Drivers, func(i, j int) bool { return p.Drivers[i].PCI < p.Drivers[j].PCI })
+	p.OK = len(p.Refusals) == 0
+	return p
+}
+
+func controlsTarget(pci string, disks []DiskMap) bool {
+	for _, d := range disks {
+		if d.TargetPCI == pci {
+			return true
+		}
+	}
+	return false
+}
+
+func diskNames(ds []manifest.Disk) string {
+	var n []string
+	for _, d := range ds {
+		n = append(n, fmt.Sprintf("%s (%d MiB)", d.Name, d.Size>>20))
+	}
+	return strings.Join(n, ", ")
+}

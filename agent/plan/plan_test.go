@@ -1,0 +1,133 @@
+package plan
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/thawlinux/thaw/images/manifest"
+)
+
+const aliasText = `# Aliases extracted from modules themselves.
+alias pci:v00001AF4d00001001sv*sd*bc*sc*i* virtio_blk
+alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000
+alias pci:v*d*sv*sd*bc01sc06i01* ahci
+`
+
+func aliases(t *testing.T) *Aliases {
+	a := &Aliases{Release: "6.12.0-test"}
+	if err := a.ParseModulesAlias(strings.NewReader(aliasText)); err != nil {
+		t.Fatal(err)
+	}
+	a.ParseBuiltinModinfo([]byte("nvme.alias=pci:v*d*sv*sd*bc01sc08i02*\x00nvme.license=GPL\x00virtio_pci.alias=virtio:d*v*\x00"))
+	return a
+}
+
+func machine(ramMB uint64, flags ...string) *manifest.Manifest {
+	return &manifest.Manifest{
+		CPU:        manifest.CPU{Vendor: "GenuineIntel", Name: "test", Flags: flags},
+		E820:       []manifest.E820Entry{{Start: 0, End: 0x9fc00, Type: 1}, {Start: 0x100000, End: ramMB << 20, Type: 1}},
+		E820Digest: "0x1",
+		Disks:      []manifest.Disk{{Name: "vda", Size: 4 << 30, PCI: "0000:00:04.0", Driver: "virtio_blk"}},
+		PCI: []manifest.PCIDevice{
+			{Address: "0000:00:04.0", Class: "0x010000", Modalias: "pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00"},
+			{Address: "0000:00:03.0", Class: "0x020000", Modalias: "pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00"},
+		},
+	}
+}
+
+func TestPlan(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		edit   func(src, dst *manifest.Manifest, opt *Options)
+		ok     bool
+		want   string // in a refusal (or a note when ok)
+		resume string
+	}{
+		{"same machine", func(src, dst *manifest.Manifest, opt *Options) {}, true, "", "direct"},
+		{"more RAM", func(src, dst *manifest.Manifest, opt *Options) {
+			dst.E820[1].End = 1024 << 20
+			dst.E820Digest = "0x2"
+		}, true, "", "kexec"},
+		{"less RAM", func(src, dst *manifest.Manifest, opt *Options) {
+			dst.E820[1].End = 256 << 20
+			dst.E820Digest = "0x2"
+		}, false, "is not RAM on this machine", "kexec"},
+		{"missing CPU flag", func(src, dst *manifest.Manifest, opt *Options) { dst.CPU.Flags = []string{"sse2"} }, false, "lacks 1 feature(s) the image kernel uses: avx2", "direct"},
+		{"disk too small", func(src, dst *manifest.Manifest, opt *Options) { dst.Disks[0].Size = 1 << 30 }, false, "no disk here holds source disk vda", "direct"},
+		{"ambiguous disks", func(src, dst *manifest.Manifest, opt *Options) {
+			dst.Disks = append(dst.Disks, manifest.Disk{Name: "vdb", Size: 8 << 30, PCI: "0000:00:05.0", Driver: "virtio_blk"})
+		}, false, "could go to", "direct"},
+		{"explicit disk", func(src, dst *manifest.Manifest, opt *Options) {
+			dst.Disks = append(dst.Disks, manifest.Disk{Name: "vdb", Size: 8 << 30, PCI: "0000:00:04.0", Driver: "virtio_blk"})
+			opt.Disks = []string{"/dev/vdb"}
+		}, true, "", "direct"},
+		{"data without consent", func(src, dst *manifest.Manifest, opt *Options) { opt.HasData = nil }, false, "holds data and was not named", "direct"},
+		{"controller moved", func(src, dst *manifest.Manifest, opt *Options) {
+			dst.Disks[0].PCI, dst.Disks[0].Driver = "0000:00:1f.2", "ahci"
+			dst.PCI = append(dst.PCI, manifest.PCIDevice{Address: "0000:00:1f.2", Class: "0x010601", Modalias: "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01"})
+		}, false, "hangs on its disk", "direct"},
+		{"no driver for the disk controller", func(src, dst *manifest.Manifest, opt *Options) {
+			dst.PCI[0].Modalias = "pci:v00001000d00000012sv00000000sd00000000bc01sc00i00"
+		}, false, "has no driver for the disk controller 0000:00:04.0", "direct"},
+		{"no driver for the NIC", func(src, dst *manifest.Manifest, opt *Options) {
+			dst.PCI[1].Modalias = "pci:v000010ECd00008139sv00000000sd00000000bc02sc00i00"
+		}, true, "no driver for the NIC 0000:00:03.0", "direct"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src, dst := machine(512, "sse2", "avx2"), machine(512, "sse2", "avx2", "avx512f")
+			opt := Options{HasData: func(string) bool { return false }}
+			tc.edit(src, dst, &opt)
+			p := Make(src, dst, aliases(t), opt)
+			if p.OK != tc.ok {
+				t.Fatalf("ok = %v, want %v: %+v", p.OK, tc.ok, p.Refusals)
+			}
+			var text []string
+			for _, r := range p.Refusals {
+				text = append(text, r.Reason+" / "+r.Hint)
+			}
+			text = append(text, p.Notes...)
+			if tc.want != "" && !strings.Contains(strings.Join(text, "\n"), tc.want) {
+				t.Errorf("plan does not say %q:\n%s", tc.want, strings.Join(text, "\n"))
+			}
+			if p.Resume != tc.resume {
+				t.Errorf("resume %s, want %s", p.Resume, tc.resume)
+			}
+			for _, d := range p.Drivers {
+				if d.PCI == "0000:00:04.0" && tc.ok && d.Module != "virtio_blk" {
+					t.Errorf("driver table: %+v", d)
+				}
+			}
+		})
+	}
+}
+
+func TestAliases(t *testing.T) {
+	a := aliases(t)
+	for _, tc := range []struct {
+		modalias, module string
+		builtin          bool
+	}{
+		{"pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00", "virtio_blk", false},
+		{"pci:v00001B36d00000010sv00001AF4sd00001100bc01sc08i02", "nvme", true},
+		{"pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01", "ahci", false},
+		{"pci:v000010ECd00008139sv00000000sd00000000bc02sc00i00", "", false},
+	} {
+		if m, b := a.Match(tc.modalias); m != tc.module || b != tc.builtin {
+			t.Errorf("Match(%s) = %s %v, want %s %v", tc.modalias, m, b, tc.module, tc.builtin)
+		}
+	}
+	if err := (&Aliases{}).ParseModulesAlias(strings.NewReader("alias x\n")); err == nil {
+		t.Error("a malformed line was accepted")
+	}
+}
+
+func FuzzParseModulesAlias(f *testing.F) {
+	f.Add([]byte(aliasText))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		a := &Aliases{}
+		if a.ParseModulesAlias(strings.NewReader(string(b))) == nil {
+			a.Match("pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00")
+		}
+		a.ParseBuiltinModinfo(b)
+	})
+}

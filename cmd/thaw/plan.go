@@ -1,0 +1,147 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"aead.dev/minisign"
+
+	"github.com/thawlinux/thaw/agent/plan"
+	"github.com/thawlinux/thaw/agent/probe"
+	"github.com/thawlinux/thaw/images/bundle"
+)
+
+const planHelp = `
+Decides whether the server in a bundle can be restored on this machine,
+and writes nothing. It compares the bundle's manifest with this machine's
+profile (thaw probe):
+
+  cpu      every CPU feature the image kernel saw must be here (each
+           missing flag is named)
+  memory   every RAM range of the source must be RAM here
+  disk     each source disk maps to a target disk at least as large:
+           --disk in order, or one unambiguous size match; a disk holding
+           data is used only when named; a disk on another controller type
+           or PCI address is refused (a resumed kernel hangs on the dead one)
+  driver   each PCI device here against the image kernel's modules.alias
+           (the bundle's modules tree): a disk controller without a driver
+           is refused, a NIC without one is noted
+  resume   direct (the memory maps are identical) or kexec (they differ:
+           e820 replay)
+
+Exit status 0: restorable; 3: refused (the reasons and fixes are printed).
+`
+
+func runPlan(args []string) error {
+	fs := newFlags("plan", "--image REF [--pubkey FILE] [--disk DEV …] [--json]", planHelp)
+	image := fs.String("image", "", "the bundle: a file or an http(s) URL")
+	pubPath := fs.String("pubkey", "", "minisign public key the bundle must be signed with")
+	tokenFile := fs.String("token-file", "", "bearer token for an http(s) --image")
+	asJSON := fs.Bool("json", false, "print the plan as JSON")
+	var disks multiFlag
+	fs.Var(&disks, "disk", "target disk for the bundle's next disk (repeat, in order): consent to overwrite it")
+	if _, err := parseInterspersed(fs, args); err != nil {
+		return err
+	}
+	if *image == "" {
+		fs.Usage()
+		return &exitError{2, errors.New("--image is required")}
+	}
+	var pub *minisign.PublicKey
+	if *pubPath != "" {
+		k, err := bundle.LoadPublicKey(*pubPath)
+		if err != nil {
+			return &exitError{2, err}
+		}
+		pub = &k
+	}
+	token, err := readToken(*tokenFile)
+	if err != nil {
+		return err
+	}
+	br, closeFn, err := openBundle(*image, token, pub)
+	if err != nil {
+		return &exitError{3, err}
+	}
+	defer closeFn()
+	target, err := probe.Probe("/")
+	if err != nil {
+		return err
+	}
+	var aliases *plan.Aliases
+	if br.Index.Stream("modules") != nil {
+		sr, err := br.OpenStream("modules")
+		if err != nil {
+			return err
+		}
+		if aliases, err = plan.FromModulesTar(sr); err != nil {
+			return err
+		}
+	}
+	p := plan.Make(br.Manifest, target, aliases, plan.Options{Disks: disks, HasData: diskHasData})
+	if !br.Signed {
+		p.Notes = append(p.Notes, "the bundle's signature was not checked: give --pubkey")
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(p); err != nil {
+			return err
+		}
+	} else {
+		printPlan(os.Stdout, p, br.Manifest.Kernel.Release)
+	}
+	if !p.OK {
+		return &exitError{3, errors.New("")}
+	}
+	return nil
+}
+
+// diskHasData reports whether the first MiB of /dev/NAME holds anything
+// (a partition table, a filesystem); an unreadable disk counts as holding
+// data.
+func diskHasData(name string) bool {
+	f, err := os.Open("/dev/" + name)
+	if err != nil {
+		return true
+	}
+	defer f.Close()
+	b := make([]byte, 1<<20)
+	n, err := io.ReadFull(f, b)
+	if err != nil && n == 0 {
+		return true
+	}
+	return !allZeroBytes(b[:n])
+}
+
+func printPlan(w io.Writer, p *plan.Plan, release string) {
+	verdict := "RESTORABLE"
+	if !p.OK {
+		verdict = "REFUSED"
+	}
+	fmt.Fprintf(w, "plan: %s (image kernel %s, resume %s: %s)\n", verdict, orUnknown(release), p.Resume, p.ResumeWhy)
+	for _, r := range p.Refusals {
+		fmt.Fprintf(w, "  ✗ %-7s %s\n            fix: %s\n", r.Check, r.Reason, r.Hint)
+	}
+	for _, n := range p.Notes {
+		fmt.Fprintf(w, "  note      %s\n", n)
+	}
+	fmt.Fprintf(w, "  memory    source %d MiB RAM, this machine %d MiB; same map: %v\n", p.SourceRAM>>20, p.TargetRAM>>20, p.SameMap)
+	for _, d := range p.Disks {
+		fmt.Fprintf(w, "  disk      %s (%d MiB) → %s (%d MiB)%s\n", d.Source, d.SourceSize>>20, orUnknown(d.Target), d.TargetSize>>20, map[bool]string{true: ", named", false: ""}[d.Consent])
+	}
+	for _, d := range p.Drivers {
+		mod := d.Module
+		if mod == "" {
+			mod = "— none"
+		} else if d.Builtin {
+			mod += " (built in)"
+		}
+		if d.Kind != "other" || d.Module == "" {
+			fmt.Fprintf(w, "  driver    %s %-5s %s\n", d.PCI, d.Kind, mod)
+		}
+	}
+}
