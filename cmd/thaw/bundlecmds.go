@@ -130,7 +130,8 @@ func runExport(args []string) error {
 		E820Digest:  res.Arch.E820Checksum,
 		MemoryBytes: res.Pages.Machine * swsusp.PageSize,
 		Image: &manifest.Image{Release: res.Kernel.Release, Pages: res.Pages.Total, DataPages: res.Pages.Data, ZeroPages: res.Pages.Zero,
-			MetaPages: res.Pages.Metadata, NumPhysPages: res.Pages.Machine, E820Checksum: res.Arch.E820Checksum, Stream: "memory"}}
+			MetaPages: res.Pages.Metadata, NumPhysPages: res.Pages.Machine, E820Checksum: res.Arch.E820Checksum, Stream: "memory",
+			Platform: res.Flags&swsusp.FlagPlatformMode != 0}}
 	for i, d := range disks {
 		md, err := probe.DescribeDisk(d)
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/thawlinux/thaw/agent/snapshot"
 	"github.com/thawlinux/thaw/images/blockdev"
 	"github.com/thawlinux/thaw/images/bundle"
 	"github.com/thawlinux/thaw/images/manifest"
@@ -64,6 +65,7 @@ func runRestore(args []string) error {
 	tokenFile := fs.String("token-file", "", "bearer token for an http(s) --image")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	resumeRef := fs.String("resume", "", "swap-formatted area that receives the resume image (DEV or PATH#N)")
+	direct := fs.Bool("direct", false, "after writing the disks, hand the memory image to this machine's running kernel (/dev/snapshot), which jumps into it: for a rescue or agent kernel on the target, with the same memory map as the source")
 	var disks multiFlag
 	fs.Var(&disks, "disk", "target disk for the bundle's next disk stream (repeat, in the bundle's order)")
 	if _, err := parseInterspersed(fs, args); err != nil {
@@ -131,7 +133,14 @@ func runRestore(args []string) error {
 		res.Disks = append(res.Disks, restoreDisk{Stream: src.Stream, Target: d, Bytes: src.Size})
 	}
 	var resumeDev *blockdev.Dev
-	if *resumeRef != "" {
+	if *direct {
+		if *resumeRef != "" {
+			return &exitError{2, errors.New("--direct and --resume exclude each other")}
+		}
+		if err := snapshot.Available(); err != nil {
+			return &exitError{3, fmt.Errorf("--direct: %w; nothing was written", err)}
+		}
+	} else if *resumeRef != "" {
 		if resumeDev, err = openResumeArea(*resumeRef, disks, m); err != nil {
 			return &exitError{3, fmt.Errorf("%w; nothing was written", err)}
 		}
@@ -167,6 +176,18 @@ func runRestore(args []string) error {
 		say("%s → %s: %d MiB, %d MiB written, %d zero chunks already zero", rd.Stream, rd.Target, rd.Bytes>>20, rd.WrittenBytes>>20, rd.ZeroChunks)
 	}
 	stage("write_disks", t0)
+
+	// 5, direct: the running kernel restores the image; disks are synced.
+	if *direct {
+		stage("handover", t0)
+		sr, err := br.OpenStream(m.Image.Stream)
+		if err != nil {
+			return err
+		}
+		say("handing the memory image to this kernel (%s)", snapshot.Path)
+		err = snapshot.Restore(sr, m.Image.Platform, func(f string, a ...any) { say(f, a...) })
+		return fmt.Errorf("direct restore: %w", err)
+	}
 
 	// 5. The resume image, last. With --resume, an image carried inside a
 	// disk keeps its neutralized signature: one resumable copy only.

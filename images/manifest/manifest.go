@@ -145,6 +145,9 @@ type Image struct {
 	NumPhysPages uint64 `json:"num_physpages"`
 	E820Checksum string `json:"e820_checksum"` // from the arch header, %#08x
 	Stream       string `json:"stream"`
+	// Platform is true for an image made in platform mode (ACPI S4,
+	// SF_PLATFORM_MODE): a restorer passes it to SNAPSHOT_PLATFORM_SUPPORT.
+	Platform bool `json:"platform,omitempty"`
 }
 
 // Resume says where the kernel-format image is written on the disks.

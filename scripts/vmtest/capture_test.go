@@ -144,6 +144,7 @@ func TestServerCapture(t *testing.T) {
 
 	bundlePath := filepath.Join(store, "server.thaw")
 	pub := filepath.Join(dir, "k.pub")
+	keep(t, s, bundlePath, pub, tools, h, blobSum)
 	if out, err := thaw(t, "inspect", "--pubkey", pub, fmt.Sprintf("http://127.0.0.1:%d/server.thaw", port)); err != nil {
 		t.Fatalf("inspect of the captured bundle over HTTP: %v %s", err, out)
 	}
@@ -178,6 +179,33 @@ func TestServerCapture(t *testing.T) {
 	}
 	checkResumed(t, vm2, h)
 	fsckRoot(t, target)
+}
+
+// captured is TestServerCapture's bundle, kept for the tests after it.
+var captured *capturedServer
+
+type capturedServer struct {
+	s                  *harness.Server
+	bundle, pub, tools string
+	h                  *hibernatedServer
+	blobSum            string
+}
+
+func keep(t *testing.T, s *harness.Server, bundle, pub, tools string, h *hibernatedServer, blobSum string) {
+	dir := filepath.Join(os.TempDir(), "thaw-vmtest-captured")
+	os.RemoveAll(dir)
+	os.MkdirAll(dir, 0o755)
+	c := &capturedServer{s: s, h: h, blobSum: blobSum}
+	for _, f := range []struct {
+		src string
+		dst *string
+	}{{bundle, &c.bundle}, {pub, &c.pub}, {tools, &c.tools}} {
+		*f.dst = filepath.Join(dir, filepath.Base(f.src))
+		if err := os.Link(f.src, *f.dst); err != nil {
+			copyFile(t, f.src, *f.dst)
+		}
+	}
+	captured = c
 }
 
 // checkMailboxInStream: every mailbox PFN of the manifest appears exactly

@@ -1,0 +1,66 @@
+package snapshot
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"runtime/debug"
+)
+
+// Restore hands a snapshot stream (swsusp_info page, metadata, data pages)
+// to the running kernel through /dev/snapshot and asks it to jump into the
+// image. The whole stream is written first, with ordinary Go code; only
+// then is user space frozen (the kernel accepts the freeze after the
+// pages), on one locked thread with the collector off. On success it does
+// not return: the machine continues as the image. Any failure unfreezes.
+// platform is the image header's SF_PLATFORM_MODE.
+func Restore(stream io.Reader, platform bool, logf func(string, ...any)) (err error) {
+	dev, err := Open(true)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := dev.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	if err := dev.PlatformSupport(platform); err != nil {
+		return err
+	}
+	page := make([]byte, 4096)
+	var pages int64
+	for {
+		_, rerr := io.ReadFull(stream, page)
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return fmt.Errorf("snapshot stream page %d: %w", pages, rerr)
+		}
+		n, werr := dev.Write(page)
+		if werr != nil {
+			return fmt.Errorf("page %d: %w", pages, werr)
+		}
+		if n != len(page) {
+			return fmt.Errorf("page %d: the kernel took %d of 4096 bytes", pages, n)
+		}
+		pages++
+	}
+	if pages == 0 {
+		return errors.New("empty snapshot stream")
+	}
+	logf("%d pages handed to the kernel; freezing and jumping into the image", pages)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	if err := dev.Freeze(); err != nil {
+		return err
+	}
+	err = dev.AtomicRestore()
+	if terr := dev.Thaw(); terr != nil {
+		err = errors.Join(err, terr)
+	}
+	return fmt.Errorf("the kernel did not jump into the image: %w", err)
+}
