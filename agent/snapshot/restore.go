@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"runtime/debug"
+	"syscall"
 )
 
 // Restore hands a snapshot stream (swsusp_info page, metadata, data pages)
@@ -16,6 +18,15 @@ import (
 // not return: the machine continues as the image. Any failure unfreezes.
 // platform is the image header's SF_PLATFORM_MODE.
 func Restore(stream io.Reader, platform bool, logf func(string, ...any)) (err error) {
+	// The kernel allocates the image's pages and bitmaps atomically while
+	// it takes them: give it the page cache (a restore has just written
+	// disks through it) and this process's free heap first.
+	syscall.Sync()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
+		logf("drop caches: %v", err)
+	}
+	runtime.GC()
+	debug.FreeOSMemory()
 	dev, err := Open(true)
 	if err != nil {
 		return err
