@@ -140,7 +140,6 @@ func TestServerCapture(t *testing.T) {
 	h.last = lastCounter(console, h.secret)
 	t.Logf("captured at counter %d in %.0fs", h.last, time.Since(start).Seconds())
 	timing("capture (freeze → power off)", start)
-	start = time.Now()
 
 	bundlePath := filepath.Join(store, "server.thaw")
 	pub := filepath.Join(dir, "k.pub")

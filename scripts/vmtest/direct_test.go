@@ -88,7 +88,7 @@ func TestServerDirectRestore(t *testing.T) {
 	vm, err := harness.Start(harness.VMConfig{Name: "direct-agent", Kernel: k.Vmlinuz, Initrd: initrd,
 		Append:   fmt.Sprintf("agent.image=http://10.0.2.2:%d/server.thaw", port),
 		MemoryMB: 512, NIC: "virtio-net-pci", Control: true, LogDir: logDir, Timeout: 10 * time.Minute,
-		Disks:    []harness.Disk{{Path: target}, {Path: blankDisk(t, dir)}, {Path: c.tools}}})
+		Disks: []harness.Disk{{Path: target}, {Path: blankDisk(t, dir)}, {Path: c.tools}}})
 	if err != nil {
 		t.Fatal(err)
 	}
