@@ -176,7 +176,7 @@ func Available() error {
 	if b, err := os.ReadFile("/sys/kernel/security/lockdown"); err == nil {
 		s := string(b)
 		if !containsSel(s, "none") {
-			return fmt.Errorf("the kernel is locked down (%s): it refuses hibernation; boot without lockdown (Secure Boot policy) to capture", trim(s))
+			return fmt.Errorf("the kernel is locked down (%s): it refuses hibernation and restores from user space; boot without lockdown (Secure Boot policy)", trim(s))
 		}
 	}
 	if b, err := os.ReadFile("/sys/power/state"); err == nil && !containsWord(string(b), "disk") {
