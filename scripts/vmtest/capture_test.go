@@ -46,6 +46,24 @@ func toolsDisk(t *testing.T, path string, files map[string]string) {
 	}
 }
 
+// startServe runs thaw serve on a free loopback port for the test's
+// duration, its log in logDir/NAME-serve.log, and returns the port.
+func startServe(t *testing.T, name, store string, args ...string) int {
+	t.Helper()
+	port := freePort(t)
+	srv := exec.Command(thawBin, append([]string{"serve", "--dir", store, "--listen", fmt.Sprintf("127.0.0.1:%d", port)}, args...)...)
+	srvLog, err := os.Create(filepath.Join(logDir, name+"-serve.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Stdout, srv.Stderr = srvLog, srvLog
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait(); srvLog.Close() })
+	return port
+}
+
 func freePort(t *testing.T) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -76,14 +94,7 @@ func TestServerCapture(t *testing.T) {
 	os.WriteFile(token, []byte("s3cret-token\n"), 0o600)
 	store := filepath.Join(dir, "store")
 	os.MkdirAll(store, 0o755)
-	port := freePort(t)
-	srv := exec.Command(thawBin, "serve", "--dir", store, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--token-file", token)
-	srvLog, _ := os.Create(filepath.Join(logDir, "capture-serve.log"))
-	srv.Stdout, srv.Stderr = srvLog, srvLog
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Process.Kill()
+	port := startServe(t, "capture", store, "--token-file", token)
 
 	tools := filepath.Join(dir, "tools.img")
 	toolsDisk(t, tools, map[string]string{"thaw": thawBin, "k.key": filepath.Join(dir, "k.key"), "token": token})

@@ -5,7 +5,6 @@ package vmtest
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -71,14 +70,7 @@ func TestServerDirectRestore(t *testing.T) {
 	if err := os.Link(c.bundle, filepath.Join(store, "server.thaw")); err != nil {
 		copyFile(t, c.bundle, filepath.Join(store, "server.thaw"))
 	}
-	port := freePort(t)
-	srv := exec.Command(thawBin, "serve", "--dir", store, "--listen", fmt.Sprintf("127.0.0.1:%d", port))
-	srvLog, _ := os.Create(filepath.Join(logDir, "direct-serve.log"))
-	srv.Stdout, srv.Stderr = srvLog, srvLog
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Process.Kill()
+	port := startServe(t, "direct", store)
 
 	target := filepath.Join(dir, "target.img")
 	os.WriteFile(target, nil, 0o644)
