@@ -114,7 +114,7 @@ func diskHasData(name string) bool {
 	if err != nil && n == 0 {
 		return true
 	}
-	return !allZeroBytes(b[:n])
+	return !bundle.IsZero(b[:n])
 }
 
 func printPlan(w io.Writer, p *plan.Plan, release string) {

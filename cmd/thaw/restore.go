@@ -192,56 +192,42 @@ func runRestore(args []string) error {
 	// 5. The resume image, last. With --resume, an image carried inside a
 	// disk keeps its neutralized signature: one resumable copy only.
 	t0 = time.Now()
+	var (
+		area       *blockdev.Dev // the swap device the kernel resumes from
+		headerPage int64
+		resumeArg  string
+	)
 	if resumeDev != nil {
-		w, err := swsusp.NewWriter(resumeDev, resumeDev.Size, 0, swsusp.WriterOptions{Compression: swsusp.CompressLZO})
-		if err != nil {
+		area, resumeArg = resumeDev, resumeDev.ResumeArg()
+	} else {
+		rdev := targets[m.Resume.Disk]
+		w := resumeArea(m, rdev)
+		// Swap map entries count pages from the start of the swap device:
+		// the partition (resume=PARTUUID=…), not the disk.
+		if area, err = rdev.Window(w.start, w.size, fmt.Sprintf("%s (resume area)", rdev.Ref)); err != nil {
 			return err
 		}
-		sr, err := br.OpenStream(m.Image.Stream)
-		if err != nil {
-			return err
-		}
-		if _, err := w.WriteStream(sr); err != nil {
-			return fmt.Errorf("writing the resume image to %s: %w", resumeDev.Ref, err)
-		}
-		if err := checkResumeImage(resumeDev, 0, m); err != nil {
-			neutralize(resumeDev, 0)
-			return fmt.Errorf("the resume image written does not verify, its signature was removed: %w", err)
-		}
-		stage("resume_image", t0)
-		res.ResumeArgs = []string{"resume=" + resumeDev.ResumeArg()}
-		return printRestore(res, disks, *asJSON)
+		headerPage, resumeArg = (m.Resume.HeaderOffset-w.start)/swsusp.PageSize, resumeTarget(m)
 	}
-	rdev := targets[m.Resume.Disk]
-	area := resumeArea(m, rdev)
-	// Swap map entries count pages from the start of the swap device: the
-	// partition (resume=PARTUUID=…), not the disk.
-	win, err := rdev.Window(area.start, area.size, fmt.Sprintf("%s (resume area)", rdev.Ref))
-	if err != nil {
-		return err
-	}
-	headerPage := (m.Resume.HeaderOffset - area.start) / swsusp.PageSize
-	if m.Resume.InDisk {
+	if resumeDev == nil && m.Resume.InDisk {
 		if heldHeader == nil || swsusp.ParseHeader(heldHeader).Sig != swsusp.SigHibernate {
 			return errors.New("the bundle's disk stream holds no hibernation signature at the resume header")
 		}
-		if _, err := rdev.WriteAt(heldHeader, m.Resume.HeaderOffset); err != nil {
+		if _, err := area.WriteAt(heldHeader, headerPage*swsusp.PageSize); err != nil {
 			return err
 		}
-		if err := rdev.Sync(); err != nil {
+		if err := area.Sync(); err != nil {
 			return err
 		}
-	} else {
-		if err := writeResumeImage(br, m, win, headerPage); err != nil {
-			return err
-		}
+	} else if err := writeResumeImage(br, m, area, headerPage); err != nil {
+		return fmt.Errorf("writing the resume image to %s: %w", area.Ref, err)
 	}
-	if err := checkResumeImage(win, headerPage, m); err != nil {
-		neutralize(rdev, m.Resume.HeaderOffset)
+	if err := checkResumeImage(area, headerPage, m); err != nil {
+		neutralize(area, headerPage*swsusp.PageSize)
 		return fmt.Errorf("the resume image written does not verify, its signature was removed: %w", err)
 	}
 	stage("resume_image", t0)
-	res.ResumeArgs = []string{"resume=" + resumeTarget(m)}
+	res.ResumeArgs = []string{"resume=" + resumeArg}
 	if headerPage != 0 {
 		res.ResumeArgs = append(res.ResumeArgs, fmt.Sprintf("resume_offset=%d", headerPage))
 	}
@@ -349,7 +335,7 @@ func writeDisk(br *bundle.Reader, stream string, dev *blockdev.Dev, hold *int64,
 			if _, err := dev.ReadAt(got, c.Off); err != nil && err != io.EOF {
 				return nil, fmt.Errorf("read at byte %d: %w", c.Off, err)
 			}
-			if allZeroBytes(got) {
+			if bundle.IsZero(got) {
 				rd.ZeroChunks++
 				continue
 			}
@@ -404,15 +390,6 @@ func progressLine(on bool, what string) func(done, total int64) {
 			fmt.Fprintln(os.Stderr)
 		}
 	}
-}
-
-func allZeroBytes(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // writeResumeImage stores the bundle's memory stream in the resume area in

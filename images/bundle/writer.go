@@ -136,7 +136,9 @@ func (sw *StreamWriter) ReadFrom(r io.Reader) (int64, error) {
 	}
 }
 
-func allZero(b []byte) bool {
+// IsZero reports whether b holds only zero bytes (an all-zero chunk, which
+// disk streams leave out).
+func IsZero(b []byte) bool {
 	for len(b) >= 8 {
 		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
 			return false
@@ -157,7 +159,7 @@ func (sw *StreamWriter) flush() error {
 	}
 	bw := sw.bw
 	c := Chunk{Off: sw.s.Size, Len: int64(len(sw.buf))}
-	if sw.zeroOK && allZero(sw.buf) {
+	if sw.zeroOK && IsZero(sw.buf) {
 		c.Zero = true
 	} else {
 		bw.cbuf = bw.enc.EncodeAll(sw.buf, bw.cbuf[:0])
