@@ -3,8 +3,11 @@ SHELL := /bin/bash
 GO      ?= go
 CACHE   ?= $(CURDIR)/build/cache
 export THAW_CACHE := $(CACHE)
+AGENT   ?= $(CURDIR)/build/agent
+export THAW_AGENT := $(AGENT)
+PUBKEY  ?=
 
-.PHONY: all build test unit vmtest kernels server demo fuzz bench lint clean
+.PHONY: all build test unit vmtest kernels server initramfs demo fuzz bench lint clean
 
 all: build
 
@@ -21,6 +24,12 @@ kernels:
 server:
 	go run ./scripts/buildserver $(CACHE)
 
+# The restore agent's boot files: build/agent/vmlinuz (Debian 13, full
+# flavour) and build/agent/initramfs.cpio.gz (u-root, thaw agent as uinit,
+# NIC and disk drivers). PUBKEY=FILE bakes a trusted key in.
+initramfs: kernels
+	$(GO) run ./boot/mkinitramfs -out $(AGENT) $(if $(PUBKEY),-pubkey $(PUBKEY))
+
 unit:
 	$(GO) vet ./...
 	$(GO) test ./...
@@ -35,7 +44,7 @@ unit:
 	$(GO) test -run='^$$' -fuzz=FuzzContentRange -fuzztime=5s ./netfetch/httpra/
 	$(GO) test -run='^$$' -fuzz=FuzzParseModulesAlias -fuzztime=5s ./agent/plan/
 
-vmtest: kernels server
+vmtest: kernels server initramfs
 	$(GO) test -tags vm -timeout 80m -v ./scripts/vmtest/ 2>&1 | tee build/vmtest.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)'; exit $${PIPESTATUS[0]}
 
 test: unit vmtest

@@ -23,6 +23,7 @@ import (
 
 	"aead.dev/minisign"
 
+	"github.com/thawlinux/thaw/agent/physmem"
 	"github.com/thawlinux/thaw/agent/probe"
 	"github.com/thawlinux/thaw/agent/snapshot"
 	"github.com/thawlinux/thaw/images/bundle"
@@ -329,6 +330,9 @@ func Run(o Options) (res *Result, err error) {
 	bw.Warm()
 	// The image kernel's files go first, while everything still runs.
 	if err := kernelStreams(bw, m.Kernel.Release, logf); err != nil {
+		return res, err
+	}
+	if err := nonRAMStreams(bw, m, logf); err != nil {
 		return res, err
 	}
 	dev, err := snapshot.Open(false)
@@ -681,6 +685,39 @@ func kernelStreams(bw *bundle.Writer, release string, logf func(string, ...any))
 	}
 	if err != nil {
 		return fmt.Errorf("bundle stream modules (%s): %w", dir, err)
+	}
+	return nil
+}
+
+// nonRAMStreams stores the firmware's non-RAM ranges between 1 MiB and
+// 4 GiB (the ACPI tables live there, and the image does not hold them): a
+// target with another memory layout gets them written back at their
+// physical addresses before the restore. A range that cannot be read is
+// noted and left out.
+func nonRAMStreams(bw *bundle.Writer, m *manifest.Manifest, logf func(string, ...any)) error {
+	rs, err := physmem.Ranges(m.E820, 64<<20)
+	if err != nil {
+		logf("note: %v: firmware ranges not carried", err)
+		return nil
+	}
+	for i, r := range rs {
+		b, err := physmem.Read(r.Start, r.End-r.Start)
+		if err != nil {
+			logf("note: firmware range %#x-%#x not carried: %v", r.Start, r.End, err)
+			continue
+		}
+		name := fmt.Sprintf("nonram%d", i)
+		sw, err := bw.Stream(name, bundle.KindFile)
+		if err != nil {
+			return err
+		}
+		if _, err := sw.Write(b); err != nil {
+			return err
+		}
+		if err := sw.Close(); err != nil {
+			return err
+		}
+		m.NonRAM = append(m.NonRAM, manifest.PhysRange{Start: r.Start, End: r.End, Type: r.Type, Stream: name})
 	}
 	return nil
 }

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path"
+	"path/filepath"
 	"strings"
 )
 
@@ -95,4 +97,38 @@ func (a *Aliases) Match(modalias string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// MatchAll returns every module whose alias matches modalias, in table
+// order, without duplicates, and whether each is built in.
+func (a *Aliases) MatchAll(modalias string) (mods []string, builtin []bool) {
+	seen := map[string]bool{}
+	for _, e := range a.entries {
+		if seen[e.module] {
+			continue
+		}
+		if ok, _ := path.Match(e.pattern, modalias); ok {
+			seen[e.module] = true
+			mods, builtin = append(mods, e.module), append(builtin, e.builtin)
+		}
+	}
+	return mods, builtin
+}
+
+// FromDir reads the aliases of an installed modules tree
+// (/lib/modules/RELEASE).
+func FromDir(dir string) (*Aliases, error) {
+	a := &Aliases{Release: path.Base(dir)}
+	f, err := os.Open(filepath.Join(dir, "modules.alias"))
+	if err != nil {
+		return nil, fmt.Errorf("%w (run depmod)", err)
+	}
+	defer f.Close()
+	if err := a.ParseModulesAlias(f); err != nil {
+		return nil, fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "modules.builtin.modinfo")); err == nil {
+		a.ParseBuiltinModinfo(b)
+	}
+	return a, nil
 }

@@ -26,6 +26,7 @@ var commands = map[string]command{
 	"keygen":  {"make a signing key pair in minisign format", runKeygen},
 	"capture": {"hibernate this machine into a signed bundle (file or thaw serve) and power off", runCapture},
 	"export":  {"turn a kernel-written hibernation image and its disks into a signed bundle", runExport},
+	"agent":   {"the restore agent (initramfs uinit): netboot, verify, plan, write, resume", runAgent},
 	"restore": {"verify a bundle, write its disks and its resume image, print resume arguments", runRestore},
 }
 

@@ -212,3 +212,10 @@ func (r *Initramfs) Names() []string {
 	sort.Strings(n)
 	return n
 }
+
+// Raw returns the uncompressed archive with its trailer (for tools that
+// merge archives, such as u-root's -base). Nothing may be added after it.
+func (r *Initramfs) Raw() []byte {
+	r.header("TRAILER!!!", 0, 0, 1)
+	return r.buf.Bytes()
+}

@@ -5,6 +5,7 @@ package vmtest
 import (
 	"archive/tar"
 	"bytes"
+	"encoding/json"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -116,12 +117,12 @@ func TestServerCapture(t *testing.T) {
 		"head -c 67108864 /dev/urandom >/mnt/p/blob && md5sum </mnt/p/blob >/mnt/t/blob.md5 && " +
 		"(head -c 440401920 /dev/zero >/mnt/p/hog; rm -f /mnt/p/hog) && " +
 		"for i in $(seq 60); do ip -4 addr | grep -q 10.0.2.15 && break; sleep 1; done; " +
-		"cat /mnt/t/blob.md5; awk '/SwapTotal|SwapFree/ {print $1, $2}' /proc/meminfo"
+		"cat /mnt/t/blob.md5; md5sum </sys/firmware/acpi/tables/DSDT; awk '/SwapTotal|SwapFree/ {print $1, $2}' /proc/meminfo"
 	out, status, err := vm.Run(prep, 4*time.Minute)
 	if err != nil || status != 0 {
 		t.Fatalf("guest preparation: %v %d %s", err, status, out)
 	}
-	blobSum := strings.Fields(out)[0]
+	blobSum, dsdtSum := strings.Fields(out)[0], strings.Fields(out)[2]
 	var total, free int
 	fmt.Sscanf(out[strings.Index(out, "SwapTotal:"):], "SwapTotal: %d\nSwapFree: %d", &total, &free)
 	t.Logf("before capture: blob md5 %s, swap used %d MiB", blobSum, (total-free)>>10)
@@ -154,7 +155,7 @@ func TestServerCapture(t *testing.T) {
 
 	bundlePath := filepath.Join(store, "server.thaw")
 	pub := filepath.Join(dir, "k.pub")
-	keep(t, s, bundlePath, pub, tools, h, blobSum)
+	keep(t, s, bundlePath, pub, tools, h, blobSum, dsdtSum)
 	if out, err := thaw(t, "inspect", "--pubkey", pub, fmt.Sprintf("http://127.0.0.1:%d/server.thaw", port)); err != nil {
 		t.Fatalf("inspect of the captured bundle over HTTP: %v %s", err, out)
 	}
@@ -199,13 +200,14 @@ type capturedServer struct {
 	bundle, pub, tools string
 	h                  *hibernatedServer
 	blobSum            string
+	dsdtSum            string // md5 of the source's DSDT
 }
 
-func keep(t *testing.T, s *harness.Server, bundle, pub, tools string, h *hibernatedServer, blobSum string) {
+func keep(t *testing.T, s *harness.Server, bundle, pub, tools string, h *hibernatedServer, blobSum, dsdtSum string) {
 	dir := filepath.Join(os.TempDir(), "thaw-vmtest-captured")
 	os.RemoveAll(dir)
 	os.MkdirAll(dir, 0o755)
-	c := &capturedServer{s: s, h: h, blobSum: blobSum}
+	c := &capturedServer{s: s, h: h, blobSum: blobSum, dsdtSum: dsdtSum}
 	for _, f := range []struct {
 		src string
 		dst *string
@@ -216,6 +218,45 @@ func keep(t *testing.T, s *harness.Server, bundle, pub, tools string, h *hiberna
 		}
 	}
 	captured = c
+	st, _ := json.Marshal(capturedState{Secret: h.secret, Last: h.last, BlobSum: blobSum, DSDTSum: dsdtSum})
+	os.WriteFile(filepath.Join(dir, "state.json"), st, 0o644)
+}
+
+// capturedState is what a later run needs of a kept capture.
+type capturedState struct {
+	Secret, BlobSum, DSDTSum string
+	Last                     int
+}
+
+// needCaptured returns TestServerCapture's bundle. While working on the
+// restore side, THAW_VMTEST_REUSE_CAPTURE=1 with -run selecting only the
+// later tests takes the capture a previous run kept in
+// $TMPDIR/thaw-vmtest-captured instead of failing; make test never sets it.
+func needCaptured(t *testing.T) *capturedServer {
+	t.Helper()
+	if captured != nil {
+		return captured
+	}
+	if os.Getenv("THAW_VMTEST_REUSE_CAPTURE") != "1" {
+		t.Fatal("needs the bundle of TestServerCapture (run both)")
+	}
+	dir := filepath.Join(os.TempDir(), "thaw-vmtest-captured")
+	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	if err != nil {
+		t.Fatalf("no kept capture: %v", err)
+	}
+	var st capturedState
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	s, err := harness.LoadServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	captured = &capturedServer{s: s, bundle: filepath.Join(dir, "server.thaw"), pub: filepath.Join(dir, "k.pub"), tools: filepath.Join(dir, "tools.img"),
+		h: &hibernatedServer{s: s, secret: st.Secret, last: st.Last}, blobSum: st.BlobSum, dsdtSum: st.DSDTSum}
+	t.Logf("reusing the capture kept in %s", dir)
+	return captured
 }
 
 // checkMailboxInStream: every mailbox PFN of the manifest appears exactly

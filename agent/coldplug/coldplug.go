@@ -1,0 +1,127 @@
+package coldplug
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/thawlinux/thaw/agent/plan"
+)
+
+// Device is one device that asked for a driver.
+type Device struct {
+	Path     string   `json:"path"` // under /sys/bus
+	Modalias string   `json:"modalias"`
+	Modules  []string `json:"modules,omitempty"` // loaded for it
+	Builtin  bool     `json:"builtin,omitempty"`
+	Err      string   `json:"error,omitempty"`
+}
+
+// Result is what a coldplug run did.
+type Result struct {
+	Loaded  []string `json:"loaded"`
+	Devices []Device `json:"devices"`
+}
+
+// Config says where to look; zero values mean the running system.
+type Config struct {
+	Sys     string                           // default /sys
+	Modules string                           // default /lib/modules/$(uname -r)
+	Load    func(module string) error        // default kmodule.Probe
+	Logf    func(format string, args ...any) // progress
+	Buses   []string                         // default pci, virtio
+}
+
+// Run loads the modules that match the present devices, repeating while
+// new devices appear, at most 5 rounds.
+func Run(c Config) (*Result, error) {
+	if c.Sys == "" {
+		c.Sys = "/sys"
+	}
+	if c.Modules == "" {
+		rel, err := release()
+		if err != nil {
+			return nil, err
+		}
+		c.Modules = filepath.Join("/lib/modules", rel)
+	}
+	if c.Load == nil {
+		c.Load = probe
+	}
+	if c.Logf == nil {
+		c.Logf = func(string, ...any) {}
+	}
+	if len(c.Buses) == 0 {
+		c.Buses = []string{"pci", "virtio"}
+	}
+	al, err := plan.FromDir(c.Modules)
+	if err != nil {
+		return nil, fmt.Errorf("coldplug: %w", err)
+	}
+	res := &Result{}
+	done := map[string]bool{}   // device paths handled
+	loaded := map[string]bool{} // modules tried
+	for round := 0; round < 5; round++ {
+		var fresh []string
+		for _, bus := range c.Buses {
+			ms, _ := filepath.Glob(filepath.Join(c.Sys, "bus", bus, "devices", "*", "modalias"))
+			sort.Strings(ms)
+			for _, m := range ms {
+				if !done[m] {
+					fresh = append(fresh, m)
+				}
+			}
+		}
+		if len(fresh) == 0 {
+			break
+		}
+		for _, m := range fresh {
+			done[m] = true
+			b, err := os.ReadFile(m)
+			if err != nil {
+				continue
+			}
+			d := Device{Path: strings.TrimPrefix(filepath.Dir(m), c.Sys+"/bus/"), Modalias: strings.TrimSpace(string(b))}
+			mods, builtin := al.MatchAll(d.Modalias)
+			var errs []string
+			for i, mod := range mods {
+				if builtin[i] {
+					d.Builtin = true
+					continue
+				}
+				if loaded[mod] {
+					d.Modules = append(d.Modules, mod)
+					continue
+				}
+				loaded[mod] = true
+				if err := c.Load(mod); err != nil {
+					errs = append(errs, fmt.Sprintf("%s: %v", mod, err))
+					continue
+				}
+				d.Modules = append(d.Modules, mod)
+				res.Loaded = append(res.Loaded, mod)
+				c.Logf("loaded %s for %s (%s)", mod, d.Path, d.Modalias)
+			}
+			d.Err = strings.Join(errs, "; ")
+			res.Devices = append(res.Devices, d)
+		}
+	}
+	return res, nil
+}
+
+// Missing lists the devices of a class prefix (e.g. "pci:…bc02" for
+// network) that no module claimed.
+func (r *Result) Unclaimed() []Device {
+	var out []Device
+	for _, d := range r.Devices {
+		if len(d.Modules) == 0 && !d.Builtin {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+var errNoRelease = errors.New("coldplug: cannot read the kernel release")

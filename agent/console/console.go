@@ -1,0 +1,191 @@
+package console
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+)
+
+// State of a stage.
+type State string
+
+const (
+	Running State = "...."
+	OK      State = " ok "
+	Failed  State = "FAIL"
+	Skipped State = "skip"
+)
+
+// Stage is one step of the agent's work.
+type Stage struct {
+	Name   string        `json:"name"`
+	State  State         `json:"state"`
+	Detail string        `json:"detail,omitempty"`
+	Took   time.Duration `json:"took_ns"`
+	start  time.Time
+}
+
+// UI writes the stage list to its outputs.
+type UI struct {
+	mu      sync.Mutex
+	outs    []io.Writer
+	sink    func(line string)
+	Stages  []*Stage
+	cur     *Stage
+	lastBar time.Time
+	now     func() time.Time
+}
+
+// New returns a UI writing to outs; sink (may be nil) receives every line.
+func New(sink func(string), outs ...io.Writer) *UI {
+	return &UI{outs: outs, sink: sink, now: time.Now}
+}
+
+func (u *UI) line(s string) {
+	for _, o := range u.outs {
+		fmt.Fprintln(o, s)
+	}
+	if u.sink != nil {
+		u.sink(s)
+	}
+}
+
+// Banner prints a title line.
+func (u *UI) Banner(s string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.line("==== " + s + " ====")
+}
+
+// Logf prints a detail line under the current stage.
+func (u *UI) Logf(format string, a ...any) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.line("       " + fmt.Sprintf(format, a...))
+}
+
+// Begin starts a stage, ending the one before it as OK if still running.
+func (u *UI) Begin(name, detail string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.cur != nil && u.cur.State == Running {
+		u.endLocked(OK, u.cur.Detail)
+	}
+	s := &Stage{Name: name, State: Running, Detail: detail, start: u.now()}
+	u.Stages = append(u.Stages, s)
+	u.cur = s
+	u.line(fmt.Sprintf("[....] %-9s %s", name, detail))
+}
+
+// Done ends the current stage with a detail.
+func (u *UI) Done(detail string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.endLocked(OK, detail)
+}
+
+// Fail ends the current stage as failed.
+func (u *UI) Fail(detail string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.endLocked(Failed, detail)
+}
+
+func (u *UI) endLocked(st State, detail string) {
+	s := u.cur
+	if s == nil {
+		return
+	}
+	s.State, s.Detail, s.Took = st, detail, u.now().Sub(s.start)
+	u.line(fmt.Sprintf("[%s] %-9s %s (%.1fs)", st, s.Name, detail, s.Took.Seconds()))
+	u.cur = nil
+}
+
+// Progress draws a bar for the current stage, at most every 2 s and at
+// the end: "[####......]  42% 1234/2900 MiB 85 MB/s".
+func (u *UI) Progress(what string, done, total int64) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if done != total && u.now().Sub(u.lastBar) < 2*time.Second {
+		return
+	}
+	u.lastBar = u.now()
+	var el time.Duration
+	if u.cur != nil {
+		el = u.now().Sub(u.cur.start)
+	}
+	u.line("       " + Bar(what, done, total, el))
+}
+
+// Bar renders one progress line.
+func Bar(what string, done, total int64, elapsed time.Duration) string {
+	const width = 30
+	pct := int64(100)
+	if total > 0 {
+		pct = done * 100 / total
+	}
+	n := int(pct * width / 100)
+	rate := float64(done) / max(elapsed.Seconds(), 0.001) / 1e6
+	return fmt.Sprintf("%s [%s%s] %3d%% %d/%d MiB %.0f MB/s", what, strings.Repeat("#", n), strings.Repeat(".", width-n), pct, done>>20, total>>20, rate)
+}
+
+// Refusal is one reason with its fix.
+type Refusal struct{ Check, Reason, Hint string }
+
+// Refused prints the box that remote hands read: why nothing was restored
+// and what fixes it.
+func (u *UI) Refused(title string, rs []Refusal) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.line(Box(title, rs))
+}
+
+// Box renders the refusal box.
+func Box(title string, rs []Refusal) string {
+	var body []string
+	body = append(body, title, "")
+	for _, r := range rs {
+		body = append(body, wrap(fmt.Sprintf("%s: %s", strings.ToUpper(r.Check), r.Reason), 68)...)
+		if r.Hint != "" {
+			body = append(body, wrap("fix: "+r.Hint, 68)...)
+		}
+		body = append(body, "")
+	}
+	body = append(body, "Nothing was written to any disk.")
+	var b strings.Builder
+	b.WriteString("+" + strings.Repeat("-", 72) + "+\n")
+	for _, l := range body {
+		fmt.Fprintf(&b, "| %-70s |\n", l)
+	}
+	b.WriteString("+" + strings.Repeat("-", 72) + "+")
+	return b.String()
+}
+
+func wrap(s string, w int) []string {
+	var out []string
+	for len(s) > w {
+		i := strings.LastIndex(s[:w], " ")
+		if i <= 0 {
+			i = w
+		}
+		out = append(out, s[:i])
+		s = "  " + strings.TrimLeft(s[i:], " ")
+	}
+	return append(out, s)
+}
+
+// Summary renders the timing table of the finished stages.
+func (u *UI) Summary() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var b strings.Builder
+	var total time.Duration
+	for _, s := range u.Stages {
+		fmt.Fprintf(&b, "  %-9s %6.1fs  %s\n", s.Name, s.Took.Seconds(), s.State)
+		total += s.Took
+	}
+	fmt.Fprintf(&b, "  %-9s %6.1fs", "total", total.Seconds())
+	return b.String()
+}

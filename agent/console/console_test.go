@@ -1,0 +1,62 @@
+package console
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestStages(t *testing.T) {
+	var out bytes.Buffer
+	var sunk []string
+	u := New(func(s string) { sunk = append(sunk, s) }, &out)
+	clock := time.Unix(0, 0)
+	u.now = func() time.Time { return clock }
+	u.Begin("dhcp", "eth0")
+	clock = clock.Add(1500 * time.Millisecond)
+	u.Begin("image", "http://x/b")
+	clock = clock.Add(time.Second)
+	u.Fail("404")
+	got := out.String()
+	for _, want := range []string{"[....] dhcp      eth0", "[ ok ] dhcp      eth0 (1.5s)", "[FAIL] image     404 (1.0s)"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+	if len(sunk) != 4 {
+		t.Errorf("sink got %d lines, want 4", len(sunk))
+	}
+	if s := u.Summary(); !strings.Contains(s, "total        2.5s") {
+		t.Errorf("summary:\n%s", s)
+	}
+}
+
+func TestBar(t *testing.T) {
+	for _, c := range []struct {
+		done, total int64
+		want        string
+	}{
+		{0, 100 << 20, "w [..............................]   0% 0/100 MiB"},
+		{50 << 20, 100 << 20, "w [###############...............]  50% 50/100 MiB"},
+		{100 << 20, 100 << 20, "w [##############################] 100% 100/100 MiB"},
+		{0, 0, "w [##############################] 100% 0/0 MiB"},
+	} {
+		if got := Bar("w", c.done, c.total, time.Second); !strings.HasPrefix(got, c.want) {
+			t.Errorf("Bar(%d,%d) = %q, want prefix %q", c.done, c.total, got, c.want)
+		}
+	}
+}
+
+func TestBox(t *testing.T) {
+	b := Box("REFUSED", []Refusal{{"cpu", "the target CPU lacks " + strings.Repeat("avx512f ", 12), "boot a CPU with these flags"}})
+	lines := strings.Split(b, "\n")
+	for _, l := range lines {
+		if len(l) != 74 {
+			t.Errorf("box line %q is %d wide, want 74", l, len(l))
+		}
+	}
+	if !strings.Contains(b, "CPU: the target CPU lacks") || !strings.Contains(b, "fix: boot a CPU") || !strings.Contains(b, "Nothing was written") {
+		t.Errorf("box:\n%s", b)
+	}
+}

@@ -1,0 +1,101 @@
+package stage2
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/u-root/u-root/pkg/cpio"
+)
+
+// StatePath is where the second stage finds the State.
+const StatePath = "/etc/thaw/stage2.json"
+
+// State is what the first stage did and decided.
+type State struct {
+	Image       string             `json:"image"`        // the bundle's URL
+	IndexSHA256 string             `json:"index_sha256"` // the bundle the first stage verified
+	Disks       []string           `json:"disks"`        // written
+	Resume      string             `json:"resume"`       // direct or kexec
+	ResumeArgs  []string           `json:"resume_args,omitempty"`
+	Stage1      map[string]float64 `json:"stage1_seconds"`
+}
+
+// Load reads the State; an absent file is an error naming it.
+func Load(path string) (*State, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("stage 2: %w (was the agent kexec'd by a first stage?)", err)
+	}
+	var s State
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("stage 2: %s: %w", path, err)
+	}
+	return &s, nil
+}
+
+// Pack writes a newc archive of the tree at root to w: every file on
+// root's own filesystem (mounts below it, such as /proc, /sys, /dev and
+// /tmp, are left out) plus the extra files given (path → contents).
+func Pack(w io.Writer, root string, extra map[string][]byte) error {
+	var rootDev uint64
+	st, err := os.Lstat(root)
+	if err != nil {
+		return err
+	}
+	rootDev = st.Sys().(*syscall.Stat_t).Dev
+	rw := cpio.Newc.Writer(w)
+	rec := cpio.NewRecorder()
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		if rel == "." {
+			return nil
+		}
+		if _, ok := extra["/"+rel]; ok {
+			return nil
+		}
+		info, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		if info.Sys().(*syscall.Stat_t).Dev != rootDev {
+			if d.IsDir() {
+				// keep the mount point, not its contents
+				return errSkipWith(rw, rel, fs.SkipDir)
+			}
+			return nil
+		}
+		r, err := rec.GetRecord(p)
+		if err != nil {
+			return fmt.Errorf("stage 2 pack %s: %w", p, err)
+		}
+		r.Name = rel
+		if err := rw.WriteRecord(r); err != nil {
+			return fmt.Errorf("stage 2 pack %s: %w", p, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for name, b := range extra {
+		if err := rw.WriteRecord(cpio.StaticFile(filepath.Clean(name)[1:], string(b), 0o644)); err != nil {
+			return err
+		}
+	}
+	return cpio.WriteTrailer(rw)
+}
+
+func errSkipWith(rw cpio.RecordWriter, rel string, skip error) error {
+	if err := rw.WriteRecord(cpio.Directory(rel, 0o755)); err != nil {
+		return err
+	}
+	return skip
+}

@@ -1,0 +1,47 @@
+package stage2
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/u-root/u-root/pkg/cpio"
+)
+
+func TestPack(t *testing.T) {
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "bin"), 0o755)
+	os.MkdirAll(filepath.Join(root, "etc/thaw"), 0o755)
+	os.WriteFile(filepath.Join(root, "bin/thaw"), []byte("binary"), 0o755)
+	os.WriteFile(filepath.Join(root, "etc/thaw/stage2.json"), []byte("old"), 0o644)
+	os.Symlink("thaw", filepath.Join(root, "bin/init"))
+	var buf bytes.Buffer
+	if err := Pack(&buf, root, map[string][]byte{StatePath: []byte(`{"image":"http://x"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	rr := cpio.Newc.Reader(bytes.NewReader(buf.Bytes()))
+	err := cpio.ForEachRecord(rr, func(r cpio.Record) error {
+		var b []byte
+		if r.ReaderAt != nil {
+			b, _ = io.ReadAll(io.NewSectionReader(r.ReaderAt, 0, int64(r.FileSize)))
+		}
+		got[r.Name] = string(b)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"bin/thaw": "binary", "bin/init": "thaw", "etc/thaw/stage2.json": `{"image":"http://x"}`} {
+		if got[name] != want {
+			t.Errorf("%s = %q, want %q (archive: %v)", name, got[name], want, got)
+		}
+	}
+	// The extra file replaces the tree's copy: exactly one record.
+	n := bytes.Count(buf.Bytes(), []byte("etc/thaw/stage2.json\x00"))
+	if n != 1 {
+		t.Errorf("stage2.json appears %d times, want 1", n)
+	}
+}

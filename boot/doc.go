@@ -1,0 +1,5 @@
+// Package boot holds what boots the restore agent on a target machine: the
+// initramfs builder (boot/mkinitramfs: u-root core commands, thaw as uinit,
+// the agent kernel's NIC and disk drivers, the agent kernel itself for a
+// second stage, trusted public keys) and the PXE files (boot/pxe).
+package boot

@@ -1,0 +1,241 @@
+// Command mkinitramfs builds the restore agent's boot files:
+//
+//	build/agent/vmlinuz             the agent kernel (Debian 13, full flavour)
+//	build/agent/initramfs.cpio.gz   u-root core commands, thaw as uinit
+//	                                ("thaw agent"), the agent kernel's NIC and
+//	                                disk controller modules with modules.alias
+//	                                for coldplug, the agent kernel itself at
+//	                                /boot/vmlinuz (for a second stage with a
+//	                                replayed memory map), trusted keys at
+//	                                /etc/thaw/pubkeys
+//
+// Usage: go run ./boot/mkinitramfs [-out DIR] [-kernel NAME] [-pubkey FILE]…
+//
+// The kernel comes from the cache that scripts/fetch-kernels.sh fills
+// (make kernels). The u-root build runs `go run github.com/u-root/u-root`
+// inside this module, so the commands' versions are go.mod's.
+package main
+
+import (
+	"bytes"
+	"compress/gzip"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/thawlinux/thaw/scripts/harness"
+)
+
+// Commands are the u-root commands of the rescue shell.
+var Commands = []string{
+	"init", "gosh", "ls", "cat", "cp", "dmesg", "ip", "mount", "umount",
+	"lsmod", "insmod", "pci", "poweroff", "shutdown", "sync", "dd", "blkid",
+	"gpt", "hexdump", "ps", "kill", "mkdir", "rm", "mv", "ln", "echo", "grep",
+	"head", "tail", "wget", "dhclient", "kexec", "free", "df", "uname", "sleep",
+	"md5sum", "shasum", "more",
+}
+
+// Drivers are the agent kernel's modules for common NICs and disk
+// controllers; their dependencies come along.
+var Drivers = []string{
+	// virtual machines
+	"virtio_pci", "virtio_net", "virtio_blk", "virtio_scsi", "vmxnet3", "vmw_pvscsi", "hv_netvsc", "hv_storvsc",
+	// NICs
+	"e1000", "e1000e", "igb", "igc", "ixgbe", "i40e", "ice", "tg3", "bnxt_en", "r8169", "mlx4_en", "mlx5_core",
+	// disk controllers and disks
+	"ahci", "ata_piix", "nvme", "sd_mod", "megaraid_sas", "mpt3sas", "smartpqi",
+}
+
+func main() {
+	out := flag.String("out", "build/agent", "output directory")
+	kname := flag.String("kernel", "debian13-full", "agent kernel from the cache (make kernels)")
+	noModules := flag.Bool("no-modules", false, "leave the driver modules out (to measure their size)")
+	var pubkeys []string
+	flag.Func("pubkey", "minisign public key to trust (repeat)", func(s string) error { pubkeys = append(pubkeys, s); return nil })
+	flag.Parse()
+	if err := run(*out, *kname, pubkeys, !*noModules); err != nil {
+		fmt.Fprintln(os.Stderr, "mkinitramfs:", err)
+		os.Exit(1)
+	}
+}
+
+func run(out, kname string, pubkeys []string, withModules bool) error {
+	k, err := harness.LoadKernel(kname)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "mkinitramfs")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+
+	// The base archive: what u-root does not build.
+	base := harness.NewInitramfs()
+	kernel, err := os.ReadFile(k.Vmlinuz)
+	if err != nil {
+		return err
+	}
+	base.File("boot/vmlinuz", kernel, 0o644)
+	base.File("etc/thaw/agent-kernel", []byte(k.Release+"\n"), 0o644)
+	for i, p := range pubkeys {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		base.File(fmt.Sprintf("etc/thaw/pubkeys/%d-%s", i, filepath.Base(p)), b, 0o644)
+	}
+	nmod := 0
+	if withModules {
+		if nmod, err = addModules(base, k); err != nil {
+			return err
+		}
+	}
+	basePath := filepath.Join(tmp, "base.cpio")
+	if err := os.WriteFile(basePath, base.Raw(), 0o644); err != nil {
+		return err
+	}
+
+	// u-root: core commands and thaw in one busybox, thaw as uinit.
+	cpioPath := filepath.Join(tmp, "initramfs.cpio")
+	args := []string{"run", "github.com/u-root/u-root", "-o", cpioPath, "-base", basePath,
+		"-uinitcmd", "thaw agent", "-defaultsh", "gosh"}
+	for _, c := range Commands {
+		args = append(args, "github.com/u-root/u-root/cmds/core/"+c)
+	}
+	args = append(args, "./cmd/thaw")
+	cmd := exec.Command("go", args...)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	var log bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Run(); err != nil {
+		os.Stderr.Write(log.Bytes())
+		return fmt.Errorf("u-root build: %w", err)
+	}
+	raw, err := os.ReadFile(cpioPath)
+	if err != nil {
+		return err
+	}
+	gz := filepath.Join(out, "initramfs.cpio.gz")
+	if err := writeGzip(gz, raw); err != nil {
+		return err
+	}
+	if err := copyFile(filepath.Join(out, "vmlinuz"), k.Vmlinuz); err != nil {
+		return err
+	}
+	st, _ := os.Stat(gz)
+	fmt.Printf("agent kernel %s (%s)\n", k.Release, kname)
+	fmt.Printf("%s: %.1f MiB (%.1f MiB uncompressed; %d modules; agent kernel copy %.1f MiB)\n",
+		gz, float64(st.Size())/(1<<20), float64(len(raw))/(1<<20), nmod, float64(len(kernel))/(1<<20))
+	return nil
+}
+
+// addModules adds the driver modules, their dependencies and the depmod
+// files, compressed as the kernel package ships them (u-root's kmodule
+// reads .ko.xz), under lib/modules/RELEASE.
+func addModules(r *harness.Initramfs, k *harness.Kernel) (int, error) {
+	dep, err := os.ReadFile(filepath.Join(k.Modules, "modules.dep"))
+	if err != nil {
+		return 0, err
+	}
+	deps := map[string][]string{}
+	byName := map[string]string{}
+	for _, line := range strings.Split(string(dep), "\n") {
+		mod, rest, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		deps[mod] = strings.Fields(rest)
+		b := filepath.Base(mod)
+		byName[strings.ReplaceAll(b[:strings.Index(b, ".ko")], "-", "_")] = mod
+	}
+	want := map[string]bool{}
+	var visit func(string)
+	visit = func(p string) {
+		if want[p] {
+			return
+		}
+		want[p] = true
+		for _, d := range deps[p] {
+			visit(d)
+		}
+	}
+	builtin, _ := os.ReadFile(filepath.Join(k.Modules, "modules.builtin"))
+	for _, n := range Drivers {
+		p, ok := byName[n]
+		if !ok {
+			if bytes.Contains(builtin, []byte("/"+n+".ko")) {
+				continue
+			}
+			return 0, fmt.Errorf("agent kernel %s has no module %s", k.Release, n)
+		}
+		visit(p)
+	}
+	var mods []string
+	for p := range want {
+		mods = append(mods, p)
+	}
+	sort.Strings(mods)
+	prefix := "lib/modules/" + k.Release + "/"
+	for _, p := range mods {
+		if err := r.HostFile(prefix+p, filepath.Join(k.Modules, p), 0o644); err != nil {
+			return 0, err
+		}
+	}
+	// modules.dep lists only what is here, so a lookup never names a
+	// missing file; the alias tables stay whole (coldplug reports an
+	// alias whose module is absent).
+	var sub bytes.Buffer
+	for _, p := range mods {
+		fmt.Fprintf(&sub, "%s: %s\n", p, strings.Join(deps[p], " "))
+	}
+	r.File(prefix+"modules.dep", sub.Bytes(), 0o644)
+	for _, f := range []string{"modules.alias", "modules.builtin", "modules.builtin.modinfo", "modules.order"} {
+		if err := r.HostFile(prefix+f, filepath.Join(k.Modules, f), 0o644); err != nil {
+			return 0, err
+		}
+	}
+	return len(mods), nil
+}
+
+func writeGzip(path string, b []byte) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	zw, _ := gzip.NewWriterLevel(f, gzip.BestCompression)
+	if _, err := zw.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := zw.Close(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func copyFile(dst, src string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}

@@ -1,0 +1,692 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"aead.dev/minisign"
+
+	"github.com/thawlinux/thaw/agent/coldplug"
+	"github.com/thawlinux/thaw/agent/console"
+	"github.com/thawlinux/thaw/agent/physmem"
+	"github.com/thawlinux/thaw/agent/plan"
+	"github.com/thawlinux/thaw/agent/probe"
+	"github.com/thawlinux/thaw/agent/snapshot"
+	"github.com/thawlinux/thaw/agent/stage2"
+	"github.com/thawlinux/thaw/images/blockdev"
+	"github.com/thawlinux/thaw/images/bundle"
+	"github.com/thawlinux/thaw/images/manifest"
+	"github.com/thawlinux/thaw/kexec"
+	"github.com/thawlinux/thaw/netfetch/bootparam"
+	"github.com/thawlinux/thaw/netfetch/dhcp"
+	"github.com/thawlinux/thaw/netfetch/httpra"
+)
+
+const agentHelp = `
+The restore agent: the initramfs's uinit on the target machine. It reads
+its instructions from the kernel command line (thaw.image=, thaw.pubkey=,
+thaw.disk=, thaw.token=, thaw.log=, thaw.resume=, thaw.area=,
+thaw.insecure=; see netfetch/bootparam), and then, stage by stage on the
+console:
+
+  drivers   load the agent kernel's modules for the PCI and virtio devices
+            present (coldplug: modalias against modules.alias)
+  dhcp      DHCPv4 on every link with carrier
+  image     open the bundle over HTTP(S) (range requests, resumable)
+  signature verify its index against thaw.pubkey= or a key baked into the
+            initramfs (/etc/thaw/pubkeys); unsigned bundles only with
+            thaw.insecure=1
+  probe     this machine: CPU, memory map, PCI, disks
+  plan      the bundle's source against this machine: CPU flags, RAM,
+            disks, drivers; a refusal stops here and says why and how to
+            fix it, with nothing written
+  verify    every chunk of the bundle, before anything is written
+  write     the disk streams onto the planned disks (signature last)
+  restore   direct (default): the memory image goes to this kernel's
+            /dev/snapshot, which jumps into it. kexec (thaw.resume=kexec):
+            the image is written in the kernel's format to thaw.area= and
+            the image kernel is booted with its own initrd and resume=.
+            When this machine's memory map differs from the source's, the
+            agent first boots itself again with the source's e820 table
+            (stage 2), writes the source's firmware ranges back, and then
+            restores either way.
+
+On a refusal or error the agent exits and the rescue shell starts.
+Exit status 3: refused.
+`
+
+// agent is one run of the agent.
+type agent struct {
+	ctx    context.Context
+	ui     *console.UI
+	p      *bootparam.Params
+	raw    string // the kernel command line
+	dry    bool
+	br     *bundle.Reader
+	closer func()
+	logq   chan string
+	times  map[string]float64
+}
+
+func runAgent(args []string) error {
+	fs := newFlags("agent", "[--cmdline STRING] [--dry-run]", agentHelp)
+	cmdline := fs.String("cmdline", "", "instructions instead of /proc/cmdline")
+	dry := fs.Bool("dry-run", false, "stop after the plan; write nothing")
+	if _, err := parseInterspersed(fs, args); err != nil {
+		return err
+	}
+	raw := *cmdline
+	if raw == "" {
+		b, err := os.ReadFile(bootparam.ProcCmdline)
+		if err != nil {
+			return err
+		}
+		raw = strings.TrimSpace(string(b))
+	}
+	a := &agent{ctx: context.Background(), raw: raw, dry: *dry, times: map[string]float64{}}
+	outs := []io.Writer{os.Stdout}
+	if vga, err := os.OpenFile("/dev/tty0", os.O_WRONLY, 0); err == nil && !sameFile("/dev/tty0", "/dev/console") {
+		outs = append(outs, vga)
+	}
+	a.ui = console.New(a.sink, outs...)
+	err := a.run()
+	if a.closer != nil {
+		a.closer()
+	}
+	if err != nil {
+		var r *refusedError
+		if errors.As(err, &r) {
+			a.ui.Refused("REFUSED: "+r.title, r.rs)
+			a.flushLog()
+			return &exitError{3, errors.New("refused")}
+		}
+		a.ui.Refused("FAILED", []console.Refusal{{Check: "error", Reason: err.Error(), Hint: hintFor(err)}})
+		a.flushLog()
+		return &exitError{1, err}
+	}
+	return nil
+}
+
+// refusedError is a refusal: nothing was written.
+type refusedError struct {
+	title string
+	rs    []console.Refusal
+}
+
+func (e *refusedError) Error() string { return e.title }
+
+func refuse(title, check, reason, hint string) error {
+	return &refusedError{title, []console.Refusal{{Check: check, Reason: reason, Hint: hint}}}
+}
+
+func hintFor(err error) string {
+	var ne *httpra.NetError
+	var se *httpra.StatusError
+	switch {
+	case errors.As(err, &ne):
+		return "check the image store's address and that it is reachable from this network"
+	case errors.As(err, &se):
+		return "check thaw.image= (the bundle's URL) and thaw.token="
+	}
+	return "see the lines above; the rescue shell is on this console"
+}
+
+// sink queues a console line for the remote log.
+func (a *agent) sink(line string) {
+	if a.logq == nil {
+		return
+	}
+	select {
+	case a.logq <- line:
+	default: // the log never blocks the restore
+	}
+}
+
+func (a *agent) startLog() {
+	if a.p.Log == "" {
+		return
+	}
+	a.logq = make(chan string, 4096)
+	go func() {
+		for line := range a.logq {
+			ctx, cancel := context.WithTimeout(a.ctx, 3*time.Second)
+			httpra.PostLog(ctx, a.p.Log, []byte(line), httpra.Options{Token: a.p.Token, Retries: 1})
+			cancel()
+		}
+	}()
+}
+
+// flushLog gives the remote log a moment to drain.
+func (a *agent) flushLog() {
+	for i := 0; a.logq != nil && len(a.logq) > 0 && i < 30; i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+}
+
+func (a *agent) stage(name string, t0 time.Time) { a.times[name] = time.Since(t0).Seconds() }
+
+func (a *agent) run() error {
+	ui := a.ui
+	var err error
+	ui.Banner("thaw restore agent")
+	ui.Begin("params", "kernel command line")
+	if a.p, err = bootparam.Parse(a.raw); err != nil {
+		ui.Fail("bad parameters")
+		return refuse("bad boot parameters", "params", err.Error(), "fix the thaw.* parameters on the kernel command line (PXE script or boot menu)")
+	}
+	if err := a.p.Validate(true); err != nil {
+		ui.Fail("incomplete parameters")
+		return refuse("bad boot parameters", "params", err.Error(), "fix the thaw.* parameters on the kernel command line (PXE script or boot menu)")
+	}
+	for _, w := range a.p.Warnings {
+		ui.Logf("warning: %s", w)
+	}
+	stageN := max(a.p.Stage, 1)
+	ui.Done(fmt.Sprintf("stage %d, image %s, disks %s, resume %s", stageN, a.p.Image, orAuto(strings.Join(a.p.Disks, ",")), orAuto(a.p.Resume)))
+
+	t0 := time.Now()
+	ui.Begin("drivers", "coldplug")
+	cp, err := coldplug.Run(coldplug.Config{Logf: ui.Logf})
+	if err != nil {
+		ui.Fail(err.Error())
+		return err
+	}
+	for _, d := range cp.Unclaimed() {
+		ui.Logf("no driver in the agent kernel for %s (%s)", d.Path, d.Modalias)
+	}
+	ui.Done(fmt.Sprintf("%d modules loaded: %s", len(cp.Loaded), strings.Join(cp.Loaded, " ")))
+	a.stage("drivers", t0)
+
+	t0 = time.Now()
+	ui.Begin("dhcp", "DHCPv4 on every link with carrier")
+	lease, err := dhcp.Configure(a.ctx, dhcp.Config{Iface: a.p.Iface, Timeout: 10 * time.Second, Retries: 4, LinkWait: 10 * time.Second, Logf: ui.Logf})
+	if err != nil {
+		ui.Fail(err.Error())
+		return fmt.Errorf("dhcp: %w", err)
+	}
+	ui.Done(fmt.Sprintf("%s %s via %v (server %v, %.1fs)", lease.Iface, lease.Addr.String(), lease.Router, lease.Server, lease.Took.Seconds()))
+	a.stage("dhcp", t0)
+	a.startLog()
+
+	if err := a.openImage(); err != nil {
+		return err
+	}
+	m := a.br.Manifest
+
+	if a.p.Stage == 2 {
+		return a.stage2()
+	}
+
+	t0 = time.Now()
+	ui.Begin("probe", "this machine")
+	target, err := probe.Probe("/")
+	if err != nil {
+		ui.Fail(err.Error())
+		return err
+	}
+	ui.Done(fmt.Sprintf("%d CPU(s) %s, %d MiB RAM, %d PCI devices, disks %s", target.CPU.Count, target.CPU.Name, target.MemoryBytes>>20, len(target.PCI), describeDisks(target.Disks)))
+	a.stage("probe", t0)
+
+	t0 = time.Now()
+	ui.Begin("plan", fmt.Sprintf("source %s (%s) against this machine", orAuto(m.Hostname), m.Kernel.Release))
+	var aliases *plan.Aliases
+	if a.br.Index.Stream("modules") != nil {
+		sr, err := a.br.OpenStream("modules")
+		if err == nil {
+			aliases, err = plan.FromModulesTar(sr)
+		}
+		if err != nil {
+			ui.Fail(err.Error())
+			return err
+		}
+	}
+	pl := plan.Make(m, target, aliases, plan.Options{Disks: a.p.Disks, HasData: diskHasData})
+	for _, d := range pl.Drivers {
+		mod := d.Module
+		if mod == "" {
+			mod = "(none)"
+		} else if d.Builtin {
+			mod += " (built in)"
+		}
+		ui.Logf("driver %s %-5s %s → %s", d.PCI, d.Kind, d.Modalias, mod)
+	}
+	for _, n := range pl.Notes {
+		ui.Logf("note: %s", n)
+	}
+	path := a.p.Resume
+	if path == "" || path == "auto" {
+		path = "direct"
+	}
+	if path == "kexec" && a.p.Area == "" {
+		pl.Refusals = append(pl.Refusals, plan.Refusal{Check: "resume", Reason: "thaw.resume=kexec needs a resume area for the image", Hint: "add thaw.area=DEV: a swap-formatted partition that is not on a thaw.disk= target, or use thaw.resume=direct"})
+		pl.OK = false
+	}
+	if !pl.OK {
+		ui.Fail(fmt.Sprintf("%d refusal(s)", len(pl.Refusals)))
+		var rs []console.Refusal
+		for _, r := range pl.Refusals {
+			rs = append(rs, console.Refusal{Check: r.Check, Reason: r.Reason, Hint: r.Hint})
+		}
+		return &refusedError{"this machine cannot take the image", rs}
+	}
+	var targets []string
+	for _, d := range pl.Disks {
+		targets = append(targets, "/dev/"+d.Target)
+	}
+	replay := !pl.SameMap
+	how := path
+	if replay {
+		how += ", memory map differs: stage 2 with the source's e820"
+	}
+	ui.Done(fmt.Sprintf("ok: disks %s, resume %s", strings.Join(targets, ","), how))
+	a.stage("plan", t0)
+	if a.dry {
+		ui.Banner("dry run: nothing written")
+		return nil
+	}
+	if path == "direct" && !replay {
+		if err := snapshot.Available(); err != nil {
+			return refuse("cannot restore directly", "resume", err.Error(), "use thaw.resume=kexec with thaw.area=")
+		}
+	}
+
+	// Nothing has been written yet; from here on the disks change.
+	if err := a.verify(); err != nil {
+		return err
+	}
+	var area *blockdev.Dev
+	if path == "kexec" {
+		if area, err = openResumeArea("/dev/"+strings.TrimPrefix(a.p.Area, "/dev/"), targets, m); err != nil {
+			return refuse("bad resume area", "resume", err.Error(), "thaw.area= must name a swap-formatted partition that is not on a thaw.disk= target")
+		}
+		defer area.Close()
+	}
+	if err := a.writeDisks(targets); err != nil {
+		return err
+	}
+	var resumeArgs []string
+	if area != nil {
+		t0 = time.Now()
+		ui.Begin("area", "resume image → "+area.Ref)
+		if err := writeResumeImage(a.br, m, area, 0); err != nil {
+			ui.Fail(err.Error())
+			return err
+		}
+		if err := checkResumeImage(area, 0, m); err != nil {
+			neutralize(area, 0)
+			ui.Fail(err.Error())
+			return err
+		}
+		resumeArgs = []string{"resume=" + area.ResumeArg()}
+		ui.Done("written and verified, " + strings.Join(resumeArgs, " "))
+		a.stage("area", t0)
+	}
+	if replay {
+		return a.kexecStage2(targets, path, resumeArgs)
+	}
+	if path == "kexec" {
+		return a.kexecImage(resumeArgs)
+	}
+	return a.direct()
+}
+
+func orAuto(s string) string {
+	if s == "" {
+		return "auto"
+	}
+	return s
+}
+
+func describeDisks(ds []manifest.Disk) string {
+	var s []string
+	for _, d := range ds {
+		s = append(s, fmt.Sprintf("%s %d MiB", d.Name, d.Size>>20))
+	}
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
+}
+
+// keys are the trusted keys: thaw.pubkey= and the initramfs's own.
+func (a *agent) keys() ([]minisign.PublicKey, []string, error) {
+	var keys []minisign.PublicKey
+	var names []string
+	if a.p.PubKey != "" {
+		k, err := bundle.ParsePublicKey(a.p.PubKey)
+		if err != nil {
+			return nil, nil, err
+		}
+		keys, names = append(keys, k), append(names, "thaw.pubkey")
+	}
+	files, _ := filepath.Glob("/etc/thaw/pubkeys/*")
+	sort.Strings(files)
+	for _, f := range files {
+		k, err := bundle.LoadPublicKey(f)
+		if err != nil {
+			return nil, nil, err
+		}
+		keys, names = append(keys, k), append(names, f)
+	}
+	return keys, names, nil
+}
+
+func (a *agent) openImage() error {
+	ui := a.ui
+	t0 := time.Now()
+	ui.Begin("image", a.p.Image)
+	ra, err := httpra.Open(a.ctx, a.p.Image, httpra.Options{Token: a.p.Token, Logf: ui.Logf})
+	if err != nil {
+		ui.Fail(err.Error())
+		return err
+	}
+	ui.Done(fmt.Sprintf("%d MiB", ra.Size()>>20))
+	a.stage("image", t0)
+
+	t0 = time.Now()
+	ui.Begin("signature", "index signature")
+	keys, names, err := a.keys()
+	if err != nil {
+		ui.Fail(err.Error())
+		ra.Close()
+		return refuse("bad public key", "signature", err.Error(), "thaw.pubkey= takes the key line of a minisign .pub file (RW…)")
+	}
+	if len(keys) == 0 && !a.p.Insecure {
+		ui.Fail("no trusted key")
+		ra.Close()
+		return refuse("no key to verify the image with", "signature", "neither thaw.pubkey= nor a key in the initramfs (make initramfs PUBKEY=…)", "give thaw.pubkey=RW… (the key line of the signer's .pub); thaw.insecure=1 skips the check")
+	}
+	var lastErr error
+	for i, k := range keys {
+		br, err := bundle.Open(ra, ra.Size(), &k)
+		if err == nil {
+			a.br, a.closer = br, func() { br.Close(); ra.Close() }
+			ui.Done(fmt.Sprintf("signed by key %016X (%s)", k.ID(), names[i]))
+			break
+		}
+		lastErr = err
+		if !errors.Is(err, bundle.ErrBadSignature) {
+			break
+		}
+	}
+	if a.br == nil && len(keys) == 0 {
+		br, err := bundle.Open(ra, ra.Size(), nil)
+		if err == nil {
+			a.br, a.closer = br, func() { br.Close(); ra.Close() }
+			ui.Done("NOT VERIFIED: thaw.insecure=1")
+		}
+		lastErr = err
+	}
+	if a.br == nil {
+		ui.Fail(lastErr.Error())
+		ra.Close()
+		return refuse("the image is not trusted", "signature", lastErr.Error(), "restore only images signed by a key you trust: check thaw.pubkey= and the image URL")
+	}
+	a.stage("signature", t0)
+	m := a.br.Manifest
+	ui.Logf("bundle: %s, kernel %s, %d disk(s), %d MiB of memory image", m.Kind, m.Kernel.Release, len(m.Disks), imageBytes(a.br)>>20)
+	return nil
+}
+
+func imageBytes(br *bundle.Reader) int64 {
+	if br.Manifest.Image == nil {
+		return 0
+	}
+	if s := br.Index.Stream(br.Manifest.Image.Stream); s != nil {
+		return s.Size
+	}
+	return 0
+}
+
+func (a *agent) verify() error {
+	t0 := time.Now()
+	a.ui.Begin("verify", "every chunk, before any write")
+	if err := a.br.Verify(func(d, t int64) { a.ui.Progress("verify", d, t) }); err != nil {
+		a.ui.Fail(err.Error())
+		return refuse("the image is damaged", "verify", err.Error(), "nothing was written; upload the bundle again or check the store's disk")
+	}
+	a.ui.Done("all chunks match the signed index")
+	a.stage("verify", t0)
+	return nil
+}
+
+func (a *agent) writeDisks(targets []string) error {
+	m := a.br.Manifest
+	t0 := time.Now()
+	a.ui.Begin("write", fmt.Sprintf("%d disk(s)", len(targets)))
+	for i, t := range targets {
+		dev, err := blockdev.Open(t, true)
+		if err != nil {
+			a.ui.Fail(err.Error())
+			return err
+		}
+		rd := &restoreDisk{Stream: m.Disks[i].Stream, Target: t, Bytes: m.Disks[i].Size}
+		_, err = writeDisk(a.br, rd.Stream, dev, nil, rd, func(d, tot int64) { a.ui.Progress(t, d, tot) })
+		dev.Close()
+		if err != nil {
+			a.ui.Fail(err.Error())
+			return fmt.Errorf("writing %s: %w", t, err)
+		}
+		a.ui.Logf("%s → %s: %d MiB, %d MiB written, %d chunks already zero", rd.Stream, t, rd.Bytes>>20, rd.WrittenBytes>>20, rd.ZeroChunks)
+	}
+	a.ui.Done(fmt.Sprintf("%d disk(s) written and synced", len(targets)))
+	a.stage("write", t0)
+	return nil
+}
+
+// direct hands the memory image to this kernel.
+func (a *agent) direct() error {
+	m := a.br.Manifest
+	a.ui.Begin("restore", "memory image → /dev/snapshot")
+	a.ui.Logf("timing: %s", a.timing())
+	sr, err := a.br.OpenStream(m.Image.Stream)
+	if err != nil {
+		a.ui.Fail(err.Error())
+		return err
+	}
+	a.flushLog()
+	err = snapshot.Restore(sr, m.Image.Platform, a.ui.Logf)
+	a.ui.Fail(err.Error())
+	return fmt.Errorf("direct restore: %w", err)
+}
+
+func (a *agent) timing() string {
+	var names []string
+	for n := range a.times {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var s []string
+	for _, n := range names {
+		s = append(s, fmt.Sprintf("%s=%.1fs", n, a.times[n]))
+	}
+	return strings.Join(s, " ")
+}
+
+// imageCmdline is the source's command line with the resume arguments
+// replaced.
+func imageCmdline(src string, resumeArgs []string) string {
+	var out []string
+	for _, f := range strings.Fields(src) {
+		k, _, _ := strings.Cut(f, "=")
+		switch k {
+		case "resume", "resume_offset", "noresume", "BOOT_IMAGE", "initrd":
+			continue
+		}
+		out = append(out, f)
+	}
+	return strings.Join(append(out, resumeArgs...), " ")
+}
+
+// kexecImage boots the image kernel with its own initrd and resume=; the
+// running kernel's memory map is the source's (same hardware, or stage 2).
+func (a *agent) kexecImage(resumeArgs []string) error {
+	m := a.br.Manifest
+	t0 := time.Now()
+	a.ui.Begin("kexec", "image kernel "+m.Kernel.Release)
+	dir, err := os.MkdirTemp("", "image")
+	if err != nil {
+		return err
+	}
+	img := kexec.Image{Cmdline: imageCmdline(m.Kernel.Cmdline, resumeArgs)}
+	for _, f := range []struct {
+		stream string
+		dst    *string
+	}{{"vmlinuz", &img.Kernel}, {"initrd", &img.Initrd}} {
+		if a.br.Index.Stream(f.stream) == nil {
+			a.ui.Fail("no " + f.stream)
+			return refuse("the bundle carries no image kernel", "kexec", "stream "+f.stream+" is missing", "use thaw.resume=direct")
+		}
+		*f.dst = filepath.Join(dir, f.stream)
+		if err := extractStream(a.br, f.stream, *f.dst); err != nil {
+			a.ui.Fail(err.Error())
+			return err
+		}
+	}
+	a.ui.Logf("cmdline: %s", img.Cmdline)
+	if err := kexec.FileLoad(img); err != nil {
+		a.ui.Fail(err.Error())
+		return err
+	}
+	a.stage("kexec", t0)
+	a.ui.Done("loaded; rebooting into it")
+	a.ui.Logf("timing: %s", a.timing())
+	a.flushLog()
+	return kexec.Exec()
+}
+
+func extractStream(br *bundle.Reader, name, dst string) error {
+	sr, err := br.OpenStream(name)
+	if err != nil {
+		return err
+	}
+	f, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, sr); err != nil {
+		f.Close()
+		return fmt.Errorf("%s → %s: %w", name, dst, err)
+	}
+	return f.Close()
+}
+
+// kexecStage2 boots the agent again with the source's e820 table.
+func (a *agent) kexecStage2(targets []string, path string, resumeArgs []string) error {
+	m := a.br.Manifest
+	t0 := time.Now()
+	a.ui.Begin("stage2", "agent kernel with the source's memory map")
+	if err := kexec.CheckFits(m.E820, mustProbeE820()); err != nil {
+		a.ui.Fail(err.Error())
+		return err
+	}
+	sum := sha256.Sum256(a.br.IndexRaw)
+	st := stage2.State{Image: a.p.Image, IndexSHA256: hex.EncodeToString(sum[:]), Disks: targets, Resume: path, ResumeArgs: resumeArgs, Stage1: a.times}
+	js, _ := jsonIndent(st)
+	var buf bytes.Buffer
+	if err := stage2.Pack(&buf, "/", map[string][]byte{stage2.StatePath: js}); err != nil {
+		a.ui.Fail(err.Error())
+		return err
+	}
+	initrd := "/tmp/stage2.cpio"
+	if err := os.WriteFile(initrd, buf.Bytes(), 0o600); err != nil {
+		a.ui.Fail(err.Error())
+		return err
+	}
+	buf = bytes.Buffer{}
+	a.ui.Logf("stage 2 initramfs: %d MiB", fileSize(initrd)>>20)
+	img := kexec.Image{Kernel: "/boot/vmlinuz", Initrd: initrd, Cmdline: a.raw + " thaw.stage=2"}
+	if _, err := kexec.LoadWithE820(img, m.E820, kexec.Options{Logf: a.ui.Logf}); err != nil {
+		a.ui.Fail(err.Error())
+		return err
+	}
+	os.Remove(initrd)
+	a.stage("stage2", t0)
+	a.ui.Done("loaded; rebooting into stage 2")
+	a.ui.Logf("timing: %s", a.timing())
+	a.flushLog()
+	return kexec.Exec()
+}
+
+func mustProbeE820() []manifest.E820Entry {
+	t, err := probe.Probe("/")
+	if err != nil {
+		return nil
+	}
+	return t.E820
+}
+
+func fileSize(p string) int64 {
+	st, err := os.Stat(p)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+// stage2 runs after the agent kexec'd itself: the disks are written, the
+// memory map is the source's. It writes the source's firmware ranges back,
+// then restores.
+func (a *agent) stage2() error {
+	st, err := stage2.Load(stage2.StatePath)
+	if err != nil {
+		return err
+	}
+	for k, v := range st.Stage1 {
+		a.times["1."+k] = v
+	}
+	sum := sha256.Sum256(a.br.IndexRaw)
+	if hex.EncodeToString(sum[:]) != st.IndexSHA256 {
+		return refuse("the image changed between the stages", "image", "the bundle's index differs from the one stage 1 verified and wrote", "restart the restore from stage 1")
+	}
+	m := a.br.Manifest
+	t0 := time.Now()
+	a.ui.Begin("firmware", fmt.Sprintf("%d source non-RAM range(s) → physical memory", len(m.NonRAM)))
+	n := 0
+	for _, r := range m.NonRAM {
+		if r.Stream == "" {
+			continue
+		}
+		sr, err := a.br.OpenStream(r.Stream)
+		if err != nil {
+			a.ui.Fail(err.Error())
+			return err
+		}
+		b, err := io.ReadAll(sr)
+		if err != nil {
+			a.ui.Fail(err.Error())
+			return err
+		}
+		if uint64(len(b)) != r.End-r.Start {
+			return fmt.Errorf("stream %s holds %d bytes, range %#x-%#x needs %d", r.Stream, len(b), r.Start, r.End, r.End-r.Start)
+		}
+		if cur, err := physmem.Read(r.Start, uint64(len(b))); err == nil && bytes.Equal(cur, b) {
+			continue // this firmware laid out the same bytes
+		}
+		if err := physmem.Write(r.Start, b); err != nil {
+			a.ui.Fail(err.Error())
+			return err
+		}
+		n += len(b)
+	}
+	a.ui.Done(fmt.Sprintf("%d KiB written back", n>>10))
+	a.stage("firmware", t0)
+	if st.Resume == "kexec" {
+		return a.kexecImage(st.ResumeArgs)
+	}
+	return a.direct()
+}
+
+func jsonIndent(v any) ([]byte, error) { return json.MarshalIndent(v, "", "  ") }

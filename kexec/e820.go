@@ -1,0 +1,195 @@
+package kexec
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/thawlinux/thaw/images/manifest"
+)
+
+// E820 types (arch/x86/include/asm/e820/types.h).
+const (
+	E820RAM      = 1
+	E820Reserved = 2
+	E820ACPI     = 3
+	E820NVS      = 4
+	E820Unusable = 5
+)
+
+// typeNames are the names /sys/firmware/memmap gives the e820 types
+// (arch/x86/kernel/e820.c, e820_type_to_string).
+var typeNames = map[uint32]string{
+	1:          "System RAM",
+	2:          "Reserved",
+	3:          "ACPI Tables",
+	4:          "ACPI Non-volatile Storage",
+	5:          "Unusable memory",
+	7:          "Persistent Memory",
+	12:         "Persistent Memory (legacy)",
+	0xefffffff: "Soft Reserved",
+}
+
+// TypeName is the name the kernel gives e820 type t, or "" if it has none.
+func TypeName(t uint32) string { return typeNames[t] }
+
+func typeOf(name string) (uint32, bool) {
+	for t, n := range typeNames {
+		if n == name {
+			return t, true
+		}
+	}
+	return 0, false
+}
+
+// FitError is the refusal of a source map whose RAM the target lacks: the
+// source's RAM range Range has [Start, End) outside the target's RAM.
+type FitError struct {
+	Range      manifest.E820Entry // the source's RAM range
+	Start, End uint64             // its first part that is not RAM on the target
+}
+
+func (e *FitError) Error() string {
+	return fmt.Sprintf("kexec: source RAM [%#x-%#x]: [%#x-%#x] is not RAM on the target",
+		e.Range.Start, e.Range.End-1, e.Start, e.End-1)
+}
+
+// ErrTooManyEntries refuses a map that does not fit into boot_params.
+var ErrTooManyEntries = errors.New("kexec: more e820 entries than boot_params holds")
+
+// CheckFits reports whether every RAM range of src lies in RAM of dst. RAM
+// ranges of dst that touch count as one; the error is a *FitError naming
+// the first source range, in src's order, that does not fit.
+func CheckFits(src, dst []manifest.E820Entry) error {
+	ram := ramOf(dst)
+	for _, e := range src {
+		if e.Type != E820RAM || e.End <= e.Start {
+			continue
+		}
+		if s, t, ok := uncovered(ram, e.Start, e.End); ok {
+			return &FitError{Range: e, Start: s, End: t}
+		}
+	}
+	return nil
+}
+
+// span is a half-open physical range [start, end).
+type span struct{ start, end uint64 }
+
+// ramOf returns the RAM ranges of m sorted, with touching or overlapping
+// ranges merged.
+func ramOf(m []manifest.E820Entry) []span {
+	var rs []span
+	for _, e := range m {
+		if e.Type == E820RAM && e.End > e.Start {
+			rs = append(rs, span{e.Start, e.End})
+		}
+	}
+	return merge(rs)
+}
+
+func merge(rs []span) []span {
+	sort.Slice(rs, func(i, j int) bool { return rs[i].start < rs[j].start })
+	var out []span
+	for _, r := range rs {
+		if n := len(out); n > 0 && r.start <= out[n-1].end {
+			out[n-1].end = max(out[n-1].end, r.end)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// uncovered returns the first part of [start, end) outside the sorted,
+// merged ranges rs; ok is false when rs cover it all.
+func uncovered(rs []span, start, end uint64) (s, t uint64, ok bool) {
+	at := start
+	for _, r := range rs {
+		if r.end <= at {
+			continue
+		}
+		if r.start > at {
+			return at, min(r.start, end), true
+		}
+		at = r.end
+		if at >= end {
+			return 0, 0, false
+		}
+	}
+	return at, end, true
+}
+
+// intersect returns the ranges common to the sorted, merged a and b.
+func intersect(a, b []span) []span {
+	var out []span
+	for i, j := 0, 0; i < len(a) && j < len(b); {
+		s, t := max(a[i].start, b[j].start), min(a[i].end, b[j].end)
+		if s < t {
+			out = append(out, span{s, t})
+		}
+		if a[i].end < b[j].end {
+			i++
+		} else {
+			j++
+		}
+	}
+	return out
+}
+
+// inside reports whether [start, end) lies within one of the merged rs.
+func inside(rs []span, start, end uint64) bool {
+	for _, r := range rs {
+		if r.start <= start && end <= r.end {
+			return true
+		}
+	}
+	return false
+}
+
+// ReadMemmap reads a firmware memory map laid out as /sys/firmware/memmap:
+// numbered directories holding start, end (inclusive) and type. The result
+// is sorted by start, End exclusive. A type name the kernel does not define
+// gives Type 0 and keeps the name: it is not RAM.
+func ReadMemmap(dir string) ([]manifest.E820Entry, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("kexec: memory map: %w", err)
+	}
+	var m []manifest.E820Entry
+	for _, de := range ents {
+		if _, err := strconv.Atoi(de.Name()); err != nil {
+			continue
+		}
+		d := filepath.Join(dir, de.Name())
+		var v [2]uint64
+		for i, f := range []string{"start", "end"} {
+			b, err := os.ReadFile(filepath.Join(d, f))
+			if err != nil {
+				return nil, fmt.Errorf("kexec: memory map: %w", err)
+			}
+			if v[i], err = strconv.ParseUint(strings.TrimSpace(string(b)), 0, 64); err != nil {
+				return nil, fmt.Errorf("kexec: memory map %s/%s: %w", d, f, err)
+			}
+		}
+		if v[1] < v[0] || v[1] == ^uint64(0) {
+			return nil, fmt.Errorf("kexec: memory map %s: range %#x-%#x", d, v[0], v[1])
+		}
+		b, err := os.ReadFile(filepath.Join(d, "type"))
+		if err != nil {
+			return nil, fmt.Errorf("kexec: memory map: %w", err)
+		}
+		name := strings.TrimSpace(string(b))
+		t, _ := typeOf(name)
+		m = append(m, manifest.E820Entry{Start: v[0], End: v[1] + 1, Type: t, Name: name})
+	}
+	if len(m) == 0 {
+		return nil, fmt.Errorf("kexec: memory map %s: no ranges", dir)
+	}
+	sort.Slice(m, func(i, j int) bool { return m[i].Start < m[j].Start })
+	return m, nil
+}

@@ -1,0 +1,306 @@
+//go:build vm
+
+package vmtest
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/thawlinux/thaw/scripts/harness"
+)
+
+// agentFiles are the agent's boot files from make initramfs.
+func agentFiles(t *testing.T) (kernel, initrd string) {
+	t.Helper()
+	dir := os.Getenv("THAW_AGENT")
+	if dir == "" {
+		cache, _ := harness.CacheDir()
+		dir = filepath.Join(filepath.Dir(cache), "agent")
+	}
+	kernel, initrd = filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "initramfs.cpio.gz")
+	for _, f := range []string{kernel, initrd} {
+		if _, err := os.Stat(f); err != nil {
+			t.Fatalf("the agent's boot files: %v (run make initramfs)", err)
+		}
+	}
+	return kernel, initrd
+}
+
+// agentCase is one target machine booting the agent.
+type agentCase struct {
+	name    string
+	params  string // thaw.* beyond image and pubkey
+	memMB   int
+	cpus    int
+	cpu     string
+	nic     string   // -nic model; "" with extra for a placed NIC
+	extra   []string // more QEMU arguments
+	pxe     bool     // boot through iPXE from QEMU's TFTP, no -kernel
+	bundle  string   // store file name (default server.thaw)
+	from    string   // the bundle file to serve (default the capture's)
+	pubLine string   // default: the capture's key
+}
+
+type agentTarget struct {
+	vm            *harness.VM
+	target, blank string
+	port          int
+}
+
+func pubKeyLine(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
+}
+
+// bootAgent serves the captured bundle with thaw serve and boots a target
+// machine into the agent: its first disk is a blank disk the size of the
+// source's, its second a blank disk with a swap partition (the resume
+// area), its third the tools disk, as on the source.
+func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
+	t.Helper()
+	kernel, initrd := agentFiles(t)
+	dir := t.TempDir()
+	store := filepath.Join(dir, "store")
+	os.MkdirAll(store, 0o755)
+	if ac.bundle == "" {
+		ac.bundle = "server.thaw"
+	}
+	if ac.from == "" {
+		ac.from = c.bundle
+	}
+	if err := os.Link(ac.from, filepath.Join(store, ac.bundle)); err != nil {
+		copyFile(t, ac.from, filepath.Join(store, ac.bundle))
+	}
+	if ac.pubLine == "" {
+		ac.pubLine = pubKeyLine(t, c.pub)
+	}
+	port := startServe(t, ac.name, store)
+	at := &agentTarget{port: port, target: filepath.Join(dir, "target.img"), blank: blankDisk(t, dir)}
+	os.WriteFile(at.target, nil, 0o644)
+	st, _ := os.Stat(c.s.Disk)
+	os.Truncate(at.target, st.Size())
+	params := fmt.Sprintf("thaw.image=http://10.0.2.2:%d/%s thaw.pubkey=%s thaw.disk=vda thaw.log=http://10.0.2.2:%d/log/%s %s",
+		port, ac.bundle, ac.pubLine, port, ac.name, ac.params)
+	cfg := harness.VMConfig{Name: ac.name, Kernel: kernel, Initrd: initrd, Append: params,
+		MemoryMB: ac.memMB, CPUs: ac.cpus, CPU: ac.cpu, NIC: ac.nic, Extra: ac.extra, Control: true, LogDir: logDir, Timeout: 12 * time.Minute,
+		Disks: []harness.Disk{{Path: at.target}, {Path: at.blank}, {Path: c.tools}}}
+	if cfg.MemoryMB == 0 {
+		cfg.MemoryMB = 512
+	}
+	if ac.nic == "" && len(ac.extra) == 0 {
+		cfg.NIC = "virtio-net-pci"
+	}
+	if ac.pxe {
+		tftp := filepath.Join(dir, "tftp")
+		os.MkdirAll(tftp, 0o755)
+		for _, f := range []string{kernel, initrd} {
+			if err := os.Link(f, filepath.Join(store, "agent-"+filepath.Base(f))); err != nil {
+				copyFile(t, f, filepath.Join(store, "agent-"+filepath.Base(f)))
+			}
+		}
+		script := fmt.Sprintf("#!ipxe\ndhcp\nkernel http://10.0.2.2:%d/agent-vmlinuz console=ttyS0 panic=-1 %s\ninitrd http://10.0.2.2:%d/agent-initramfs.cpio.gz\nboot\n", port, params, port)
+		os.WriteFile(filepath.Join(tftp, "boot.ipxe"), []byte(script), 0o644)
+		cfg.Kernel, cfg.Initrd, cfg.Append, cfg.NIC = "", "", "", ""
+		cfg.Extra = append(cfg.Extra, "-netdev", "user,id=n0,tftp="+tftp+",bootfile=boot.ipxe", "-device", "virtio-net-pci,netdev=n0,romfile=/usr/lib/ipxe/qemu/efi-virtio.rom", "-boot", "n")
+	}
+	vm, err := harness.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(vm.Kill)
+	at.vm = vm
+	return at
+}
+
+var (
+	resumedRE = regexp.MustCompile(`thaw capture \[[ 0-9.]+s\]: resumed: mailbox intact`)
+	refusedRE = regexp.MustCompile(`REFUSED: .*|FAILED`)
+	timingRE  = regexp.MustCompile(`timing: (.*)`)
+)
+
+// agentResume boots a target through the agent and checks that the server
+// resumes there with its memory and disks.
+func agentResume(t *testing.T, ac agentCase) *agentTarget {
+	c := needCaptured(t)
+	start := time.Now()
+	at := bootAgent(t, c, ac)
+	defer failWithConsole(t, at.vm)
+	m, _, err := at.vm.WaitFor(regexp.MustCompile(resumedRE.String()+`|`+refusedRE.String()), 0, 8*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !resumedRE.MatchString(m[0]) {
+		t.Fatalf("the agent stopped: %s", m[0])
+	}
+	t.Logf("TIMING %-34s %6.1fs", ac.name+": agent boot → resumed", time.Since(start).Seconds())
+	for _, tm := range timingRE.FindAllStringSubmatch(at.vm.Console(), -1) {
+		t.Logf("agent stages: %s", tm[1])
+	}
+	out, status, err := at.vm.Run("md5sum </mnt/p/blob", 2*time.Minute)
+	if err != nil || status != 0 || !strings.Contains(out, c.blobSum) {
+		t.Fatalf("swapped-out blob after the restore: %q %v %d", out, err, status)
+	}
+	return at
+}
+
+// E1, direct: identical virtual hardware; the agent kernel restores the
+// image itself.
+func TestAgentSameHardwareDirect(t *testing.T) {
+	at := agentResume(t, agentCase{name: "e1-direct"})
+	if !strings.Contains(at.vm.Console(), "memory image → /dev/snapshot") {
+		t.Error("the agent did not take the direct path")
+	}
+	checkResumed(t, at.vm, captured.h)
+	fsckRoot(t, at.target)
+}
+
+// E1, kexec: the image goes to the resume area in the kernel's format and
+// the image kernel boots with its own initrd and resume=.
+func TestAgentSameHardwareKexec(t *testing.T) {
+	at := agentResume(t, agentCase{name: "e1-kexec", params: "thaw.resume=kexec thaw.area=vdb2"})
+	if !strings.Contains(at.vm.Console(), "loaded; rebooting into it") {
+		t.Error("the agent did not kexec the image kernel")
+	}
+	checkResumed(t, at.vm, captured.h)
+	fsckRoot(t, at.target)
+}
+
+// E2: the target boots the agent through iPXE from QEMU's TFTP server
+// (no -kernel): the script fetches the agent's kernel and initramfs from
+// thaw serve.
+func TestAgentPXE(t *testing.T) {
+	if _, err := os.Stat("/usr/lib/ipxe/qemu/efi-virtio.rom"); err != nil {
+		t.Fatalf("iPXE ROM for virtio-net: %v (install ipxe-qemu)", err)
+	}
+	at := agentResume(t, agentCase{name: "e2-pxe", pxe: true})
+	if !strings.Contains(at.vm.Console(), "iPXE") {
+		t.Error("no iPXE banner on the console")
+	}
+	checkResumed(t, at.vm, captured.h)
+}
+
+// otherMachine is E3's target: twice the RAM, two vCPUs, an e1000 NIC in
+// another PCI slot; the disks on the same controller in the same slots.
+func otherMachine(name, params string) agentCase {
+	return agentCase{name: name, params: params, memMB: 1024, cpus: 2,
+		extra: []string{"-netdev", "user,id=n1", "-device", "e1000,netdev=n1,addr=0x9"}}
+}
+
+// E3 on both paths: the memory map differs, so the agent boots itself
+// again with the source's e820 and writes the source's firmware ranges
+// back; then the server resumes with ACPI intact.
+func TestAgentOtherMachineDirect(t *testing.T) {
+	testOtherMachine(t, otherMachine("e3-direct", ""))
+}
+
+func TestAgentOtherMachineKexec(t *testing.T) {
+	testOtherMachine(t, otherMachine("e3-kexec", "thaw.resume=kexec thaw.area=vdb2"))
+}
+
+func testOtherMachine(t *testing.T, ac agentCase) {
+	at := agentResume(t, ac)
+	con := at.vm.Console()
+	if !strings.Contains(con, "rebooting into stage 2") {
+		t.Error("the agent did not replay the source's memory map")
+	}
+	resumedAt := resumedRE.FindStringIndex(con)[0]
+	out, status, err := at.vm.Run("md5sum </sys/firmware/acpi/tables/DSDT; nproc; "+
+		"p=$(basename $(readlink -f /sys/block/vdb/device/..)); echo $p >/sys/bus/pci/drivers/virtio-pci/unbind && sleep 1 && echo $p >/sys/bus/pci/drivers/virtio-pci/bind && sleep 2 && "+
+		"dd if=/dev/vdb of=/dev/null bs=1M count=4 iflag=direct 2>&1 | tail -1", 2*time.Minute)
+	if err != nil || status != 0 {
+		t.Fatalf("ACPI checks after resume: %v %d %s", err, status, out)
+	}
+	t.Logf("after resume: %s", out)
+	if captured.dsdtSum == "" || !strings.Contains(out, captured.dsdtSum) {
+		t.Errorf("DSDT after resume %q, the source's md5 was %s", out, captured.dsdtSum)
+	}
+	if !strings.Contains(out, "copied") {
+		t.Errorf("reading the rebound disk failed: %s", out)
+	}
+	after := at.vm.Console()[resumedAt:]
+	if m := regexp.MustCompile(`(?i)ACPI (BIOS )?Error.*|DSDT has been corrupted.*`).FindString(after); m != "" {
+		t.Errorf("ACPI error after resume: %s", m)
+	}
+	checkResumed(t, at.vm, captured.h)
+	fsckRoot(t, at.target)
+}
+
+// refusal boots the agent with a case that must be refused, and checks
+// that the disks are byte-identical afterwards.
+func refusal(t *testing.T, ac agentCase, want *regexp.Regexp) {
+	c := needCaptured(t)
+	at := bootAgent(t, c, ac)
+	defer failWithConsole(t, at.vm)
+	before := [2][32]byte{sha256File(t, at.target), sha256File(t, at.blank)}
+	m, _, err := at.vm.WaitFor(regexp.MustCompile(refusedRE.String()+`|`+resumedRE.String()+`|memory image →`), 0, 6*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(m[0], "REFUSED") {
+		t.Fatalf("not refused: %s", m[0])
+	}
+	if _, _, err := at.vm.WaitFor(regexp.MustCompile(`Nothing was written to any disk`), 0, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	con := at.vm.Console()
+	box := con[strings.Index(con, m[0]):]
+	if !want.MatchString(box) {
+		t.Fatalf("refusal box does not say %s:\n%s", want, box)
+	}
+	t.Logf("refused as wanted:\n%s", box)
+	at.vm.Kill()
+	after := [2][32]byte{sha256File(t, at.target), sha256File(t, at.blank)}
+	if before != after {
+		t.Fatalf("a disk changed although the agent refused")
+	}
+}
+
+func sha256File(t *testing.T, p string) [32]byte {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	io.Copy(h, f)
+	var s [32]byte
+	copy(s[:], h.Sum(nil))
+	return s
+}
+
+// E4: a CPU model without features the source had: refused before any
+// write, naming the flags.
+func TestAgentRefusesCPU(t *testing.T) {
+	refusal(t, agentCase{name: "e4-cpu", cpu: "qemu64"}, regexp.MustCompile(`CPU: this CPU .*lacks \\d+ feature`))
+}
+
+// E5: a bundle signed with another key, and one with a corrupted chunk.
+func TestAgentRefusesOtherKey(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := thaw(t, "keygen", "--out", filepath.Join(dir, "other")); err != nil {
+		t.Fatal(err)
+	}
+	refusal(t, agentCase{name: "e5-key", pubLine: pubKeyLine(t, filepath.Join(dir, "other.pub"))}, regexp.MustCompile(`SIGNATURE: .*signature does not verify`))
+}
+
+func TestAgentRefusesCorruptChunk(t *testing.T) {
+	c := needCaptured(t)
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.thaw")
+	copyFile(t, c.bundle, bad)
+	flipInStream(t, bad, "disk0", 3)
+	refusal(t, agentCase{name: "e5-corrupt", bundle: "bad.thaw", from: bad}, regexp.MustCompile(`VERIFY: .*disk0`))
+}
