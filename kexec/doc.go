@@ -17,7 +17,14 @@
 // already agree, [FileLoad] uses kexec_file_load(2) and the kernel builds
 // everything itself. [Exec] reboots into whichever kernel was loaded.
 //
-// kexec_load decompresses the kernel in memory: expect a peak of about
-// three times the decompressed kernel, and the initrd on top, in the
-// loading process.
+// kexec_load needs the kernel decompressed in the loading process. The
+// zstd (Debian 13), xz (Debian 12) and gzip payloads are decoded straight
+// into one buffer of the announced size (u-root's decoder, kept for the
+// other compressions, peaked at 265 MiB RSS for Debian 13's 12 MiB kernel:
+// a 128 MiB zstd window and doubling buffers); the loadable segments are
+// copied out and the rest given back to the system before the initrd is
+// read. A test process loading Debian 13's kernel peaks at 124 MiB RSS,
+// Debian 12's at 167 MiB (the xz dictionary); what stays is the segments
+// (about 50 MiB) plus the initrd, which kexec_load copies once more into
+// kernel memory.
 package kexec

@@ -151,6 +151,22 @@ func inside(rs []span, start, end uint64) bool {
 	return false
 }
 
+const pageSize = 4096
+
+func alignUp(n uint64) uint64 { return (n + pageSize - 1) &^ (pageSize - 1) }
+
+// pageInward shrinks each range to the whole pages inside it.
+func pageInward(rs []span) []span {
+	var out []span
+	for _, r := range rs {
+		s, t := alignUp(r.start), r.end&^(pageSize-1)
+		if s < t {
+			out = append(out, span{s, t})
+		}
+	}
+	return out
+}
+
 // ReadMemmap reads a firmware memory map laid out as /sys/firmware/memmap:
 // numbered directories holding start, end (inclusive) and type. The result
 // is sorted by start, End exclusive. A type name the kernel does not define

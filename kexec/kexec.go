@@ -73,6 +73,8 @@ var (
 	ErrKernel = errors.New("kexec: kernel not loadable with kexec_load")
 	// ErrNoRoom: a segment has no place in RAM both maps agree on.
 	ErrNoRoom = errors.New("kexec: no room in RAM of both maps")
+	// ErrNotLoaded: Exec found no kernel loaded.
+	ErrNotLoaded = errors.New("kexec: no kernel is loaded")
 	// ErrUnsupported: this platform has no kexec (not linux/amd64).
 	ErrUnsupported = errors.New("kexec: not supported on this platform")
 )

@@ -21,16 +21,12 @@ import (
 )
 
 const (
-	pageSize   = 4096
 	lowLimit   = 1 << 20 // initrd and command line go above the first MiB
 	below4G    = 1 << 32
 	segmentMax = 16 // KEXEC_SEGMENT_MAX
 
 	kexecLoadedPath = "/sys/kernel/kexec_loaded"
 )
-
-// ErrNotLoaded is Exec's answer when no kernel is loaded.
-var ErrNotLoaded = errors.New("kexec: no kernel is loaded")
 
 // LoadWithE820 loads img with kexec_load(2). The boot_params start from the
 // running kernel's page (Options.BootParamsPath), with the e820 table
@@ -114,8 +110,8 @@ func LoadWithE820(img Image, src []manifest.E820Entry, opt Options) (*Loaded, er
 	}
 
 	cl := append([]byte(img.Cmdline), 0)
-	if k.cmdlineMax != 0 && uint64(len(cl)) > uint64(k.cmdlineMax) {
-		return nil, fmt.Errorf("kexec: command line of %d bytes, %s takes at most %d", len(cl), img.Kernel, k.cmdlineMax)
+	if k.cmdlineMax != 0 && uint64(len(img.Cmdline)) > uint64(k.cmdlineMax) {
+		return nil, fmt.Errorf("kexec: command line of %d bytes, %s takes at most %d (cmdline_size at 0x238)", len(img.Cmdline), img.Kernel, k.cmdlineMax)
 	}
 	at, err := b.add("cmdline", cl, lowLimit, below4G)
 	if err != nil {
@@ -144,7 +140,7 @@ func LoadWithE820(img Image, src []manifest.E820Entry, opt Options) (*Loaded, er
 		// The kernel writes whole pages: every one must be RAM in
 		// both maps. Placement guarantees it; this proves it.
 		if !inside(usable, uint64(s.Phys.Start), uint64(s.Phys.End())) {
-			return nil, fmt.Errorf("kexec: %s segment [%#x-%#x]: %w", b.name(s), s.Phys.Start, s.Phys.End()-1, ErrNoRoom)
+			return nil, fmt.Errorf("%w: %s segment [%#x-%#x] placed outside it", ErrNoRoom, b.name(s), s.Phys.Start, s.Phys.End()-1)
 		}
 		l.Segments = append(l.Segments, Segment{Name: b.name(s), Start: uint64(s.Phys.Start), End: uint64(s.Phys.End()), Size: uint64(len(s.Buf))})
 		opt.logf("kexec: segment %-11s [%#x-%#x] %d bytes", b.name(s), s.Phys.Start, s.Phys.End()-1, len(s.Buf))
@@ -179,14 +175,14 @@ type builder struct {
 type kernelInfo struct {
 	entry         uint64 // 64-bit entry (startup_64)
 	initrdAddrMax uint32 // hdr.initrd_addr_max
-	cmdlineMax    uint32 // hdr.cmdline_size, 0 if unknown
+	cmdlineMax    uint32 // hdr.cmdline_size (without the NUL), 0 if unknown
 }
 
 // add places d in free RAM of both maps within [lo, hi), lowest first.
 func (b *builder) add(name string, d []byte, lo, hi uint64) (uint64, error) {
 	r, err := b.mem.AddPhysSegment(d, kexec.RangeFromInterval(uintptr(lo), uintptr(hi)))
 	if err != nil {
-		return 0, fmt.Errorf("kexec: %s (%d bytes) within [%#x-%#x]: %w (%w)", name, len(d), lo, hi-1, ErrNoRoom, err)
+		return 0, fmt.Errorf("%w: %s (%d bytes) within [%#x-%#x]: %w", ErrNoRoom, name, len(d), lo, hi-1, err)
 	}
 	b.names[r.Start] = name
 	return uint64(r.Start), nil
@@ -207,7 +203,7 @@ func (b *builder) addKernel(path string) (*kernelInfo, error) {
 		return nil, fmt.Errorf("kexec: kernel: %w", err)
 	}
 	var h bzimage.LinuxHeader
-	if len(kb) < int(unsafe.Sizeof(h)) || h.UnmarshalBinary(kb) != nil || h.HeaderMagic != bzimage.HeaderMagic {
+	if len(kb) < binary.Size(&h) || h.UnmarshalBinary(kb) != nil || h.HeaderMagic != bzimage.HeaderMagic {
 		return nil, fmt.Errorf("%w: %s is not a bzImage (no HdrS at 0x202)", ErrKernel, path)
 	}
 	if h.Protocolversion < 0x0205 {
@@ -224,13 +220,13 @@ func (b *builder) addKernel(path string) (*kernelInfo, error) {
 		info.initrdAddrMax = bzimage.DefaultInitrdAddrMax
 	}
 
+	// From here on kb is garbage: only the decompressed kernel is used.
 	code, err := vmlinux(kb, &h)
 	if errors.Is(err, errOtherCompression) {
 		code, err = vmlinuxUroot(kb)
 	}
-	kb = nil
 	if err != nil {
-		return nil, fmt.Errorf("kexec: %s: %w", path, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrKernel, path, err)
 	}
 	f, err := elf.NewFile(bytes.NewReader(code))
 	if err != nil {
@@ -252,7 +248,7 @@ func (b *builder) addKernel(path string) (*kernelInfo, error) {
 		// The kernel runs where it was linked: its pages must be RAM
 		// in both maps, with no say in the matter.
 		if !inside(b.usable, start&^(pageSize-1), alignUp(end)) {
-			return nil, fmt.Errorf("kexec: %s: kernel segment [%#x-%#x] is not in RAM of both maps: %w", path, start, end-1, ErrNoRoom)
+			return nil, fmt.Errorf("%w: %s: kernel segment [%#x-%#x] is linked there", ErrNoRoom, path, start, end-1)
 		}
 		if start <= info.entry && info.entry < end {
 			entryLoaded = true
@@ -281,7 +277,7 @@ func vmlinuxUroot(kb []byte) ([]byte, error) {
 	}
 	var bz bzimage.BzImage
 	if err := bz.UnmarshalBinary(kb); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrKernel, err)
+		return nil, err
 	}
 	return bz.KernelCode, nil
 }
@@ -426,20 +422,6 @@ func orNone(s string) string {
 		return "no initrd"
 	}
 	return s
-}
-
-func alignUp(n uint64) uint64 { return (n + pageSize - 1) &^ (pageSize - 1) }
-
-// pageInward shrinks each range to the whole pages inside it.
-func pageInward(rs []span) []span {
-	var out []span
-	for _, r := range rs {
-		s, t := alignUp(r.start), r.end&^(pageSize-1)
-		if s < t {
-			out = append(out, span{s, t})
-		}
-	}
-	return out
 }
 
 func memoryMap(rs []span) kexec.MemoryMap {

@@ -17,7 +17,7 @@ import (
 const maxVmlinux = 512 << 20
 
 // errOtherCompression sends vmlinux's caller to u-root's general decoder.
-var errOtherCompression = errors.New("kexec: payload compression not decoded here")
+var errOtherCompression = errors.New("payload compression not decoded here")
 
 var (
 	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
@@ -31,9 +31,10 @@ var (
 // bzimage.UnmarshalBinary decodes the same payload, but copies the image
 // twice and grows its output by doubling; its zstd reader also keeps a
 // history ring as large as the frame's window (128 MiB for Debian's
-// kernels). For the compressions Debian uses (zstd since 12.x's successor,
-// xz before) and gzip this peaks at the output plus the decoder's own
-// state; other payloads return errOtherCompression.
+// kernels). For the compressions Debian uses (zstd in 13, xz in 12) and
+// gzip, this costs the output plus the decoder's own state (xz: its
+// dictionary, 32 MiB for a kernel); other payloads return
+// errOtherCompression.
 func vmlinux(kb []byte, h *bzimage.LinuxHeader) ([]byte, error) {
 	sects := int(h.SetupSects)
 	if sects == 0 {
@@ -42,12 +43,12 @@ func vmlinux(kb []byte, h *bzimage.LinuxHeader) ([]byte, error) {
 	start := (sects+1)*512 + int(h.PayloadOffset)
 	end := start + int(h.PayloadSize)
 	if h.PayloadSize < 8 || end > len(kb) {
-		return nil, fmt.Errorf("%w: payload [%#x-%#x) (payload_offset at 0x248, payload_length at 0x24c) outside the file's %#x bytes", ErrKernel, start, end, len(kb))
+		return nil, fmt.Errorf("payload [%#x-%#x) (payload_offset at 0x248, payload_length at 0x24c) outside the file's %#x bytes", start, end, len(kb))
 	}
 	payload := kb[start:end]
 	size := binary.LittleEndian.Uint32(payload[len(payload)-4:])
 	if size < 64 || size > maxVmlinux {
-		return nil, fmt.Errorf("%w: payload announces a %d-byte kernel", ErrKernel, size)
+		return nil, fmt.Errorf("the payload announces a %d-byte kernel", size)
 	}
 	out := make([]byte, size)
 	var err error
@@ -60,7 +61,7 @@ func vmlinux(kb []byte, h *bzimage.LinuxHeader) ([]byte, error) {
 		dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
 			zstd.WithDecoderMaxMemory(maxVmlinux), zstd.WithDecodeAllCapLimit(true))
 		if err != nil {
-			return nil, fmt.Errorf("kexec: zstd: %w", err)
+			return nil, fmt.Errorf("zstd: %w", err)
 		}
 		var got []byte
 		got, err = dec.DecodeAll(payload[:len(payload)-4], out[:0])
@@ -83,7 +84,7 @@ func vmlinux(kb []byte, h *bzimage.LinuxHeader) ([]byte, error) {
 		return nil, errOtherCompression
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: decompressing the payload: %w", ErrKernel, err)
+		return nil, fmt.Errorf("decompressing the payload: %w", err)
 	}
 	return out, nil
 }

@@ -34,6 +34,10 @@ type Driver struct {
 	Modalias string `json:"modalias"`
 	Module   string `json:"module,omitempty"` // "" : none
 	Builtin  bool   `json:"builtin,omitempty"`
+	// SeenOnSource: no alias names the driver (a built-in driver's PCI
+	// table is not in modules.builtin.modinfo before Linux 6.13), but the
+	// image kernel had Module bound to a device with this modalias.
+	SeenOnSource bool `json:"seen_on_source,omitempty"`
 }
 
 // Plan is the verdict and everything it rests on.
@@ -194,6 +198,14 @@ func Make(src, dst *manifest.Manifest, aliases *Aliases, opt Options) *Plan {
 		dr := Driver{PCI: d.Address, Class: d.Class, Kind: kindOf(d.Class), Modalias: d.Modalias}
 		if aliases != nil && d.Modalias != "" {
 			dr.Module, dr.Builtin = aliases.Match(d.Modalias)
+		}
+		if dr.Module == "" {
+			for _, sd := range src.PCI {
+				if sd.Modalias == d.Modalias && d.Modalias != "" && sd.Driver != "" {
+					dr.Module, dr.SeenOnSource = sd.Driver, true
+					break
+				}
+			}
 		}
 		p.Drivers = append(p.Drivers, dr)
 		if aliases == nil || dr.Module != "" {

@@ -69,6 +69,10 @@ func TestPlan(t *testing.T) {
 		{"no driver for the disk controller", func(src, dst *manifest.Manifest, opt *Options) {
 			dst.PCI[0].Modalias = "pci:v00001000d00000012sv00000000sd00000000bc01sc00i00"
 		}, false, "has no driver for the disk controller 0000:00:04.0", "direct"},
+		{"built-in driver bound on the source", func(src, dst *manifest.Manifest, opt *Options) {
+			m := "pci:v00001AF4d00001042sv00001AF4sd00001100bc01sc00i00"
+			src.PCI[0].Modalias, src.PCI[0].Driver, dst.PCI[0].Modalias = m, "virtio_blk", m
+		}, true, "", "direct"},
 		{"no driver for the NIC", func(src, dst *manifest.Manifest, opt *Options) {
 			dst.PCI[1].Modalias = "pci:v000010ECd00008139sv00000000sd00000000bc02sc00i00"
 		}, true, "no driver for the NIC 0000:00:03.0", "direct"},

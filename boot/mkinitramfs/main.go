@@ -195,7 +195,9 @@ func addModules(r *harness.Initramfs, k *harness.Kernel) (int, error) {
 	// alias whose module is absent).
 	var sub bytes.Buffer
 	for _, p := range mods {
-		fmt.Fprintf(&sub, "%s: %s\n", p, strings.Join(deps[p], " "))
+		// depmod's format: "path:" alone, or "path: dep dep" (a space
+		// after a colon with no dependency reads as an empty one).
+		fmt.Fprintf(&sub, "%s:%s\n", p, strings.TrimRight(" "+strings.Join(deps[p], " "), " "))
 	}
 	r.File(prefix+"modules.dep", sub.Bytes(), 0o644)
 	for _, f := range []string{"modules.alias", "modules.builtin", "modules.builtin.modinfo", "modules.order"} {

@@ -203,8 +203,15 @@ func (a *agent) run() error {
 		ui.Fail(err.Error())
 		return err
 	}
+	for _, d := range cp.Devices {
+		if d.Err != "" {
+			ui.Logf("%s (%s): %s", d.Path, d.Modalias, d.Err)
+		}
+	}
 	for _, d := range cp.Unclaimed() {
-		ui.Logf("no driver in the agent kernel for %s (%s)", d.Path, d.Modalias)
+		if d.Err == "" {
+			ui.Logf("no driver in the agent kernel for %s (%s)", d.Path, d.Modalias)
+		}
 	}
 	ui.Done(fmt.Sprintf("%d modules loaded: %s", len(cp.Loaded), strings.Join(cp.Loaded, " ")))
 	a.stage("drivers", t0)
@@ -259,6 +266,8 @@ func (a *agent) run() error {
 			mod = "(none)"
 		} else if d.Builtin {
 			mod += " (built in)"
+		} else if d.SeenOnSource {
+			mod += " (bound to this device on the source)"
 		}
 		ui.Logf("driver %s %-5s %s → %s", d.PCI, d.Kind, d.Modalias, mod)
 	}
@@ -607,7 +616,7 @@ func (a *agent) kexecStage2(targets []string, path string, resumeArgs []string) 
 	}
 	buf = bytes.Buffer{}
 	a.ui.Logf("stage 2 initramfs: %d MiB", fileSize(initrd)>>20)
-	img := kexec.Image{Kernel: "/boot/vmlinuz", Initrd: initrd, Cmdline: a.raw + " thaw.stage=2"}
+	img := kexec.Image{Kernel: "/boot/vmlinuz", Initrd: initrd, Cmdline: withStage2(a.raw)}
 	if _, err := kexec.LoadWithE820(img, m.E820, kexec.Options{Logf: a.ui.Logf}); err != nil {
 		a.ui.Fail(err.Error())
 		return err
@@ -676,9 +685,11 @@ func (a *agent) stage2() error {
 			continue // this firmware laid out the same bytes
 		}
 		if err := physmem.Write(r.Start, b); err != nil {
-			a.ui.Fail(err.Error())
-			return err
+			// ROM and device windows do not take writes; tables in RAM do.
+			a.ui.Logf("warning: %#x-%#x (type %d) could not be written back: %v", r.Start, r.End, r.Type, err)
+			continue
 		}
+		a.ui.Logf("%#x-%#x (type %d): %d KiB written back", r.Start, r.End, r.Type, len(b)>>10)
 		n += len(b)
 	}
 	a.ui.Done(fmt.Sprintf("%d KiB written back", n>>10))
@@ -690,3 +701,13 @@ func (a *agent) stage2() error {
 }
 
 func jsonIndent(v any) ([]byte, error) { return json.MarshalIndent(v, "", "  ") }
+
+// withStage2 adds thaw.stage=2 to a kernel command line, before a "--"
+// (after it, arguments go to init, not to the kernel's parameters).
+func withStage2(cmdline string) string {
+	padded := " " + cmdline + " "
+	if i := strings.Index(padded, " -- "); i >= 0 {
+		return strings.TrimSpace(padded[:i] + " thaw.stage=2" + padded[i:])
+	}
+	return strings.TrimSpace(cmdline) + " thaw.stage=2"
+}

@@ -42,7 +42,8 @@ var (
 // Config says where and how long to ask.
 type Config struct {
 	// Iface names the one link to use. "" means every Ethernet link
-	// except loopback and links enslaved to a bridge or bond.
+	// except loopback, ifb and dummy links, and links enslaved to a
+	// bridge or bond.
 	Iface string
 	// Timeout bounds one attempt: one DISCOVER-OFFER-REQUEST-ACK
 	// exchange. 0 means DefaultTimeout.
@@ -146,7 +147,7 @@ func Configure(ctx context.Context, c Config) (*Lease, error) {
 		return nil, &Error{Links: errs, Err: ctx.Err()}
 	}
 	if err := apply(win.link, win.lease, c); err != nil {
-		return nil, fmt.Errorf("dhcp: %s: configure the lease from server %s: %w", win.lease.Iface, win.lease.Server, err)
+		return nil, fmt.Errorf("%s: configure the lease from server %s: %w", win.lease.Iface, win.lease.Server, err)
 	}
 	win.lease.Took = time.Since(start)
 	c.Logf("dhcp: configured %v", win.lease)
@@ -157,7 +158,7 @@ func Configure(ctx context.Context, c Config) (*Lease, error) {
 func candidates(iface string) ([]netlink.Link, error) {
 	all, err := netlink.LinkList()
 	if err != nil {
-		return nil, fmt.Errorf("dhcp: list the network links: %w", err)
+		return nil, fmt.Errorf("list the network links: %w", err)
 	}
 	var names []string
 	for _, l := range all {
@@ -174,11 +175,11 @@ func candidates(iface string) ([]netlink.Link, error) {
 				continue
 			}
 			if a.Flags&net.FlagLoopback != 0 || len(a.HardwareAddr) == 0 {
-				return nil, fmt.Errorf("dhcp: %w: %s has no hardware address to run DHCP with", ErrNoLink, iface)
+				return nil, fmt.Errorf("%w: %s has no hardware address to run DHCP with", ErrNoLink, iface)
 			}
 			return []netlink.Link{l}, nil
 		}
-		return nil, fmt.Errorf("dhcp: %w: no link named %s (links: %s)", ErrNoLink, iface, have)
+		return nil, fmt.Errorf("%w: no link named %s (links: %s)", ErrNoLink, iface, have)
 	}
 	var out []netlink.Link
 	for _, l := range all {
@@ -186,10 +187,13 @@ func candidates(iface string) ([]netlink.Link, error) {
 		if a.Flags&net.FlagLoopback != 0 || a.EncapType != "ether" || len(a.HardwareAddr) != 6 || a.MasterIndex != 0 {
 			continue
 		}
+		if t := l.Type(); t == "ifb" || t == "dummy" {
+			continue // Ethernet-like, but they lead nowhere
+		}
 		out = append(out, l)
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("dhcp: %w: no Ethernet link (links: %s); is the NIC's driver loaded?", ErrNoLink, have)
+		return nil, fmt.Errorf("%w: no Ethernet link (links: %s); is the NIC's driver loaded?", ErrNoLink, have)
 	}
 	return out, nil
 }
@@ -209,7 +213,9 @@ func tryLink(ctx context.Context, c Config, l netlink.Link) (*Lease, *LinkError)
 		}
 	}
 	if err := waitCarrier(ctx, l, c.LinkWait); err != nil {
-		c.Logf("dhcp: %s: %v", name, err)
+		if ctx.Err() == nil {
+			c.Logf("dhcp: %s: %v", name, err)
+		}
 		return fail(err)
 	}
 	client, err := nclient4.New(name, nclient4.WithTimeout(c.Timeout), nclient4.WithRetry(1))

@@ -4,7 +4,8 @@
 //
 // [Configure] takes the links to try — the one Config.Iface names
 // (thaw.iface=), or else every link with an Ethernet address except
-// loopback and links enslaved to a bridge or bond — brings each up and
+// loopback, ifb and dummy links, and links enslaved to a bridge or bond —
+// brings each up and
 // waits up to Config.LinkWait for its carrier. Every link that gets
 // carrier runs DHCP at once, with github.com/insomniacslk/dhcp's nclient4
 // on a raw socket (no address needed): DISCOVER, OFFER, REQUEST, ACK,

@@ -45,6 +45,11 @@ func TestNetns(t *testing.T) {
 	if err := checkNewNetns(); err != nil {
 		t.Fatal(err)
 	}
+	probe := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "probe0"}, PeerName: "probe1"}
+	if err := netlink.LinkAdd(probe); err != nil {
+		t.Skipf("cannot create a veth pair (is the veth module available? modprobe veth): %v", err)
+	}
+	netlink.LinkDel(probe)
 	oldBase := backoffBase
 	backoffBase = 50 * time.Millisecond
 	defer func() { backoffBase = oldBase }()
@@ -80,12 +85,17 @@ func runInNewNetns(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the test in the new network namespace failed: %v", err)
 	}
+	// With -test.v, a skip's reason is logged (indented) just before the
+	// "--- SKIP" line.
+	var last string
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if strings.HasPrefix(line, "--- SKIP: TestNetns ") {
-			// The reason is on the lines logged before it.
-			t.Skipf("skipped in the new network namespace; see its output above")
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "--- SKIP: TestNetns "):
+			t.Skipf("skipped in the new network namespace: %s", last)
+		case strings.HasPrefix(line, "    "):
+			last = strings.TrimSpace(line)
 		}
 	}
 }
@@ -212,6 +222,9 @@ type server struct {
 	dns    []net.IP
 	nak    bool
 
+	// ready waits until the server's link can send; see start.
+	ready func()
+
 	mu        sync.Mutex
 	discovers int
 	requests  int
@@ -229,6 +242,26 @@ func (s *server) start(t *testing.T, ns *netns, ifname string) {
 	})
 	if err != nil {
 		t.Fatalf("start the DHCP server on %s: %v", ifname, err)
+	}
+	// The server's link gets carrier only when Configure brings the
+	// client end up, and the kernel starts its transmit queue a moment
+	// later (linkwatch, which also sets the operational state): a reply
+	// sent before then is dropped. A real server's link has been up for
+	// long; this one waits for it.
+	s.ready = func() {
+		for range 200 {
+			up := false
+			ns.do(func() error {
+				l, err := netlink.LinkByName(ifname)
+				up = err == nil && l.Attrs().OperState == netlink.OperUp
+				return err
+			})
+			if up {
+				time.Sleep(10 * time.Millisecond)
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 	go srv.Serve()
 	t.Cleanup(func() { srv.Close() })
@@ -281,6 +314,7 @@ func (s *server) handle(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
 	if err != nil {
 		return
 	}
+	s.ready()
 	conn.WriteTo(resp.ToBytes(), peer)
 }
 

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/thawlinux/thaw/boot/pxe"
 	"github.com/thawlinux/thaw/scripts/harness"
 )
 
@@ -110,7 +111,12 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 				copyFile(t, f, filepath.Join(store, "agent-"+filepath.Base(f)))
 			}
 		}
-		script := fmt.Sprintf("#!ipxe\ndhcp\nkernel http://10.0.2.2:%d/agent-vmlinuz console=ttyS0 panic=-1 %s\ninitrd http://10.0.2.2:%d/agent-initramfs.cpio.gz\nboot\n", port, params, port)
+		script, err := pxe.Script(pxe.Config{KernelURL: fmt.Sprintf("http://10.0.2.2:%d/agent-vmlinuz", port),
+			InitrdURL: fmt.Sprintf("http://10.0.2.2:%d/agent-initramfs.cpio.gz", port),
+			Args:      append([]string{"console=ttyS0", "panic=-1"}, strings.Fields(params)...)})
+		if err != nil {
+			t.Fatal(err)
+		}
 		os.WriteFile(filepath.Join(tftp, "boot.ipxe"), []byte(script), 0o644)
 		cfg.Kernel, cfg.Initrd, cfg.Append, cfg.NIC = "", "", "", ""
 		cfg.Extra = append(cfg.Extra, "-netdev", "user,id=n0,tftp="+tftp+",bootfile=boot.ipxe", "-device", "virtio-net-pci,netdev=n0,romfile=/usr/lib/ipxe/qemu/efi-virtio.rom", "-boot", "n")
