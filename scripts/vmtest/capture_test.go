@@ -5,9 +5,9 @@ package vmtest
 import (
 	"archive/tar"
 	"bytes"
-	"encoding/json"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
