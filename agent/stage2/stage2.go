@@ -7,7 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"syscall"
+	"sort"
 
 	"github.com/u-root/u-root/pkg/cpio"
 )
@@ -38,19 +38,23 @@ func Load(path string) (*State, error) {
 	return &s, nil
 }
 
-// Pack writes a newc archive of the tree at root to w: every file on
-// root's own filesystem (mounts below it, such as /proc, /sys, /dev and
-// /tmp, are left out) plus the extra files given (path → contents).
+// Skip are the directories whose contents Pack leaves out (kept as empty
+// mount points): kernel file systems and scratch space. Everything else
+// goes in, mounted or not (u-root's init bind-mounts a tmpfs copy of /etc
+// over /etc).
+var Skip = []string{"proc", "sys", "dev", "tmp", "run"}
+
+// Pack writes a newc archive of the tree at root to w: every file except
+// those under Skip, plus the extra files given (path → contents), which
+// replace files of the same name.
 func Pack(w io.Writer, root string, extra map[string][]byte) error {
-	var rootDev uint64
-	st, err := os.Lstat(root)
-	if err != nil {
-		return err
+	skip := map[string]bool{}
+	for _, d := range Skip {
+		skip[d] = true
 	}
-	rootDev = st.Sys().(*syscall.Stat_t).Dev
 	rw := cpio.Newc.Writer(w)
 	rec := cpio.NewRecorder()
-	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -61,16 +65,8 @@ func Pack(w io.Writer, root string, extra map[string][]byte) error {
 		if _, ok := extra["/"+rel]; ok {
 			return nil
 		}
-		info, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		if info.Sys().(*syscall.Stat_t).Dev != rootDev {
-			if d.IsDir() {
-				// keep the mount point, not its contents
-				return errSkipWith(rw, rel, fs.SkipDir)
-			}
-			return nil
+		if skip[rel] && d.IsDir() {
+			return errSkipWith(rw, rel, fs.SkipDir)
 		}
 		r, err := rec.GetRecord(p)
 		if err != nil {
@@ -85,8 +81,13 @@ func Pack(w io.Writer, root string, extra map[string][]byte) error {
 	if err != nil {
 		return err
 	}
-	for name, b := range extra {
-		if err := rw.WriteRecord(cpio.StaticFile(filepath.Clean(name)[1:], string(b), 0o644)); err != nil {
+	names := make([]string, 0, len(extra))
+	for name := range extra {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if err := rw.WriteRecord(cpio.StaticFile(filepath.Clean(name)[1:], string(extra[name]), 0o644)); err != nil {
 			return err
 		}
 	}

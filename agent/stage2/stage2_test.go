@@ -17,6 +17,8 @@ func TestPack(t *testing.T) {
 	os.WriteFile(filepath.Join(root, "bin/thaw"), []byte("binary"), 0o755)
 	os.WriteFile(filepath.Join(root, "etc/thaw/stage2.json"), []byte("old"), 0o644)
 	os.Symlink("thaw", filepath.Join(root, "bin/init"))
+	os.MkdirAll(filepath.Join(root, "proc/1"), 0o755)
+	os.WriteFile(filepath.Join(root, "proc/1/status"), []byte("x"), 0o644)
 	var buf bytes.Buffer
 	if err := Pack(&buf, root, map[string][]byte{StatePath: []byte(`{"image":"http://x"}`)}); err != nil {
 		t.Fatal(err)
@@ -38,6 +40,12 @@ func TestPack(t *testing.T) {
 		if got[name] != want {
 			t.Errorf("%s = %q, want %q (archive: %v)", name, got[name], want, got)
 		}
+	}
+	if _, ok := got["proc"]; !ok {
+		t.Error("proc: the mount point is missing")
+	}
+	if _, ok := got["proc/1/status"]; ok {
+		t.Error("proc/1/status: a skipped directory's contents were packed")
 	}
 	// The extra file replaces the tree's copy: exactly one record.
 	n := bytes.Count(buf.Bytes(), []byte("etc/thaw/stage2.json\x00"))

@@ -605,7 +605,9 @@ func (a *agent) kexecStage2(targets []string, path string, resumeArgs []string) 
 	st := stage2.State{Image: a.p.Image, IndexSHA256: hex.EncodeToString(sum[:]), Disks: targets, Resume: path, ResumeArgs: resumeArgs, Stage1: a.times}
 	js, _ := jsonIndent(st)
 	var buf bytes.Buffer
-	if err := stage2.Pack(&buf, "/", map[string][]byte{stage2.StatePath: js}); err != nil {
+	// uinit.flags again: stage 2 must start "thaw agent" whatever the
+	// first stage's init did with its own copy.
+	if err := stage2.Pack(&buf, "/", map[string][]byte{stage2.StatePath: js, "/etc/uinit.flags": []byte(`"agent"`)}); err != nil {
 		a.ui.Fail(err.Error())
 		return err
 	}

@@ -21,6 +21,7 @@ type Disk struct {
 	Path   string
 	Format string // raw (default) or qcow2
 	If     string // virtio (default), ...
+	Addr   string // PCI slot of a virtio disk ("0x3"); "" lets QEMU choose
 }
 
 // VMConfig describes a QEMU virtual machine. Every VM runs under TCG.
@@ -103,6 +104,11 @@ func Start(cfg VMConfig) (*VM, error) {
 		}
 		if ifc == "" {
 			ifc = "virtio"
+		}
+		if d.Addr != "" && ifc == "virtio" {
+			args = append(args, "-drive", fmt.Sprintf("file=%s,format=%s,if=none,cache=unsafe,id=disk%d", d.Path, f, i),
+				"-device", fmt.Sprintf("virtio-blk-pci,drive=disk%d,addr=%s", i, d.Addr))
+			continue
 		}
 		args = append(args, "-drive", fmt.Sprintf("file=%s,format=%s,if=%s,cache=unsafe,index=%d", d.Path, f, ifc, i))
 	}

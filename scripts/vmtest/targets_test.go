@@ -44,6 +44,7 @@ type agentCase struct {
 	nic     string   // -nic model; "" with extra for a placed NIC
 	extra   []string // more QEMU arguments
 	pxe     bool     // boot through iPXE from QEMU's TFTP, no -kernel
+	slots   bool     // the disks at the source's PCI slots 3, 4, 5 explicitly
 	bundle  string   // store file name (default server.thaw)
 	from    string   // the bundle file to serve (default the capture's)
 	pubLine string   // default: the capture's key
@@ -97,6 +98,11 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 	cfg := harness.VMConfig{Name: ac.name, Kernel: kernel, Initrd: initrd, Append: params,
 		MemoryMB: ac.memMB, CPUs: ac.cpus, CPU: ac.cpu, NIC: ac.nic, Extra: ac.extra, Control: true, LogDir: logDir, Timeout: 12 * time.Minute,
 		Disks: []harness.Disk{{Path: at.target}, {Path: at.blank}, {Path: c.tools}}}
+	if ac.slots {
+		for i := range cfg.Disks {
+			cfg.Disks[i].Addr = fmt.Sprintf("0x%x", 3+i)
+		}
+	}
 	if cfg.MemoryMB == 0 {
 		cfg.MemoryMB = 512
 	}
@@ -200,7 +206,7 @@ func TestAgentPXE(t *testing.T) {
 // otherMachine is E3's target: twice the RAM, two vCPUs, an e1000 NIC in
 // another PCI slot; the disks on the same controller in the same slots.
 func otherMachine(name, params string) agentCase {
-	return agentCase{name: name, params: params, memMB: 1024, cpus: 2,
+	return agentCase{name: name, params: params, memMB: 1024, cpus: 2, slots: true,
 		extra: []string{"-netdev", "user,id=n1", "-device", "e1000,netdev=n1,addr=0x9"}}
 }
 
