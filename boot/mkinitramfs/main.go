@@ -44,7 +44,7 @@ var Commands = []string{
 // controllers; their dependencies come along.
 var Drivers = []string{
 	// virtual machines
-	"virtio_pci", "virtio_net", "virtio_blk", "virtio_scsi", "vmxnet3", "vmw_pvscsi", "hv_netvsc", "hv_storvsc",
+	"virtio_pci", "virtio_net", "virtio_blk", "virtio_scsi", "vmxnet3", "vmw_pvscsi", "hv_netvsc", "hv_storvsc", "virtio_rng",
 	// NICs
 	"e1000", "e1000e", "igb", "igc", "ixgbe", "i40e", "ice", "tg3", "bnxt_en", "r8169", "mlx4_en", "mlx5_core",
 	// disk controllers and disks

@@ -1,7 +1,7 @@
-// Command buildserver builds the real Debian 13 server guest the end-to-end
-// tests and the demo use, and caches it by the hash of its recipe:
+// Command buildserver builds the real Debian server guests the end-to-end
+// tests and the demo use, and caches each by the hash of its recipe:
 //
-//	go run ./scripts/buildserver CACHE
+//	go run ./scripts/buildserver [-suite trixie|bookworm] CACHE
 //
 // mmdebstrap makes a trixie root filesystem (systemd, udev, the cloud kernel
 // with its initramfs-tools initrd, lvm2, a stateful workload service, a test
@@ -9,13 +9,15 @@
 // and a builder VM (this host has no device-mapper) puts LVM on partition 1
 // of a new GPT disk and copies the image into the root LV. Partition 2 is the
 // swap area and resume device. The result lands in CACHE/server/HASH and
-// CACHE/server/current points to it.
+// CACHE/server/current (trixie, Debian 13) or CACHE/server/current-bookworm
+// (Debian 12) points to it.
 package main
 
 import (
 	"crypto/rand"
 	"crypto/sha256"
 	"embed"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -30,8 +32,9 @@ import (
 //go:embed main.go
 var self embed.FS
 
+var suite = "trixie"
+
 const (
-	suite    = "trixie"
 	mirror   = "http://deb.debian.org/debian"
 	packages = "systemd-sysv,udev,dbus,linux-image-cloud-amd64,initramfs-tools,lvm2,e2fsprogs,procps,kmod,iproute2,busybox"
 	vg       = "vg0"
@@ -42,11 +45,13 @@ const (
 )
 
 func main() {
-	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: buildserver CACHE")
+	flag.StringVar(&suite, "suite", suite, "Debian suite: trixie (Debian 13) or bookworm (Debian 12)")
+	flag.Parse()
+	if flag.NArg() != 1 || (suite != "trixie" && suite != "bookworm") {
+		fmt.Fprintln(os.Stderr, "usage: buildserver [-suite trixie|bookworm] CACHE")
 		os.Exit(2)
 	}
-	if err := build(os.Args[1]); err != nil {
+	if err := build(flag.Arg(0)); err != nil {
 		fmt.Fprintln(os.Stderr, "buildserver:", err)
 		os.Exit(1)
 	}
@@ -58,6 +63,7 @@ func recipeHash(serverDir string) (string, error) {
 	h := sha256.New()
 	src, _ := self.ReadFile("main.go")
 	h.Write(src)
+	h.Write([]byte(suite))
 	for _, f := range []string{"workload", "testctl", "units", "builder-init.sh"} {
 		b, err := os.ReadFile(filepath.Join(serverDir, f))
 		if err != nil {
@@ -98,8 +104,11 @@ func build(cache string) error {
 	}
 	out := filepath.Join(cache, "server", key)
 	current := filepath.Join(cache, "server", "current")
+	if suite != "trixie" {
+		current += "-" + suite
+	}
 	if _, err := os.Stat(filepath.Join(out, "done")); err == nil {
-		logf("server guest %s is cached in %s", key, out)
+		logf("%s server guest %s is cached in %s", suite, key, out)
 		os.Remove(current)
 		return os.Symlink(key, current)
 	}
@@ -186,6 +195,9 @@ func build(cache string) error {
 	}
 	k := &harness.Kernel{Name: "server", Release: release, Vmlinuz: filepath.Join(out, "vmlinuz"),
 		Modules: filepath.Join(root, "usr", "lib", "modules", release)}
+	if _, err := os.Stat(k.Modules); err != nil {
+		k.Modules = filepath.Join(root, "lib", "modules", release) // not merged-/usr
+	}
 
 	logf("root filesystem image (mke2fs -d, %d MiB)", rootMB)
 	rootImg := filepath.Join(work, "root.ext4")
@@ -243,6 +255,6 @@ func build(cache string) error {
 	if err := os.Symlink(key, current); err != nil {
 		return err
 	}
-	logf("server guest %s (kernel %s) built in %s: %s", key, release, time.Since(start).Round(time.Second), out)
+	logf("%s server guest %s (kernel %s) built in %s: %s", suite, key, release, time.Since(start).Round(time.Second), out)
 	return nil
 }

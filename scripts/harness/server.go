@@ -23,13 +23,21 @@ type Server struct {
 	SwapUUID string // PARTUUID of the swap partition
 }
 
-// LoadServer returns the server guest that `make server` built.
-func LoadServer() (*Server, error) {
+// LoadServer returns the Debian 13 server guest that `make server` built.
+func LoadServer() (*Server, error) { return LoadServerSuite("trixie") }
+
+// LoadServerSuite returns the server guest of a Debian suite: trixie
+// (Debian 13) or bookworm (Debian 12).
+func LoadServerSuite(suite string) (*Server, error) {
 	cache, err := CacheDir()
 	if err != nil {
 		return nil, err
 	}
-	dir, err := filepath.EvalSymlinks(filepath.Join(cache, "server", "current"))
+	link := "current"
+	if suite != "trixie" {
+		link += "-" + suite
+	}
+	dir, err := filepath.EvalSymlinks(filepath.Join(cache, "server", link))
 	if err != nil {
 		return nil, fmt.Errorf("harness: no server guest in %s (run `make server`): %w", cache, err)
 	}

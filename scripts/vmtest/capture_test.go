@@ -87,6 +87,51 @@ func TestServerCapture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	c, port, disk, blank := captureServer(t, s, "capture")
+	captured = keep(t, c)
+	h, blobSum, tools, bundlePath, pub := c.h, c.blobSum, c.tools, c.bundle, c.pub
+	dir := t.TempDir()
+	if out, err := thaw(t, "inspect", "--pubkey", pub, fmt.Sprintf("http://127.0.0.1:%d/server.thaw", port)); err != nil {
+		t.Fatalf("inspect of the captured bundle over HTTP: %v %s", err, out)
+	}
+	checkMailboxInStream(t, bundlePath, pub)
+	timing := func(stage string, since time.Time) { t.Logf("TIMING %-34s %6.1fs", stage, time.Since(since).Seconds()) }
+
+	target := filepath.Join(dir, "target.img")
+	hs, _ := os.Stat(disk)
+	os.WriteFile(target, nil, 0o644)
+	os.Truncate(target, hs.Size())
+	// The image's swap (vda2) holds swapped-out pages: the resume image goes
+	// to the second disk's resume partition, which thaw restore must refuse
+	// to take from the image's own swap.
+	if out, err := thaw(t, "restore", "--image", bundlePath, "--pubkey", pub, "--disk", target, "--resume", disk+"#2"); err == nil || !strings.Contains(err.Error(), "a swap the image uses") {
+		t.Fatalf("restore into the image's own swap: %v %s", err, out)
+	}
+	start := time.Now()
+	cmdline := restoreTo(t, fmt.Sprintf("http://127.0.0.1:%d/server.thaw", port), pub, target, s.Cmdline, "--resume", blank+"#2")
+	timing("restore over HTTP (verify + write)", start)
+	start = time.Now()
+	vm2 := serverVMWith(t, s, "capture-restored", cmdline, target, blank, tools)
+	defer failWithConsole(t, vm2)
+	if _, _, err := vm2.WaitFor(regexp.MustCompile(`thaw capture \[[ 0-9.]+s\]: resumed: mailbox intact`), 0, 4*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := vm2.WaitFor(regexp.MustCompile(`thaw capture \[[ 0-9.]+s\]: machine thawed; exiting`), 0, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	timing("boot + kernel resume → unfrozen", start)
+	out3, status, err := vm2.Run("md5sum </mnt/p/blob; swapon --show=NAME --noheadings", 2*time.Minute)
+	if err != nil || status != 0 || !strings.Contains(out3, blobSum) || !strings.Contains(out3, "/dev/vda2") {
+		t.Fatalf("after resume: blob and swap %q (want md5 %s and /dev/vda2 active): %v %d", out3, blobSum, err, status)
+	}
+	checkResumed(t, vm2, h)
+	fsckRoot(t, target)
+}
+
+// captureServer boots a server guest, puts memory pressure on it (a blob
+// pushed to swap), and captures it with thaw capture into thaw serve.
+func captureServer(t *testing.T, s *harness.Server, name string) (c *capturedServer, port int, disk, blank string) {
+	t.Helper()
 	dir := t.TempDir()
 	if _, err := thaw(t, "keygen", "--out", filepath.Join(dir, "k")); err != nil {
 		t.Fatal(err)
@@ -95,15 +140,15 @@ func TestServerCapture(t *testing.T) {
 	os.WriteFile(token, []byte("s3cret-token\n"), 0o600)
 	store := filepath.Join(dir, "store")
 	os.MkdirAll(store, 0o755)
-	port := startServe(t, "capture", store, "--token-file", token)
+	port = startServe(t, name, store, "--token-file", token)
 
 	tools := filepath.Join(dir, "tools.img")
 	toolsDisk(t, tools, map[string]string{"thaw": thawBin, "k.key": filepath.Join(dir, "k.key"), "token": token})
-	disk := filepath.Join(dir, "server.img")
+	disk = filepath.Join(dir, "server.img")
 	copyFile(t, s.Disk, disk)
-	blank := blankDisk(t, dir)
+	blank = blankDisk(t, dir)
 
-	vm := serverVMWith(t, s, "capture-source", s.Cmdline, disk, blank, tools)
+	vm := serverVMWith(t, s, name+"-source", s.Cmdline, disk, blank, tools)
 	vm.SetTimeout(20 * time.Minute)
 	defer failWithConsole(t, vm)
 	m, _, err := vm.WaitFor(workloadRE, 0, 4*time.Minute)
@@ -141,7 +186,6 @@ func TestServerCapture(t *testing.T) {
 		t.Fatalf("start capture: %v %d", err, status)
 	}
 	start := time.Now()
-	timing := func(stage string, since time.Time) { t.Logf("TIMING %-34s %6.1fs", stage, time.Since(since).Seconds()) }
 	if err := vm.Wait(15 * time.Minute); err != nil {
 		t.Fatalf("capture: %v", err)
 	}
@@ -151,45 +195,11 @@ func TestServerCapture(t *testing.T) {
 	}
 	h.last = lastCounter(console, h.secret)
 	t.Logf("captured at counter %d in %.0fs", h.last, time.Since(start).Seconds())
-	timing("capture (freeze → power off)", start)
+	t.Logf("TIMING %-34s %6.1fs", name+" (freeze → power off)", time.Since(start).Seconds())
 
-	bundlePath := filepath.Join(store, "server.thaw")
-	pub := filepath.Join(dir, "k.pub")
-	keep(t, s, bundlePath, pub, tools, h, blobSum, dsdtSum)
-	if out, err := thaw(t, "inspect", "--pubkey", pub, fmt.Sprintf("http://127.0.0.1:%d/server.thaw", port)); err != nil {
-		t.Fatalf("inspect of the captured bundle over HTTP: %v %s", err, out)
-	}
-	checkMailboxInStream(t, bundlePath, pub)
-
-	target := filepath.Join(dir, "target.img")
-	hs, _ := os.Stat(disk)
-	os.WriteFile(target, nil, 0o644)
-	os.Truncate(target, hs.Size())
-	// The image's swap (vda2) holds swapped-out pages: the resume image goes
-	// to the second disk's resume partition, which thaw restore must refuse
-	// to take from the image's own swap.
-	if out, err := thaw(t, "restore", "--image", bundlePath, "--pubkey", pub, "--disk", target, "--resume", disk+"#2"); err == nil || !strings.Contains(err.Error(), "a swap the image uses") {
-		t.Fatalf("restore into the image's own swap: %v %s", err, out)
-	}
-	start = time.Now()
-	cmdline := restoreTo(t, fmt.Sprintf("http://127.0.0.1:%d/server.thaw", port), pub, target, s.Cmdline, "--resume", blank+"#2")
-	timing("restore over HTTP (verify + write)", start)
-	start = time.Now()
-	vm2 := serverVMWith(t, s, "capture-restored", cmdline, target, blank, tools)
-	defer failWithConsole(t, vm2)
-	if _, _, err := vm2.WaitFor(regexp.MustCompile(`thaw capture \[[ 0-9.]+s\]: resumed: mailbox intact`), 0, 4*time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := vm2.WaitFor(regexp.MustCompile(`thaw capture \[[ 0-9.]+s\]: machine thawed; exiting`), 0, time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	timing("boot + kernel resume → unfrozen", start)
-	out3, status, err := vm2.Run("md5sum </mnt/p/blob; swapon --show=NAME --noheadings", 2*time.Minute)
-	if err != nil || status != 0 || !strings.Contains(out3, blobSum) || !strings.Contains(out3, "/dev/vda2") {
-		t.Fatalf("after resume: blob and swap %q (want md5 %s and /dev/vda2 active): %v %d", out3, blobSum, err, status)
-	}
-	checkResumed(t, vm2, h)
-	fsckRoot(t, target)
+	c = &capturedServer{s: s, h: h, blobSum: blobSum, dsdtSum: dsdtSum, tools: tools,
+		bundle: filepath.Join(store, "server.thaw"), pub: filepath.Join(dir, "k.pub")}
+	return c, port, disk, blank
 }
 
 // captured is TestServerCapture's bundle, kept for the tests after it.
@@ -203,23 +213,23 @@ type capturedServer struct {
 	dsdtSum            string // md5 of the source's DSDT
 }
 
-func keep(t *testing.T, s *harness.Server, bundle, pub, tools string, h *hibernatedServer, blobSum, dsdtSum string) {
+// keep links the capture into $TMPDIR/thaw-vmtest-captured for
+// needCaptured.
+func keep(t *testing.T, c *capturedServer) *capturedServer {
 	dir := filepath.Join(os.TempDir(), "thaw-vmtest-captured")
 	os.RemoveAll(dir)
 	os.MkdirAll(dir, 0o755)
-	c := &capturedServer{s: s, h: h, blobSum: blobSum, dsdtSum: dsdtSum}
-	for _, f := range []struct {
-		src string
-		dst *string
-	}{{bundle, &c.bundle}, {pub, &c.pub}, {tools, &c.tools}} {
-		*f.dst = filepath.Join(dir, filepath.Base(f.src))
-		if err := os.Link(f.src, *f.dst); err != nil {
-			copyFile(t, f.src, *f.dst)
+	kept := *c
+	for _, f := range []*string{&kept.bundle, &kept.pub, &kept.tools} {
+		dst := filepath.Join(dir, filepath.Base(*f))
+		if err := os.Link(*f, dst); err != nil {
+			copyFile(t, *f, dst)
 		}
+		*f = dst
 	}
-	captured = c
-	st, _ := json.Marshal(capturedState{Secret: h.secret, Last: h.last, BlobSum: blobSum, DSDTSum: dsdtSum})
+	st, _ := json.Marshal(capturedState{Secret: c.h.secret, Last: c.h.last, BlobSum: c.blobSum, DSDTSum: c.dsdtSum})
 	os.WriteFile(filepath.Join(dir, "state.json"), st, 0o644)
+	return &kept
 }
 
 // capturedState is what a later run needs of a kept capture.
