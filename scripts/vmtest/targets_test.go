@@ -41,13 +41,13 @@ type agentCase struct {
 	memMB   int
 	cpus    int
 	cpu     string
-	nic     string   // -nic model; "" with extra for a placed NIC
-	extra   []string // more QEMU arguments
-	pxe     bool     // boot through iPXE from QEMU's TFTP, no -kernel
-	slots   bool     // the disks at the source's PCI slots 3, 4, 5 explicitly
-	bundle  string   // store file name (default server.thaw)
-	from    string   // the bundle file to serve (default the capture's)
-	pubLine string   // default: the capture's key
+	nic     string          // -nic model; "" with extra for a placed NIC
+	extra   []string        // more QEMU arguments
+	pxe     bool            // boot through iPXE from QEMU's TFTP, no -kernel
+	slots   bool            // the disks at the source's PCI slots 3, 4, 5 explicitly
+	bundle  string          // store file name (default server.thaw)
+	from    string          // the bundle file to serve (default the capture's)
+	pubLine string          // default: the capture's key
 	c       *capturedServer // default: TestServerCapture's
 }
 
