@@ -44,6 +44,8 @@ unit:
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=5s ./images/manifest/
 	$(GO) test -run='^$$' -fuzz=FuzzContentRange -fuzztime=5s ./netfetch/httpra/
 	$(GO) test -run='^$$' -fuzz=FuzzParseModulesAlias -fuzztime=5s ./agent/plan/
+	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=5s ./netfetch/bootparam/
+	$(GO) test -run='^$$' -fuzz=FuzzLease -fuzztime=5s ./netfetch/dhcp/
 
 vmtest: kernels server initramfs
 	$(GO) test -tags vm -timeout 80m -v ./scripts/vmtest/ 2>&1 | tee build/vmtest.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)'; exit $${PIPESTATUS[0]}

@@ -343,7 +343,7 @@ func (a *agent) run() error {
 		a.stage("area", t0)
 	}
 	if replay {
-		return a.kexecStage2(targets, path, resumeArgs)
+		return a.kexecStage2(targets, path, resumeArgs, target.E820)
 	}
 	if path == "kexec" {
 		return a.kexecImage(resumeArgs)
@@ -593,11 +593,11 @@ func extractStream(br *bundle.Reader, name, dst string) error {
 }
 
 // kexecStage2 boots the agent again with the source's e820 table.
-func (a *agent) kexecStage2(targets []string, path string, resumeArgs []string) error {
+func (a *agent) kexecStage2(targets []string, path string, resumeArgs []string, here []manifest.E820Entry) error {
 	m := a.br.Manifest
 	t0 := time.Now()
 	a.ui.Begin("stage2", "agent kernel with the source's memory map")
-	if err := kexec.CheckFits(m.E820, mustProbeE820()); err != nil {
+	if err := kexec.CheckFits(m.E820, here); err != nil {
 		a.ui.Fail(err.Error())
 		return err
 	}
@@ -629,14 +629,6 @@ func (a *agent) kexecStage2(targets []string, path string, resumeArgs []string) 
 	a.ui.Logf("timing: %s", a.timing())
 	a.flushLog()
 	return kexec.Exec()
-}
-
-func mustProbeE820() []manifest.E820Entry {
-	t, err := probe.Probe("/")
-	if err != nil {
-		return nil
-	}
-	return t.E820
 }
 
 func fileSize(p string) int64 {

@@ -175,3 +175,26 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+// FuzzLease: a server's answer is outside bytes. Whatever parses as a
+// DHCPv4 packet, newLease returns a lease with a usable unicast address
+// and prefix, or an error; it never panics.
+func FuzzLease(f *testing.F) {
+	p, _ := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeAck), dhcpv4.WithYourIP(net.IPv4(10, 0, 2, 15)),
+		dhcpv4.WithNetmask(net.CIDRMask(24, 32)), dhcpv4.WithRouter(net.IPv4(10, 0, 2, 2)), dhcpv4.WithDNS(net.IPv4(10, 0, 2, 3)))
+	f.Add(p.ToBytes())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		pkt, err := dhcpv4.FromBytes(b)
+		if err != nil {
+			return
+		}
+		l, err := newLease("eth0", "52:54:00:12:34:56", pkt)
+		if err != nil {
+			return
+		}
+		if !l.Addr.IsValid() || !l.Addr.Addr().Is4() || l.Addr.Addr().IsUnspecified() {
+			t.Fatalf("lease with address %v from %x", l.Addr, b)
+		}
+		_ = l.String()
+	})
+}

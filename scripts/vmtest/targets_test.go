@@ -55,6 +55,7 @@ type agentTarget struct {
 	vm            *harness.VM
 	target, blank string
 	port          int
+	store         string // thaw serve's directory; the agent's log is logs/NAME.log
 }
 
 func pubKeyLine(t *testing.T, path string) string {
@@ -90,7 +91,7 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 		ac.pubLine = pubKeyLine(t, c.pub)
 	}
 	port := startServe(t, ac.name, store)
-	at := &agentTarget{port: port, target: filepath.Join(dir, "target.img"), blank: blankDisk(t, dir)}
+	at := &agentTarget{port: port, store: store, target: filepath.Join(dir, "target.img"), blank: blankDisk(t, dir)}
 	os.WriteFile(at.target, nil, 0o644)
 	st, _ := os.Stat(c.s.Disk)
 	os.Truncate(at.target, st.Size())
@@ -177,6 +178,11 @@ func TestAgentSameHardwareDirect(t *testing.T) {
 	at := agentResume(t, agentCase{name: "e1-direct"})
 	if !strings.Contains(at.vm.Console(), "memory image → /dev/snapshot") {
 		t.Error("the agent did not take the direct path")
+	}
+	// thaw.log=: the console lines reached thaw serve.
+	log, err := os.ReadFile(filepath.Join(at.store, "logs", "e1-direct.log"))
+	if err != nil || !strings.Contains(string(log), "[ ok ] write") || !strings.Contains(string(log), "[....] restore") {
+		t.Errorf("the agent's remote log (%v):\n%s", err, log)
 	}
 	checkResumed(t, at.vm, captured.h)
 	fsckRoot(t, at.target)
@@ -323,7 +329,7 @@ func TestAgentRefusesCPU(t *testing.T) {
 	// qemu64 has no RDRAND either: a virtio RNG seeds the kernel's
 	// random pool, which DHCP and TLS need.
 	refusal(t, agentCase{name: "e4-cpu", cpu: "qemu64", nic: "virtio-net-pci", slots: true, extra: []string{"-device", "virtio-rng-pci,addr=0x9"}},
-		regexp.MustCompile(`^REFUSED: this machine cannot take the image CPU: this CPU .*lacks \d+ feature\(s\) the image kernel uses: .*avx2.* fix: [^:]* Nothing was written`))
+		regexp.MustCompile(`^REFUSED: this machine cannot take the image CPU: this CPU .*lacks \d+ feature\(s\) the image kernel uses: .*avx2.* fix: restore on a CPU model with these features \(a VM: a CPU model that passes them through\); a resumed kernel would hang without a word Nothing was written`))
 }
 
 // E5: a bundle signed with another key, and one with a corrupted chunk.
