@@ -695,12 +695,18 @@ func kernelStreams(bw *bundle.Writer, release string, logf func(string, ...any))
 // physical addresses before the restore. A range that cannot be read is
 // noted and left out.
 func nonRAMStreams(bw *bundle.Writer, m *manifest.Manifest, logf func(string, ...any)) error {
-	rs, err := physmem.Ranges(m.E820, 64<<20)
+	rs, err := physmem.Ranges(m.E820, 0)
 	if err != nil {
 		logf("note: %v: firmware ranges not carried", err)
 		return nil
 	}
 	for i, r := range rs {
+		// Tables are KiB to a few MiB; bigger reserved ranges are device
+		// windows (a q35 machine's 256 MiB MMCONFIG), not carried.
+		if r.End-r.Start > 16<<20 {
+			logf("note: firmware range %#x-%#x (%d MiB) is a device window, not carried", r.Start, r.End, (r.End-r.Start)>>20)
+			continue
+		}
 		b, err := physmem.Read(r.Start, r.End-r.Start)
 		if err != nil {
 			logf("note: firmware range %#x-%#x not carried: %v", r.Start, r.End, err)

@@ -63,7 +63,7 @@ func Run(c Config) (*Result, error) {
 	}
 	res := &Result{}
 	done := map[string]bool{}   // device paths handled
-	loaded := map[string]bool{} // modules tried
+	tried := map[string]error{} // modules tried, and how it went
 	for round := 0; round < 5; round++ {
 		var fresh []string
 		for _, bus := range c.Buses {
@@ -92,18 +92,20 @@ func Run(c Config) (*Result, error) {
 					d.Builtin = true
 					continue
 				}
-				if loaded[mod] {
-					d.Modules = append(d.Modules, mod)
-					continue
+				err, done := tried[mod]
+				if !done {
+					err = c.Load(mod)
+					tried[mod] = err
+					if err == nil {
+						res.Loaded = append(res.Loaded, mod)
+						c.Logf("loaded %s for %s (%s)", mod, d.Path, d.Modalias)
+					}
 				}
-				loaded[mod] = true
-				if err := c.Load(mod); err != nil {
+				if err != nil {
 					errs = append(errs, fmt.Sprintf("%s: %v", mod, err))
 					continue
 				}
 				d.Modules = append(d.Modules, mod)
-				res.Loaded = append(res.Loaded, mod)
-				c.Logf("loaded %s for %s (%s)", mod, d.Path, d.Modalias)
 			}
 			d.Err = strings.Join(errs, "; ")
 			res.Devices = append(res.Devices, d)
@@ -112,8 +114,8 @@ func Run(c Config) (*Result, error) {
 	return res, nil
 }
 
-// Missing lists the devices of a class prefix (e.g. "pci:…bc02" for
-// network) that no module claimed.
+// Unclaimed lists the devices that no module loaded for and no built-in
+// driver claims.
 func (r *Result) Unclaimed() []Device {
 	var out []Device
 	for _, d := range r.Devices {

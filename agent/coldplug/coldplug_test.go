@@ -61,6 +61,29 @@ alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000
 	}
 }
 
+// A module that fails to load is no device's driver, however many
+// devices want it, and is tried once.
+func TestRunLoadFails(t *testing.T) {
+	sys, mods := t.TempDir(), t.TempDir()
+	write(t, filepath.Join(mods, "modules.alias"), "alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000\n")
+	for _, a := range []string{"0000:00:04.0", "0000:00:05.0"} {
+		write(t, filepath.Join(sys, "bus/pci/devices", a, "modalias"), "pci:v00008086d0000100Esv00008086sd00000001bc02sc00i00\n")
+	}
+	n := 0
+	res, err := Run(Config{Sys: sys, Modules: mods, Load: func(string) error { n++; return os.ErrNotExist }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 || len(res.Loaded) != 0 || len(res.Unclaimed()) != 2 {
+		t.Fatalf("%d loads, loaded %v, unclaimed %+v", n, res.Loaded, res.Unclaimed())
+	}
+	for _, d := range res.Devices {
+		if d.Err == "" {
+			t.Errorf("%s: no error recorded", d.Path)
+		}
+	}
+}
+
 func TestRunNoAliases(t *testing.T) {
 	if _, err := Run(Config{Sys: t.TempDir(), Modules: t.TempDir(), Load: func(string) error { return nil }}); err == nil {
 		t.Fatal("no modules.alias: want an error")

@@ -134,16 +134,20 @@ func Bar(what string, done, total int64, elapsed time.Duration) string {
 // Refusal is one reason with its fix.
 type Refusal struct{ Check, Reason, Hint string }
 
-// Refused prints the box that remote hands read: why nothing was restored
-// and what fixes it.
-func (u *UI) Refused(title string, rs []Refusal) {
+// Refused prints the box that remote hands read: why nothing was restored,
+// what fixes it, and (footer) what state the disks are in.
+func (u *UI) Refused(title string, rs []Refusal, footer string) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.line(Box(title, rs))
+	u.line(Box(title, rs, footer))
 }
 
+// NothingWritten is the footer of a box shown before any disk was opened
+// for writing.
+const NothingWritten = "Nothing was written to any disk."
+
 // Box renders the refusal box.
-func Box(title string, rs []Refusal) string {
+func Box(title string, rs []Refusal, footer string) string {
 	var body []string
 	body = append(body, title, "")
 	for _, r := range rs {
@@ -153,7 +157,7 @@ func Box(title string, rs []Refusal) string {
 		}
 		body = append(body, "")
 	}
-	body = append(body, "Nothing was written to any disk.")
+	body = append(body, wrap(footer, 68)...)
 	var b strings.Builder
 	b.WriteString("+" + strings.Repeat("-", 72) + "+\n")
 	for _, l := range body {

@@ -49,7 +49,7 @@ func TestBar(t *testing.T) {
 }
 
 func TestBox(t *testing.T) {
-	b := Box("REFUSED", []Refusal{{"cpu", "the target CPU lacks " + strings.Repeat("avx512f ", 12), "boot a CPU with these flags"}})
+	b := Box("REFUSED", []Refusal{{"cpu", "the target CPU lacks " + strings.Repeat("avx512f ", 12), "boot a CPU with these flags"}}, NothingWritten)
 	lines := strings.Split(b, "\n")
 	for _, l := range lines {
 		if len(l) != 74 {

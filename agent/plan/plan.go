@@ -125,8 +125,11 @@ func Make(src, dst *manifest.Manifest, aliases *Aliases, opt Options) *Plan {
 	// Memory: every source RAM range must be RAM here.
 	switch {
 	case len(src.E820) == 0:
-		p.Notes = append(p.Notes, "the bundle records no memory map (an export): only its digest "+src.E820Digest+" can be compared")
 		p.SameMap = src.E820Digest != "" && src.E820Digest == dst.E820Digest
+		if !p.SameMap {
+			p.refuse("memory", "the bundle records no memory map (an export), only its digest "+src.E820Digest+", and this machine's map differs ("+dst.E820Digest+"): it cannot be replayed",
+				"restore an export on a machine with the source's memory map, or capture the source with thaw capture")
+		}
 	default:
 		p.SameMap = src.E820Digest == dst.E820Digest
 		for _, e := range src.E820 {

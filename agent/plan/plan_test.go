@@ -69,6 +69,11 @@ func TestPlan(t *testing.T) {
 		{"no driver for the disk controller", func(src, dst *manifest.Manifest, opt *Options) {
 			dst.PCI[0].Modalias = "pci:v00001000d00000012sv00000000sd00000000bc01sc00i00"
 		}, false, "has no driver for the disk controller 0000:00:04.0", "direct"},
+		{"export on another memory map", func(src, dst *manifest.Manifest, opt *Options) {
+			src.E820 = nil
+			dst.E820Digest = "0x2"
+		}, false, "records no memory map (an export)", "kexec"},
+		{"export on the same memory map", func(src, dst *manifest.Manifest, opt *Options) { src.E820 = nil }, true, "", "direct"},
 		{"built-in driver bound on the source", func(src, dst *manifest.Manifest, opt *Options) {
 			m := "pci:v00001AF4d00001042sv00001AF4sd00001100bc01sc00i00"
 			src.PCI[0].Modalias, src.PCI[0].Driver, dst.PCI[0].Modalias = m, "virtio_blk", m

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"aead.dev/minisign"
@@ -31,6 +33,7 @@ import (
 	"github.com/thawlinux/thaw/netfetch/bootparam"
 	"github.com/thawlinux/thaw/netfetch/dhcp"
 	"github.com/thawlinux/thaw/netfetch/httpra"
+	"golang.org/x/sys/unix"
 )
 
 const agentHelp = `
@@ -68,15 +71,19 @@ Exit status 3: refused.
 
 // agent is one run of the agent.
 type agent struct {
-	ctx    context.Context
-	ui     *console.UI
-	p      *bootparam.Params
-	raw    string // the kernel command line
-	dry    bool
-	br     *bundle.Reader
-	closer func()
-	logq   chan string
-	times  map[string]float64
+	ctx     context.Context
+	ui      *console.UI
+	p       *bootparam.Params
+	raw     string // the kernel command line
+	dry     bool
+	br      *bundle.Reader
+	closer  func()
+	logq    chan string
+	logbuf  []string // lines before the network is up
+	logn    sync.WaitGroup
+	times   map[string]float64
+	wrote   []string // the disks opened for writing
+	sameMap bool
 }
 
 func runAgent(args []string) error {
@@ -105,13 +112,18 @@ func runAgent(args []string) error {
 		a.closer()
 	}
 	if err != nil {
+		unix.Sync()
+		footer := console.NothingWritten
+		if len(a.wrote) > 0 {
+			footer = "THE DISKS WERE WRITTEN (" + strings.Join(a.wrote, ", ") + ") but the server was not resumed: do not boot them; fix the cause and run the restore again."
+		}
 		var r *refusedError
 		if errors.As(err, &r) {
-			a.ui.Refused("REFUSED: "+r.title, r.rs)
+			a.ui.Refused("REFUSED: "+r.title, r.rs, footer)
 			a.flushLog()
 			return &exitError{3, errors.New("refused")}
 		}
-		a.ui.Refused("FAILED", []console.Refusal{{Check: "error", Reason: err.Error(), Hint: hintFor(err)}})
+		a.ui.Refused("FAILED", []console.Refusal{{Check: "error", Reason: err.Error(), Hint: hintFor(err)}}, footer)
 		a.flushLog()
 		return &exitError{1, err}
 	}
@@ -142,37 +154,54 @@ func hintFor(err error) string {
 	return "see the lines above; the rescue shell is on this console"
 }
 
-// sink queues a console line for the remote log.
+// sink queues a console line for the remote log; lines before the
+// network is up wait in logbuf. The UI calls it under its lock.
 func (a *agent) sink(line string) {
 	if a.logq == nil {
+		if len(a.logbuf) < 4096 {
+			a.logbuf = append(a.logbuf, line)
+		}
 		return
 	}
+	a.logn.Add(1)
 	select {
 	case a.logq <- line:
 	default: // the log never blocks the restore
+		a.logn.Done()
 	}
 }
 
+// startLog starts sending the console to thaw.log=, beginning with what
+// it printed before the network was up.
 func (a *agent) startLog() {
 	if a.p.Log == "" {
 		return
 	}
-	a.logq = make(chan string, 4096)
+	q := make(chan string, 4096)
+	a.logn.Add(len(a.logbuf))
+	for _, l := range a.logbuf {
+		q <- l
+	}
+	a.logbuf = nil
+	a.logq = q
 	go func() {
-		for line := range a.logq {
+		for line := range q {
 			ctx, cancel := context.WithTimeout(a.ctx, 3*time.Second)
 			httpra.PostLog(ctx, a.p.Log, []byte(line), httpra.Options{Token: a.p.Token, Retries: 1})
 			cancel()
+			a.logn.Done()
 		}
 	}()
 }
 
-// flushLog gives the remote log a moment to drain.
+// flushLog waits (at most 5 s) until the remote log has sent every line.
 func (a *agent) flushLog() {
-	for i := 0; a.logq != nil && len(a.logq) > 0 && i < 30; i++ {
-		time.Sleep(100 * time.Millisecond)
+	done := make(chan struct{})
+	go func() { a.logn.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
 	}
-	time.Sleep(200 * time.Millisecond)
 }
 
 func (a *agent) stage(name string, t0 time.Time) { a.times[name] = time.Since(t0).Seconds() }
@@ -260,6 +289,7 @@ func (a *agent) run() error {
 		}
 	}
 	pl := plan.Make(m, target, aliases, plan.Options{Disks: a.p.Disks, HasData: diskHasData})
+	a.sameMap = pl.SameMap
 	for _, d := range pl.Drivers {
 		mod := d.Module
 		if mod == "" {
@@ -278,10 +308,8 @@ func (a *agent) run() error {
 	if path == "" || path == "auto" {
 		path = "direct"
 	}
-	if path == "kexec" && a.p.Area == "" {
-		pl.Refusals = append(pl.Refusals, plan.Refusal{Check: "resume", Reason: "thaw.resume=kexec needs a resume area for the image", Hint: "add thaw.area=DEV: a swap-formatted partition that is not on a thaw.disk= target, or use thaw.resume=direct"})
-		pl.OK = false
-	}
+	pl.Refusals = append(pl.Refusals, a.bundleChecks(path)...)
+	pl.OK = len(pl.Refusals) == 0
 	if !pl.OK {
 		ui.Fail(fmt.Sprintf("%d refusal(s)", len(pl.Refusals)))
 		var rs []console.Refusal
@@ -305,45 +333,39 @@ func (a *agent) run() error {
 		ui.Banner("dry run: nothing written")
 		return nil
 	}
-	if path == "direct" && !replay {
-		if err := snapshot.Available(); err != nil {
-			return refuse("cannot restore directly", "resume", err.Error(), "use thaw.resume=kexec with thaw.area=")
-		}
-	}
-
-	// Nothing has been written yet; from here on the disks change.
-	if err := a.verify(); err != nil {
-		return err
-	}
+	// Nothing has been written yet; every check comes before the first
+	// write.
 	var area *blockdev.Dev
-	if path == "kexec" {
-		if area, err = openResumeArea("/dev/"+strings.TrimPrefix(a.p.Area, "/dev/"), targets, m); err != nil {
-			return refuse("bad resume area", "resume", err.Error(), "thaw.area= must name a swap-formatted partition that is not on a thaw.disk= target")
+	if path == "kexec" && a.p.Area != "" {
+		if area, err = openResumeArea("/dev/"+a.p.Area, targets, m); err != nil {
+			return refuse("bad resume area", "resume", err.Error(), "thaw.area= must name a swap-formatted partition that is not on a thaw.disk= target and not a swap of the image")
 		}
 		defer area.Close()
 	}
-	if err := a.writeDisks(targets); err != nil {
+	if err := a.verify(); err != nil {
+		return err
+	}
+	devs, held, err := a.writeDisks(targets)
+	if err != nil {
 		return err
 	}
 	var resumeArgs []string
-	if area != nil {
+	if path == "kexec" {
 		t0 = time.Now()
-		ui.Begin("area", "resume image → "+area.Ref)
-		if err := writeResumeImage(a.br, m, area, 0); err != nil {
+		where := "the disk that carries it"
+		if area != nil {
+			where = area.Ref
+		}
+		ui.Begin("area", "resume image → "+where)
+		if resumeArgs, err = writeResume(a.br, devs, area, held); err != nil {
 			ui.Fail(err.Error())
 			return err
 		}
-		if err := checkResumeImage(area, 0, m); err != nil {
-			neutralize(area, 0)
-			ui.Fail(err.Error())
-			return err
-		}
-		resumeArgs = []string{"resume=" + area.ResumeArg()}
 		ui.Done("written and verified, " + strings.Join(resumeArgs, " "))
 		a.stage("area", t0)
 	}
 	if replay {
-		return a.kexecStage2(targets, path, resumeArgs, target.E820)
+		return a.kexecStage2(targets, path, resumeArgs)
 	}
 	if path == "kexec" {
 		return a.kexecImage(resumeArgs)
@@ -410,7 +432,7 @@ func (a *agent) openImage() error {
 	if err != nil {
 		ui.Fail(err.Error())
 		ra.Close()
-		return refuse("bad public key", "signature", err.Error(), "thaw.pubkey= takes the key line of a minisign .pub file (RW…)")
+		return refuse("bad public key", "signature", err.Error(), "thaw.pubkey= takes the key line of a minisign .pub file (RW…); keys in /etc/thaw/pubkeys come from make initramfs PUBKEY=")
 	}
 	if len(keys) == 0 && !a.p.Insecure {
 		ui.Fail("no trusted key")
@@ -437,6 +459,11 @@ func (a *agent) openImage() error {
 			ui.Done("NOT VERIFIED: thaw.insecure=1")
 		}
 		lastErr = err
+	}
+	if a.br == nil && !errors.Is(lastErr, bundle.ErrBadSignature) && !errors.Is(lastErr, bundle.ErrUnsigned) {
+		ui.Fail(lastErr.Error())
+		ra.Close()
+		return fmt.Errorf("reading the bundle's index: %w", lastErr)
 	}
 	if a.br == nil {
 		ui.Fail(lastErr.Error())
@@ -471,28 +498,80 @@ func (a *agent) verify() error {
 	return nil
 }
 
-func (a *agent) writeDisks(targets []string) error {
+// writeDisks opens the planned disks and writes the bundle's disk streams
+// onto them (restore's writeTargets); it returns the open disks and the
+// held resume header of an image carried inside a disk.
+func (a *agent) writeDisks(targets []string) ([]*blockdev.Dev, []byte, error) {
 	m := a.br.Manifest
 	t0 := time.Now()
 	a.ui.Begin("write", fmt.Sprintf("%d disk(s)", len(targets)))
+	devs := make([]*blockdev.Dev, len(targets))
+	rds := make([]restoreDisk, len(targets))
 	for i, t := range targets {
 		dev, err := blockdev.Open(t, true)
 		if err != nil {
 			a.ui.Fail(err.Error())
-			return err
+			return nil, nil, err
 		}
-		rd := &restoreDisk{Stream: m.Disks[i].Stream, Target: t, Bytes: m.Disks[i].Size}
-		_, err = writeDisk(a.br, rd.Stream, dev, nil, rd, func(d, tot int64) { a.ui.Progress(t, d, tot) })
-		dev.Close()
-		if err != nil {
-			a.ui.Fail(err.Error())
-			return fmt.Errorf("writing %s: %w", t, err)
-		}
-		a.ui.Logf("%s → %s: %d MiB, %d MiB written, %d chunks already zero", rd.Stream, t, rd.Bytes>>20, rd.WrittenBytes>>20, rd.ZeroChunks)
+		devs[i], rds[i] = dev, restoreDisk{Stream: m.Disks[i].Stream, Target: t, Bytes: m.Disks[i].Size}
+		a.closeAlso(dev)
+	}
+	a.wrote = targets
+	held, err := writeTargets(a.br, devs, rds, func(t string) func(int64, int64) {
+		return func(d, tot int64) { a.ui.Progress(t, d, tot) }
+	}, a.ui.Logf)
+	if err != nil {
+		a.ui.Fail(err.Error())
+		return nil, nil, err
 	}
 	a.ui.Done(fmt.Sprintf("%d disk(s) written and synced", len(targets)))
 	a.stage("write", t0)
-	return nil
+	return devs, held, nil
+}
+
+// closeAlso closes dev when the agent's bundle is closed.
+func (a *agent) closeAlso(dev *blockdev.Dev) {
+	prev := a.closer
+	a.closer = func() {
+		dev.Close()
+		if prev != nil {
+			prev()
+		}
+	}
+}
+
+// bundleChecks are the checks of the bundle against the chosen path that
+// the plan does not make; all run before anything is written.
+func (a *agent) bundleChecks(path string) []plan.Refusal {
+	m := a.br.Manifest
+	var rs []plan.Refusal
+	if m.Image == nil || a.br.Index.Stream(m.Image.Stream) == nil {
+		rs = append(rs, plan.Refusal{Check: "image", Reason: "the bundle carries no memory image", Hint: "restore a bundle made by thaw capture or thaw export"})
+	}
+	for _, d := range m.Disks {
+		if a.br.Index.Stream(d.Stream) == nil {
+			rs = append(rs, plan.Refusal{Check: "image", Reason: "the bundle names no stream for disk " + d.Name, Hint: "the bundle is incomplete: capture or export it again"})
+		}
+	}
+	switch path {
+	case "direct":
+		if err := snapshot.Available(); err != nil {
+			rs = append(rs, plan.Refusal{Check: "resume", Reason: err.Error(), Hint: "use thaw.resume=kexec with thaw.area="})
+		}
+	case "kexec":
+		for _, f := range []string{"vmlinuz", "initrd"} {
+			if a.br.Index.Stream(f) == nil {
+				rs = append(rs, plan.Refusal{Check: "resume", Reason: "the bundle carries no " + f + " of the image kernel", Hint: "use thaw.resume=direct"})
+			}
+		}
+		if a.p.Area == "" && (m.Resume == nil || !m.Resume.InDisk) {
+			rs = append(rs, plan.Refusal{Check: "resume", Reason: "thaw.resume=kexec needs a resume area for the image", Hint: "add thaw.area=DEV: a swap-formatted partition that is not on a thaw.disk= target, or use thaw.resume=direct"})
+		}
+	}
+	if !a.sameMap && len(m.NonRAM) == 0 {
+		a.ui.Logf("warning: the bundle carries no firmware ranges; after the memory-map replay the resumed kernel may find other ACPI tables")
+	}
+	return rs
 }
 
 // direct hands the memory image to this kernel.
@@ -593,31 +672,39 @@ func extractStream(br *bundle.Reader, name, dst string) error {
 }
 
 // kexecStage2 boots the agent again with the source's e820 table.
-func (a *agent) kexecStage2(targets []string, path string, resumeArgs []string, here []manifest.E820Entry) error {
+func (a *agent) kexecStage2(targets []string, path string, resumeArgs []string) error {
 	m := a.br.Manifest
 	t0 := time.Now()
 	a.ui.Begin("stage2", "agent kernel with the source's memory map")
-	if err := kexec.CheckFits(m.E820, here); err != nil {
-		a.ui.Fail(err.Error())
-		return err
-	}
 	sum := sha256.Sum256(a.br.IndexRaw)
 	st := stage2.State{Image: a.p.Image, IndexSHA256: hex.EncodeToString(sum[:]), Disks: targets, Resume: path, ResumeArgs: resumeArgs, Stage1: a.times}
-	js, _ := jsonIndent(st)
-	var buf bytes.Buffer
-	// uinit.flags again: stage 2 must start "thaw agent" whatever the
-	// first stage's init did with its own copy.
-	if err := stage2.Pack(&buf, "/", map[string][]byte{stage2.StatePath: js, "/etc/uinit.flags": []byte(`"agent"`)}); err != nil {
-		a.ui.Fail(err.Error())
+	js, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
 		return err
 	}
 	initrd := "/tmp/stage2.cpio"
-	if err := os.WriteFile(initrd, buf.Bytes(), 0o600); err != nil {
+	f, err := os.Create(initrd)
+	if err != nil {
 		a.ui.Fail(err.Error())
 		return err
 	}
-	buf = bytes.Buffer{}
-	a.ui.Logf("stage 2 initramfs: %d MiB", fileSize(initrd)>>20)
+	// uinit.flags again: stage 2 must start "thaw agent" whatever the
+	// first stage's init did with its own copy.
+	bw := bufio.NewWriterSize(f, 1<<20)
+	err = stage2.Pack(bw, "/", map[string][]byte{stage2.StatePath: js, "/etc/uinit.flags": []byte(`"agent"`)})
+	if err == nil {
+		err = bw.Flush()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		a.ui.Fail(err.Error())
+		return fmt.Errorf("stage 2 initramfs: %w", err)
+	}
+	if st, err := os.Stat(initrd); err == nil {
+		a.ui.Logf("stage 2 initramfs: %d MiB", st.Size()>>20)
+	}
 	img := kexec.Image{Kernel: "/boot/vmlinuz", Initrd: initrd, Cmdline: withStage2(a.raw)}
 	if _, err := kexec.LoadWithE820(img, m.E820, kexec.Options{Logf: a.ui.Logf}); err != nil {
 		a.ui.Fail(err.Error())
@@ -631,14 +718,6 @@ func (a *agent) kexecStage2(targets []string, path string, resumeArgs []string, 
 	return kexec.Exec()
 }
 
-func fileSize(p string) int64 {
-	st, err := os.Stat(p)
-	if err != nil {
-		return 0
-	}
-	return st.Size()
-}
-
 // stage2 runs after the agent kexec'd itself: the disks are written, the
 // memory map is the source's. It writes the source's firmware ranges back,
 // then restores.
@@ -647,6 +726,7 @@ func (a *agent) stage2() error {
 	if err != nil {
 		return err
 	}
+	a.wrote = st.Disks
 	for k, v := range st.Stage1 {
 		a.times["1."+k] = v
 	}
@@ -693,8 +773,6 @@ func (a *agent) stage2() error {
 	}
 	return a.direct()
 }
-
-func jsonIndent(v any) ([]byte, error) { return json.MarshalIndent(v, "", "  ") }
 
 // withStage2 adds thaw.stage=2 to a kernel command line, before a "--"
 // (after it, arguments go to init, not to the kernel's parameters).

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -159,21 +161,9 @@ func runRestore(args []string) error {
 
 	// 4. Write the disks, holding back the resume signature.
 	t0 = time.Now()
-	var heldHeader []byte
-	for i, dev := range targets {
-		rd := &res.Disks[i]
-		var hold *int64
-		if m.Resume != nil && m.Resume.InDisk && m.Resume.Disk == i {
-			hold = &m.Resume.HeaderOffset
-		}
-		h, err := writeDisk(br, m.Disks[i].Stream, dev, hold, rd, progressLine(!*asJSON, "writing "+rd.Target))
-		if err != nil {
-			return fmt.Errorf("writing %s: %w", dev.Ref, err)
-		}
-		if h != nil {
-			heldHeader = h
-		}
-		say("%s → %s: %d MiB, %d MiB written, %d zero chunks already zero", rd.Stream, rd.Target, rd.Bytes>>20, rd.WrittenBytes>>20, rd.ZeroChunks)
+	heldHeader, err := writeTargets(br, targets, res.Disks, func(target string) func(int64, int64) { return progressLine(!*asJSON, "writing "+target) }, say)
+	if err != nil {
+		return err
 	}
 	stage("write_disks", t0)
 
@@ -189,49 +179,91 @@ func runRestore(args []string) error {
 		return fmt.Errorf("direct restore: %w", err)
 	}
 
-	// 5. The resume image, last. With --resume, an image carried inside a
-	// disk keeps its neutralized signature: one resumable copy only.
+	// 5. The resume image, last.
 	t0 = time.Now()
+	if res.ResumeArgs, err = writeResume(br, targets, resumeDev, heldHeader); err != nil {
+		return err
+	}
+	stage("resume_image", t0)
+	return printRestore(res, disks, *asJSON)
+}
+
+// writeTargets writes each disk stream of the bundle onto its target, in
+// the bundle's order. The hibernation signature of an image carried inside
+// a disk is held back (the page is written with its swap signature) and
+// returned, so that an interrupted restore is never resumable.
+func writeTargets(br *bundle.Reader, targets []*blockdev.Dev, rds []restoreDisk, progress func(target string) func(done, total int64), say func(string, ...any)) ([]byte, error) {
+	m := br.Manifest
+	var held []byte
+	for i, dev := range targets {
+		rd := &rds[i]
+		var hold *int64
+		if m.Resume != nil && m.Resume.InDisk && m.Resume.Disk == i {
+			hold = &m.Resume.HeaderOffset
+		}
+		h, err := writeDisk(br, m.Disks[i].Stream, dev, hold, rd, progress(rd.Target))
+		if err != nil {
+			return nil, fmt.Errorf("writing %s: %w", dev.Ref, err)
+		}
+		if h != nil {
+			held = h
+		}
+		say("%s → %s: %d MiB, %d MiB written, %d zero chunks already zero", rd.Stream, rd.Target, rd.Bytes>>20, rd.WrittenBytes>>20, rd.ZeroChunks)
+	}
+	return held, nil
+}
+
+// writeResume writes the resume image last and returns the kernel
+// arguments that resume it: into resumeDev in the kernel's format, or,
+// with resumeDev nil, the held header page back into the disk that carries
+// an exported image. With resumeDev, an image carried inside a disk keeps
+// its neutralized signature: one resumable copy only. What was written is
+// read back and verified; if it does not verify, its signature is removed.
+func writeResume(br *bundle.Reader, targets []*blockdev.Dev, resumeDev *blockdev.Dev, held []byte) ([]string, error) {
+	m := br.Manifest
 	var (
 		area       *blockdev.Dev // the swap device the kernel resumes from
 		headerPage int64
 		resumeArg  string
+		err        error
 	)
 	if resumeDev != nil {
 		area, resumeArg = resumeDev, resumeDev.ResumeArg()
 	} else {
+		if m.Resume == nil {
+			return nil, errors.New("the bundle carries no resume area: give one")
+		}
 		rdev := targets[m.Resume.Disk]
 		w := resumeArea(m, rdev)
 		// Swap map entries count pages from the start of the swap device:
 		// the partition (resume=PARTUUID=…), not the disk.
 		if area, err = rdev.Window(w.start, w.size, fmt.Sprintf("%s (resume area)", rdev.Ref)); err != nil {
-			return err
+			return nil, err
 		}
 		headerPage, resumeArg = (m.Resume.HeaderOffset-w.start)/swsusp.PageSize, resumeTarget(m)
 	}
 	if resumeDev == nil && m.Resume.InDisk {
-		if heldHeader == nil || swsusp.ParseHeader(heldHeader).Sig != swsusp.SigHibernate {
-			return errors.New("the bundle's disk stream holds no hibernation signature at the resume header")
+		if held == nil || swsusp.ParseHeader(held).Sig != swsusp.SigHibernate {
+			return nil, errors.New("the bundle's disk stream holds no hibernation signature at the resume header")
 		}
-		if _, err := area.WriteAt(heldHeader, headerPage*swsusp.PageSize); err != nil {
-			return err
+		if _, err := area.WriteAt(held, headerPage*swsusp.PageSize); err != nil {
+			return nil, err
 		}
 		if err := area.Sync(); err != nil {
-			return err
+			return nil, err
 		}
 	} else if err := writeResumeImage(br, m, area, headerPage); err != nil {
-		return fmt.Errorf("writing the resume image to %s: %w", area.Ref, err)
+		return nil, fmt.Errorf("writing the resume image to %s: %w", area.Ref, err)
 	}
 	if err := checkResumeImage(area, headerPage, m); err != nil {
 		neutralize(area, headerPage*swsusp.PageSize)
-		return fmt.Errorf("the resume image written does not verify, its signature was removed: %w", err)
+		return nil, fmt.Errorf("the resume image written does not verify, its signature was removed: %w", err)
 	}
-	stage("resume_image", t0)
-	res.ResumeArgs = []string{"resume=" + resumeArg}
+	args := []string{"resume=" + resumeArg}
 	if headerPage != 0 {
-		res.ResumeArgs = append(res.ResumeArgs, fmt.Sprintf("resume_offset=%d", headerPage))
+		args = append(args, fmt.Sprintf("resume_offset=%d", headerPage))
 	}
-	return printRestore(res, disks, *asJSON)
+	return args, nil
 }
 
 func printRestore(res *restoreResult, disks []string, asJSON bool) error {
@@ -251,9 +283,15 @@ func openResumeArea(ref string, disks []string, m *manifest.Manifest) (*blockdev
 	if i := strings.LastIndexByte(ref, '#'); i > 0 {
 		path = ref[:i]
 	}
+	// A partition device (/dev/sdb2) is opened as its disk's GPT partition
+	// (/dev/sdb#2): its disk is checked against the targets, and its
+	// PARTUUID names it to the image kernel.
+	if disk, n, ok := partitionOf(path); ok {
+		path, ref = disk, fmt.Sprintf("%s#%d", disk, n)
+	}
 	for _, d := range disks {
 		if sameFile(d, path) {
-			return nil, fmt.Errorf("--resume %s lies on --disk %s, which the restore overwrites", ref, d)
+			return nil, fmt.Errorf("the resume area %s lies on target disk %s, which the restore overwrites", ref, d)
 		}
 	}
 	dev, err := blockdev.Open(ref, true)
@@ -263,11 +301,11 @@ func openResumeArea(ref string, disks []string, m *manifest.Manifest) (*blockdev
 	page := make([]byte, swsusp.PageSize)
 	if _, err := dev.ReadAt(page, 0); err != nil {
 		dev.Close()
-		return nil, fmt.Errorf("--resume %s: %w", ref, err)
+		return nil, fmt.Errorf("resume area %s: %w", ref, err)
 	}
 	if h := swsusp.ParseHeader(page); h.Sig != swsusp.SigSwap2 && h.Sig != swsusp.SigSwap1 && h.Sig != swsusp.SigHibernate {
 		dev.Close()
-		return nil, fmt.Errorf("--resume %s holds no swap area (signature %q): run mkswap on it first", ref, h.Sig)
+		return nil, fmt.Errorf("resume area %s holds no swap area (signature %q): run mkswap on it first", ref, h.Sig)
 	}
 	for _, d := range m.Disks {
 		for _, p := range d.Partitions {
@@ -275,13 +313,38 @@ func openResumeArea(ref string, disks []string, m *manifest.Manifest) (*blockdev
 				for _, s := range m.Swaps {
 					if s.Path == "/dev/"+partName(d.Name, p.Number) {
 						dev.Close()
-						return nil, fmt.Errorf("--resume %s (PARTUUID %s) is %s, a swap the image uses: its pages would be overwritten", ref, dev.PartUUID, s.Path)
+						return nil, fmt.Errorf("resume area %s (PARTUUID %s) is %s, a swap the image uses: its pages would be overwritten", ref, dev.PartUUID, s.Path)
 					}
 				}
 			}
 		}
 	}
 	return dev, nil
+}
+
+// partitionOf reports the disk and number of a partition block device.
+func partitionOf(path string) (disk string, n int, ok bool) {
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return "", 0, false
+	}
+	st, err := os.Stat(real)
+	if err != nil || st.Mode()&os.ModeDevice == 0 {
+		return "", 0, false
+	}
+	sys := "/sys/class/block/" + filepath.Base(real)
+	b, err := os.ReadFile(sys + "/partition")
+	if err != nil {
+		return "", 0, false
+	}
+	if n, err = strconv.Atoi(strings.TrimSpace(string(b))); err != nil {
+		return "", 0, false
+	}
+	link, err := filepath.EvalSymlinks(sys)
+	if err != nil {
+		return "", 0, false
+	}
+	return "/dev/" + filepath.Base(filepath.Dir(link)), n, true
 }
 
 func sameFile(a, b string) bool {

@@ -41,14 +41,16 @@ type agentCase struct {
 	memMB   int
 	cpus    int
 	cpu     string
-	nic     string          // -nic model; "" with extra for a placed NIC
-	extra   []string        // more QEMU arguments
-	pxe     bool            // boot through iPXE from QEMU's TFTP, no -kernel
-	slots   bool            // the disks at the source's PCI slots 3, 4, 5 explicitly
-	bundle  string          // store file name (default server.thaw)
-	from    string          // the bundle file to serve (default the capture's)
-	pubLine string          // default: the capture's key
-	c       *capturedServer // default: TestServerCapture's
+	nic     string                     // -nic model; "" with extra for a placed NIC
+	extra   []string                   // more QEMU arguments
+	pxe     bool                       // boot through iPXE from QEMU's TFTP, no -kernel
+	slots   bool                       // the disks at the source's PCI slots 3, 4, 5 explicitly
+	bundle  string                     // store file name (default server.thaw)
+	from    string                     // the bundle file to serve (default the capture's)
+	pubLine string                     // default: the capture's key
+	c       *capturedServer            // default: TestServerCapture's
+	before  func(target, blank string) // called with the disks before the VM starts
+	gpt     bool                       // the target disk holds a GPT with a swap partition 2
 }
 
 type agentTarget struct {
@@ -95,6 +97,11 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 	os.WriteFile(at.target, nil, 0o644)
 	st, _ := os.Stat(c.s.Disk)
 	os.Truncate(at.target, st.Size())
+	if ac.gpt {
+		if err := harness.MakeGPTDisk(at.target, int(st.Size()>>20), []harness.Part{{Name: "data", SizeMB: 1024}, {Name: "swap", SizeMB: 1024, Swap: true}}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	params := fmt.Sprintf("thaw.image=http://10.0.2.2:%d/%s thaw.pubkey=%s thaw.disk=vda thaw.log=http://10.0.2.2:%d/log/%s %s",
 		port, ac.bundle, ac.pubLine, port, ac.name, ac.params)
 	cfg := harness.VMConfig{Name: ac.name, Kernel: kernel, Initrd: initrd, Append: params,
@@ -128,6 +135,9 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 		os.WriteFile(filepath.Join(tftp, "boot.ipxe"), []byte(script), 0o644)
 		cfg.Kernel, cfg.Initrd, cfg.Append, cfg.NIC = "", "", "", ""
 		cfg.Extra = append(cfg.Extra, "-netdev", "user,id=n0,tftp="+tftp+",bootfile=boot.ipxe", "-device", "virtio-net-pci,netdev=n0", "-boot", "n")
+	}
+	if ac.before != nil {
+		ac.before(at.target, at.blank)
 	}
 	vm, err := harness.Start(cfg)
 	if err != nil {
@@ -195,6 +205,9 @@ func TestAgentSameHardwareKexec(t *testing.T) {
 	if !strings.Contains(at.vm.Console(), "loaded; rebooting into it") {
 		t.Error("the agent did not kexec the image kernel")
 	}
+	if !regexp.MustCompile(`\[ ok \] area .*resume=PARTUUID=[0-9a-f-]{36}`).MatchString(at.vm.Console()) {
+		t.Error("the resume area thaw.area=vdb2 was not named by its PARTUUID")
+	}
 	checkResumed(t, at.vm, captured.h)
 	fsckRoot(t, at.target)
 }
@@ -246,6 +259,9 @@ func testOtherMachine(t *testing.T, ac agentCase) {
 	if !strings.Contains(con, "rebooting into stage 2") {
 		t.Error("the agent did not replay the source's memory map")
 	}
+	if strings.Contains(ac.params, "thaw.resume=kexec") && (!strings.Contains(con, "[ ok ] area") || !strings.Contains(con, "loaded; rebooting into it")) {
+		t.Error("stage 2 did not take the kexec path")
+	}
 	resumedAt := resumedRE.FindStringIndex(con)[0]
 	out, status, err := at.vm.Run("md5sum </sys/firmware/acpi/tables/DSDT; nproc; "+
 		"p=$(basename $(readlink -f /sys/block/vdb/device/..)); echo $p >/sys/bus/pci/drivers/virtio-pci/unbind && sleep 1 && echo $p >/sys/bus/pci/drivers/virtio-pci/bind && sleep 2 && "+
@@ -271,10 +287,11 @@ func testOtherMachine(t *testing.T, ac agentCase) {
 // refusal boots the agent with a case that must be refused, and checks
 // that the disks are byte-identical afterwards.
 func refusal(t *testing.T, ac agentCase, want *regexp.Regexp) {
+	var before [2][32]byte
 	c := needCaptured(t)
+	ac.before = func(target, blank string) { before = [2][32]byte{sha256File(t, target), sha256File(t, blank)} }
 	at := bootAgent(t, c, ac)
 	defer failWithConsole(t, at.vm)
-	before := [2][32]byte{sha256File(t, at.target), sha256File(t, at.blank)}
 	m, _, err := at.vm.WaitFor(regexp.MustCompile(refusedRE.String()+`|`+resumedRE.String()+`|memory image →`), 0, 6*time.Minute)
 	if err != nil {
 		t.Fatal(err)
@@ -362,4 +379,11 @@ func TestAgentDebian12OtherMachine(t *testing.T) {
 	ac := otherMachine("d12-e3-direct", "")
 	ac.c = c
 	testOtherMachine(t, ac)
+}
+
+// A resume area on a disk the restore overwrites is refused before any
+// write, though it is named as a partition of that disk.
+func TestAgentRefusesAreaOnTarget(t *testing.T) {
+	refusal(t, agentCase{name: "area-on-target", gpt: true, params: "thaw.resume=kexec thaw.area=vda2"},
+		regexp.MustCompile(`RESUME: the resume area /dev/vda#2 lies on target disk /dev/vda`))
 }
