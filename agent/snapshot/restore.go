@@ -18,6 +18,16 @@ import (
 // not return: the machine continues as the image. Any failure unfreezes.
 // platform is the image header's SF_PLATFORM_MODE.
 func Restore(stream io.Reader, platform bool, logf func(string, ...any)) (err error) {
+	return RestoreWith(stream, platform, logf, nil)
+}
+
+// RestoreWith is Restore with beforeFreeze called after the last page and
+// before the freeze. It must leave no goroutine that can become runnable
+// (stop log senders, close network connections and their timers): the
+// freeze stops every other thread of this process, and one frozen while
+// it holds the only P (GOMAXPROCS 1) leaves this thread waiting for it
+// forever when the freeze ioctl returns.
+func RestoreWith(stream io.Reader, platform bool, logf func(string, ...any), beforeFreeze func()) (err error) {
 	// The kernel allocates the image's pages and bitmaps atomically while
 	// it takes them: give it the page cache (a restore has just written
 	// disks through it) and this process's free heap first.
@@ -62,6 +72,9 @@ func Restore(stream io.Reader, platform bool, logf func(string, ...any)) (err er
 		return errors.New("empty snapshot stream")
 	}
 	logf("%d pages handed to the kernel; freezing and jumping into the image", pages)
+	if beforeFreeze != nil {
+		beforeFreeze()
+	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))

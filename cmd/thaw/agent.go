@@ -81,6 +81,7 @@ type agent struct {
 	logq    chan string
 	logbuf  []string // lines before the network is up
 	logn    sync.WaitGroup
+	logEnd  chan struct{} // closed when the sender has stopped
 	times   map[string]float64
 	wrote   []string // the disks opened for writing
 	sameMap bool
@@ -184,7 +185,9 @@ func (a *agent) startLog() {
 	}
 	a.logbuf = nil
 	a.logq = q
+	a.logEnd = make(chan struct{})
 	go func() {
+		defer close(a.logEnd)
 		for line := range q {
 			ctx, cancel := context.WithTimeout(a.ctx, 3*time.Second)
 			httpra.PostLog(ctx, a.p.Log, []byte(line), httpra.Options{Token: a.p.Token, Retries: 1})
@@ -192,6 +195,23 @@ func (a *agent) startLog() {
 			a.logn.Done()
 		}
 	}()
+}
+
+// stopLog sends what is queued (at most 5 s) and stops the sender, so that
+// no goroutine of the agent runs any more; later lines stay on the console
+// (and in logbuf, unsent).
+func (a *agent) stopLog() {
+	if a.logq == nil {
+		return
+	}
+	a.flushLog()
+	q := a.logq
+	a.logq = nil
+	close(q)
+	select {
+	case <-a.logEnd:
+	case <-time.After(5 * time.Second):
+	}
 }
 
 // flushLog waits (at most 5 s) until the remote log has sent every line.
@@ -585,7 +605,15 @@ func (a *agent) direct() error {
 		return err
 	}
 	a.flushLog()
-	err = snapshot.Restore(sr, m.Image.Platform, a.ui.Logf)
+	err = snapshot.RestoreWith(sr, m.Image.Platform, a.ui.Logf, func() {
+		// Nothing of this process may run while it freezes itself.
+		a.stopLog()
+		if a.closer != nil {
+			a.closer()
+			a.closer = nil
+		}
+		httpra.CloseIdleConnections()
+	})
 	a.ui.Fail(err.Error())
 	return fmt.Errorf("direct restore: %w", err)
 }

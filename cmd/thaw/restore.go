@@ -17,6 +17,7 @@ import (
 	"github.com/thawlinux/thaw/images/bundle"
 	"github.com/thawlinux/thaw/images/manifest"
 	"github.com/thawlinux/thaw/images/swsusp"
+	"github.com/thawlinux/thaw/netfetch/httpra"
 )
 
 const restoreHelp = `
@@ -175,7 +176,7 @@ func runRestore(args []string) error {
 			return err
 		}
 		say("handing the memory image to this kernel (%s)", snapshot.Path)
-		err = snapshot.Restore(sr, m.Image.Platform, func(f string, a ...any) { say(f, a...) })
+		err = snapshot.RestoreWith(sr, m.Image.Platform, func(f string, a ...any) { say(f, a...) }, httpra.CloseIdleConnections)
 		return fmt.Errorf("direct restore: %w", err)
 	}
 

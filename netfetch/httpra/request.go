@@ -73,6 +73,11 @@ func (o Options) norm() Options {
 	return o
 }
 
+// CloseIdleConnections closes the kept-alive connections of the shared
+// client (and so their goroutines and timers), e.g. before a process
+// freezes itself.
+func CloseIdleConnections() { defaultClient.CloseIdleConnections() }
+
 var defaultClient = &http.Client{Transport: func() http.RoundTripper {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.DisableCompression = true
