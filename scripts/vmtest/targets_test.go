@@ -3,9 +3,7 @@
 package vmtest
 
 import (
-	"crypto/sha256"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -289,7 +287,7 @@ func testOtherMachine(t *testing.T, ac agentCase) {
 func refusal(t *testing.T, ac agentCase, want *regexp.Regexp) {
 	var before [2][32]byte
 	c := needCaptured(t)
-	ac.before = func(target, blank string) { before = [2][32]byte{sha256File(t, target), sha256File(t, blank)} }
+	ac.before = func(target, blank string) { before = [2][32]byte{fileHash(t, target), fileHash(t, blank)} }
 	at := bootAgent(t, c, ac)
 	defer failWithConsole(t, at.vm)
 	m, _, err := at.vm.WaitFor(regexp.MustCompile(refusedRE.String()+`|`+resumedRE.String()+`|memory image →`), 0, 6*time.Minute)
@@ -309,7 +307,7 @@ func refusal(t *testing.T, ac agentCase, want *regexp.Regexp) {
 	}
 	t.Logf("refused as wanted:\n%s", box)
 	at.vm.Kill()
-	after := [2][32]byte{sha256File(t, at.target), sha256File(t, at.blank)}
+	after := [2][32]byte{fileHash(t, at.target), fileHash(t, at.blank)}
 	if before != after {
 		t.Fatalf("a disk changed although the agent refused")
 	}
@@ -326,19 +324,6 @@ func boxText(s string) string {
 	return strings.Join(words, " ")
 }
 
-func sha256File(t *testing.T, p string) [32]byte {
-	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	io.Copy(h, f)
-	var s [32]byte
-	copy(s[:], h.Sum(nil))
-	return s
-}
 
 // E4: a CPU model without features the source had: refused before any
 // write, naming the flags.
