@@ -324,7 +324,6 @@ func boxText(s string) string {
 	return strings.Join(words, " ")
 }
 
-
 // E4: a CPU model without features the source had: refused before any
 // write, naming the flags.
 func TestAgentRefusesCPU(t *testing.T) {
