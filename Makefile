@@ -50,7 +50,8 @@ unit:
 vmtest: kernels server initramfs
 	$(GO) test -tags vm -timeout 80m -v ./scripts/vmtest/ 2>&1 | tee build/vmtest.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)'; exit $${PIPESTATUS[0]}
 
-test: unit vmtest
+# kernels first: the unit tests of kexec/ also load the real Debian kernels.
+test: kernels unit vmtest
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzReader -fuzztime=5m ./images/swsusp/

@@ -297,16 +297,10 @@ func (a *agent) run() error {
 
 	t0 = time.Now()
 	ui.Begin("plan", fmt.Sprintf("source %s (%s) against this machine", orAuto(m.Hostname), m.Kernel.Release))
-	var aliases *plan.Aliases
-	if a.br.Index.Stream("modules") != nil {
-		sr, err := a.br.OpenStream("modules")
-		if err == nil {
-			aliases, err = plan.FromModulesTar(sr)
-		}
-		if err != nil {
-			ui.Fail(err.Error())
-			return err
-		}
+	aliases, err := bundleAliases(a.br)
+	if err != nil {
+		ui.Fail(err.Error())
+		return err
 	}
 	pl := plan.Make(m, target, aliases, plan.Options{Disks: a.p.Disks, HasData: diskHasData})
 	a.sameMap = pl.SameMap

@@ -71,15 +71,9 @@ func runPlan(args []string) error {
 	if err != nil {
 		return err
 	}
-	var aliases *plan.Aliases
-	if br.Index.Stream("modules") != nil {
-		sr, err := br.OpenStream("modules")
-		if err != nil {
-			return err
-		}
-		if aliases, err = plan.FromModulesTar(sr); err != nil {
-			return err
-		}
+	aliases, err := bundleAliases(br)
+	if err != nil {
+		return err
 	}
 	p := plan.Make(br.Manifest, target, aliases, plan.Options{Disks: disks, HasData: diskHasData})
 	if !br.Signed {
@@ -98,6 +92,19 @@ func runPlan(args []string) error {
 		return &exitError{3, errors.New("")}
 	}
 	return nil
+}
+
+// bundleAliases reads the image kernel's modalias table from the bundle's
+// modules tree; nil when the bundle carries none.
+func bundleAliases(br *bundle.Reader) (*plan.Aliases, error) {
+	if br.Index.Stream("modules") == nil {
+		return nil, nil
+	}
+	sr, err := br.OpenStream("modules")
+	if err != nil {
+		return nil, err
+	}
+	return plan.FromModulesTar(sr)
 }
 
 // diskHasData reports whether the first MiB of /dev/NAME holds anything
