@@ -146,6 +146,8 @@ func printPlan(w io.Writer, p *plan.Plan, release string) {
 			mod = "— none"
 		} else if d.Builtin {
 			mod += " (built in)"
+		} else if d.SeenOnSource {
+			mod += " (bound to this device on the source)"
 		}
 		if d.Kind != "other" || d.Module == "" {
 			fmt.Fprintf(w, "  driver    %s %-5s %s\n", d.PCI, d.Kind, mod)
