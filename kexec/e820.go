@@ -3,12 +3,9 @@ package kexec
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sort"
-	"strconv"
-	"strings"
 
+	"github.com/thawlinux/thaw/agent/probe"
 	"github.com/thawlinux/thaw/images/manifest"
 )
 
@@ -21,30 +18,8 @@ const (
 	E820Unusable = 5
 )
 
-// typeNames are the names /sys/firmware/memmap gives the e820 types
-// (arch/x86/kernel/e820.c, e820_type_to_string).
-var typeNames = map[uint32]string{
-	1:          "System RAM",
-	2:          "Reserved",
-	3:          "ACPI Tables",
-	4:          "ACPI Non-volatile Storage",
-	5:          "Unusable memory",
-	7:          "Persistent Memory",
-	12:         "Persistent Memory (legacy)",
-	0xefffffff: "Soft Reserved",
-}
-
 // TypeName is the name the kernel gives e820 type t, or "" if it has none.
-func TypeName(t uint32) string { return typeNames[t] }
-
-func typeOf(name string) (uint32, bool) {
-	for t, n := range typeNames {
-		if n == name {
-			return t, true
-		}
-	}
-	return 0, false
-}
+func TypeName(t uint32) string { return manifest.E820TypeName(t) }
 
 // FitError is the refusal of a source map whose RAM the target lacks: the
 // source's RAM range Range has [Start, End) outside the target's RAM.
@@ -167,41 +142,13 @@ func pageInward(rs []span) []span {
 	return out
 }
 
-// ReadMemmap reads a firmware memory map laid out as /sys/firmware/memmap:
-// numbered directories holding start, end (inclusive) and type. The result
-// is sorted by start, End exclusive. A type name the kernel does not define
-// gives Type 0 and keeps the name: it is not RAM.
+// ReadMemmap reads a firmware memory map laid out as /sys/firmware/memmap
+// (agent/probe's reader), sorted by start, End exclusive. A type name the
+// kernel does not define gives Type 0 and keeps the name: it is not RAM.
 func ReadMemmap(dir string) ([]manifest.E820Entry, error) {
-	ents, err := os.ReadDir(dir)
+	m, err := probe.ReadMemmap(dir)
 	if err != nil {
 		return nil, fmt.Errorf("kexec: memory map: %w", err)
-	}
-	var m []manifest.E820Entry
-	for _, de := range ents {
-		if _, err := strconv.Atoi(de.Name()); err != nil {
-			continue
-		}
-		d := filepath.Join(dir, de.Name())
-		var v [2]uint64
-		for i, f := range []string{"start", "end"} {
-			b, err := os.ReadFile(filepath.Join(d, f))
-			if err != nil {
-				return nil, fmt.Errorf("kexec: memory map: %w", err)
-			}
-			if v[i], err = strconv.ParseUint(strings.TrimSpace(string(b)), 0, 64); err != nil {
-				return nil, fmt.Errorf("kexec: memory map %s/%s: %w", d, f, err)
-			}
-		}
-		if v[1] < v[0] || v[1] == ^uint64(0) {
-			return nil, fmt.Errorf("kexec: memory map %s: range %#x-%#x", d, v[0], v[1])
-		}
-		b, err := os.ReadFile(filepath.Join(d, "type"))
-		if err != nil {
-			return nil, fmt.Errorf("kexec: memory map: %w", err)
-		}
-		name := strings.TrimSpace(string(b))
-		t, _ := typeOf(name)
-		m = append(m, manifest.E820Entry{Start: v[0], End: v[1] + 1, Type: t, Name: name})
 	}
 	if len(m) == 0 {
 		return nil, fmt.Errorf("kexec: memory map %s: no ranges", dir)

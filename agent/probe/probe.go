@@ -215,35 +215,17 @@ func hashFile(path string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// e820Types maps the names /sys/firmware/memmap gives (e820_type_to_string in
-// arch/x86/kernel/e820.c) back to the kernel's type numbers.
-var e820Types = map[string]uint32{
-	"System RAM":                 1,
-	"Reserved":                   2,
-	"ACPI Tables":                3,
-	"ACPI Non-volatile Storage":  4,
-	"Unusable memory":            5,
-	"Persistent Memory":          7,
-	"Persistent Memory (legacy)": 12,
-	"Soft Reserved":              0xefffffff,
-}
-
-// E820TypeName is the name /sys/firmware/memmap gives type t, or "" if the
-// kernel has no name of its own for it.
-func E820TypeName(t uint32) string {
-	for name, n := range e820Types {
-		if n == t {
-			return name
-		}
+// ReadMemmap reads a firmware memory map laid out as /sys/firmware/memmap:
+// numbered directories, in their order, holding start, end (inclusive) and
+// type. End is exclusive in the result. A type name the kernel does not
+// define gives Type 0 and keeps its name. A missing directory is an error.
+func ReadMemmap(dir string) ([]manifest.E820Entry, error) {
+	if _, err := os.Stat(dir); err != nil {
+		return nil, err
 	}
-	return ""
-}
-
-func (p *prober) e820(m *manifest.Manifest) error {
-	dir := p.path("sys/firmware/memmap")
 	names, err := readDir(dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var idx []int
 	for _, n := range names {
@@ -254,7 +236,7 @@ func (p *prober) e820(m *manifest.Manifest) error {
 		idx = append(idx, i)
 	}
 	sort.Ints(idx)
-	var table []swsusp.E820Entry
+	var m []manifest.E820Entry
 	for _, i := range idx {
 		d := filepath.Join(dir, strconv.Itoa(i))
 		var v [2]uint64
@@ -262,31 +244,46 @@ func (p *prober) e820(m *manifest.Manifest) error {
 			path := filepath.Join(d, f)
 			b, err := os.ReadFile(path)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if v[j], err = strconv.ParseUint(strings.TrimSpace(string(b)), 0, 64); err != nil {
-				return fmt.Errorf("%s: %w", path, err)
+				return nil, fmt.Errorf("%s: %w", path, err)
 			}
 		}
 		start, last := v[0], v[1]
 		if last < start || last == ^uint64(0) {
-			return fmt.Errorf("%s: range %#x-%#x", d, start, last)
+			return nil, fmt.Errorf("%s: range %#x-%#x", d, start, last)
 		}
-		path := filepath.Join(d, "type")
-		b, err := os.ReadFile(path)
+		b, err := os.ReadFile(filepath.Join(d, "type"))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		name := strings.TrimSpace(string(b))
-		t, ok := e820Types[name]
-		if !ok {
-			return fmt.Errorf("%s: unknown memory type %q", path, name)
-		}
-		m.E820 = append(m.E820, manifest.E820Entry{Start: start, End: last + 1, Type: t, Name: name})
-		table = append(table, swsusp.E820Entry{Addr: start, Size: last + 1 - start, Type: t})
+		t, _ := manifest.E820Type(name)
+		m = append(m, manifest.E820Entry{Start: start, End: last + 1, Type: t, Name: name})
 	}
-	if len(table) > 0 {
-		m.E820Digest = fmt.Sprintf("%#08x", swsusp.E820Checksum(table))
+	return m, nil
+}
+
+func (p *prober) e820(m *manifest.Manifest) error {
+	dir := p.path("sys/firmware/memmap")
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	table, err := ReadMemmap(dir)
+	if err != nil {
+		return err
+	}
+	var sw []swsusp.E820Entry
+	for i, e := range table {
+		if e.Type == 0 {
+			return fmt.Errorf("%s: unknown memory type %q", filepath.Join(dir, strconv.Itoa(i), "type"), e.Name)
+		}
+		sw = append(sw, swsusp.E820Entry{Addr: e.Start, Size: e.End - e.Start, Type: e.Type})
+	}
+	m.E820 = append(m.E820, table...)
+	if len(sw) > 0 {
+		m.E820Digest = fmt.Sprintf("%#08x", swsusp.E820Checksum(sw))
 	}
 	return nil
 }

@@ -118,7 +118,7 @@ func printProbe(w io.Writer, m *manifest.Manifest) {
 		for _, e := range m.E820 {
 			name := e.Name
 			if name == "" {
-				name = probe.E820TypeName(e.Type)
+				name = manifest.E820TypeName(e.Type)
 			}
 			fmt.Fprintf(w, "  %#016x-%#016x %10s  %s (%d)\n", e.Start, e.End-1, probeMiB(e.End-e.Start), name, e.Type)
 		}

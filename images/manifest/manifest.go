@@ -228,3 +228,30 @@ func (m *Manifest) Check() error {
 	}
 	return nil
 }
+
+// e820Names are the names /sys/firmware/memmap gives the e820 types
+// (e820_type_to_string in arch/x86/kernel/e820.c).
+var e820Names = map[uint32]string{
+	1:          "System RAM",
+	2:          "Reserved",
+	3:          "ACPI Tables",
+	4:          "ACPI Non-volatile Storage",
+	5:          "Unusable memory",
+	7:          "Persistent Memory",
+	12:         "Persistent Memory (legacy)",
+	0xefffffff: "Soft Reserved",
+}
+
+// E820TypeName is the name the kernel gives e820 type t, or "" if it has
+// none of its own.
+func E820TypeName(t uint32) string { return e820Names[t] }
+
+// E820Type is the e820 type the kernel calls name.
+func E820Type(name string) (uint32, bool) {
+	for t, n := range e820Names {
+		if n == name {
+			return t, true
+		}
+	}
+	return 0, false
+}
