@@ -18,6 +18,14 @@ import (
 type Aliases struct {
 	Release string
 	entries []alias
+	// deps maps a module name to its file (relative to the modules tree)
+	// and the files it depends on, as modules.dep lists them.
+	deps map[string]modDep
+}
+
+type modDep struct {
+	file string
+	deps []string
 }
 
 type alias struct {
@@ -53,6 +61,92 @@ func (a *Aliases) ParseBuiltinModinfo(b []byte) {
 	}
 }
 
+// ParseModulesDep adds the lines of a modules.dep file
+// ("kernel/…/a.ko.xz: kernel/…/b.ko.xz …").
+func (a *Aliases) ParseModulesDep(r io.Reader) error {
+	if a.deps == nil {
+		a.deps = map[string]modDep{}
+	}
+	s := bufio.NewScanner(r)
+	s.Buffer(make([]byte, 64<<10), 1<<20)
+	for n := 1; s.Scan(); n++ {
+		line := strings.TrimSpace(s.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		file, rest, ok := strings.Cut(line, ":")
+		if !ok || file == "" {
+			return fmt.Errorf("modules.dep line %d: %q is not \"FILE: DEPS\"", n, line)
+		}
+		a.deps[ModuleName(file)] = modDep{file: file, deps: strings.Fields(rest)}
+	}
+	return s.Err()
+}
+
+// ModuleName is the name the kernel gives a module file:
+// kernel/drivers/scsi/vmw_pvscsi.ko.xz → vmw_pvscsi (dashes become
+// underscores).
+func ModuleName(file string) string {
+	b := path.Base(file)
+	if i := strings.Index(b, ".ko"); i >= 0 {
+		b = b[:i]
+	}
+	return strings.ReplaceAll(b, "-", "_")
+}
+
+// LoadOrder returns the module files that loading the named modules
+// takes, dependencies first, each once, relative to the modules tree. A
+// name that modules.dep does not list is an error (built-in drivers have
+// no file: leave them out).
+func (a *Aliases) LoadOrder(names ...string) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	var visit func(file string, depth int) error
+	visit = func(file string, depth int) error {
+		name := ModuleName(file)
+		if seen[name] {
+			return nil
+		}
+		if depth > 64 {
+			return fmt.Errorf("modules.dep: dependency chain through %s is too deep", name)
+		}
+		d, ok := a.deps[name]
+		if !ok {
+			return fmt.Errorf("module %s is not in the image kernel's modules.dep", name)
+		}
+		seen[name] = true
+		// modules.dep lists the whole closure, the deepest last.
+		for i := len(d.deps) - 1; i >= 0; i-- {
+			if err := visit(d.deps[i], depth+1); err != nil {
+				return err
+			}
+		}
+		out = append(out, d.file)
+		return nil
+	}
+	for _, n := range names {
+		if err := visit(n, 0); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// DependsOn reports whether module name needs module dep (directly or
+// not).
+func (a *Aliases) DependsOn(name, dep string) bool {
+	d, ok := a.deps[ModuleName(name)]
+	if !ok {
+		return false
+	}
+	for _, f := range d.deps {
+		if ModuleName(f) == ModuleName(dep) {
+			return true
+		}
+	}
+	return false
+}
+
 // FromModulesTar reads the aliases from the tar of a modules tree (the
 // bundle's "modules" stream).
 func FromModulesTar(r io.Reader) (*Aliases, error) {
@@ -80,6 +174,10 @@ func FromModulesTar(r io.Reader) (*Aliases, error) {
 				return nil, err
 			}
 			a.ParseBuiltinModinfo(b)
+		case "modules.dep":
+			if err := a.ParseModulesDep(tr); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if !found {
@@ -129,6 +227,13 @@ func FromDir(dir string) (*Aliases, error) {
 	}
 	if b, err := os.ReadFile(filepath.Join(dir, "modules.builtin.modinfo")); err == nil {
 		a.ParseBuiltinModinfo(b)
+	}
+	if f, err := os.Open(filepath.Join(dir, "modules.dep")); err == nil {
+		err = a.ParseModulesDep(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "modules.dep"), err)
+		}
 	}
 	return a, nil
 }

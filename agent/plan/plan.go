@@ -53,6 +53,13 @@ type Plan struct {
 	Drivers    []Driver  `json:"drivers"`
 	Resume     string    `json:"resume"` // direct or kexec
 	ResumeWhy  string    `json:"resume_why"`
+	// Devices is the device plan: each source disk and NIC, its place
+	// here and what the resumed server does about it.
+	Devices []Device `json:"devices"`
+	// Modules are the image kernel's module files (paths in its modules
+	// tree) that the devices here need, in load order: the agent carries
+	// them into the image's memory.
+	Modules []string `json:"modules,omitempty"`
 }
 
 // Options carry the operator's choices.
@@ -188,10 +195,6 @@ func Make(src, dst *manifest.Manifest, aliases *Aliases, opt Options) *Plan {
 			if !dm.Consent && (opt.HasData == nil || opt.HasData(t.Name)) {
 				p.refuse("disk", fmt.Sprintf("%s holds data and was not named", t.Name), "name it with thaw.disk="+t.Name+" to consent to overwriting it")
 			}
-			if s.PCI != "" && t.PCI != "" && (s.PCI != t.PCI || s.Driver != t.Driver) {
-				p.refuse("disk", fmt.Sprintf("source disk %s sat on %s (%s), target %s sits on %s (%s)", s.Name, s.Driver, s.PCI, t.Name, t.Driver, t.PCI),
-					"a resumed kernel keeps the dead controller and hangs on its disk: restore onto the same controller type at the same PCI address")
-			}
 		}
 		p.Disks = append(p.Disks, dm)
 	}
@@ -211,34 +214,17 @@ func Make(src, dst *manifest.Manifest, aliases *Aliases, opt Options) *Plan {
 			}
 		}
 		p.Drivers = append(p.Drivers, dr)
-		if aliases == nil || dr.Module != "" {
-			continue
-		}
-		switch dr.Kind {
-		case "disk":
-			if controlsTarget(d.Address, p.Disks) {
-				p.refuse("driver", fmt.Sprintf("the image kernel %s has no driver for the disk controller %s (%s)", aliases.Release, d.Address, d.Modalias),
-					"restore onto a controller the image kernel drives")
-			}
-		case "nic":
-			p.Notes = append(p.Notes, fmt.Sprintf("the image kernel has no driver for the NIC %s (%s): it will have no network there", d.Address, d.Modalias))
+		if aliases != nil && dr.Module == "" && dr.Kind == "nic" {
+			p.Notes = append(p.Notes, fmt.Sprintf("the image kernel has no driver for the NIC %s (%s)", d.Address, d.Modalias))
 		}
 	}
 	if aliases == nil {
 		p.Notes = append(p.Notes, "the bundle carries no modules tree: drivers not checked")
 	}
 	sort.Slice(p.Drivers, func(i, j int) bool { return p.Drivers[i].PCI < p.Drivers[j].PCI })
+	p.devices(src, dst, aliases)
 	p.OK = len(p.Refusals) == 0
 	return p
-}
-
-func controlsTarget(pci string, disks []DiskMap) bool {
-	for _, d := range disks {
-		if d.TargetPCI == pci {
-			return true
-		}
-	}
-	return false
 }
 
 func diskNames(ds []manifest.Disk) string {

@@ -11,11 +11,29 @@ const aliasText = `# Aliases extracted from modules themselves.
 alias pci:v00001AF4d00001001sv*sd*bc*sc*i* virtio_blk
 alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000
 alias pci:v*d*sv*sd*bc01sc06i01* ahci
+alias pci:v000015ADd000007C0sv*sd*bc*sc*i* vmw_pvscsi
+alias pci:v000015ADd000007B0sv*sd*bc*sc*i* vmxnet3
+`
+
+const depText = `kernel/drivers/block/virtio_blk.ko.xz: kernel/drivers/virtio/virtio_ring.ko.xz
+kernel/drivers/virtio/virtio_ring.ko.xz:
+kernel/drivers/net/ethernet/intel/e1000/e1000.ko.xz:
+kernel/drivers/ata/ahci.ko.xz: kernel/drivers/ata/libahci.ko.xz kernel/drivers/ata/libata.ko.xz kernel/drivers/scsi/scsi_mod.ko.xz kernel/drivers/scsi/scsi_common.ko.xz
+kernel/drivers/ata/libahci.ko.xz: kernel/drivers/ata/libata.ko.xz kernel/drivers/scsi/scsi_mod.ko.xz kernel/drivers/scsi/scsi_common.ko.xz
+kernel/drivers/ata/libata.ko.xz: kernel/drivers/scsi/scsi_mod.ko.xz kernel/drivers/scsi/scsi_common.ko.xz
+kernel/drivers/scsi/scsi_mod.ko.xz: kernel/drivers/scsi/scsi_common.ko.xz
+kernel/drivers/scsi/scsi_common.ko.xz:
+kernel/drivers/scsi/sd_mod.ko.xz: kernel/drivers/scsi/scsi_mod.ko.xz kernel/drivers/scsi/scsi_common.ko.xz
+kernel/drivers/scsi/vmw_pvscsi.ko.xz: kernel/drivers/scsi/scsi_mod.ko.xz kernel/drivers/scsi/scsi_common.ko.xz
+kernel/drivers/net/vmxnet3/vmxnet3.ko.xz:
 `
 
 func aliases(t *testing.T) *Aliases {
 	a := &Aliases{Release: "6.12.0-test"}
 	if err := a.ParseModulesAlias(strings.NewReader(aliasText)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.ParseModulesDep(strings.NewReader(depText)); err != nil {
 		t.Fatal(err)
 	}
 	a.ParseBuiltinModinfo([]byte("nvme.alias=pci:v*d*sv*sd*bc01sc08i02*\x00nvme.license=GPL\x00virtio_pci.alias=virtio:d*v*\x00"))
@@ -65,7 +83,7 @@ func TestPlan(t *testing.T) {
 		{"controller moved", func(src, dst *manifest.Manifest, opt *Options) {
 			dst.Disks[0].PCI, dst.Disks[0].Driver = "0000:00:1f.2", "ahci"
 			dst.PCI = append(dst.PCI, manifest.PCIDevice{Address: "0000:00:1f.2", Class: "0x010601", Modalias: "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01"})
-		}, false, "hangs on its disk", "direct"},
+		}, false, "put root and swap on LVM", "direct"},
 		{"no driver for the disk controller", func(src, dst *manifest.Manifest, opt *Options) {
 			dst.PCI[0].Modalias = "pci:v00001000d00000012sv00000000sd00000000bc01sc00i00"
 		}, false, "has no driver for the disk controller 0000:00:04.0", "direct"},

@@ -113,13 +113,13 @@ func TestProbeTree(t *testing.T) {
 		}},
 		{"disks", m.Disks, []manifest.Disk{
 			{Name: "nvme0n1", Path: "/dev/nvme0n1", Size: 4194304 * sector, Model: "QEMU NVMe Ctrl", Serial: "deadbeef",
-				WWN: "nvme.1b36-6465616462656566-51454d55204e564d65204374726c-00000001", PCI: "0000:00:05.0", Driver: "nvme",
+				WWN: "nvme.1b36-6465616462656566-51454d55204e564d65204374726c-00000001", PCI: "0000:00:05.0", Driver: "nvme", Dev: "259:0",
 				Partitions: []manifest.Partition{{Number: 1, Name: "nvme0n1p1", Start: 2048 * sector, Size: 4192223 * sector}}},
 			{Name: "nvme1n1", Path: "/dev/nvme1n1", Size: 2097152 * sector, Model: "QEMU NVMe Ctrl", Serial: "cafef00d",
-				WWN: "eui.0000000000000001", PCI: "0000:00:06.0", Driver: "nvme"},
+				WWN: "eui.0000000000000001", PCI: "0000:00:06.0", Driver: "nvme", Dev: "259:2"},
 			{Name: "sda", Path: "/dev/sda", Size: 2097152 * sector, Model: "QEMU HARDDISK", Serial: "SCSI-SER01",
-				WWN: "naa.5000c500a1b2c3d4", PCI: "0000:00:08.0", Driver: "virtio_scsi"},
-			{Name: "vda", Path: "/dev/vda", Size: 16777216 * sector, Serial: "thaw-root", PCI: "0000:00:04.0", Driver: "virtio_blk",
+				WWN: "naa.5000c500a1b2c3d4", PCI: "0000:00:08.0", Driver: "virtio_scsi", Dev: "8:0"},
+			{Name: "vda", Path: "/dev/vda", Size: 16777216 * sector, Serial: "thaw-root", PCI: "0000:00:04.0", Driver: "virtio_blk", Dev: "254:0",
 				Partitions: []manifest.Partition{
 					{Number: 1, Name: "vda1", Start: 2048 * sector, Size: 2048 * sector},
 					{Number: 2, Name: "vda2", Start: 4096 * sector, Size: 1048576 * sector},

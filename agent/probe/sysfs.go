@@ -173,6 +173,9 @@ func (p *prober) disk(d, name string) (manifest.Disk, error) {
 	if disk.Size, err = sectors(filepath.Join(d, "size")); err != nil {
 		return disk, err
 	}
+	if disk.Dev, err = optional(filepath.Join(d, "dev")); err != nil {
+		return disk, err
+	}
 	link := filepath.Join(d, "device")
 	dev := link
 	disk.PCI, disk.Driver = controller(link)
@@ -215,6 +218,9 @@ func (p *prober) disk(d, name string) (manifest.Disk, error) {
 			return disk, err
 		}
 		if part.Size, err = sectors(filepath.Join(pd, "size")); err != nil {
+			return disk, err
+		}
+		if part.Dev, err = optional(filepath.Join(pd, "dev")); err != nil {
 			return disk, err
 		}
 		disk.Partitions = append(disk.Partitions, part)

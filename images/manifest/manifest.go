@@ -96,6 +96,11 @@ type Disk struct {
 	DiskGUID   string      `json:"disk_guid,omitempty"`
 	Partitions []Partition `json:"partitions,omitempty"`
 	Stream     string      `json:"stream,omitempty"` // the bundle stream holding its blocks
+	Dev        string      `json:"dev,omitempty"`    // major:minor in the source kernel
+	// Movable is set by capture: no mounted filesystem and no active swap
+	// sits directly on the disk or its partitions (they are reached
+	// through device-mapper), so the disk can move to another controller.
+	Movable bool `json:"movable,omitempty"`
 }
 
 // Partition is one partition of a Disk.
@@ -107,6 +112,7 @@ type Partition struct {
 	PartUUID string `json:"partuuid,omitempty"`
 	Label    string `json:"label,omitempty"`
 	Type     string `json:"type,omitempty"`
+	Dev      string `json:"dev,omitempty"` // major:minor in the source kernel
 }
 
 // DMDevice is a device-mapper device and its table.
@@ -116,6 +122,10 @@ type DMDevice struct {
 	Dev    string   `json:"dev"` // major:minor
 	Table  string   `json:"table,omitempty"`
 	Slaves []string `json:"slaves,omitempty"`
+	// Suspended is set by capture for the devices it suspended (with
+	// lockfs) after freezing user space: the resumed capture process
+	// resumes them once their tables point at the disks' new places.
+	Suspended bool `json:"suspended,omitempty"`
 }
 
 // Mount is a mounted filesystem.

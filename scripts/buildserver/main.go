@@ -7,8 +7,10 @@
 // with its initramfs-tools initrd, lvm2, a stateful workload service, a test
 // command channel), mke2fs -d turns it into an ext4 image without mounting,
 // and a builder VM (this host has no device-mapper) puts LVM on partition 1
-// of a new GPT disk and copies the image into the root LV. Partition 2 is the
-// swap area and resume device. The result lands in CACHE/server/HASH and
+// of a new GPT disk and copies the image into the root LV and formats the swap
+// LV (root and swap on device-mapper: the server can move to another disk
+// controller). Partition 2 is swap-formatted but not in use: the resume device
+// of systemctl hibernate. Redis holds a random key in RAM only (redis-seed). The result lands in CACHE/server/HASH and
 // CACHE/server/current (trixie, Debian 13) or CACHE/server/current-bookworm
 // (Debian 12) points to it.
 package main
@@ -36,12 +38,13 @@ var suite = "trixie"
 
 const (
 	mirror   = "http://deb.debian.org/debian"
-	packages = "systemd-sysv,udev,dbus,linux-image-cloud-amd64,initramfs-tools,lvm2,e2fsprogs,procps,kmod,iproute2,busybox"
+	packages = "systemd-sysv,udev,dbus,linux-image-cloud-amd64,initramfs-tools,lvm2,e2fsprogs,procps,kmod,iproute2,busybox,redis-server"
 	vg       = "vg0"
 	rootMB   = 1536
+	lvSwapMB = 768 // vg0/swap: the swap in use
 	diskMB   = 3072
-	lvmMB    = 2048
-	swapMB   = 960
+	lvmMB    = 2400
+	swapMB   = 600 // partition 2: the resume device of systemctl hibernate
 )
 
 func main() {
@@ -64,7 +67,7 @@ func recipeHash(serverDir string) (string, error) {
 	src, _ := self.ReadFile("main.go")
 	h.Write(src)
 	h.Write([]byte(suite))
-	for _, f := range []string{"workload", "testctl", "units", "builder-init.sh"} {
+	for _, f := range []string{"workload", "testctl", "units", "builder-init.sh", "redis-seed"} {
 		b, err := os.ReadFile(filepath.Join(serverDir, f))
 		if err != nil {
 			return "", err
@@ -138,9 +141,14 @@ func build(cache string) error {
 	}
 	parts := strings.Split(string(units), "---\n")
 	files := map[string]string{
-		"etc/systemd/system/workload.service":      parts[0],
-		"etc/systemd/system/testctl.service":       parts[1],
-		"etc/fstab":                                fmt.Sprintf("/dev/mapper/%s-root / ext4 errors=remount-ro 0 1\nPARTUUID=%s none swap sw 0 0\n", vg, swapUUID),
+		"etc/systemd/system/workload.service":                 parts[0],
+		"etc/systemd/system/testctl.service":                  parts[1],
+		"etc/systemd/system/redis-seed.service":               parts[2],
+		"etc/systemd/system/redis-server.service.d/thaw.conf": parts[3],
+		// Root and swap on LVM: a server that can move to another disk
+		// controller. Partition 2 is swap-formatted but not in use: the
+		// resume device of systemctl hibernate (tests swapon it first).
+		"etc/fstab":                                fmt.Sprintf("/dev/mapper/%s-root / ext4 errors=remount-ro 0 1\n/dev/mapper/%s-swap none swap sw 0 0\n", vg, vg),
 		"etc/hostname":                             "thaw-server\n",
 		"etc/systemd/network/80-dhcp.network":      "[Match]\nName=en* eth*\n\n[Network]\nDHCP=ipv4\n",
 		"etc/initramfs-tools/conf.d/resume":        "RESUME=PARTUUID=" + swapUUID + "\n",
@@ -154,7 +162,7 @@ func build(cache string) error {
 			return err
 		}
 	}
-	for src, dst := range map[string]string{"workload": "usr/local/bin/workload", "testctl": "usr/local/sbin/testctl"} {
+	for src, dst := range map[string]string{"workload": "usr/local/bin/workload", "testctl": "usr/local/sbin/testctl", "redis-seed": "usr/local/sbin/redis-seed"} {
 		b, err := os.ReadFile(filepath.Join(serverSrc, src))
 		if err != nil {
 			return err
@@ -170,7 +178,7 @@ func build(cache string) error {
 	if err := run("mmdebstrap", "--mode=root", "--variant=minbase", "--include="+packages,
 		"--essential-hook=mkdir -p \"$1/etc/initramfs-tools/conf.d\" && cp "+filepath.Join(stage, "etc/initramfs-tools/conf.d/resume")+" \"$1/etc/initramfs-tools/conf.d/\"",
 		"--customize-hook=cp -a "+stage+"/. \"$1/\"",
-		"--customize-hook=chroot \"$1\" systemctl enable workload.service testctl.service systemd-networkd.service",
+		"--customize-hook=chroot \"$1\" systemctl enable workload.service testctl.service redis-seed.service systemd-networkd.service",
 		"--customize-hook=chroot \"$1\" passwd -d root",
 		"--customize-hook=chroot \"$1\" update-initramfs -u -k all",
 		suite, root, mirror); err != nil {
@@ -217,7 +225,7 @@ func build(cache string) error {
 	if err := ir.Busybox(harness.BusyboxPath); err != nil {
 		return err
 	}
-	for _, a := range []string{"chroot", "grep", "ls", "dd"} {
+	for _, a := range []string{"chroot", "grep", "ls", "dd", "mkswap"} {
 		ir.Symlink("bin/"+a, "busybox")
 	}
 	if err := ir.Modules(k, "virtio_pci", "virtio_blk", "dm_mod"); err != nil {
@@ -233,7 +241,7 @@ func build(cache string) error {
 		return err
 	}
 	vm, err := harness.Start(harness.VMConfig{Name: "server-builder", Kernel: k.Vmlinuz, Initrd: irPath, MemoryMB: 512,
-		Append: fmt.Sprintf("builder.vg=%s builder.rootmb=%d", vg, rootMB),
+		Append: fmt.Sprintf("builder.vg=%s builder.rootmb=%d builder.swapmb=%d", vg, rootMB, lvSwapMB),
 		Disks:  []harness.Disk{{Path: disk}, {Path: rootImg}}, LogDir: work, Timeout: 10 * time.Minute})
 	if err != nil {
 		return err

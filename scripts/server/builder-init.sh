@@ -2,7 +2,8 @@
 # /init of the builder VM: puts LVM on the new disk's partition 1 and copies
 # the root filesystem image into the root LV. vda: the new disk; vdb: the
 # root filesystem image (ext4, made by mke2fs -d), whose own lvm tools run
-# in a chroot. Kernel parameters: builder.rootmb=, builder.vg=.
+# in a chroot. Kernel parameters: builder.rootmb=, builder.swapmb=, builder.vg=.
+# The swap LV is formatted too.
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -24,13 +25,16 @@ lvm() { chroot /src /usr/sbin/lvm "$@" --config 'activation { udev_sync = 0 udev
 lvm pvcreate -ff -y /dev/vda1 || fail pvcreate
 lvm vgcreate "$vg" /dev/vda1 || fail vgcreate
 lvm lvcreate -y -Wn -Zn -L "${rootmb}m" -n root "$vg" || fail lvcreate
+lvm lvcreate -y -Wn -Zn -L "$(arg builder.swapmb)m" -n swap "$vg" || fail "lvcreate swap"
 lvm vgmknodes || true
 echo "BUILDER: LVM ready"
 umount /src/run /src/sys /src/proc /src/dev /src
-dm=$(ls /sys/block | grep dm- | head -1)
-[ -n "$dm" ] || fail "no dm device"
-node=/dev/$dm
-[ -b "$node" ] || fail "no $node"
+lv() { for d in /sys/block/dm-*; do read -r n <"$d/dm/name"; [ "$n" = "$vg-$1" ] && echo "/dev/${d##*/}"; done; }
+node=$(lv root)
+[ -b "$node" ] || fail "no block device for $vg/root"
+swap=$(lv swap)
+[ -b "$swap" ] || fail "no block device for $vg/swap"
+mkswap -L swap "$swap" || fail "mkswap $swap"
 dd if=/dev/vdb of="$node" bs=4M 2>/dev/null || fail "copy root image"
 sync
 echo "BUILDER: DONE"
