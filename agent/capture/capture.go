@@ -3,10 +3,10 @@ package capture
 import (
 	"archive/tar"
 	"bufio"
-	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -23,10 +23,14 @@ import (
 
 	"aead.dev/minisign"
 
+	"github.com/thawlinux/thaw/agent/dm"
 	"github.com/thawlinux/thaw/agent/physmem"
+	"github.com/thawlinux/thaw/agent/plan"
 	"github.com/thawlinux/thaw/agent/probe"
 	"github.com/thawlinux/thaw/agent/snapshot"
+	"github.com/thawlinux/thaw/agent/takeover"
 	"github.com/thawlinux/thaw/images/bundle"
+	"github.com/thawlinux/thaw/images/mailbox"
 	"github.com/thawlinux/thaw/images/manifest"
 	"github.com/thawlinux/thaw/images/swsusp"
 )
@@ -52,13 +56,6 @@ type Result struct {
 	DiskBytes    int64
 	BundleTarget string
 }
-
-// MailboxMagic starts every mailbox page; a payload page starts with
-// PayloadMagic instead.
-const (
-	MailboxMagic = "THAWMBOX"
-	PayloadMagic = "THAWPAYL"
-)
 
 type swapArea struct {
 	path string
@@ -247,10 +244,23 @@ func Run(o Options) (res *Result, err error) {
 			return res, err
 		}
 		if pd, ok := probed[md.Name]; ok {
+			// The partition table from the disk, each partition's kernel
+			// name and device number from the probe.
+			for j := range md.Partitions {
+				for _, pp := range pd.Partitions {
+					if pp.Number == md.Partitions[j].Number {
+						md.Partitions[j].Name, md.Partitions[j].Dev = pp.Name, pp.Dev
+					}
+				}
+			}
 			pd.Table, pd.DiskGUID, pd.Partitions, pd.Size = md.Table, md.DiskGUID, md.Partitions, md.Size
 			md = &pd
 		}
 		md.Stream = fmt.Sprintf("disk%d", i)
+		var why []string
+		if md.Movable, why = plan.Movable(m, *md); !md.Movable {
+			logf("warning: disk %s can only be restored onto the same controller at the same PCI address: %s", md.Name, strings.Join(why, "; "))
+		}
 		m.Disks = append(m.Disks, *md)
 	}
 	m.Resume = nil
@@ -275,13 +285,7 @@ func Run(o Options) (res *Result, err error) {
 	rand.Read(nonce[:])
 	npages := o.MailboxSize / swsusp.PageSize
 	for i := 0; i < npages; i++ {
-		p := mbox[i*swsusp.PageSize : (i+1)*swsusp.PageSize]
-		for j := range p {
-			p[j] = byte(0xa5 ^ i ^ j)
-		}
-		copy(p, MailboxMagic)
-		copy(p[8:], nonce[:])
-		binary.LittleEndian.PutUint32(p[24:], uint32(i))
+		mailbox.Mark(mbox[i*swsusp.PageSize:(i+1)*swsusp.PageSize], nonce, i)
 	}
 	if o.DryRun {
 		logf("dry run: %d mailbox pages reserved; stopping before the freeze", npages)
@@ -335,6 +339,19 @@ func Run(o Options) (res *Result, err error) {
 	if err := nonRAMStreams(bw, m, logf); err != nil {
 		return res, err
 	}
+	// The dm devices with a mounted filesystem on a captured disk are
+	// suspended (filesystem frozen) once user space is: nothing reaches
+	// their disks after that, so the resumed kernel can let a dead
+	// controller go and be pointed at the disk's new place.
+	toSuspend := mountedDM(m)
+	var dmc *dm.Control
+	if len(toSuspend) > 0 {
+		if dmc, err = dm.Open(); err != nil {
+			return res, fmt.Errorf("device-mapper (to suspend %s): %w", strings.Join(toSuspend, ", "), err)
+		}
+		defer dmc.Close()
+	}
+	var suspended []string
 	dev, err := snapshot.Open(false)
 	if err != nil {
 		return res, err
@@ -364,6 +381,11 @@ func Run(o Options) (res *Result, err error) {
 		return res, err
 	}
 	abort := func(err error) (*Result, error) {
+		for i := len(suspended) - 1; i >= 0; i-- {
+			if rerr := dmc.Resume(suspended[i]); rerr != nil {
+				logf("resume %s: %v", suspended[i], rerr)
+			}
+		}
 		if terr := dev.Thaw(); terr != nil {
 			logf("thaw: %v", terr)
 		}
@@ -382,17 +404,26 @@ func Run(o Options) (res *Result, err error) {
 	if err != nil {
 		return abort(err)
 	}
+	for _, name := range toSuspend {
+		t0 := time.Now()
+		if err := dmc.Suspend(name, 0); err != nil {
+			return abort(fmt.Errorf("suspend %s: %w", name, err))
+		}
+		suspended = append(suspended, name)
+		logf("suspended %s (filesystem frozen) in %.2fs", name, time.Since(t0).Seconds())
+		for i := range m.DM {
+			if m.DM[i].Name == name {
+				m.DM[i].Suspended = true
+			}
+		}
+	}
 	inSuspend, err := dev.CreateImage()
 	if err != nil {
 		return abort(err)
 	}
 	if !inSuspend {
 		res.Resumed = true
-		res.Mailbox = checkMailbox(mbox, nonce)
-		logf("resumed: %s", res.Mailbox)
-		if err := dev.Thaw(); err != nil {
-			logf("thaw: %v", err)
-		}
+		res.Mailbox = resumed(dev, mbox, nonce, m, logf)
 		logf("machine thawed; exiting")
 		return res, nil
 	}
@@ -457,23 +488,82 @@ func Run(o Options) (res *Result, err error) {
 	return abort(fmt.Errorf("power off: %v", err))
 }
 
-// checkMailbox reports what the resumed process finds in the mailbox.
-func checkMailbox(mbox []byte, nonce [16]byte) string {
-	if bytes.HasPrefix(mbox, []byte(PayloadMagic)) {
-		return "mailbox holds a payload (not processed by this version)"
+// resumed runs in the resumed machine while every other process is still
+// frozen: it reads the mailbox, applies the device plan it carries (or
+// only resumes what the capture suspended), and thaws the machine. It
+// returns what it found in the mailbox.
+func resumed(dev *snapshot.Device, mbox []byte, nonce [16]byte, m *manifest.Manifest, logf func(string, ...any)) string {
+	pl, mods, found := readMailbox(mbox, nonce)
+	logf("resumed: %s", found)
+	sys := takeover.NewLinux()
+	defer sys.Close()
+	if pl != nil {
+		takeover.Quiesce(sys, pl, m, logf)
 	}
-	intact := 0
-	n := len(mbox) / swsusp.PageSize
-	for i := 0; i < n; i++ {
-		p := mbox[i*swsusp.PageSize:]
-		if bytes.HasPrefix(p, []byte(MailboxMagic)) && bytes.Equal(p[8:24], nonce[:]) && binary.LittleEndian.Uint32(p[24:]) == uint32(i) {
-			intact++
+	// Kernel threads thaw here: drivers' probes and the SCSI scan need
+	// them. User space stays frozen until the devices are in place.
+	if err := dev.Free(); err != nil {
+		logf("free: %v", err)
+	}
+	rep := takeover.Apply(sys, pl, mods, m, logf)
+	if err := dev.Thaw(); err != nil {
+		logf("thaw: %v", err)
+	}
+	if rep.Failed() {
+		logf("warning: some device steps failed (above); the server runs on")
+	}
+	return found
+}
+
+// readMailbox reads the payload the agent wrote into the mailbox: the
+// device plan and the modules to load. With no payload it checks the
+// markers.
+func readMailbox(mbox []byte, nonce [16]byte) (*plan.Plan, []takeover.Module, string) {
+	p, err := mailbox.Parse(mbox, nonce)
+	if errors.Is(err, mailbox.ErrNoPayload) {
+		n := len(mbox) / mailbox.PageSize
+		if intact := mailbox.CountMarkers(mbox, nonce); intact != n {
+			return nil, nil, fmt.Sprintf("mailbox damaged: %d of %d pages carry their marker", intact, n)
+		}
+		return nil, nil, fmt.Sprintf("mailbox intact (%d pages, no payload)", n)
+	}
+	if err != nil {
+		return nil, nil, fmt.Sprintf("mailbox payload REJECTED, device plan not applied: %v", err)
+	}
+	var pl plan.Plan
+	if err := json.Unmarshal(p.Plan(), &pl); err != nil {
+		return nil, nil, fmt.Sprintf("mailbox payload verified but its plan is unreadable, not applied: %v", err)
+	}
+	var mods []takeover.Module
+	size := 0
+	for _, e := range p.Modules() {
+		mods = append(mods, takeover.Module{Name: e.Name, Image: e.Data})
+		size += len(e.Data)
+	}
+	return &pl, mods, fmt.Sprintf("mailbox payload verified (digest %x…, %d bytes): device plan with %d row(s), %d module(s) of %d KiB",
+		p.Digest[:6], p.Size, len(pl.Devices), len(mods), size>>10)
+}
+
+// mountedDM lists the device-mapper devices that carry a mounted
+// filesystem and lie on a captured disk.
+func mountedDM(m *manifest.Manifest) []string {
+	above := map[string]bool{}
+	for _, d := range m.Disks {
+		for _, n := range plan.DMAbove(m, d) {
+			above[n] = true
 		}
 	}
-	if intact == n {
-		return fmt.Sprintf("mailbox intact (%d pages, no payload)", n)
+	var out []string
+	seen := map[string]bool{}
+	for _, mt := range m.Mounts {
+		for _, d := range m.DM {
+			if d.Dev == mt.Dev && above[d.Name] && !seen[d.Name] {
+				seen[d.Name] = true
+				out = append(out, d.Name)
+			}
+		}
 	}
-	return fmt.Sprintf("mailbox damaged: %d of %d pages carry their marker", intact, n)
+	return out
 }
 
 // outsideCaptured refuses an output file on a captured disk.

@@ -2,7 +2,6 @@ package capture
 
 import (
 	"bytes"
-	"encoding/binary"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"aead.dev/minisign"
 
 	"github.com/thawlinux/thaw/images/bundle"
+	"github.com/thawlinux/thaw/images/mailbox"
 	"github.com/thawlinux/thaw/images/manifest"
 	"github.com/thawlinux/thaw/netfetch/store"
 )
@@ -77,30 +77,51 @@ func TestHTTPSink(t *testing.T) {
 	}
 }
 
-func TestCheckMailbox(t *testing.T) {
-	var nonce [16]byte
+func TestReadMailbox(t *testing.T) {
+	var nonce, other [16]byte
 	copy(nonce[:], "0123456789abcdef")
+	copy(other[:], "fedcba9876543210")
 	mk := func() []byte {
 		m := make([]byte, 8*4096)
 		for i := 0; i < 8; i++ {
-			p := m[i*4096:]
-			copy(p, MailboxMagic)
-			copy(p[8:], nonce[:])
-			binary.LittleEndian.PutUint32(p[24:], uint32(i))
+			mailbox.Mark(m[i*4096:(i+1)*4096], nonce, i)
 		}
 		return m
 	}
-	if got := checkMailbox(mk(), nonce); got != "mailbox intact (8 pages, no payload)" {
-		t.Errorf("intact: %q", got)
+	withPayload := func(n [16]byte) []byte {
+		w := mailbox.NewWriter(n)
+		w.Add(mailbox.KindPlan, "plan.json", []byte(`{"ok":true,"devices":[{"kind":"disk","action":"redirect"}]}`))
+		w.Add(mailbox.KindModule, "vmw_pvscsi", []byte("\x7fELF module"))
+		b, err := w.Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := mk()
+		copy(m, b)
+		return m
 	}
-	m := mk()
-	m[3*4096+9] ^= 1
-	if got := checkMailbox(m, nonce); !strings.Contains(got, "7 of 8") {
-		t.Errorf("damaged: %q", got)
-	}
-	m = mk()
-	copy(m, PayloadMagic)
-	if got := checkMailbox(m, nonce); !strings.Contains(got, "payload") {
-		t.Errorf("payload: %q", got)
+	damaged := mk()
+	damaged[3*4096+9] ^= 1
+	corrupt := withPayload(nonce)
+	corrupt[100] ^= 1
+	for _, tc := range []struct {
+		name  string
+		mbox  []byte
+		want  string
+		plan  bool
+		nmods int
+	}{
+		{"intact", mk(), "mailbox intact (8 pages, no payload)", false, 0},
+		{"damaged", damaged, "7 of 8", false, 0},
+		{"payload", withPayload(nonce), "payload verified", true, 1},
+		{"another capture's payload", withPayload(other), "REJECTED", false, 0},
+		{"corrupt payload", corrupt, "REJECTED", false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pl, mods, got := readMailbox(tc.mbox, nonce)
+			if !strings.Contains(got, tc.want) || (pl != nil) != tc.plan || len(mods) != tc.nmods {
+				t.Errorf("%q, plan %v, %d modules", got, pl != nil, len(mods))
+			}
+		})
 	}
 }

@@ -119,9 +119,9 @@ func modNames(files []string) string {
 	return strings.Join(n, " ")
 }
 
-// dmAbove lists the device-mapper devices whose slaves include the disk or
+// DMAbove lists the device-mapper devices whose slaves include the disk or
 // one of its partitions, directly or through other dm devices.
-func dmAbove(m *manifest.Manifest, d manifest.Disk) []string {
+func DMAbove(m *manifest.Manifest, d manifest.Disk) []string {
 	below := map[string]bool{d.Name: true}
 	for _, p := range d.Partitions {
 		if p.Name != "" {
@@ -201,7 +201,7 @@ func (p *Plan) devices(src, dst *manifest.Manifest, aliases *Aliases) {
 		byName[d.Name] = d
 	}
 	for i, s := range src.Disks {
-		row := Device{Kind: "disk", Source: DeviceEnd{Name: s.Name, PCI: s.PCI, Driver: s.Driver, DM: dmAbove(src, s), DiskGUID: s.DiskGUID, Movable: s.Movable}}
+		row := Device{Kind: "disk", Source: DeviceEnd{Name: s.Name, PCI: s.PCI, Driver: s.Driver, DM: DMAbove(src, s), DiskGUID: s.DiskGUID, Movable: s.Movable}}
 		if sp := pciOf(src, s.PCI); sp != nil {
 			row.Source.Vendor, row.Source.DeviceID = sp.Vendor, sp.Device
 		}

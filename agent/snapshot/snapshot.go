@@ -143,11 +143,8 @@ func (d *Device) AtomicRestore() error {
 // nothing until the device is closed.
 func (d *Device) Thaw() error {
 	var errs []error
-	if d.image {
-		if e := d.ioctl(ioFree, 0); e != 0 {
-			errs = append(errs, errno("SNAPSHOT_FREE", e))
-		}
-		d.image = false
+	if err := d.Free(); err != nil {
+		errs = append(errs, err)
 	}
 	if d.frozen {
 		if e := d.ioctl(ioUnfreeze, 0); e != 0 {
@@ -156,6 +153,20 @@ func (d *Device) Thaw() error {
 		d.frozen = false
 	}
 	return errors.Join(errs...)
+}
+
+// Free releases the image (SNAPSHOT_FREE): kernel threads thaw, user
+// space stays frozen until Thaw. A resumed capture fixes its devices in
+// between.
+func (d *Device) Free() error {
+	if !d.image {
+		return nil
+	}
+	d.image = false
+	if e := d.ioctl(ioFree, 0); e != 0 {
+		return errno("SNAPSHOT_FREE", e)
+	}
+	return nil
 }
 
 // Frozen reports whether user space is frozen by this device.

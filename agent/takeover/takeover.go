@@ -1,0 +1,326 @@
+package takeover
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/thawlinux/thaw/agent/dm"
+	"github.com/thawlinux/thaw/agent/nicmove"
+	"github.com/thawlinux/thaw/agent/plan"
+	"github.com/thawlinux/thaw/images/manifest"
+)
+
+// Module is a kernel module image to load, by name.
+type Module struct {
+	Name  string
+	Image []byte
+}
+
+// Disk is a whole disk as the running kernel sees it.
+type Disk struct {
+	Name  string         // sda
+	Dev   string         // major:minor
+	GUID  string         // GPT disk GUID, "" without a GPT
+	Parts map[int]string // partition number → major:minor
+}
+
+// DM is the device-mapper interface (agent/dm's Control).
+type DM interface {
+	List() ([]dm.Info, error)
+	Table(name string) ([]dm.Target, error)
+	Load(name string, t []dm.Target, readOnly bool) error
+	Suspend(name string, f dm.SuspendFlags) error
+	Resume(name string) error
+}
+
+// System is everything the takeover touches.
+type System interface {
+	// LoadModule loads a module image; one already loaded is no error.
+	LoadModule(m Module) error
+	// PCIPresent reports whether the kernel has a device at addr.
+	PCIPresent(addr string) bool
+	PCIRemove(addr string) error
+	PCIRescan() error
+	// Disks lists the whole disks with their GPT GUIDs.
+	Disks() ([]Disk, error)
+	DM() (DM, error)
+	NIC() nicmove.Sys
+	Sleep(d time.Duration)
+}
+
+// Line is one thing done, for the console: what, and how long it took.
+type Line struct {
+	What string
+	Took time.Duration
+	Err  error
+}
+
+func (l Line) String() string {
+	s := fmt.Sprintf("%-60s %6.2fs", l.What, l.Took.Seconds())
+	if l.Err != nil {
+		s += " FAILED: " + l.Err.Error()
+	}
+	return s
+}
+
+// Report is what Apply did.
+type Report struct {
+	Lines []Line
+}
+
+// Failed reports whether any step failed.
+func (r *Report) Failed() bool {
+	for _, l := range r.Lines {
+		if l.Err != nil {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Report) step(what string, logf func(string, ...any), f func() error) error {
+	t0 := time.Now()
+	err := f()
+	l := Line{What: what, Took: time.Since(t0), Err: err}
+	r.Lines = append(r.Lines, l)
+	logf("takeover: %s", l)
+	return err
+}
+
+// Timeouts for devices to appear after the rescan.
+var (
+	DiskTimeout = 90 * time.Second
+	NICTimeout  = 30 * time.Second
+)
+
+// redirected returns the plan's disk rows that moved.
+func redirected(p *plan.Plan) []plan.Device {
+	var out []plan.Device
+	if p == nil {
+		return nil
+	}
+	for _, d := range p.Devices {
+		if d.Kind == "disk" && d.Action == plan.Redirect {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// Quiesce runs right after the resume, before kernel threads thaw: every
+// device-mapper device above a moved disk that the capture did not
+// suspend (a swap LV) is suspended without flushing, so that nothing
+// reaches the dead controller until its table points at the new one.
+func Quiesce(sys System, p *plan.Plan, src *manifest.Manifest, logf func(string, ...any)) *Report {
+	r := &Report{}
+	rows := redirected(p)
+	if len(rows) == 0 {
+		return r
+	}
+	c, err := sys.DM()
+	if err != nil {
+		r.step("device-mapper", logf, func() error { return err })
+		return r
+	}
+	suspended := map[string]bool{}
+	for _, d := range src.DM {
+		suspended[d.Name] = d.Suspended
+	}
+	seen := map[string]bool{}
+	for _, row := range rows {
+		for _, name := range row.Source.DM {
+			if suspended[name] || seen[name] {
+				continue
+			}
+			seen[name] = true
+			r.step("suspend "+name+" (noflush) until its disk is back", logf, func() error {
+				return c.Suspend(name, dm.NoFlush|dm.SkipLockfs)
+			})
+		}
+	}
+	return r
+}
+
+// Apply applies the device plan p (nil: no plan came; only what the
+// capture suspended is resumed) with the modules from the mailbox, on the
+// machine the server woke up on. src is the capture's own manifest.
+// It goes on after a failed step where it can: a frozen server helps no
+// one; the report says what failed.
+func Apply(sys System, p *plan.Plan, mods []Module, src *manifest.Manifest, logf func(string, ...any)) *Report {
+	r := &Report{}
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+
+	// 1. Drivers, from memory, in load order.
+	for _, m := range mods {
+		r.step("load module "+m.Name, logf, func() error { return sys.LoadModule(m) })
+	}
+
+	// 2. The controllers of moved disks let go, the bus rescanned.
+	rows := redirected(p)
+	rescan := len(rows) > 0
+	for _, row := range rows {
+		addr := row.Source.PCI
+		if addr == "" || !sys.PCIPresent(addr) {
+			continue
+		}
+		r.step(fmt.Sprintf("remove the stale controller %s of %s (%s)", addr, row.Source.Name, row.Source.Driver), logf, func() error { return sys.PCIRemove(addr) })
+	}
+	if p != nil {
+		for _, d := range p.Devices {
+			rescan = rescan || (d.Kind == "nic" && d.Action == plan.Rebind)
+		}
+	}
+	if rescan {
+		r.step("rescan the PCI bus", logf, sys.PCIRescan)
+	}
+
+	// 3. Each moved disk found by its GUID; the dm tables re-pointed.
+	moved := map[uint64]uint64{}
+	for _, row := range rows {
+		var found Disk
+		what := fmt.Sprintf("find disk %s (GUID %s) at %s", row.Source.Name, row.Source.DiskGUID, row.Target.PCI)
+		err := r.step(what, logf, func() error {
+			var err error
+			found, err = waitDisk(sys, row.Source.DiskGUID, DiskTimeout)
+			return err
+		})
+		if err != nil {
+			continue
+		}
+		r.step(fmt.Sprintf("%s is now %s (%s)", row.Source.Name, found.Name, found.Dev), logf, func() error {
+			return mapDevs(moved, src, row.Source.Name, found)
+		})
+	}
+	if len(moved) > 0 || anySuspended(src) {
+		repoint(sys, r, moved, src, logf)
+	}
+
+	// 4. NICs.
+	if p != nil {
+		for _, d := range p.Devices {
+			if d.Kind != "nic" || d.Action != plan.Rebind || d.Target == nil {
+				continue
+			}
+			mv := nicmove.Move{Name: d.Source.Name, MAC: d.Source.MAC, Addresses: d.Source.Addresses, Routes: d.Source.Routes, PCI: d.Target.PCI, OldPCI: d.Source.PCI}
+			r.step(fmt.Sprintf("NIC %s → %s (%s) with %s", d.Source.Name, d.Target.PCI, d.Target.Driver, d.Source.MAC), logf, func() error {
+				res, err := nicmove.Apply(sys.NIC(), mv, NICTimeout, func(f string, a ...any) { logf("  "+f, a...) })
+				if err == nil {
+					logf("takeover:   %s was %s; addresses %s; routes %s", d.Source.Name, res.KernelName, strings.Join(res.Addresses, " "), strings.Join(res.Routes, ", "))
+				}
+				return err
+			})
+		}
+	}
+	return r
+}
+
+func anySuspended(src *manifest.Manifest) bool {
+	for _, d := range src.DM {
+		if d.Suspended {
+			return true
+		}
+	}
+	return false
+}
+
+// waitDisk polls for a whole disk with the GPT GUID.
+func waitDisk(sys System, guid string, timeout time.Duration) (Disk, error) {
+	if guid == "" {
+		return Disk{}, errors.New("no GUID to look for")
+	}
+	deadline := time.Now().Add(timeout)
+	var seen []string
+	for {
+		ds, err := sys.Disks()
+		if err != nil {
+			return Disk{}, err
+		}
+		seen = seen[:0]
+		for _, d := range ds {
+			if strings.EqualFold(d.GUID, guid) {
+				return d, nil
+			}
+			seen = append(seen, d.Name)
+		}
+		if time.Now().After(deadline) {
+			return Disk{}, fmt.Errorf("no disk with GUID %s appeared in %s (disks: %s)", guid, timeout, strings.Join(seen, " "))
+		}
+		sys.Sleep(200 * time.Millisecond)
+	}
+}
+
+// mapDevs records old → new device numbers for the disk and each
+// partition, by partition number.
+func mapDevs(moved map[uint64]uint64, src *manifest.Manifest, name string, now Disk) error {
+	for _, d := range src.Disks {
+		if d.Name != name {
+			continue
+		}
+		add := func(old, cur string) error {
+			o, ok1 := dm.ParseDev(old)
+			n, ok2 := dm.ParseDev(cur)
+			if !ok1 || !ok2 {
+				return fmt.Errorf("bad device numbers %q → %q", old, cur)
+			}
+			moved[o] = n
+			return nil
+		}
+		if d.Dev != "" && now.Dev != "" {
+			if err := add(d.Dev, now.Dev); err != nil {
+				return err
+			}
+		}
+		for _, p := range d.Partitions {
+			if p.Dev == "" {
+				continue
+			}
+			cur, ok := now.Parts[p.Number]
+			if !ok {
+				return fmt.Errorf("%s has no partition %d", now.Name, p.Number)
+			}
+			if err := add(p.Dev, cur); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("the capture's manifest has no disk %s", name)
+}
+
+// repoint loads a re-pointed table into every dm device that names a moved
+// device, and resumes those and every device the capture suspended. Lower
+// devices come first: a table names its slaves by number.
+func repoint(sys System, r *Report, moved map[uint64]uint64, src *manifest.Manifest, logf func(string, ...any)) {
+	c, err := sys.DM()
+	if err != nil {
+		r.step("device-mapper", logf, func() error { return err })
+		return
+	}
+	infos, err := c.List()
+	if err != nil {
+		r.step("list device-mapper devices", logf, func() error { return err })
+		return
+	}
+	suspendedByCapture := map[string]bool{}
+	for _, d := range src.DM {
+		suspendedByCapture[d.Name] = d.Suspended
+	}
+	for _, in := range infos {
+		t, err := c.Table(in.Name)
+		if err != nil {
+			r.step("table of "+in.Name, logf, func() error { return err })
+			continue
+		}
+		nt, changed := dm.Retarget(t, moved)
+		if changed {
+			r.step(fmt.Sprintf("load %s: %s", in.Name, dm.FormatTable(nt)), logf, func() error { return c.Load(in.Name, nt, in.ReadOnly) })
+		}
+		if changed || in.Suspended || suspendedByCapture[in.Name] {
+			r.step("resume "+in.Name, logf, func() error { return c.Resume(in.Name) })
+		}
+	}
+}
