@@ -152,6 +152,9 @@ func Devs(t []Target) []uint64 {
 // byte: other words that merely contain colons (a crypt key description
 // ":64:logon:…", feature arguments) are left alone.
 func Retarget(t []Target, moved map[uint64]uint64) (out []Target, changed bool) {
+	if len(t) == 0 {
+		return nil, false
+	}
 	out = make([]Target, len(t))
 	copy(out, t)
 	for k := range out {

@@ -194,6 +194,7 @@ func TestDevs(t *testing.T) {
 
 func FuzzParseTable(f *testing.F) {
 	for _, s := range []string{
+		"",
 		"0 3145728 linear 254:1 2048",
 		"0 3145728 linear 254:1 2048\n3145728 1048576 linear 254:2 0\n",
 		"0 8 zero \n",

@@ -23,6 +23,9 @@ type State struct {
 	Resume      string             `json:"resume"`       // direct or kexec
 	ResumeArgs  []string           `json:"resume_args,omitempty"`
 	Stage1      map[string]float64 `json:"stage1_seconds"`
+	// Payload is what goes into the image's mailbox: the device plan and
+	// its modules, made by stage 1 against this machine.
+	Payload []byte `json:"payload,omitempty"`
 }
 
 // Load reads the State; an absent file is an error naming it.

@@ -28,6 +28,7 @@ import (
 	"github.com/thawlinux/thaw/agent/stage2"
 	"github.com/thawlinux/thaw/images/blockdev"
 	"github.com/thawlinux/thaw/images/bundle"
+	"github.com/thawlinux/thaw/images/mailbox"
 	"github.com/thawlinux/thaw/images/manifest"
 	"github.com/thawlinux/thaw/kexec"
 	"github.com/thawlinux/thaw/netfetch/bootparam"
@@ -85,6 +86,7 @@ type agent struct {
 	times   map[string]float64
 	wrote   []string // the disks opened for writing
 	sameMap bool
+	payload []byte // the device plan and its modules, for the image's mailbox
 }
 
 func runAgent(args []string) error {
@@ -315,8 +317,18 @@ func (a *agent) run() error {
 		}
 		ui.Logf("driver %s %-5s %s → %s", d.PCI, d.Kind, d.Modalias, mod)
 	}
+	for _, d := range pl.Devices {
+		ui.Logf("device %s", deviceLine(d))
+	}
 	for _, n := range pl.Notes {
 		ui.Logf("note: %s", n)
+	}
+	if m.Mailbox != nil && pl.OK {
+		if a.payload, err = a.makePayload(pl); err != nil {
+			pl.Refusals = append(pl.Refusals, plan.Refusal{Check: "mailbox", Reason: err.Error(), Hint: "capture the server again with this version of thaw"})
+		} else {
+			ui.Logf("mailbox: device plan and %d module(s), %d KiB of the capture's %d KiB", len(pl.Modules), len(a.payload)>>10, len(m.Mailbox.PFNs)*4)
+		}
 	}
 	path := a.p.Resume
 	if path == "" || path == "auto" {
@@ -371,7 +383,7 @@ func (a *agent) run() error {
 			where = area.Ref
 		}
 		ui.Begin("area", "resume image → "+where)
-		if resumeArgs, err = writeResume(a.br, devs, area, held); err != nil {
+		if resumeArgs, err = writeResume(a.br, devs, area, held, a.inject); err != nil {
 			ui.Fail(err.Error())
 			return err
 		}
@@ -385,6 +397,56 @@ func (a *agent) run() error {
 		return a.kexecImage(resumeArgs)
 	}
 	return a.direct()
+}
+
+// deviceLine renders one row of the device plan for the console.
+func deviceLine(d plan.Device) string {
+	src := d.Source.Name
+	if d.Source.PCI != "" {
+		src += " @" + d.Source.PCI
+	}
+	tgt := "—"
+	if d.Target != nil {
+		tgt = d.Target.PCI
+		if d.Target.Name != "" {
+			tgt = d.Target.Name + " @" + d.Target.PCI
+		}
+		if d.Target.Driver != "" {
+			tgt += " " + d.Target.Driver + " (" + d.Target.Origin + ")"
+		}
+	}
+	s := fmt.Sprintf("%-4s %-22s → %-40s %-8s %s", d.Kind, src, tgt, strings.ToUpper(d.Action), d.Why)
+	if d.Fix != "" {
+		s += "; fix: " + d.Fix
+	}
+	return s
+}
+
+// makePayload encodes the device plan and the image kernel's modules it
+// names for the image's mailbox.
+func (a *agent) makePayload(pl *plan.Plan) ([]byte, error) {
+	var mods io.Reader
+	if len(pl.Modules) > 0 {
+		sr, err := a.br.OpenStream("modules")
+		if err != nil {
+			return nil, err
+		}
+		mods = sr
+	}
+	return pl.Payload(a.br.Manifest, mods)
+}
+
+// inject writes the payload into the mailbox pages of the memory stream.
+func (a *agent) inject(r io.Reader) (io.Reader, error) {
+	m := a.br.Manifest
+	if a.payload == nil || m.Mailbox == nil {
+		return r, nil
+	}
+	nonce, err := plan.Nonce(m)
+	if err != nil {
+		return nil, err
+	}
+	return mailbox.NewInjector(r, m.Mailbox.PFNs, nonce, a.payload)
 }
 
 func orAuto(s string) string {
@@ -593,7 +655,12 @@ func (a *agent) direct() error {
 	m := a.br.Manifest
 	a.ui.Begin("restore", "memory image → /dev/snapshot")
 	a.ui.Logf("timing: %s", a.timing())
-	sr, err := a.br.OpenStream(m.Image.Stream)
+	bs, err := a.br.OpenStream(m.Image.Stream)
+	if err != nil {
+		a.ui.Fail(err.Error())
+		return err
+	}
+	sr, err := a.inject(bs)
 	if err != nil {
 		a.ui.Fail(err.Error())
 		return err
@@ -699,7 +766,7 @@ func (a *agent) kexecStage2(targets []string, path string, resumeArgs []string) 
 	t0 := time.Now()
 	a.ui.Begin("stage2", "agent kernel with the source's memory map")
 	sum := sha256.Sum256(a.br.IndexRaw)
-	st := stage2.State{Image: a.p.Image, IndexSHA256: hex.EncodeToString(sum[:]), Disks: targets, Resume: path, ResumeArgs: resumeArgs, Stage1: a.times}
+	st := stage2.State{Image: a.p.Image, IndexSHA256: hex.EncodeToString(sum[:]), Disks: targets, Resume: path, ResumeArgs: resumeArgs, Stage1: a.times, Payload: a.payload}
 	js, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
@@ -749,6 +816,7 @@ func (a *agent) stage2() error {
 		return err
 	}
 	a.wrote = st.Disks
+	a.payload = st.Payload
 	for k, v := range st.Stage1 {
 		a.times["1."+k] = v
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/thawlinux/thaw/agent/plan"
 	"github.com/thawlinux/thaw/agent/probe"
 	"github.com/thawlinux/thaw/images/bundle"
+	"github.com/thawlinux/thaw/images/manifest"
 )
 
 const planHelp = `
@@ -31,16 +32,30 @@ profile (thaw probe):
            is refused, a NIC without one is noted
   resume   direct (the memory maps are identical) or kexec (they differ:
            e820 replay)
+  devices  the device plan: each source disk and NIC against this
+           machine's, with the image kernel's driver for the new device
+           and where it comes from (builtin, loaded on the source, or a
+           module carried into the image's memory), and the action:
+           keep; redirect (a disk on another controller: root and swap
+           must sit on device-mapper, whose tables the resumed server
+           re-points); rebind (a NIC elsewhere takes the source's name,
+           MAC, addresses and routes); refuse (with the fix); none
+
+--target FILE plans against a profile saved on the target machine with
+"thaw probe --json" (from the agent's rescue shell, for instance), so a
+move can be checked before the downtime. --json prints the plan, devices
+included, as the agent applies it.
 
 Exit status 0: restorable; 3: refused (the reasons and fixes are printed).
 `
 
 func runPlan(args []string) error {
-	fs := newFlags("plan", "--image REF [--pubkey FILE] [--disk DEV …] [--json]", planHelp)
+	fs := newFlags("plan", "--image REF [--pubkey FILE] [--target PROBE.json] [--disk DEV …] [--json]", planHelp)
 	image := fs.String("image", "", "the bundle: a file or an http(s) URL")
 	pubPath := fs.String("pubkey", "", "minisign public key the bundle must be signed with")
 	tokenFile := fs.String("token-file", "", "bearer token for an http(s) --image")
 	asJSON := fs.Bool("json", false, "print the plan as JSON")
+	targetFile := fs.String("target", "", "plan against this profile (thaw probe --json saved on the target machine) instead of this machine")
 	var disks multiFlag
 	fs.Var(&disks, "disk", "target disk for the bundle's next disk (repeat, in order): consent to overwrite it")
 	if _, err := parseInterspersed(fs, args); err != nil {
@@ -67,15 +82,30 @@ func runPlan(args []string) error {
 		return &exitError{3, err}
 	}
 	defer closeFn()
-	target, err := probe.Probe("/")
-	if err != nil {
+	var target *manifest.Manifest
+	if *targetFile != "" {
+		b, err := os.ReadFile(*targetFile)
+		if err != nil {
+			return &exitError{2, err}
+		}
+		if target, err = manifest.Parse(b); err != nil {
+			return &exitError{2, fmt.Errorf("%s: %w", *targetFile, err)}
+		}
+	} else if target, err = probe.Probe("/"); err != nil {
 		return err
 	}
 	aliases, err := bundleAliases(br)
 	if err != nil {
 		return err
 	}
-	p := plan.Make(br.Manifest, target, aliases, plan.Options{Disks: disks, HasData: diskHasData})
+	hasData := diskHasData
+	if *targetFile != "" {
+		// Another machine's disks cannot be read from here: the disks
+		// named by --disk are the consent, the others count as holding
+		// data.
+		hasData = nil
+	}
+	p := plan.Make(br.Manifest, target, aliases, plan.Options{Disks: disks, HasData: hasData})
 	if !br.Signed {
 		p.Notes = append(p.Notes, "the bundle's signature was not checked: give --pubkey")
 	}
@@ -139,6 +169,9 @@ func printPlan(w io.Writer, p *plan.Plan, release string) {
 	fmt.Fprintf(w, "  memory    source %d MiB RAM, this machine %d MiB; same map: %v\n", p.SourceRAM>>20, p.TargetRAM>>20, p.SameMap)
 	for _, d := range p.Disks {
 		fmt.Fprintf(w, "  disk      %s (%d MiB) → %s (%d MiB)%s\n", d.Source, d.SourceSize>>20, orUnknown(d.Target), d.TargetSize>>20, map[bool]string{true: ", named", false: ""}[d.Consent])
+	}
+	for _, d := range p.Devices {
+		fmt.Fprintf(w, "  device    %s\n", deviceLine(d))
 	}
 	for _, d := range p.Drivers {
 		mod := d.Module

@@ -182,7 +182,7 @@ func runRestore(args []string) error {
 
 	// 5. The resume image, last.
 	t0 = time.Now()
-	if res.ResumeArgs, err = writeResume(br, targets, resumeDev, heldHeader); err != nil {
+	if res.ResumeArgs, err = writeResume(br, targets, resumeDev, heldHeader, nil); err != nil {
 		return err
 	}
 	stage("resume_image", t0)
@@ -220,7 +220,10 @@ func writeTargets(br *bundle.Reader, targets []*blockdev.Dev, rds []restoreDisk,
 // an exported image. With resumeDev, an image carried inside a disk keeps
 // its neutralized signature: one resumable copy only. What was written is
 // read back and verified; if it does not verify, its signature is removed.
-func writeResume(br *bundle.Reader, targets []*blockdev.Dev, resumeDev *blockdev.Dev, held []byte) ([]string, error) {
+//
+// mem, if not nil, wraps the memory stream on its way (the agent writes
+// the device plan into the mailbox pages).
+func writeResume(br *bundle.Reader, targets []*blockdev.Dev, resumeDev *blockdev.Dev, held []byte, mem func(io.Reader) (io.Reader, error)) ([]string, error) {
 	m := br.Manifest
 	var (
 		area       *blockdev.Dev // the swap device the kernel resumes from
@@ -253,7 +256,7 @@ func writeResume(br *bundle.Reader, targets []*blockdev.Dev, resumeDev *blockdev
 		if err := area.Sync(); err != nil {
 			return nil, err
 		}
-	} else if err := writeResumeImage(br, m, area, headerPage); err != nil {
+	} else if err := writeResumeImage(br, m, area, headerPage, mem); err != nil {
 		return nil, fmt.Errorf("writing the resume image to %s: %w", area.Ref, err)
 	}
 	if err := checkResumeImage(area, headerPage, m); err != nil {
@@ -458,10 +461,16 @@ func progressLine(on bool, what string) func(done, total int64) {
 
 // writeResumeImage stores the bundle's memory stream in the resume area in
 // the kernel's format (signature last).
-func writeResumeImage(br *bundle.Reader, m *manifest.Manifest, area *blockdev.Dev, headerPage int64) error {
+func writeResumeImage(br *bundle.Reader, m *manifest.Manifest, area *blockdev.Dev, headerPage int64, mem func(io.Reader) (io.Reader, error)) error {
+	var sr io.Reader
 	sr, err := br.OpenStream(m.Image.Stream)
 	if err != nil {
 		return err
+	}
+	if mem != nil {
+		if sr, err = mem(sr); err != nil {
+			return err
+		}
 	}
 	w, err := swsusp.NewWriter(area, area.Size, headerPage, swsusp.WriterOptions{Compression: swsusp.CompressLZO})
 	if err != nil {

@@ -35,6 +35,9 @@ type VMConfig struct {
 	CPU      string // -cpu model, default "max"
 	Disks    []Disk
 	NIC      string // "" for none, else a -nic model (virtio-net-pci, e1000 ...)
+	// HostFwd are hostfwd rules of the -nic's user network
+	// ("tcp:127.0.0.1:16379-:6379"): a client on the host reaches the guest.
+	HostFwd  []string
 	Firmware string // -bios file; "" for QEMU's default (SeaBIOS)
 	Extra    []string
 	// Control adds a second serial port (the guest's ttyS1) on a unix socket,
@@ -113,7 +116,11 @@ func Start(cfg VMConfig) (*VM, error) {
 		args = append(args, "-drive", fmt.Sprintf("file=%s,format=%s,if=%s,cache=unsafe,index=%d", d.Path, f, ifc, i))
 	}
 	if cfg.NIC != "" {
-		args = append(args, "-nic", "user,model="+cfg.NIC)
+		nic := "user,model=" + cfg.NIC
+		for _, f := range cfg.HostFwd {
+			nic += ",hostfwd=" + f
+		}
+		args = append(args, "-nic", nic)
 	} else {
 		args = append(args, "-nic", "none")
 	}

@@ -113,7 +113,7 @@ func TestServerCapture(t *testing.T) {
 	start = time.Now()
 	vm2 := serverVMWith(t, s, "capture-restored", cmdline, target, blank, tools)
 	defer failWithConsole(t, vm2)
-	if _, _, err := vm2.WaitFor(regexp.MustCompile(`thaw capture \[[ 0-9.]+s\]: resumed: mailbox intact`), 0, 4*time.Minute); err != nil {
+	if _, _, err := vm2.WaitFor(resumedRE, 0, 4*time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := vm2.WaitFor(regexp.MustCompile(`thaw capture \[[ 0-9.]+s\]: machine thawed; exiting`), 0, time.Minute); err != nil {
@@ -121,8 +121,8 @@ func TestServerCapture(t *testing.T) {
 	}
 	timing("boot + kernel resume → unfrozen", start)
 	out3, status, err := vm2.Run("md5sum </mnt/p/blob; swapon --show=NAME --noheadings", 2*time.Minute)
-	if err != nil || status != 0 || !strings.Contains(out3, blobSum) || !strings.Contains(out3, "/dev/vda2") {
-		t.Fatalf("after resume: blob and swap %q (want md5 %s and /dev/vda2 active): %v %d", out3, blobSum, err, status)
+	if err != nil || status != 0 || !strings.Contains(out3, blobSum) || !strings.Contains(out3, "/dev/dm-") {
+		t.Fatalf("after resume: blob and swap %q (want md5 %s and the swap LV active): %v %d", out3, blobSum, err, status)
 	}
 	checkResumed(t, vm2, h)
 	fsckRoot(t, target)
@@ -156,6 +156,10 @@ func captureServer(t *testing.T, s *harness.Server, name string) (c *capturedSer
 		t.Fatal(err)
 	}
 	h := &hibernatedServer{s: s, secret: m[2]}
+	rm, _, err := vm.WaitFor(redisRE, 0, 2*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Memory pressure: a 64 MiB blob in tmpfs, pushed to swap by a
 	// transient 420 MiB file; the blob's hash is checked after resume.
 	prep := "mkdir -p /mnt/t && mount -t tmpfs -o size=64m tmpfs /mnt/t && tar -x -f /dev/vdc -C /mnt/t && mkdir -p /mnt/p && mount -t tmpfs -o size=600m tmpfs /mnt/p && " +
@@ -197,7 +201,7 @@ func captureServer(t *testing.T, s *harness.Server, name string) (c *capturedSer
 	t.Logf("captured at counter %d in %.0fs", h.last, time.Since(start).Seconds())
 	t.Logf("TIMING %-34s %6.1fs", name+" (freeze → power off)", time.Since(start).Seconds())
 
-	c = &capturedServer{s: s, h: h, blobSum: blobSum, dsdtSum: dsdtSum, tools: tools,
+	c = &capturedServer{s: s, h: h, blobSum: blobSum, dsdtSum: dsdtSum, tools: tools, redis: rm[1],
 		bundle: filepath.Join(store, "server.thaw"), pub: filepath.Join(dir, "k.pub")}
 	return c, port, disk, blank
 }
@@ -211,7 +215,10 @@ type capturedServer struct {
 	h                  *hibernatedServer
 	blobSum            string
 	dsdtSum            string // md5 of the source's DSDT
+	redis              string // thaw:secret in the source's redis, in RAM only
 }
+
+var redisRE = regexp.MustCompile(`REDIS: thaw:secret=([0-9a-f]+)`)
 
 // keep links the capture into $TMPDIR/thaw-vmtest-captured for
 // needCaptured.
@@ -227,15 +234,15 @@ func keep(t *testing.T, c *capturedServer) *capturedServer {
 		}
 		*f = dst
 	}
-	st, _ := json.Marshal(capturedState{Secret: c.h.secret, Last: c.h.last, BlobSum: c.blobSum, DSDTSum: c.dsdtSum})
+	st, _ := json.Marshal(capturedState{Secret: c.h.secret, Last: c.h.last, BlobSum: c.blobSum, DSDTSum: c.dsdtSum, Redis: c.redis})
 	os.WriteFile(filepath.Join(dir, "state.json"), st, 0o644)
 	return &kept
 }
 
 // capturedState is what a later run needs of a kept capture.
 type capturedState struct {
-	Secret, BlobSum, DSDTSum string
-	Last                     int
+	Secret, BlobSum, DSDTSum, Redis string
+	Last                            int
 }
 
 // needCaptured returns TestServerCapture's bundle. While working on the
@@ -264,7 +271,7 @@ func needCaptured(t *testing.T) *capturedServer {
 		t.Fatal(err)
 	}
 	captured = &capturedServer{s: s, bundle: filepath.Join(dir, "server.thaw"), pub: filepath.Join(dir, "k.pub"), tools: filepath.Join(dir, "tools.img"),
-		h: &hibernatedServer{s: s, secret: st.Secret, last: st.Last}, blobSum: st.BlobSum, dsdtSum: st.DSDTSum}
+		h: &hibernatedServer{s: s, secret: st.Secret, last: st.Last}, blobSum: st.BlobSum, dsdtSum: st.DSDTSum, redis: st.Redis}
 	t.Logf("reusing the capture kept in %s", dir)
 	return captured
 }

@@ -110,6 +110,11 @@ func serverHibernated(t *testing.T) *hibernatedServer {
 	if out, status, err := vm.Run("findmnt -n -o SOURCE /; swapon --show=NAME --noheadings", 2*time.Minute); err != nil || status != 0 || !strings.Contains(out, "vg0-root") {
 		t.Fatalf("root on LVM and swap active? %v %d %q", err, status, out)
 	}
+	// Swap in use is the LV; partition 2 (the kernel's resume= device)
+	// takes the image, at the highest priority.
+	if out, status, err := vm.Run("swapon -p 100 /dev/disk/by-partuuid/"+s.SwapUUID+" && swapon --show=NAME,PRIO --noheadings", time.Minute); err != nil || status != 0 {
+		t.Fatalf("swapon the resume partition: %v %d %s", err, status, out)
+	}
 	if _, status, err := vm.Run("(sleep 1; systemctl hibernate) >/dev/console 2>&1 &", time.Minute); err != nil || status != 0 {
 		t.Fatalf("systemctl hibernate: %v %d", err, status)
 	}

@@ -3,6 +3,8 @@
 package vmtest
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,6 +14,8 @@ import (
 	"time"
 
 	"github.com/thawlinux/thaw/boot/pxe"
+	"github.com/thawlinux/thaw/images/bundle"
+	"github.com/thawlinux/thaw/images/manifest"
 	"github.com/thawlinux/thaw/scripts/harness"
 )
 
@@ -49,12 +53,15 @@ type agentCase struct {
 	c       *capturedServer            // default: TestServerCapture's
 	before  func(target, blank string) // called with the disks before the VM starts
 	gpt     bool                       // the target disk holds a GPT with a swap partition 2
+	vmware  bool                       // the target disk on pvscsi (slot 6, sda), a vmxnet3 NIC (slot 10)
+	redis   int                        // host port forwarded to the guest's redis (vmware)
 }
 
 type agentTarget struct {
 	vm            *harness.VM
 	target, blank string
 	port          int
+	redis         int    // host port of the guest's redis, 0 without
 	store         string // thaw serve's directory; the agent's log is logs/NAME.log
 }
 
@@ -91,7 +98,7 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 		ac.pubLine = pubKeyLine(t, c.pub)
 	}
 	port := startServe(t, ac.name, store)
-	at := &agentTarget{port: port, store: store, target: filepath.Join(dir, "target.img"), blank: blankDisk(t, dir)}
+	at := &agentTarget{redis: ac.redis, port: port, store: store, target: filepath.Join(dir, "target.img"), blank: blankDisk(t, dir)}
 	os.WriteFile(at.target, nil, 0o644)
 	st, _ := os.Stat(c.s.Disk)
 	os.Truncate(at.target, st.Size())
@@ -100,8 +107,12 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 			t.Fatal(err)
 		}
 	}
-	params := fmt.Sprintf("thaw.image=http://10.0.2.2:%d/%s thaw.pubkey=%s thaw.disk=vda thaw.log=http://10.0.2.2:%d/log/%s %s",
-		port, ac.bundle, ac.pubLine, port, ac.name, ac.params)
+	disk := "vda"
+	if ac.vmware {
+		disk = "sda"
+	}
+	params := fmt.Sprintf("thaw.image=http://10.0.2.2:%d/%s thaw.pubkey=%s thaw.disk=%s thaw.log=http://10.0.2.2:%d/log/%s %s",
+		port, ac.bundle, ac.pubLine, disk, port, ac.name, ac.params)
 	cfg := harness.VMConfig{Name: ac.name, Kernel: kernel, Initrd: initrd, Append: params,
 		MemoryMB: ac.memMB, CPUs: ac.cpus, CPU: ac.cpu, NIC: ac.nic, Extra: ac.extra, Control: true, LogDir: logDir, Timeout: 12 * time.Minute,
 		Disks: []harness.Disk{{Path: at.target}, {Path: at.blank}, {Path: c.tools}}}
@@ -110,10 +121,21 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 			cfg.Disks[i].Addr = fmt.Sprintf("0x%x", 3+i)
 		}
 	}
+	if ac.vmware {
+		// VMware's devices: the disk on a PVSCSI HBA, the NIC a VMXNET3 in
+		// another slot; the other disks stay virtio at the source's slots.
+		cfg.Disks = []harness.Disk{{Path: at.blank, Addr: "0x4"}, {Path: c.tools, Addr: "0x5"}}
+		cfg.Extra = append(cfg.Extra,
+			"-device", "pvscsi,id=hba,addr=0x6",
+			"-drive", "file="+at.target+",format=raw,if=none,cache=unsafe,id=t0",
+			"-device", "scsi-hd,drive=t0,bus=hba.0",
+			"-netdev", fmt.Sprintf("user,id=n1,hostfwd=tcp:127.0.0.1:%d-:6379", ac.redis),
+			"-device", "vmxnet3,netdev=n1,addr=0xa")
+	}
 	if cfg.MemoryMB == 0 {
 		cfg.MemoryMB = 512
 	}
-	if ac.nic == "" && len(ac.extra) == 0 {
+	if ac.nic == "" && len(ac.extra) == 0 && !ac.vmware {
 		cfg.NIC = "virtio-net-pci"
 	}
 	if ac.pxe {
@@ -147,7 +169,7 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 }
 
 var (
-	resumedRE = regexp.MustCompile(`thaw capture \[[ 0-9.]+s\]: resumed: mailbox intact`)
+	resumedRE = regexp.MustCompile(`thaw capture \[[ 0-9.]+s\]: resumed: mailbox (intact|payload verified)`)
 	refusedRE = regexp.MustCompile(`REFUSED: .*|FAILED`)
 	timingRE  = regexp.MustCompile(`timing: (.*)`)
 )
@@ -370,4 +392,73 @@ func TestAgentDebian12OtherMachine(t *testing.T) {
 func TestAgentRefusesAreaOnTarget(t *testing.T) {
 	refusal(t, agentCase{name: "area-on-target", gpt: true, params: "thaw.resume=kexec thaw.area=vda2"},
 		regexp.MustCompile(`RESUME: the resume area /dev/vda#2 lies on target disk /dev/vda`))
+}
+
+// E6: a VMware-like machine. The disk moves from virtio-blk (slot 3) to a
+// PVSCSI HBA (slot 6), the NIC from virtio-net (slot 2) to a VMXNET3
+// (slot 10); both drivers are modules of the image kernel and reach it
+// through the mailbox. The resumed capture process loads them, lets the
+// dead controller go, re-points the LVs and gives the new NIC the source's
+// name and address: redis answers the host with the value it held in RAM.
+func TestAgentVMwareLike(t *testing.T) {
+	c := needCaptured(t)
+	ac := agentCase{name: "e6-vmware", vmware: true, redis: freePort(t)}
+	at := agentResume(t, ac)
+	con := at.vm.Console()
+	for _, want := range []string{"vmw_pvscsi", "vmxnet3", "REDIRECT", "REBIND", "payload verified"} {
+		if !strings.Contains(con, want) {
+			t.Errorf("the console never says %q", want)
+		}
+	}
+	if m := regexp.MustCompile(`takeover: .*FAILED.*`).FindString(con); m != "" {
+		t.Errorf("a device step failed: %s", m)
+	}
+	checkTakenOver(t, at, c)
+	checkResumed(t, at.vm, c.h)
+	fsckRoot(t, at.target)
+}
+
+// checkTakenOver: the host's client reads the RAM-only redis value through
+// hostfwd, and the new NIC carries the source's name and address.
+func checkTakenOver(t *testing.T, at *agentTarget, c *capturedServer) {
+	t.Helper()
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	v, err := harness.RedisGet(ctx, fmt.Sprintf("127.0.0.1:%d", at.redis), "thaw:secret")
+	if err != nil || v != c.redis {
+		t.Fatalf("redis through the moved server's new NIC: %q %v, the source held %q", v, err, c.redis)
+	}
+	t.Logf("TIMING %-34s %6.1fs (redis GET thaw:secret = %s from the host)", "resumed → redis answers", time.Since(start).Seconds(), v)
+	nic := sourceNIC(t, c.bundle)
+	out, status, err := at.vm.Run("ip -o -4 addr show dev "+nic.Name+"; basename $(readlink /sys/class/net/"+nic.Name+"/device/driver); cat /sys/class/net/"+nic.Name+"/address", time.Minute)
+	if err != nil || status != 0 || !strings.Contains(out, strings.Split(nic.Addresses[0], "/")[0]) || !strings.Contains(out, "vmxnet3") || !strings.Contains(out, nic.MAC) {
+		t.Fatalf("the new NIC as %s (want %s, vmxnet3, %s): %q %v %d", nic.Name, nic.Addresses[0], nic.MAC, out, err, status)
+	}
+	t.Logf("NIC after the move: %s", strings.Join(strings.Fields(out), " "))
+}
+
+// sourceNIC is the first NIC with an address in a bundle's manifest.
+func sourceNIC(t *testing.T, path string) manifest.NIC {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	br, err := bundle.Open(f, st.Size(), nil)
+	if err != nil && !errors.Is(err, bundle.ErrUnsigned) && !errors.Is(err, bundle.ErrBadSignature) {
+		t.Fatal(err)
+	}
+	if br == nil {
+		t.Fatalf("open %s: %v", path, err)
+	}
+	for _, n := range br.Manifest.NICs {
+		if n.PCI != "" && len(n.Addresses) > 0 {
+			return n
+		}
+	}
+	t.Fatalf("the source's manifest has no NIC with an address: %+v", br.Manifest.NICs)
+	return manifest.NIC{}
 }
