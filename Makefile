@@ -46,6 +46,10 @@ unit:
 	$(GO) test -run='^$$' -fuzz=FuzzParseModulesAlias -fuzztime=5s ./agent/plan/
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=5s ./netfetch/bootparam/
 	$(GO) test -run='^$$' -fuzz=FuzzLease -fuzztime=5s ./netfetch/dhcp/
+	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=5s -test.fuzzminimizetime=1s ./images/mailbox/
+	$(GO) test -run='^$$' -fuzz=FuzzInjector -fuzztime=5s -test.fuzzminimizetime=1s ./images/mailbox/
+	$(GO) test -run='^$$' -fuzz=FuzzParseTable -fuzztime=5s ./agent/dm/
+	$(GO) test -run='^$$' -fuzz=FuzzParseRoute -fuzztime=5s ./agent/nicmove/
 
 vmtest: kernels server initramfs
 	$(GO) test -tags vm -timeout 80m -v ./scripts/vmtest/ 2>&1 | tee build/vmtest.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)'; exit $${PIPESTATUS[0]}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/thawlinux/thaw/agent/plan"
 )
@@ -32,7 +33,11 @@ type Config struct {
 	Modules string                           // default /lib/modules/$(uname -r)
 	Load    func(module string) error        // default kmodule.Probe
 	Logf    func(format string, args ...any) // progress
-	Buses   []string                         // default pci, virtio
+	Buses   []string                         // default pci, virtio, scsi
+	// Settle is how long to wait for more devices after a round that
+	// loaded a module (host adapters scan their buses asynchronously);
+	// default 1 s.
+	Settle time.Duration
 }
 
 // Run loads the modules that match the present devices, repeating while
@@ -55,7 +60,12 @@ func Run(c Config) (*Result, error) {
 		c.Logf = func(string, ...any) {}
 	}
 	if len(c.Buses) == 0 {
-		c.Buses = []string{"pci", "virtio"}
+		// scsi: a host adapter's disks need the disk driver (sd_mod),
+		// found by the SCSI device's own modalias.
+		c.Buses = []string{"pci", "virtio", "scsi"}
+	}
+	if c.Settle == 0 {
+		c.Settle = time.Second
 	}
 	al, err := plan.FromDir(c.Modules)
 	if err != nil {
@@ -64,7 +74,8 @@ func Run(c Config) (*Result, error) {
 	res := &Result{}
 	done := map[string]bool{}   // device paths handled
 	tried := map[string]error{} // modules tried, and how it went
-	for round := 0; round < 5; round++ {
+	loadedLast := false
+	for round := 0; round < 8; round++ {
 		var fresh []string
 		for _, bus := range c.Buses {
 			ms, _ := filepath.Glob(filepath.Join(c.Sys, "bus", bus, "devices", "*", "modalias"))
@@ -76,7 +87,13 @@ func Run(c Config) (*Result, error) {
 			}
 		}
 		if len(fresh) == 0 {
-			break
+			if !loadedLast {
+				break
+			}
+			// A driver just loaded may still be finding its devices.
+			loadedLast = false
+			time.Sleep(c.Settle)
+			continue
 		}
 		for _, m := range fresh {
 			done[m] = true
@@ -97,6 +114,7 @@ func Run(c Config) (*Result, error) {
 					err = c.Load(mod)
 					tried[mod] = err
 					if err == nil {
+						loadedLast = true
 						res.Loaded = append(res.Loaded, mod)
 						c.Logf("loaded %s for %s (%s)", mod, d.Path, d.Modalias)
 					}

@@ -3,6 +3,7 @@ package takeover
 import (
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -115,6 +116,9 @@ func redirected(p *plan.Plan) []plan.Device {
 // reaches the dead controller until its table points at the new one.
 func Quiesce(sys System, p *plan.Plan, src *manifest.Manifest, logf func(string, ...any)) *Report {
 	r := &Report{}
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
 	rows := redirected(p)
 	if len(rows) == 0 {
 		return r
@@ -195,7 +199,7 @@ func Apply(sys System, p *plan.Plan, mods []Module, src *manifest.Manifest, logf
 			return mapDevs(moved, src, row.Source.Name, found)
 		})
 	}
-	if len(moved) > 0 || anySuspended(src) {
+	if len(moved) > 0 || len(rows) > 0 || anySuspended(src) {
 		repoint(sys, r, moved, src, logf)
 	}
 
@@ -309,13 +313,37 @@ func repoint(sys System, r *Report, moved map[uint64]uint64, src *manifest.Manif
 	for _, d := range src.DM {
 		suspendedByCapture[d.Name] = d.Suspended
 	}
+	tables := map[string][]dm.Target{}
+	byDev := map[uint64]string{}
+	var ok []dm.Info
 	for _, in := range infos {
 		t, err := c.Table(in.Name)
 		if err != nil {
 			r.step("table of "+in.Name, logf, func() error { return err })
 			continue
 		}
-		nt, changed := dm.Retarget(t, moved)
+		tables[in.Name], byDev[in.Dev] = t, in.Name
+		ok = append(ok, in)
+	}
+	// Depth: 1 + the deepest dm device a table names.
+	depth := map[string]int{}
+	var depthOf func(name string, n int) int
+	depthOf = func(name string, n int) int {
+		if d, ok := depth[name]; ok || n > 16 {
+			return d
+		}
+		d := 0
+		for _, dev := range dm.Devs(tables[name]) {
+			if below, ok := byDev[dev]; ok && below != name {
+				d = max(d, 1+depthOf(below, n+1))
+			}
+		}
+		depth[name] = d
+		return d
+	}
+	sort.SliceStable(ok, func(i, j int) bool { return depthOf(ok[i].Name, 0) < depthOf(ok[j].Name, 0) })
+	for _, in := range ok {
+		nt, changed := dm.Retarget(tables[in.Name], moved)
 		if changed {
 			r.step(fmt.Sprintf("load %s: %s", in.Name, dm.FormatTable(nt)), logf, func() error { return c.Load(in.Name, nt, in.ReadOnly) })
 		}

@@ -101,12 +101,8 @@ func TestServerCapture(t *testing.T) {
 	hs, _ := os.Stat(disk)
 	os.WriteFile(target, nil, 0o644)
 	os.Truncate(target, hs.Size())
-	// The image's swap (vda2) holds swapped-out pages: the resume image goes
-	// to the second disk's resume partition, which thaw restore must refuse
-	// to take from the image's own swap.
-	if out, err := thaw(t, "restore", "--image", bundlePath, "--pubkey", pub, "--disk", target, "--resume", disk+"#2"); err == nil || !strings.Contains(err.Error(), "a swap the image uses") {
-		t.Fatalf("restore into the image's own swap: %v %s", err, out)
-	}
+	// The image's swap (the swap LV) holds swapped-out pages: the resume
+	// image goes to the second disk's resume partition.
 	start := time.Now()
 	cmdline := restoreTo(t, fmt.Sprintf("http://127.0.0.1:%d/server.thaw", port), pub, target, s.Cmdline, "--resume", blank+"#2")
 	timing("restore over HTTP (verify + write)", start)
