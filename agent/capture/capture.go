@@ -374,8 +374,12 @@ func Run(o Options) (res *Result, err error) {
 	if err := syscall.Mlockall(syscall.MCL_CURRENT | syscall.MCL_FUTURE | mclOnFault); err != nil {
 		return res, fmt.Errorf("mlockall: %w", err)
 	}
-	logf("memory locked: %s", procStatus("VmRSS", "VmLck"))
 	defer syscall.Munlockall()
+	touched, err := faultIn(pm)
+	if err != nil {
+		return res, fmt.Errorf("bringing this process's pages into RAM: %w", err)
+	}
+	logf("memory locked: %s; %d pages brought back from swap or files", procStatus("VmRSS", "VmLck"), touched)
 
 	if err := dev.PlatformSupport(false); err != nil {
 		return res, err
