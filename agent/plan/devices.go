@@ -242,6 +242,17 @@ func (p *Plan) devices(src, dst *manifest.Manifest, aliases *Aliases) {
 			row.Why = fmt.Sprintf("the image kernel %s has no driver for the disk controller %s (%s)", releaseOf(aliases), t.PCI, devDesc(tp))
 			row.Fix = "restore onto a disk controller the image kernel drives"
 			p.refuse("driver", fmt.Sprintf("disk %s: %s", s.Name, row.Why), row.Fix)
+		case staleAt(src, tp):
+			// The resumed kernel keeps its own device at that address (a
+			// rescan skips it), and removing a virtio device whose restore
+			// failed corrupts the kernel's heap.
+			old := pciOf(src, t.PCI)
+			row.Action = Refuse
+			row.Why = fmt.Sprintf("the disk controller %s (%s) sits at the address of the source's %s %s, which the resumed kernel keeps and cannot let go of",
+				t.PCI, devDesc(tp), devDesc(old), old.Driver)
+			row.Fix = "put the disk controller in another PCI slot"
+			row.Target.Stale = true
+			p.refuse("slot", fmt.Sprintf("disk %s: %s", s.Name, row.Why), row.Fix)
 		case !s.Movable:
 			_, why := Movable(src, s)
 			row.Action = Refuse
@@ -265,6 +276,16 @@ func (p *Plan) devices(src, dst *manifest.Manifest, aliases *Aliases) {
 	}
 	p.nics(src, dst, aliases, addMods)
 	p.Modules = mods
+}
+
+// staleAt reports whether the source had another device at the target
+// device's PCI address.
+func staleAt(src *manifest.Manifest, tp *manifest.PCIDevice) bool {
+	if tp == nil || tp.Address == "" {
+		return false
+	}
+	old := pciOf(src, tp.Address)
+	return old != nil && !sameDevice(old, tp)
 }
 
 // devDesc names a PCI device by vendor:device, or by modalias.

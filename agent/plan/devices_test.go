@@ -100,6 +100,9 @@ func TestDevicePlan(t *testing.T) {
 		{"other NIC model in the source's slot", func(src, dst *manifest.Manifest) {
 			dst.PCI[1] = manifest.PCIDevice{Address: "0000:00:02.0", Vendor: "0x8086", Device: "0x100e", Class: "0x020000", Modalias: e1000}
 		}, true, Redirect, None, "", "scsi_common scsi_mod vmw_pvscsi sd_mod", "put the new NIC in another PCI slot"},
+		{"other disk controller in the source's slot", func(src, dst *manifest.Manifest) {
+			dst.PCI[0].Address, dst.Disks[0].PCI = "0000:00:03.0", "0000:00:03.0"
+		}, false, Refuse, Rebind, "slot", "vmxnet3", "put the disk controller in another PCI slot"},
 		{"no GPT to find the disk by", func(src, dst *manifest.Manifest) { src.Disks[0].DiskGUID = "" }, false, Refuse, Rebind, "disk", "vmxnet3", "no GPT disk GUID"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -81,11 +81,6 @@ func (l *Linux) PCIPresent(addr string) bool {
 	return unix.Stat(filepath.Join(l.Sys, "bus/pci/devices", addr), &st) == nil
 }
 
-// PCIRemove removes a PCI device from the kernel.
-func (l *Linux) PCIRemove(addr string) error {
-	return writeSys(filepath.Join(l.Sys, "bus/pci/devices", addr, "remove"), "1")
-}
-
 // PCIRescan rescans every PCI bus.
 func (l *Linux) PCIRescan() error { return writeSys(filepath.Join(l.Sys, "bus/pci/rescan"), "1") }
 
@@ -117,8 +112,9 @@ func (l *Linux) NIC() nicmove.Sys {
 }
 
 // Disks lists the whole disks under /sys/block with their partitions and
-// GPT GUIDs. A disk without a node in /dev gets one in /dev/.thaw.
-func (l *Linux) Disks() ([]Disk, error) {
+// GPT GUIDs, but for those in skip. A disk without a node in /dev gets one
+// in /dev/.thaw.
+func (l *Linux) Disks(skip map[string]bool) ([]Disk, error) {
 	dir := filepath.Join(l.Sys, "block")
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -131,7 +127,7 @@ func (l *Linux) Disks() ([]Disk, error) {
 			continue
 		}
 		d := Disk{Name: n, Parts: map[int]string{}}
-		if d.Dev, err = readSys(filepath.Join(dir, n, "dev")); err != nil {
+		if d.Dev, err = readSys(filepath.Join(dir, n, "dev")); err != nil || skip[d.Dev] {
 			continue
 		}
 		if size, _ := readSys(filepath.Join(dir, n, "size")); size == "0" {

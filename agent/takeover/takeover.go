@@ -42,10 +42,11 @@ type System interface {
 	LoadModule(m Module) error
 	// PCIPresent reports whether the kernel has a device at addr.
 	PCIPresent(addr string) bool
-	PCIRemove(addr string) error
 	PCIRescan() error
-	// Disks lists the whole disks with their GPT GUIDs.
-	Disks() ([]Disk, error)
+	// Disks lists the whole disks with their GPT GUIDs, but for those
+	// whose major:minor is in skip: they are not even opened (a dead
+	// disk's I/O never returns).
+	Disks(skip map[string]bool) ([]Disk, error)
 	DM() (DM, error)
 	NIC() nicmove.Sys
 	Sleep(d time.Duration)
@@ -163,15 +164,18 @@ func Apply(sys System, p *plan.Plan, mods []Module, src *manifest.Manifest, logf
 		r.step("load module "+m.Name, logf, func() error { return sys.LoadModule(m) })
 	}
 
-	// 2. The controllers of moved disks let go, the bus rescanned.
+	// 2. The bus rescanned. The controllers of moved disks stay: their
+	// restore failed, and removing such a virtio device frees its queues a
+	// second time (virtblk_freeze freed them; the failed restore did not
+	// allocate new ones), which corrupts the kernel's heap. Their request
+	// queues stay quiesced, so nothing reaches them; the new controllers
+	// sit at other addresses (the plan refuses one at a stale address).
 	rows := redirected(p)
 	rescan := len(rows) > 0
 	for _, row := range rows {
-		addr := row.Source.PCI
-		if addr == "" || !sys.PCIPresent(addr) {
-			continue
+		if addr := row.Source.PCI; addr != "" && sys.PCIPresent(addr) {
+			logf("takeover: %s of %s (%s) stays in the kernel's PCI list, quiesced", addr, row.Source.Name, row.Source.Driver)
 		}
-		r.step(fmt.Sprintf("remove the stale controller %s of %s (%s)", addr, row.Source.Name, row.Source.Driver), logf, func() error { return sys.PCIRemove(addr) })
 	}
 	if p != nil {
 		for _, d := range p.Devices {
@@ -182,14 +186,16 @@ func Apply(sys System, p *plan.Plan, mods []Module, src *manifest.Manifest, logf
 		r.step("rescan the PCI bus", logf, sys.PCIRescan)
 	}
 
-	// 3. Each moved disk found by its GUID; the dm tables re-pointed.
+	// 3. Each moved disk found by its GUID, never touching the dead ones;
+	// the dm tables re-pointed.
+	stale := staleDisks(src, rows)
 	moved := map[uint64]uint64{}
 	for _, row := range rows {
 		var found Disk
 		what := fmt.Sprintf("find disk %s (GUID %s) at %s", row.Source.Name, row.Source.DiskGUID, row.Target.PCI)
 		err := r.step(what, logf, func() error {
 			var err error
-			found, err = waitDisk(sys, row.Source.DiskGUID, DiskTimeout)
+			found, err = waitDisk(sys, row.Source.DiskGUID, stale, DiskTimeout)
 			return err
 		})
 		if err != nil {
@@ -231,15 +237,29 @@ func anySuspended(src *manifest.Manifest) bool {
 	return false
 }
 
+// staleDisks are the device numbers of the moved disks as the resumed
+// kernel still knows them.
+func staleDisks(src *manifest.Manifest, rows []plan.Device) map[string]bool {
+	out := map[string]bool{}
+	for _, row := range rows {
+		for _, d := range src.Disks {
+			if d.Name == row.Source.Name && d.Dev != "" {
+				out[d.Dev] = true
+			}
+		}
+	}
+	return out
+}
+
 // waitDisk polls for a whole disk with the GPT GUID.
-func waitDisk(sys System, guid string, timeout time.Duration) (Disk, error) {
+func waitDisk(sys System, guid string, skip map[string]bool, timeout time.Duration) (Disk, error) {
 	if guid == "" {
 		return Disk{}, errors.New("no GUID to look for")
 	}
 	deadline := time.Now().Add(timeout)
 	var seen []string
 	for {
-		ds, err := sys.Disks()
+		ds, err := sys.Disks(skip)
 		if err != nil {
 			return Disk{}, err
 		}
