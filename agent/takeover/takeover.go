@@ -195,7 +195,7 @@ func Apply(sys System, p *plan.Plan, mods []Module, src *manifest.Manifest, logf
 		what := fmt.Sprintf("find disk %s (GUID %s) at %s", row.Source.Name, row.Source.DiskGUID, row.Target.PCI)
 		err := r.step(what, logf, func() error {
 			var err error
-			found, err = waitDisk(sys, row.Source.DiskGUID, stale, DiskTimeout)
+			found, err = waitDisk(sys, row.Source.DiskGUID, partsOf(src, row.Source.Name), stale, DiskTimeout)
 			return err
 		})
 		if err != nil {
@@ -206,7 +206,7 @@ func Apply(sys System, p *plan.Plan, mods []Module, src *manifest.Manifest, logf
 		})
 	}
 	if len(moved) > 0 || len(rows) > 0 || anySuspended(src) {
-		repoint(sys, r, moved, src, logf)
+		repoint(sys, r, moved, stale, src, logf)
 	}
 
 	// 4. NICs.
@@ -226,6 +226,16 @@ func Apply(sys System, p *plan.Plan, mods []Module, src *manifest.Manifest, logf
 		}
 	}
 	return r
+}
+
+// namesDead reports whether a table names one of the dead devices.
+func namesDead(t []dm.Target, dead map[uint64]bool) bool {
+	for _, d := range dm.Devs(t) {
+		if dead[d] {
+			return true
+		}
+	}
+	return false
 }
 
 func anySuspended(src *manifest.Manifest) bool {
@@ -251,8 +261,25 @@ func staleDisks(src *manifest.Manifest, rows []plan.Device) map[string]bool {
 	return out
 }
 
-// waitDisk polls for a whole disk with the GPT GUID.
-func waitDisk(sys System, guid string, skip map[string]bool, timeout time.Duration) (Disk, error) {
+// partsOf lists the partition numbers of a source disk that dm tables may
+// name (those with device numbers).
+func partsOf(src *manifest.Manifest, name string) []int {
+	var out []int
+	for _, d := range src.Disks {
+		if d.Name == name {
+			for _, p := range d.Partitions {
+				if p.Dev != "" {
+					out = append(out, p.Number)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// waitDisk polls for a whole disk with the GPT GUID and every partition
+// in parts: the kernel reads the partition table after the disk appears.
+func waitDisk(sys System, guid string, parts []int, skip map[string]bool, timeout time.Duration) (Disk, error) {
 	if guid == "" {
 		return Disk{}, errors.New("no GUID to look for")
 	}
@@ -264,17 +291,36 @@ func waitDisk(sys System, guid string, skip map[string]bool, timeout time.Durati
 			return Disk{}, err
 		}
 		seen = seen[:0]
+		var partial *Disk
 		for _, d := range ds {
-			if strings.EqualFold(d.GUID, guid) {
-				return d, nil
-			}
 			seen = append(seen, d.Name)
+			if !strings.EqualFold(d.GUID, guid) {
+				continue
+			}
+			if missing := missingParts(d, parts); len(missing) > 0 {
+				partial = &d
+				continue
+			}
+			return d, nil
 		}
 		if time.Now().After(deadline) {
+			if partial != nil {
+				return Disk{}, fmt.Errorf("disk %s (GUID %s) shows no partition %v after %s", partial.Name, guid, missingParts(*partial, parts), timeout)
+			}
 			return Disk{}, fmt.Errorf("no disk with GUID %s appeared in %s (disks: %s)", guid, timeout, strings.Join(seen, " "))
 		}
 		sys.Sleep(200 * time.Millisecond)
 	}
+}
+
+func missingParts(d Disk, parts []int) []int {
+	var out []int
+	for _, n := range parts {
+		if _, ok := d.Parts[n]; !ok {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // mapDevs records old → new device numbers for the disk and each
@@ -318,7 +364,23 @@ func mapDevs(moved map[uint64]uint64, src *manifest.Manifest, name string, now D
 // repoint loads a re-pointed table into every dm device that names a moved
 // device, and resumes those and every device the capture suspended. Lower
 // devices come first: a table names its slaves by number.
-func repoint(sys System, r *Report, moved map[uint64]uint64, src *manifest.Manifest, logf func(string, ...any)) {
+func repoint(sys System, r *Report, moved map[uint64]uint64, stale map[string]bool, src *manifest.Manifest, logf func(string, ...any)) {
+	dead := map[uint64]bool{}
+	for dev := range stale {
+		if n, ok := dm.ParseDev(dev); ok {
+			dead[n] = true
+		}
+	}
+	for _, d := range src.Disks {
+		if !stale[d.Dev] {
+			continue
+		}
+		for _, p := range d.Partitions {
+			if n, ok := dm.ParseDev(p.Dev); ok {
+				dead[n] = true
+			}
+		}
+	}
 	c, err := sys.DM()
 	if err != nil {
 		r.step("device-mapper", logf, func() error { return err })
@@ -366,6 +428,14 @@ func repoint(sys System, r *Report, moved map[uint64]uint64, src *manifest.Manif
 		nt, changed := dm.Retarget(tables[in.Name], moved)
 		if changed {
 			r.step(fmt.Sprintf("load %s: %s", in.Name, dm.FormatTable(nt)), logf, func() error { return c.Load(in.Name, nt, in.ReadOnly) })
+		}
+		if !changed && (in.Suspended || suspendedByCapture[in.Name]) && namesDead(tables[in.Name], dead) {
+			// Resuming it would send its held I/O to the dead disk and
+			// hang; suspended, only what touches it waits.
+			r.step("leave "+in.Name+" suspended", logf, func() error {
+				return fmt.Errorf("its table still names the dead disk (%s): its new place was not found", dm.FormatTable(tables[in.Name]))
+			})
+			continue
 		}
 		if changed || in.Suspended || suspendedByCapture[in.Name] {
 			r.step("resume "+in.Name, logf, func() error { return c.Resume(in.Name) })

@@ -394,6 +394,7 @@ type fakeSys struct {
 	kept      []Disk // disks there from the start
 	moved     Disk   // the new disk
 	appear    int    // Disks polls after the rescan that do not show it yet; -1: never
+	partsLate int    // polls after it appears that show it without partitions
 	polls     int    // Disks polls after the rescan
 	sleeps    int
 	deadRead  bool // the dead vda was opened
@@ -443,7 +444,11 @@ func (s *fakeSys) Disks(skip map[string]bool) ([]Disk, error) {
 	}
 	s.polls++
 	if s.appear >= 0 && s.polls > s.appear {
-		ds = append(ds, s.moved)
+		d := s.moved
+		if s.polls <= s.appear+s.partsLate {
+			d.Parts = map[int]string{} // the partition table not read yet
+		}
+		ds = append(ds, d)
 	}
 	return ds, nil
 }
@@ -671,6 +676,8 @@ func checkLogged(t *testing.T, lg *logger, r *Report) {
 var (
 	e6ModLoads = []string{"load scsi_mod", "load vmw_pvscsi", "load sd_mod", "load vmxnet3"}
 	e6ModSteps = []string{"load module scsi_mod", "load module vmw_pvscsi", "load module sd_mod", "load module vmxnet3"}
+	leaveRoot  = "leave vg0-root suspended"
+	leaveSwap  = "leave vg0-swap suspended"
 	repointLog = []string{
 		"dm load vg0-root " + rootNew + " rw", "dm resume vg0-root",
 		"dm load vg0-swap " + swapNew + " rw", "dm resume vg0-swap",
@@ -821,16 +828,18 @@ func TestApply(t *testing.T) {
 		log: cat(
 			[]string{"dm suspend vg0-swap noflush|skiplockfs"},
 			e6ModLoads,
-			[]string{"pci rescan", "dm resume vg0-root", "dm resume vg0-swap"}),
+			[]string{"pci rescan"}),
 		steps: cat(
 			e6ModSteps,
-			[]string{"rescan the PCI bus", findStep, "resume vg0-root", "resume vg0-swap", nicStep}),
-		fail: map[string]string{findStep: "no disk with GUID " + guid + " appeared in 50ms (disks: vdb)"},
+			[]string{"rescan the PCI bus", findStep, leaveRoot, leaveSwap, nicStep}),
+		fail: map[string]string{findStep: "no disk with GUID " + guid + " appeared in 50ms (disks: vdb)", leaveRoot: "still names the dead disk", leaveSwap: "still names the dead disk"},
 		check: func(t *testing.T, s *fakeSys) {
 			if s.polls < 2 || s.sleeps != s.polls-1 {
 				t.Errorf("%d disk polls and %d sleeps: want polls until the timeout, a sleep between each", s.polls, s.sleeps)
 			}
-			tables(t, s, map[string]string{"vg0-root": rootOld, "vg0-swap": swapOld})
+			if !s.dm.info["vg0-root"].Suspended || !s.dm.info["vg0-swap"].Suspended {
+				t.Errorf("vg0-root and vg0-swap resumed onto the dead disk")
+			}
 			nicMoved(t, s)
 		},
 	}, {
@@ -875,7 +884,28 @@ func TestApply(t *testing.T) {
 			nicMoved(t, s)
 		},
 	}, {
-		name: "the new disk lacks a partition: reported, what was mapped still re-pointed",
+		name:  "the new disk's partitions show up after its GUID: waited for",
+		plan:  e6Plan,
+		mods:  e6Modules,
+		setup: func(s *fakeSys, _ *manifest.Manifest) { s.partsLate = 3 },
+		log: cat(
+			[]string{"dm suspend vg0-swap noflush|skiplockfs"},
+			e6ModLoads,
+			[]string{"pci rescan"},
+			repointLog),
+		steps: cat(
+			e6ModSteps,
+			[]string{"rescan the PCI bus", findStep, "vda is now sda (8:0)"},
+			repointSteps,
+			[]string{nicStep}),
+		check: func(t *testing.T, s *fakeSys) {
+			tables(t, s, map[string]string{"vg0-root": rootNew, "vg0-swap": swapNew})
+			if s.polls != 6 {
+				t.Errorf("%d disk polls, want 6 (3 without it, 3 without its partitions)", s.polls)
+			}
+		},
+	}, {
+		name: "the new disk lacks a partition: reported, nothing re-pointed to it",
 		plan: e6Plan,
 		mods: e6Modules,
 		setup: func(s *fakeSys, _ *manifest.Manifest) {
@@ -884,15 +914,12 @@ func TestApply(t *testing.T) {
 		log: cat(
 			[]string{"dm suspend vg0-swap noflush|skiplockfs"},
 			e6ModLoads,
-			[]string{"pci rescan"},
-			// 254:0 and 254:1 were mapped before partition 2 was missed.
-			repointLog),
+			[]string{"pci rescan"}),
 		steps: cat(
 			e6ModSteps,
-			[]string{"rescan the PCI bus", findStep, "vda is now sda (8:0)"},
-			repointSteps,
+			[]string{"rescan the PCI bus", findStep, leaveRoot, leaveSwap},
 			[]string{nicStep}),
-		fail: map[string]string{"vda is now sda (8:0)": "sda has no partition 2"},
+		fail: map[string]string{findStep: "disk sda (GUID " + guid + ") shows no partition [2] after 50ms", leaveRoot: "dead disk", leaveSwap: "dead disk"},
 	}, {
 		name:  "no device-mapper: reported, the NIC still moved",
 		plan:  e6Plan,

@@ -226,6 +226,21 @@ func (a *agent) flushLog() {
 	}
 }
 
+// record sends one machine-readable line to thaw.log= only (not to the
+// console): "thaw-KIND-json" and the value as JSON. The probe record is a
+// profile for "thaw plan --target"; the plan record is the plan as
+// "thaw plan --json" prints it.
+func (a *agent) record(kind string, v any) {
+	if a.logq == nil {
+		return
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return
+	}
+	a.sink("thaw-" + kind + "-json " + string(b))
+}
+
 func (a *agent) stage(name string, t0 time.Time) { a.times[name] = time.Since(t0).Seconds() }
 
 func (a *agent) run() error {
@@ -323,6 +338,8 @@ func (a *agent) run() error {
 	for _, n := range pl.Notes {
 		ui.Logf("note: %s", n)
 	}
+	a.record("probe", target)
+	a.record("plan", pl)
 	if m.Mailbox != nil && pl.OK {
 		if a.payload, err = a.makePayload(pl); err != nil {
 			pl.Refusals = append(pl.Refusals, plan.Refusal{Check: "mailbox", Reason: err.Error(), Hint: "capture the server again with this version of thaw"})

@@ -42,8 +42,10 @@ profile (thaw probe):
            MAC, addresses and routes); refuse (with the fix); none
 
 --target FILE plans against a profile saved on the target machine with
-"thaw probe --json" (from the agent's rescue shell, for instance), so a
-move can be checked before the downtime. --json prints the plan, devices
+"thaw probe --json" (from the agent's rescue shell, for instance), or
+taken from the "thaw-probe-json" line of an agent's thaw.log= log (the
+agent records this machine's profile and its plan there), so a move can
+be checked before the downtime. --json prints the plan, devices
 included, as the agent applies it.
 
 Exit status 0: restorable; 3: refused (the reasons and fixes are printed).

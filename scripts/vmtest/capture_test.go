@@ -218,8 +218,19 @@ var redisRE = regexp.MustCompile(`REDIS: thaw:secret=([0-9a-f]+)`)
 
 // keep links the capture into $TMPDIR/thaw-vmtest-captured for
 // needCaptured.
-func keep(t *testing.T, c *capturedServer) *capturedServer {
-	dir := filepath.Join(os.TempDir(), "thaw-vmtest-captured")
+func keep(t *testing.T, c *capturedServer) *capturedServer { return keepSuite(t, c, "trixie") }
+
+// keptDir is where a suite's capture is kept for later runs.
+func keptDir(suite string) string {
+	name := "thaw-vmtest-captured"
+	if suite != "trixie" {
+		name += "-" + suite
+	}
+	return filepath.Join(os.TempDir(), name)
+}
+
+func keepSuite(t *testing.T, c *capturedServer, suite string) *capturedServer {
+	dir := keptDir(suite)
 	os.RemoveAll(dir)
 	os.MkdirAll(dir, 0o755)
 	kept := *c
@@ -253,7 +264,14 @@ func needCaptured(t *testing.T) *capturedServer {
 	if os.Getenv("THAW_VMTEST_REUSE_CAPTURE") != "1" {
 		t.Fatal("needs the bundle of TestServerCapture (run both)")
 	}
-	dir := filepath.Join(os.TempDir(), "thaw-vmtest-captured")
+	captured = loadKept(t, "trixie")
+	return captured
+}
+
+// loadKept loads the capture a previous run kept for a suite.
+func loadKept(t *testing.T, suite string) *capturedServer {
+	t.Helper()
+	dir := keptDir(suite)
 	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
 	if err != nil {
 		t.Fatalf("no kept capture: %v", err)
@@ -262,14 +280,39 @@ func needCaptured(t *testing.T) *capturedServer {
 	if err := json.Unmarshal(b, &st); err != nil {
 		t.Fatal(err)
 	}
-	s, err := harness.LoadServer()
+	s, err := harness.LoadServerSuite(suite)
 	if err != nil {
 		t.Fatal(err)
 	}
-	captured = &capturedServer{s: s, bundle: filepath.Join(dir, "server.thaw"), pub: filepath.Join(dir, "k.pub"), tools: filepath.Join(dir, "tools.img"),
-		h: &hibernatedServer{s: s, secret: st.Secret, last: st.Last}, blobSum: st.BlobSum, dsdtSum: st.DSDTSum, redis: st.Redis}
 	t.Logf("reusing the capture kept in %s", dir)
-	return captured
+	return &capturedServer{s: s, bundle: filepath.Join(dir, "server.thaw"), pub: filepath.Join(dir, "k.pub"), tools: filepath.Join(dir, "tools.img"),
+		h: &hibernatedServer{s: s, secret: st.Secret, last: st.Last}, blobSum: st.BlobSum, dsdtSum: st.DSDTSum, redis: st.Redis}
+}
+
+// capturedSuites holds one capture per other server suite, made by the
+// first test that needs it and shared by the others.
+var capturedSuites = map[string]*capturedServer{}
+
+// needCapturedSuite returns the shared capture of a suite's server
+// (bookworm), capturing it on first use.
+func needCapturedSuite(t *testing.T, suite string) *capturedServer {
+	t.Helper()
+	if c := capturedSuites[suite]; c != nil {
+		return c
+	}
+	if os.Getenv("THAW_VMTEST_REUSE_CAPTURE") == "1" {
+		if _, err := os.Stat(filepath.Join(keptDir(suite), "state.json")); err == nil {
+			capturedSuites[suite] = loadKept(t, suite)
+			return capturedSuites[suite]
+		}
+	}
+	s, err := harness.LoadServerSuite(suite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _, _, _ := captureServer(t, s, suite+"-capture")
+	capturedSuites[suite] = keepSuite(t, c, suite)
+	return capturedSuites[suite]
 }
 
 // checkMailboxInStream: every mailbox PFN of the manifest appears exactly

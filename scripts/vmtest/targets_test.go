@@ -3,7 +3,9 @@
 package vmtest
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -377,13 +379,8 @@ func TestAgentRefusesCorruptChunk(t *testing.T) {
 // other machine through the Debian 13 agent kernel: stage 2 with the
 // source's memory map, then the 6.12 kernel restores the 6.1 image.
 func TestAgentDebian12OtherMachine(t *testing.T) {
-	s, err := harness.LoadServerSuite("bookworm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _, _, _ := captureServer(t, s, "d12-capture")
 	ac := otherMachine("d12-e3-direct", "")
-	ac.c = c
+	ac.c = needCapturedSuite(t, "bookworm")
 	testOtherMachine(t, ac)
 }
 
@@ -397,15 +394,26 @@ func TestAgentRefusesAreaOnTarget(t *testing.T) {
 // E6: a VMware-like machine. The disk moves from virtio-blk (slot 3) to a
 // PVSCSI HBA (slot 6), the NIC from virtio-net (slot 2) to a VMXNET3
 // (slot 10); both drivers are modules of the image kernel and reach it
-// through the mailbox. The resumed capture process loads them, lets the
-// dead controller go, re-points the LVs and gives the new NIC the source's
-// name and address: redis answers the host with the value it held in RAM.
+// through the mailbox. The resumed capture process loads them, leaves the
+// dead controller quiesced, re-points the LVs and gives the new NIC the
+// source's name and address: redis answers the host with the value it
+// held in RAM.
 func TestAgentVMwareLike(t *testing.T) {
 	if os.Getenv("THAW_VMTEST_E6") != "1" {
 		t.Skip("E6 DOES NOT PASS YET: the resumed capture process loads the mailbox's modules, then hangs removing the stale virtio-blk controller (0000:00:03.0); set THAW_VMTEST_E6=1 to run it")
 	}
-	c := needCaptured(t)
-	ac := agentCase{name: "e6-vmware", vmware: true, redis: freePort(t)}
+	testVMwareLike(t, needCaptured(t), "e6-vmware")
+}
+
+// E8: the Debian 12 server (a 6.1 image) on E6's machine, through the
+// Debian 13 agent kernel: the 6.1 kernel's own modules come through the
+// mailbox.
+func TestAgentDebian12VMwareLike(t *testing.T) {
+	testVMwareLike(t, needCapturedSuite(t, "bookworm"), "e8-d12-vmware")
+}
+
+func testVMwareLike(t *testing.T, c *capturedServer, name string) {
+	ac := agentCase{name: name, vmware: true, redis: freePort(t), c: c}
 	at := agentResume(t, ac)
 	con := at.vm.Console()
 	for _, want := range []string{"vmw_pvscsi", "vmxnet3", "REDIRECT", "REBIND", "payload verified"} {
@@ -419,6 +427,57 @@ func TestAgentVMwareLike(t *testing.T) {
 	checkTakenOver(t, at, c)
 	checkResumed(t, at.vm, c.h)
 	fsckRoot(t, at.target)
+	checkPreflight(t, at, c, name, "sda")
+}
+
+// checkPreflight: thaw plan --target, run on the host against the profile
+// the agent recorded in its thaw.log=, gives the device plan the agent
+// applied (the JSON of both compared).
+func checkPreflight(t *testing.T, at *agentTarget, c *capturedServer, name string, disks ...string) {
+	t.Helper()
+	log, err := os.ReadFile(filepath.Join(at.store, "logs", name+".log"))
+	if err != nil {
+		t.Fatalf("the agent's log: %v", err)
+	}
+	rec := func(kind string) []byte {
+		m := regexp.MustCompile(`(?m) thaw-` + kind + `-json (\{.*\})$`).FindSubmatch(log)
+		if m == nil {
+			t.Fatalf("the agent's log has no thaw-%s-json record", kind)
+		}
+		return m[1]
+	}
+	probeFile := filepath.Join(t.TempDir(), "target.json")
+	os.WriteFile(probeFile, rec("probe"), 0o644)
+	args := []string{"plan", "--image", c.bundle, "--pubkey", c.pub, "--target", probeFile, "--json"}
+	for _, d := range disks {
+		args = append(args, "--disk", d)
+	}
+	out, err := thaw(t, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type devicePlan struct {
+		OK      bool            `json:"ok"`
+		Devices json.RawMessage `json:"devices"`
+		Modules json.RawMessage `json:"modules"`
+	}
+	var host, agent devicePlan
+	if err := json.Unmarshal(out, &host); err != nil {
+		t.Fatalf("thaw plan --json: %v", err)
+	}
+	if err := json.Unmarshal(rec("plan"), &agent); err != nil {
+		t.Fatalf("the agent's plan record: %v", err)
+	}
+	compact := func(m json.RawMessage) string {
+		var b bytes.Buffer
+		json.Compact(&b, m)
+		return b.String()
+	}
+	if !host.OK || !agent.OK || compact(host.Devices) != compact(agent.Devices) || compact(host.Modules) != compact(agent.Modules) {
+		t.Fatalf("pre-flight plan differs from the agent's:\nthaw plan --target: ok %v devices %s modules %s\nagent:              ok %v devices %s modules %s",
+			host.OK, compact(host.Devices), compact(host.Modules), agent.OK, compact(agent.Devices), compact(agent.Modules))
+	}
+	t.Logf("pre-flight: thaw plan --target with the agent's recorded profile gives its device plan (%d bytes of JSON)", len(compact(host.Devices)))
 }
 
 // checkTakenOver: the host's client reads the RAM-only redis value through
