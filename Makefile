@@ -66,7 +66,7 @@ bench:
 	$(GO) test -run='^$$' -bench=. ./images/swsusp/ ./images/lzo/
 	./scripts/bench/bundle.sh
 
-demo: build kernels
+demo:
 	./scripts/demo.sh
 
 lint:

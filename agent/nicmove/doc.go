@@ -8,6 +8,9 @@
 // The source's device is gone but its netdev lingers; it is brought down,
 // stripped of its addresses and renamed out of the way (old0, old1, …),
 // never removed: removing a stale virtio-net PCI device oopses the kernel.
+// A stale virtio-net cannot even be brought down (its close oopses after
+// the failed restore) and a rename needs it down: it keeps its name, up
+// and detached, and only loses its addresses (Move.StaleOpen).
 //
 // Every system call is synchronous and made on the calling thread: no
 // goroutines, channels or timers, since the kernel has frozen the

@@ -250,6 +250,17 @@ func (f *fake) DelAddr(i int, a *net.IPNet) error {
 	for j, h := range l.addrs {
 		if sameAddr(h, a) {
 			l.addrs = append(l.addrs[:j:j], l.addrs[j+1:]...)
+			// As the kernel does: the address's prefix route goes, and
+			// the routes through a gateway in it on this link.
+			n := &net.IPNet{IP: a.IP.Mask(a.Mask), Mask: a.Mask}
+			var rs []fakeRoute
+			for _, r := range f.routes {
+				if r.index == i && (r.dst == n.String() || r.gw != "" && n.Contains(net.ParseIP(r.gw))) {
+					continue
+				}
+				rs = append(rs, r)
+			}
+			f.routes = rs
 			return nil
 		}
 	}

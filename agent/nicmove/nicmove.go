@@ -19,6 +19,12 @@ type Move struct {
 	Routes    []string // as the probe writes them, see ParseRoute
 	PCI       string   // the new NIC's PCI address on this machine
 	OldPCI    string   // the source's PCI address (the stale device), informational
+	// StaleOpen says that the stale link holding Name must stay up and
+	// keep its name: its driver cannot close it (a virtio-net whose
+	// restore failed oopses in its close, and a rename needs the link
+	// down). Only its addresses are taken; the new NIC keeps its own
+	// name, with the MAC, addresses and routes.
+	StaleOpen bool
 }
 
 // Step is one action Apply took.
@@ -30,6 +36,7 @@ type Step struct {
 // Result is what Apply did, up to where it stopped.
 type Result struct {
 	KernelName string        `json:"kernel_name,omitempty"` // the new NIC's name before the rename
+	Name       string        `json:"name,omitempty"`        // the new NIC's name now: Move.Name, or its own with StaleOpen
 	Stale      string        `json:"stale,omitempty"`       // the name the stale holder of Move.Name got, "" if none
 	Addresses  []string      `json:"addresses,omitempty"`   // on the new NIC, added now or already there
 	Routes     []string      `json:"routes,omitempty"`      // through the new NIC, added now or already there
@@ -193,13 +200,19 @@ func (a *applier) run(timeout time.Duration) error {
 	a.logf("nicmove: %s (PCI %s): the new NIC is %s (index %d, MAC %s, driver %s, up %v); the source's was at %s",
 		m.Name, m.PCI, nic.Name, nic.Index, nic.MAC, nic.Driver, nic.Up, orNone(m.OldPCI))
 
+	want := m.Name
 	if nic.Name != m.Name {
-		if err := a.moveStale(nic.Index); err != nil {
+		held, err := a.moveStale(nic.Index)
+		if err != nil {
 			return err
 		}
+		if held {
+			want = nic.Name
+		}
 	}
+	a.res.Name = want
 
-	rename := nic.Name != m.Name
+	rename := nic.Name != want
 	setMAC := mac != nil && !bytes.Equal(mac, nic.MAC)
 	if (rename || setMAC) && nic.Up {
 		if err := a.do("set "+nic.Name+" down", func() error { return a.sys.SetDown(nic.Index) }); err != nil {
@@ -208,10 +221,10 @@ func (a *applier) run(timeout time.Duration) error {
 		nic.Up = false
 	}
 	if rename {
-		if err := a.do("rename "+nic.Name+" to "+m.Name, func() error { return a.sys.Rename(nic.Index, m.Name) }); err != nil {
+		if err := a.do("rename "+nic.Name+" to "+want, func() error { return a.sys.Rename(nic.Index, want) }); err != nil {
 			return err
 		}
-		nic.Name = m.Name
+		nic.Name = want
 	}
 	if setMAC {
 		if err := a.do(fmt.Sprintf("set MAC of %s to %s (was %s)", nic.Name, mac, nic.MAC), func() error { return a.sys.SetMAC(nic.Index, mac) }); err != nil {
@@ -289,30 +302,33 @@ func (a *applier) wait(timeout time.Duration) (string, error) {
 
 // moveStale moves the link that holds m.Name, if it is not the new NIC,
 // out of the way: down, its addresses (but IPv6 link-local) deleted,
-// renamed to the first free oldN.
-func (a *applier) moveStale(newIndex int) error {
+// renamed to the first free oldN. With m.StaleOpen it only deletes the
+// addresses, and held reports that the name stays taken.
+func (a *applier) moveStale(newIndex int) (held bool, err error) {
 	name := a.m.Name
 	old, err := a.sys.LinkByName(name)
 	if errors.Is(err, ErrNoLink) {
 		a.logf("nicmove: %s (PCI %s): no link holds %s", name, a.m.PCI, name)
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return a.fail("look up the stale "+name, err)
+		return false, a.fail("look up the stale "+name, err)
 	}
 	if old.Index == newIndex {
-		return nil
+		return false, nil
 	}
 	a.logf("nicmove: %s (PCI %s): stale %s holds the name (index %d, MAC %s, driver %s)", name, a.m.PCI, old.Name, old.Index, old.MAC, orNone(old.Driver))
-	if err := a.do("set the stale "+old.Name+" down", func() error { return a.sys.SetDown(old.Index) }); err != nil {
-		return err
+	if !a.m.StaleOpen {
+		if err := a.do("set the stale "+old.Name+" down", func() error { return a.sys.SetDown(old.Index) }); err != nil {
+			return false, err
+		}
 	}
 	var addrs []*net.IPNet
 	if err := a.do("list addresses of the stale "+old.Name, func() (err error) {
 		addrs, err = a.sys.Addrs(old.Index)
 		return err
 	}); err != nil {
-		return err
+		return false, err
 	}
 	for _, ad := range addrs {
 		if linkLocal6(ad) {
@@ -320,8 +336,12 @@ func (a *applier) moveStale(newIndex int) error {
 		}
 		err := a.do(fmt.Sprintf("delete %s from the stale %s", ad, old.Name), func() error { return a.sys.DelAddr(old.Index, ad) })
 		if err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
-			return err
+			return false, err
 		}
+	}
+	if a.m.StaleOpen {
+		a.logf("nicmove: %s (PCI %s): the stale %s stays up under its name: its driver cannot close it; the new NIC keeps its own name", name, a.m.PCI, old.Name)
+		return true, nil
 	}
 	var free string
 	for i := 0; i < maxStale && free == ""; i++ {
@@ -331,17 +351,17 @@ func (a *applier) moveStale(newIndex int) error {
 		case errors.Is(err, ErrNoLink):
 			free = n
 		case err != nil:
-			return a.fail("look up "+n, err)
+			return false, a.fail("look up "+n, err)
 		}
 	}
 	if free == "" {
-		return a.fail("rename the stale "+old.Name, fmt.Errorf("old0 to old%d are all taken", maxStale-1))
+		return false, a.fail("rename the stale "+old.Name, fmt.Errorf("old0 to old%d are all taken", maxStale-1))
 	}
 	if err := a.do("rename the stale "+old.Name+" to "+free, func() error { return a.sys.Rename(old.Index, free) }); err != nil {
-		return err
+		return false, err
 	}
 	a.res.Stale = free
-	return nil
+	return false, nil
 }
 
 // holds says whether have holds a.

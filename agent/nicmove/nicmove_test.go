@@ -75,7 +75,23 @@ func TestApply(t *testing.T) {
 		},
 		state:  []string{"enp0s2 " + srcMAC + " up 10.0.2.15/24", "old0 " + srcMAC + " down", "eth0=none"},
 		routes: movedRoutes,
-		res:    Result{KernelName: "eth0", Stale: "old0", Addresses: []string{"10.0.2.15/24"}, Routes: movedRoutes},
+		res:    Result{KernelName: "eth0", Name: "enp0s2", Stale: "old0", Addresses: []string{"10.0.2.15/24"}, Routes: movedRoutes},
+	}, {
+		name: "stale virtio-net left up under its name: the new NIC keeps its own",
+		fake: staleAndNew,
+		move: func(m *Move) { m.StaleOpen = true },
+		ops: []string{
+			"deladdr enp0s2 10.0.2.15/24",
+			"mac eth0 " + srcMAC,
+			"up eth0",
+			"addaddr eth0 10.0.2.15/24",
+			"addroute eth0 10.0.2.0/24",
+			"addroute eth0 192.168.1.0/24 via 10.0.2.1",
+			"replaceroute eth0 default via 10.0.2.2",
+		},
+		state:  []string{"eth0 " + srcMAC + " up 10.0.2.15/24", "enp0s2 " + srcMAC + " up fe80::5054:ff:fe12:3456/64"},
+		routes: movedRoutes,
+		res:    Result{KernelName: "eth0", Name: "eth0", Addresses: []string{"10.0.2.15/24"}, Routes: movedRoutes},
 	}, {
 		name: "first free oldN",
 		fake: func() *fake {
@@ -85,7 +101,7 @@ func TestApply(t *testing.T) {
 		},
 		state:  []string{"enp0s2 " + srcMAC + " up 10.0.2.15/24", "old1 " + srcMAC + " down", "old0 02:00:00:00:00:09 down"},
 		routes: movedRoutes,
-		res:    Result{KernelName: "eth0", Stale: "old1", Addresses: []string{"10.0.2.15/24"}, Routes: movedRoutes},
+		res:    Result{KernelName: "eth0", Name: "enp0s2", Stale: "old1", Addresses: []string{"10.0.2.15/24"}, Routes: movedRoutes},
 	}, {
 		name: "no stale holder, new NIC up",
 		fake: func() *fake {
@@ -103,7 +119,7 @@ func TestApply(t *testing.T) {
 		},
 		state:  []string{"enp0s2 " + srcMAC + " up 10.0.2.15/24"},
 		routes: movedRoutes,
-		res:    Result{KernelName: "eth0", Addresses: []string{"10.0.2.15/24"}, Routes: movedRoutes},
+		res:    Result{KernelName: "eth0", Name: "enp0s2", Addresses: []string{"10.0.2.15/24"}, Routes: movedRoutes},
 	}, {
 		name: "new NIC already named as the source",
 		fake: func() *fake {
@@ -120,14 +136,14 @@ func TestApply(t *testing.T) {
 		},
 		state:  []string{"enp0s2 " + srcMAC + " up 10.0.2.15/24"},
 		routes: movedRoutes,
-		res:    Result{KernelName: "enp0s2", Addresses: []string{"10.0.2.15/24"}, Routes: movedRoutes},
+		res:    Result{KernelName: "enp0s2", Name: "enp0s2", Addresses: []string{"10.0.2.15/24"}, Routes: movedRoutes},
 	}, {
 		name:   "keep the new NIC's MAC",
 		fake:   staleAndNew,
 		move:   func(m *Move) { m.MAC = "" },
 		state:  []string{"enp0s2 " + newMAC + " up 10.0.2.15/24", "old0 " + srcMAC + " down"},
 		routes: movedRoutes,
-		res:    Result{KernelName: "eth0", Stale: "old0", Addresses: []string{"10.0.2.15/24"}, Routes: movedRoutes},
+		res:    Result{KernelName: "eth0", Name: "enp0s2", Stale: "old0", Addresses: []string{"10.0.2.15/24"}, Routes: movedRoutes},
 	}, {
 		name: "IPv6 link-local skipped, global kept",
 		fake: staleAndNew,
@@ -137,13 +153,13 @@ func TestApply(t *testing.T) {
 		},
 		state:  []string{"enp0s2 " + srcMAC + " up 10.0.2.15/24 2001:db8::15/64"},
 		routes: []string{"10.0.2.0/24", "2001:db8::/64"},
-		res:    Result{KernelName: "eth0", Stale: "old0", Addresses: []string{"10.0.2.15/24", "2001:db8::15/64"}},
+		res:    Result{KernelName: "eth0", Name: "enp0s2", Stale: "old0", Addresses: []string{"10.0.2.15/24", "2001:db8::15/64"}},
 	}, {
 		name:   "netdev appears after a moment",
 		fake:   func() *fake { f := staleAndNew(); f.appear = 3; return f },
 		state:  []string{"enp0s2 " + srcMAC + " up 10.0.2.15/24"},
 		routes: movedRoutes,
-		res:    Result{KernelName: "eth0", Stale: "old0", Addresses: []string{"10.0.2.15/24"}, Routes: movedRoutes},
+		res:    Result{KernelName: "eth0", Name: "enp0s2", Stale: "old0", Addresses: []string{"10.0.2.15/24"}, Routes: movedRoutes},
 	}, {
 		name:    "netdev never appears",
 		fake:    func() *fake { f := staleAndNew(); f.pci = nil; return f },
@@ -181,7 +197,7 @@ func TestApply(t *testing.T) {
 		name:  "rename fails",
 		fake:  func() *fake { f := staleAndNew(); f.fail["rename eth0 enp0s2"] = unix.EPERM; return f },
 		state: []string{"old0 " + srcMAC + " down", "eth0 " + newMAC + " down"},
-		res:   Result{KernelName: "eth0", Stale: "old0"},
+		res:   Result{KernelName: "eth0", Name: "enp0s2", Stale: "old0"},
 		err:   []string{"enp0s2", newPCI, "rename eth0 to enp0s2"},
 		is:    unix.EPERM,
 	}, {
@@ -189,7 +205,7 @@ func TestApply(t *testing.T) {
 		fake:  staleAndNew,
 		move:  func(m *Move) { m.Routes = []string{"10.0.2.0/24", "default via 10.9.9.9"} },
 		state: []string{"enp0s2 " + srcMAC + " up 10.0.2.15/24"},
-		res:   Result{KernelName: "eth0", Stale: "old0", Addresses: []string{"10.0.2.15/24"}, Routes: []string{"10.0.2.0/24"}},
+		res:   Result{KernelName: "eth0", Name: "enp0s2", Stale: "old0", Addresses: []string{"10.0.2.15/24"}, Routes: []string{"10.0.2.0/24"}},
 		err:   []string{"enp0s2", newPCI, `replace route "default via 10.9.9.9" through enp0s2`},
 		is:    unix.ENETUNREACH,
 	}} {
@@ -233,8 +249,12 @@ func TestApply(t *testing.T) {
 				}
 			}
 			if tt.routes != nil {
-				if got := f.routesOf("enp0s2"); !reflect.DeepEqual(got, tt.routes) {
-					t.Errorf("routes through enp0s2: got %q, want %q", got, tt.routes)
+				name := "enp0s2"
+				if tt.res.Name != "" {
+					name = tt.res.Name
+				}
+				if got := f.routesOf(name); !reflect.DeepEqual(got, tt.routes) {
+					t.Errorf("routes through %s: got %q, want %q", name, got, tt.routes)
 				}
 			}
 			res.Steps, res.Took = nil, 0

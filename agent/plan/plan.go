@@ -60,6 +60,9 @@ type Plan struct {
 	// tree) that the devices here need, in load order: the agent carries
 	// them into the image's memory.
 	Modules []string `json:"modules,omitempty"`
+	// Claim keeps the rescan's BARs out of this machine's RAM beyond the
+	// source's map; nil when nothing needs it.
+	Claim *Claim `json:"claim,omitempty"`
 }
 
 // Options carry the operator's choices.
@@ -223,6 +226,7 @@ func Make(src, dst *manifest.Manifest, aliases *Aliases, opt Options) *Plan {
 	}
 	sort.Slice(p.Drivers, func(i, j int) bool { return p.Drivers[i].PCI < p.Drivers[j].PCI })
 	p.devices(src, dst, aliases)
+	p.shield(src, dst, aliases)
 	p.OK = len(p.Refusals) == 0
 	return p
 }

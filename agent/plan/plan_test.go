@@ -26,6 +26,8 @@ kernel/drivers/scsi/scsi_common.ko.xz:
 kernel/drivers/scsi/sd_mod.ko.xz: kernel/drivers/scsi/scsi_mod.ko.xz kernel/drivers/scsi/scsi_common.ko.xz
 kernel/drivers/scsi/vmw_pvscsi.ko.xz: kernel/drivers/scsi/scsi_mod.ko.xz kernel/drivers/scsi/scsi_common.ko.xz
 kernel/drivers/net/vmxnet3/vmxnet3.ko.xz:
+kernel/fs/pstore/ramoops.ko.xz: kernel/lib/reed_solomon/reed_solomon.ko.xz
+kernel/lib/reed_solomon/reed_solomon.ko.xz:
 `
 
 func aliases(t *testing.T) *Aliases {

@@ -52,6 +52,7 @@ func Probe(root string) (*manifest.Manifest, error) {
 		p.dm,
 		p.mounts,
 		p.swaps,
+		p.iomem,
 	} {
 		if err := step(m); err != nil {
 			return nil, fmt.Errorf("probe: %w", err)

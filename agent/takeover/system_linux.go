@@ -1,6 +1,7 @@
 package takeover
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -65,7 +66,7 @@ func readSys(path string) (string, error) {
 
 // LoadModule loads a module image with init_module(2).
 func (l *Linux) LoadModule(m Module) error {
-	err := unix.InitModule(m.Image, "")
+	err := unix.InitModule(m.Image, m.Params)
 	if errors.Is(err, unix.EEXIST) {
 		return nil
 	}
@@ -79,6 +80,40 @@ func (l *Linux) LoadModule(m Module) error {
 func (l *Linux) PCIPresent(addr string) bool {
 	var st unix.Stat_t
 	return unix.Stat(filepath.Join(l.Sys, "bus/pci/devices", addr), &st) == nil
+}
+
+// Claimed reads /proc/iomem.
+func (l *Linux) Claimed(start, end uint64, name string) (bool, error) {
+	b, err := readAll("/proc/iomem")
+	if err != nil {
+		return false, err
+	}
+	es, err := probe.ParseIomem(bytes.NewReader(b))
+	if err != nil {
+		return false, err
+	}
+	return probe.Covered(es, start, end, name), nil
+}
+
+// readAll reads a whole file with plain system calls.
+func readAll(path string) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	var out []byte
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := unix.Read(fd, buf)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", path, err)
+		}
+		if n <= 0 {
+			return out, nil
+		}
+		out = append(out, buf[:n]...)
+	}
 }
 
 // PCIRescan rescans every PCI bus.

@@ -13,10 +13,11 @@ import (
 	"github.com/thawlinux/thaw/images/manifest"
 )
 
-// Module is a kernel module image to load, by name.
+// Module is a kernel module image to load, by name, with its parameters.
 type Module struct {
-	Name  string
-	Image []byte
+	Name   string
+	Image  []byte
+	Params string
 }
 
 // Disk is a whole disk as the running kernel sees it.
@@ -43,6 +44,9 @@ type System interface {
 	// PCIPresent reports whether the kernel has a device at addr.
 	PCIPresent(addr string) bool
 	PCIRescan() error
+	// Claimed reports whether [start, end) is wholly held by iomem
+	// entries named name (/proc/iomem).
+	Claimed(start, end uint64, name string) (bool, error)
 	// Disks lists the whole disks with their GPT GUIDs, but for those
 	// whose major:minor is in skip: they are not even opened (a dead
 	// disk's I/O never returns).
@@ -159,9 +163,31 @@ func Apply(sys System, p *plan.Plan, mods []Module, src *manifest.Manifest, logf
 		logf = func(string, ...any) {}
 	}
 
-	// 1. Drivers, from memory, in load order.
+	// 1. Drivers, from memory, in load order; the claim's module with
+	// the plan's parameters.
+	var claim *plan.Claim
+	if p != nil {
+		claim = p.Claim
+	}
 	for _, m := range mods {
-		r.step("load module "+m.Name, logf, func() error { return sys.LoadModule(m) })
+		what := "load module " + m.Name
+		if claim != nil && m.Name == claim.Module {
+			m.Params = claim.Params
+			what += " " + m.Params
+		}
+		r.step(what, logf, func() error { return sys.LoadModule(m) })
+	}
+	claimed := true
+	if claim != nil {
+		n := (claim.End - claim.Start) / max(claim.Zone, 1)
+		err := r.step(fmt.Sprintf("claim %#x-%#x from the PCI allocator (%s, %d zones)", claim.Start, claim.End-1, claim.Module, n), logf, func() error {
+			ok, err := sys.Claimed(claim.Start, claim.End, claim.Module)
+			if err == nil && !ok {
+				err = fmt.Errorf("/proc/iomem does not show %s over the whole range", claim.Module)
+			}
+			return err
+		})
+		claimed = err == nil
 	}
 
 	// 2. The bus rescanned. The controllers of moved disks stay: their
@@ -182,7 +208,12 @@ func Apply(sys System, p *plan.Plan, mods []Module, src *manifest.Manifest, logf
 			rescan = rescan || (d.Kind == "nic" && d.Action == plan.Rebind)
 		}
 	}
-	if rescan {
+	switch {
+	case rescan && !claimed:
+		r.step("rescan the PCI bus", logf, func() error {
+			return errors.New("not done: the range is not claimed, and the new devices' BARs would land in RAM")
+		})
+	case rescan:
 		r.step("rescan the PCI bus", logf, sys.PCIRescan)
 	}
 
@@ -215,11 +246,13 @@ func Apply(sys System, p *plan.Plan, mods []Module, src *manifest.Manifest, logf
 			if d.Kind != "nic" || d.Action != plan.Rebind || d.Target == nil {
 				continue
 			}
-			mv := nicmove.Move{Name: d.Source.Name, MAC: d.Source.MAC, Addresses: d.Source.Addresses, Routes: d.Source.Routes, PCI: d.Target.PCI, OldPCI: d.Source.PCI}
+			// A virtio-net whose restore failed oopses when closed.
+			mv := nicmove.Move{Name: d.Source.Name, MAC: d.Source.MAC, Addresses: d.Source.Addresses, Routes: d.Source.Routes, PCI: d.Target.PCI, OldPCI: d.Source.PCI,
+				StaleOpen: d.Source.Driver == "virtio_net"}
 			r.step(fmt.Sprintf("NIC %s → %s (%s) with %s", d.Source.Name, d.Target.PCI, d.Target.Driver, d.Source.MAC), logf, func() error {
 				res, err := nicmove.Apply(sys.NIC(), mv, NICTimeout, func(f string, a ...any) { logf("  "+f, a...) })
 				if err == nil {
-					logf("takeover:   %s was %s; addresses %s; routes %s", d.Source.Name, res.KernelName, strings.Join(res.Addresses, " "), strings.Join(res.Routes, ", "))
+					logf("takeover:   %s now %s (was %s); addresses %s; routes %s", d.Source.Name, res.Name, res.KernelName, strings.Join(res.Addresses, " "), strings.Join(res.Routes, ", "))
 				}
 				return err
 			})

@@ -90,6 +90,18 @@ func nicRow() plan.Device {
 	}
 }
 
+const (
+	claimParams = "mem_address=0x20000000 mem_size=0x20000000 record_size=0x100000 console_size=0 ftrace_size=0 pmsg_size=0 ecc=0"
+	claimStep   = "claim 0x20000000-0x3fffffff from the PCI allocator (ramoops, 512 zones)"
+)
+
+// e7Plan is E6's plan on a machine with twice the RAM.
+func e7Plan() *plan.Plan {
+	p := e6Plan()
+	p.Claim = &plan.Claim{Start: 0x20000000, End: 0x40000000, Zone: 1 << 20, Module: "ramoops", Params: claimParams}
+	return p
+}
+
 func e6Plan() *plan.Plan {
 	return &plan.Plan{OK: true, Devices: []plan.Device{diskRow(), keptDiskRow(), nicRow()}, Modules: e6Modules}
 }
@@ -398,6 +410,7 @@ type fakeSys struct {
 	polls     int    // Disks polls after the rescan
 	sleeps    int
 	deadRead  bool // the dead vda was opened
+	claimOK   bool // the claim shows in iomem
 	dmErr     error
 	dmOpens   int
 	dm        *fakeDM
@@ -407,7 +420,11 @@ type fakeSys struct {
 func (s *fakeSys) record(format string, a ...any) { s.log = append(s.log, fmt.Sprintf(format, a...)) }
 
 func (s *fakeSys) LoadModule(m Module) error {
-	s.record("load %s", m.Name)
+	if m.Params != "" {
+		s.record("load %s %s", m.Name, m.Params)
+	} else {
+		s.record("load %s", m.Name)
+	}
 	if string(m.Image) != "image of "+m.Name {
 		return fmt.Errorf("module %s: wrong image %q", m.Name, m.Image)
 	}
@@ -415,6 +432,11 @@ func (s *fakeSys) LoadModule(m Module) error {
 }
 
 func (s *fakeSys) PCIPresent(addr string) bool { return s.present[addr] }
+
+func (s *fakeSys) Claimed(start, end uint64, name string) (bool, error) {
+	s.record("claimed %#x-%#x %s", start, end, name)
+	return s.claimOK, nil
+}
 
 func (s *fakeSys) PCIRescan() error {
 	s.record("pci rescan")
@@ -696,23 +718,21 @@ func cat(parts ...[]string) []string {
 	return out
 }
 
-// nicMoved checks that the new NIC took the source's identity and the
-// stale one got out of its way.
+// nicMoved checks that the new NIC took the source's MAC, addresses and
+// routes. The stale virtio-net keeps its name, up (its close oopses after
+// the failed restore), without its addresses; the new NIC keeps eth0.
 func nicMoved(t *testing.T, s *fakeSys) {
 	t.Helper()
-	l := s.nic.byName("enp0s2")
+	l := s.nic.byName("eth0")
 	if l == nil || l.index != 3 {
-		t.Fatalf("enp0s2 is %+v, want the new NIC (index 3)", l)
+		t.Fatalf("eth0 is %+v, want the new NIC (index 3)", l)
 	}
 	if l.mac.String() != srcMAC || !l.up || !reflect.DeepEqual(l.addrs, []string{"10.0.2.15/24"}) || !reflect.DeepEqual(l.routes, []string{"default via 10.0.2.2"}) {
-		t.Errorf("enp0s2: MAC %s, up %v, addresses %q, routes %q; want %s, up, [10.0.2.15/24], [default via 10.0.2.2]", l.mac, l.up, l.addrs, l.routes, srcMAC)
+		t.Errorf("eth0: MAC %s, up %v, addresses %q, routes %q; want %s, up, [10.0.2.15/24], [default via 10.0.2.2]", l.mac, l.up, l.addrs, l.routes, srcMAC)
 	}
-	old := s.nic.byName("old0")
-	if old == nil || old.index != 2 || old.up || len(old.addrs) != 0 || len(old.routes) != 0 {
-		t.Errorf("old0 is %+v, want the stale NIC (index 2), down, with no addresses or routes", old)
-	}
-	if s.nic.byName("eth0") != nil {
-		t.Errorf("eth0 is still there")
+	old := s.nic.byName("enp0s2")
+	if old == nil || old.index != 2 || !old.up || len(old.addrs) != 0 {
+		t.Errorf("enp0s2 is %+v, want the stale NIC (index 2), still up, with no addresses", old)
 	}
 }
 
@@ -774,6 +794,50 @@ func TestApply(t *testing.T) {
 				t.Errorf("PCI devices %v: want the stale %s and %s kept", s.present, oldDisk, oldNIC)
 			}
 			nicMoved(t, s)
+		},
+	}, {
+		name:  "E7: the target's extra RAM claimed before the rescan",
+		plan:  e7Plan,
+		mods:  append([]string{"reed_solomon", "ramoops"}, e6Modules...),
+		setup: func(s *fakeSys, _ *manifest.Manifest) { s.claimOK = true },
+		log: cat(
+			[]string{"dm suspend vg0-swap noflush|skiplockfs", "load reed_solomon", "load ramoops " + claimParams},
+			e6ModLoads,
+			[]string{"claimed 0x20000000-0x40000000 ramoops", "pci rescan"},
+			repointLog),
+		steps: cat(
+			[]string{"load module reed_solomon", "load module ramoops " + claimParams},
+			e6ModSteps,
+			[]string{claimStep, "rescan the PCI bus", findStep, "vda is now sda (8:0)"},
+			repointSteps,
+			[]string{nicStep}),
+		check: func(t *testing.T, s *fakeSys) {
+			tables(t, s, map[string]string{"vg0-root": rootNew, "vg0-swap": swapNew})
+			nicMoved(t, s)
+		},
+	}, {
+		name: "E7: the claim does not show: no rescan, the LVs stay suspended",
+		plan: e7Plan,
+		mods: append([]string{"reed_solomon", "ramoops"}, e6Modules...),
+		log: cat(
+			[]string{"dm suspend vg0-swap noflush|skiplockfs", "load reed_solomon", "load ramoops " + claimParams},
+			e6ModLoads,
+			[]string{"claimed 0x20000000-0x40000000 ramoops"}),
+		steps: cat(
+			[]string{"load module reed_solomon", "load module ramoops " + claimParams},
+			e6ModSteps,
+			[]string{claimStep, "rescan the PCI bus", findStep, leaveRoot, leaveSwap, nicStep}),
+		fail: map[string]string{
+			claimStep:            "does not show ramoops over the whole range",
+			"rescan the PCI bus": "BARs would land in RAM",
+			findStep:             "no disk with GUID",
+			leaveRoot:            "dead disk", leaveSwap: "dead disk",
+			nicStep: "",
+		},
+		check: func(t *testing.T, s *fakeSys) {
+			if s.rescanned {
+				t.Errorf("rescanned without the claim")
+			}
 		},
 	}, {
 		name:  "no plan: only what the capture suspended is resumed",

@@ -30,6 +30,12 @@ type Manifest struct {
 	Resume      *Resume     `json:"resume,omitempty"`  // where the kernel-format image goes on the disks
 	NonRAM      []PhysRange `json:"non_ram,omitempty"` // non-RAM ranges below 4 GiB carried for ACPI
 	Mailbox     *Mailbox    `json:"mailbox,omitempty"`
+	// PCIWindows are the root buses' memory windows of /proc/iomem
+	// ([Start, End)): where the kernel places the BARs of devices found
+	// by a rescan.
+	PCIWindows []PhysRange `json:"pci_windows,omitempty"`
+	// Pstore is the registered pstore backend ("" : none).
+	Pstore string `json:"pstore,omitempty"`
 }
 
 // Kernel is the running (or image) kernel.

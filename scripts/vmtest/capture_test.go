@@ -52,7 +52,9 @@ func toolsDisk(t *testing.T, path string, files map[string]string) {
 func startServe(t *testing.T, name, store string, args ...string) int {
 	t.Helper()
 	port := freePort(t)
-	srv := exec.Command(thawBin, append([]string{"serve", "--dir", store, "--listen", fmt.Sprintf("127.0.0.1:%d", port)}, args...)...)
+	srvArgs := append([]string{"serve", "--dir", store, "--listen", fmt.Sprintf("127.0.0.1:%d", port)}, args...)
+	t.Logf("host$ thaw %s", strings.Join(srvArgs, " "))
+	srv := exec.Command(thawBin, srvArgs...)
 	srvLog, err := os.Create(filepath.Join(logDir, name+"-serve.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -182,6 +184,7 @@ func captureServer(t *testing.T, s *harness.Server, name string) (c *capturedSer
 	if err != nil || status != 0 || !strings.Contains(dry, "dry run") {
 		t.Fatalf("capture --dry-run: %v %d", err, status)
 	}
+	t.Logf("server# thaw capture%s", capArgs)
 	if _, status, err := vm.Run("(/mnt/t/thaw capture"+capArgs+" >/dev/console 2>&1 &)", time.Minute); err != nil || status != 0 {
 		t.Fatalf("start capture: %v %d", err, status)
 	}
