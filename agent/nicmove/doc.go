@@ -9,8 +9,9 @@
 // stripped of its addresses and renamed out of the way (old0, old1, …),
 // never removed: removing a stale virtio-net PCI device oopses the kernel.
 // A stale virtio-net cannot even be brought down (its close oopses after
-// the failed restore) and a rename needs it down: it keeps its name, up
-// and detached, and only loses its addresses (Move.StaleOpen).
+// the failed restore): it stays up and detached, loses its addresses and
+// is renamed while up (Linux 6.2 and later); an older kernel refuses that,
+// and then the stale link keeps the name (Move.StaleOpen).
 //
 // Every system call is synchronous and made on the calling thread: no
 // goroutines, channels or timers, since the kernel has frozen the

@@ -19,11 +19,12 @@ type Move struct {
 	Routes    []string // as the probe writes them, see ParseRoute
 	PCI       string   // the new NIC's PCI address on this machine
 	OldPCI    string   // the source's PCI address (the stale device), informational
-	// StaleOpen says that the stale link holding Name must stay up and
-	// keep its name: its driver cannot close it (a virtio-net whose
-	// restore failed oopses in its close, and a rename needs the link
-	// down). Only its addresses are taken; the new NIC keeps its own
-	// name, with the MAC, addresses and routes.
+	// StaleOpen says that the stale link holding Name must stay up: its
+	// driver cannot close it (a virtio-net whose restore failed oopses in
+	// its close). Its addresses are taken and it is renamed while up,
+	// which Linux allows since 6.2; where the kernel refuses (EBUSY) it
+	// keeps the name and the new NIC keeps its own, with the MAC,
+	// addresses and routes.
 	StaleOpen bool
 }
 
@@ -339,10 +340,6 @@ func (a *applier) moveStale(newIndex int) (held bool, err error) {
 			return false, err
 		}
 	}
-	if a.m.StaleOpen {
-		a.logf("nicmove: %s (PCI %s): the stale %s stays up under its name: its driver cannot close it; the new NIC keeps its own name", name, a.m.PCI, old.Name)
-		return true, nil
-	}
 	var free string
 	for i := 0; i < maxStale && free == ""; i++ {
 		n := fmt.Sprintf("old%d", i)
@@ -357,7 +354,16 @@ func (a *applier) moveStale(newIndex int) (held bool, err error) {
 	if free == "" {
 		return false, a.fail("rename the stale "+old.Name, fmt.Errorf("old0 to old%d are all taken", maxStale-1))
 	}
-	if err := a.do("rename the stale "+old.Name+" to "+free, func() error { return a.sys.Rename(old.Index, free) }); err != nil {
+	what := "rename the stale " + old.Name + " to " + free
+	if a.m.StaleOpen {
+		what += " (up: Linux 6.2 and later rename a running link)"
+	}
+	err = a.do(what, func() error { return a.sys.Rename(old.Index, free) })
+	if a.m.StaleOpen && errors.Is(err, unix.EBUSY) {
+		a.logf("nicmove: %s (PCI %s): the stale %s stays up under its name: its driver cannot close it and this kernel renames no running link; the new NIC keeps its own name", name, a.m.PCI, old.Name)
+		return true, nil
+	}
+	if err != nil {
 		return false, err
 	}
 	a.res.Stale = free

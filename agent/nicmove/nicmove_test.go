@@ -77,11 +77,30 @@ func TestApply(t *testing.T) {
 		routes: movedRoutes,
 		res:    Result{KernelName: "eth0", Name: "enp0s2", Stale: "old0", Addresses: []string{"10.0.2.15/24"}, Routes: movedRoutes},
 	}, {
-		name: "stale virtio-net left up under its name: the new NIC keeps its own",
-		fake: staleAndNew,
+		name: "stale virtio-net renamed while up",
+		fake: func() *fake { f := staleAndNew(); f.liveRename = true; return f },
 		move: func(m *Move) { m.StaleOpen = true },
 		ops: []string{
 			"deladdr enp0s2 10.0.2.15/24",
+			"rename enp0s2 old0",
+			"rename eth0 enp0s2",
+			"mac enp0s2 " + srcMAC,
+			"up enp0s2",
+			"addaddr enp0s2 10.0.2.15/24",
+			"addroute enp0s2 10.0.2.0/24",
+			"addroute enp0s2 192.168.1.0/24 via 10.0.2.1",
+			"replaceroute enp0s2 default via 10.0.2.2",
+		},
+		state:  []string{"enp0s2 " + srcMAC + " up 10.0.2.15/24", "old0 " + srcMAC + " up fe80::5054:ff:fe12:3456/64"},
+		routes: movedRoutes,
+		res:    Result{KernelName: "eth0", Name: "enp0s2", Stale: "old0", Addresses: []string{"10.0.2.15/24"}, Routes: movedRoutes},
+	}, {
+		name: "stale virtio-net on a kernel that renames no running link: the new NIC keeps its own name",
+		fake: staleAndNew, // Linux 6.1: a running link is not renamed
+		move: func(m *Move) { m.StaleOpen = true },
+		ops: []string{
+			"deladdr enp0s2 10.0.2.15/24",
+			"rename enp0s2 old0", // EBUSY: it is up
 			"mac eth0 " + srcMAC,
 			"up eth0",
 			"addaddr eth0 10.0.2.15/24",

@@ -21,6 +21,33 @@ type Aliases struct {
 	// deps maps a module name to its file (relative to the modules tree)
 	// and the files it depends on, as modules.dep lists them.
 	deps map[string]modDep
+	// builtin holds the module files modules.builtin lists.
+	builtin map[string]bool
+}
+
+// builtinByClass are built-in PCI drivers that match devices by class
+// code: before Linux 6.13 modules.builtin.modinfo does not carry a
+// built-in driver's PCI table, so their aliases are missing. Each is the
+// class part of a modalias and the driver's file in modules.builtin.
+var builtinByClass = []struct{ class, module, file string }{
+	{"bc01sc08i02", "nvme", "kernel/drivers/nvme/host/nvme.ko"},       // NVMe (PCI_CLASS_STORAGE_EXPRESS)
+	{"bc01sc06i01", "ahci", "kernel/drivers/ata/ahci.ko"},             // AHCI SATA
+	{"bc0csc03i30", "xhci_pci", "kernel/drivers/usb/host/xhci-pci.ko"}, // USB 3 host
+}
+
+// ParseModulesBuiltin reads modules.builtin: the module files built into
+// the kernel.
+func (a *Aliases) ParseModulesBuiltin(r io.Reader) error {
+	if a.builtin == nil {
+		a.builtin = map[string]bool{}
+	}
+	s := bufio.NewScanner(r)
+	for s.Scan() {
+		if f := strings.TrimSpace(s.Text()); f != "" {
+			a.builtin[f] = true
+		}
+	}
+	return s.Err()
 }
 
 type modDep struct {
@@ -178,6 +205,10 @@ func FromModulesTar(r io.Reader) (*Aliases, error) {
 			if err := a.ParseModulesDep(tr); err != nil {
 				return nil, err
 			}
+		case "modules.builtin":
+			if err := a.ParseModulesBuiltin(tr); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if !found {
@@ -194,7 +225,25 @@ func (a *Aliases) Match(modalias string) (string, bool) {
 			return e.module, e.builtin
 		}
 	}
+	if m := a.builtinClass(modalias); m != "" {
+		return m, true
+	}
 	return "", false
+}
+
+// builtinClass returns the built-in class-matching driver of a PCI
+// modalias, "" if none.
+func (a *Aliases) builtinClass(modalias string) string {
+	if !strings.HasPrefix(modalias, "pci:") {
+		return ""
+	}
+	lower := strings.ToLower(modalias)
+	for _, c := range builtinByClass {
+		if strings.HasSuffix(lower, c.class) && a.builtin[c.file] {
+			return c.module
+		}
+	}
+	return ""
 }
 
 // MatchAll returns every module whose alias matches modalias, in table
@@ -209,6 +258,9 @@ func (a *Aliases) MatchAll(modalias string) (mods []string, builtin []bool) {
 			seen[e.module] = true
 			mods, builtin = append(mods, e.module), append(builtin, e.builtin)
 		}
+	}
+	if m := a.builtinClass(modalias); m != "" && !seen[m] {
+		mods, builtin = append(mods, m), append(builtin, true)
 	}
 	return mods, builtin
 }
@@ -233,6 +285,13 @@ func FromDir(dir string) (*Aliases, error) {
 		f.Close()
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "modules.dep"), err)
+		}
+	}
+	if f, err := os.Open(filepath.Join(dir, "modules.builtin")); err == nil {
+		err = a.ParseModulesBuiltin(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "modules.builtin"), err)
 		}
 	}
 	return a, nil

@@ -150,6 +150,36 @@ func TestAliases(t *testing.T) {
 	}
 }
 
+// Before Linux 6.13 a built-in driver's PCI table is not in
+// modules.builtin.modinfo: NVMe and AHCI are found by class when
+// modules.builtin lists them.
+func TestAliasesBuiltinByClass(t *testing.T) {
+	const nvme = "pci:v00001B36d00000010sv00001AF4sd00001100bc01sc08i02"
+	const ahci = "pci:v00008086d00002922sv00001AF4sd00001100BC01SC06I01"
+	for _, tc := range []struct {
+		name, builtin    string
+		modalias, module string
+	}{
+		{"nvme built in", "kernel/drivers/nvme/host/nvme.ko\nkernel/drivers/nvme/host/nvme-core.ko\n", nvme, "nvme"},
+		{"nvme a module", "kernel/drivers/nvme/host/nvme-core.ko\n", nvme, ""},
+		{"ahci built in, upper case modalias", "kernel/drivers/ata/ahci.ko\n", ahci, "ahci"},
+		{"not PCI", "kernel/drivers/nvme/host/nvme.ko\n", "virtio:d00000002v00001AF4bc01sc08i02", ""},
+	} {
+		a := &Aliases{}
+		if err := a.ParseModulesBuiltin(strings.NewReader(tc.builtin)); err != nil {
+			t.Fatal(err)
+		}
+		m, b := a.Match(tc.modalias)
+		if m != tc.module || b != (tc.module != "") {
+			t.Errorf("%s: Match = %q %v, want %q", tc.name, m, b, tc.module)
+		}
+		mods, _ := a.MatchAll(tc.modalias)
+		if (len(mods) == 1 && mods[0] == tc.module) != (tc.module != "") {
+			t.Errorf("%s: MatchAll = %q", tc.name, mods)
+		}
+	}
+}
+
 func FuzzParseModulesAlias(f *testing.F) {
 	f.Add([]byte(aliasText))
 	f.Fuzz(func(t *testing.T, b []byte) {

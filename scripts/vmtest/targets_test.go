@@ -542,6 +542,8 @@ func checkTakenOver(t *testing.T, at *agentTarget, c *capturedServer) {
 	defer cancel()
 	v, err := harness.RedisGet(ctx, fmt.Sprintf("127.0.0.1:%d", at.redis), "thaw:secret")
 	if err != nil || v != c.redis {
+		diag, _, derr := at.vm.Run("ip -d addr; ip route; networkctl --no-pager list; journalctl -b --no-pager -u systemd-networkd | tail -40; dmesg | tail -40; ss -ltnp", time.Minute)
+		t.Logf("the server's network (%v):\n%s", derr, diag)
 		t.Fatalf("redis through the moved server's new NIC: %q %v, the source held %q", v, err, c.redis)
 	}
 	t.Logf("host$ redis-cli -p %d GET thaw:secret → %q (the value the source held only in RAM)", at.redis, v)
