@@ -73,14 +73,15 @@ func PCIWindows(es []IomemEntry) []manifest.PhysRange {
 	return out
 }
 
-// Covered reports whether [start, end) is wholly covered by entries named
-// name (at any depth).
-func Covered(es []IomemEntry, start, end uint64, name string) bool {
+// Covered reports whether [start, end) is wholly covered by entries whose
+// name is prefix or starts with prefix and a colon, at any depth (ramoops
+// names its zones "ramoops:dmesg(0/511)").
+func Covered(es []IomemEntry, start, end uint64, prefix string) bool {
 	at := start
 	for at < end {
 		moved := false
 		for _, e := range es {
-			if e.Name == name && e.Start <= at && e.End >= at {
+			if (e.Name == prefix || strings.HasPrefix(e.Name, prefix+":")) && e.Start <= at && e.End >= at {
 				at = e.End + 1
 				moved = true
 				if at == 0 { // wrapped past the top

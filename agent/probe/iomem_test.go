@@ -19,8 +19,8 @@ func TestParseIomem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(es) != 29 {
-		t.Errorf("%d entries, want 29", len(es))
+	if len(es) != 31 {
+		t.Errorf("%d entries, want 31", len(es))
 	}
 	if e := es[12]; e != (IomemEntry{Start: 0x0ba00000, End: 0x0bc3a3bf, Name: "Kernel data", Depth: 1}) {
 		t.Errorf("entry 12 = %+v", e)
@@ -38,7 +38,10 @@ func TestParseIomem(t *testing.T) {
 		{0x100000, 0x1ffd8000, "System RAM", false},
 		{0x1000, 0x1ffd7000, "System RAM", false}, // the hole at 9fc00
 		{0xfe000000, 0xfe004000, "virtio-pci-modern", true},
-		{0x20000000, 0x20001000, "ramoops", false},
+		{0x20200000, 0x20201000, "ramoops", false},
+		{0x20000000, 0x20200000, "ramoops", true},
+		{0x20000000, 0x20200001, "ramoops", false},
+		{0x20000000, 0x20100000, "ramoop", false},
 	} {
 		if got := Covered(es, tc.start, tc.end, tc.name); got != tc.want {
 			t.Errorf("Covered(%#x, %#x, %q) = %v, want %v", tc.start, tc.end, tc.name, got, tc.want)

@@ -312,14 +312,24 @@ func (vm *VM) Run(cmdline string, timeout time.Duration) (string, int, error) {
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
-		// Ping until the guest's channel answers.
-		for {
-			vm.ctl.SetDeadline(time.Now().Add(3 * time.Second))
-			if _, err := vm.ctl.Write([]byte("echo CTL-PING\n")); err != nil {
+		// Ping until the guest's channel answers this ping: a slow guest
+		// may answer an earlier one late, and that answer is skipped.
+	ping:
+		for n := 1; ; n++ {
+			token := fmt.Sprintf("CTL-PING-%d", n)
+			wait := time.Now().Add(3 * time.Second)
+			vm.ctl.SetDeadline(wait)
+			if _, err := vm.ctl.Write([]byte("echo " + token + "\n")); err != nil {
 				return "", -1, err
 			}
-			if _, _, err := vm.readCtl(time.Now().Add(3 * time.Second)); err == nil {
-				break
+			for {
+				out, _, err := vm.readCtl(wait)
+				if err != nil {
+					break
+				}
+				if strings.Contains(out, token) {
+					break ping
+				}
 			}
 			if vm.exited() || time.Now().After(deadline) {
 				return "", -1, fmt.Errorf("harness: %s: the control channel did not answer within %v", vm.cfg.Name, timeout)
