@@ -30,8 +30,8 @@ type Aliases struct {
 // built-in driver's PCI table, so their aliases are missing. Each is the
 // class part of a modalias and the driver's file in modules.builtin.
 var builtinByClass = []struct{ class, module, file string }{
-	{"bc01sc08i02", "nvme", "kernel/drivers/nvme/host/nvme.ko"},       // NVMe (PCI_CLASS_STORAGE_EXPRESS)
-	{"bc01sc06i01", "ahci", "kernel/drivers/ata/ahci.ko"},             // AHCI SATA
+	{"bc01sc08i02", "nvme", "kernel/drivers/nvme/host/nvme.ko"},        // NVMe (PCI_CLASS_STORAGE_EXPRESS)
+	{"bc01sc06i01", "ahci", "kernel/drivers/ata/ahci.ko"},              // AHCI SATA
 	{"bc0csc03i30", "xhci_pci", "kernel/drivers/usb/host/xhci-pci.ko"}, // USB 3 host
 }
 

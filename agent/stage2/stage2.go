@@ -26,6 +26,10 @@ type State struct {
 	// Payload is what goes into the image's mailbox: the device plan and
 	// its modules, made by stage 1 against this machine.
 	Payload []byte `json:"payload,omitempty"`
+	// Release are the PCI devices the image kernel drives afresh (moved
+	// disks' controllers, rebound NICs): a direct restore unbinds them
+	// from this kernel first.
+	Release []string `json:"release,omitempty"`
 }
 
 // Load reads the State; an absent file is an error naming it.

@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -86,7 +87,8 @@ type agent struct {
 	times   map[string]float64
 	wrote   []string // the disks opened for writing
 	sameMap bool
-	payload []byte // the device plan and its modules, for the image's mailbox
+	payload []byte   // the device plan and its modules, for the image's mailbox
+	release []string // PCI devices the image kernel drives afresh
 }
 
 func runAgent(args []string) error {
@@ -340,6 +342,7 @@ func (a *agent) run() error {
 	}
 	a.record("probe", target)
 	a.record("plan", pl)
+	a.release = releaseList(pl)
 	if m.Mailbox != nil && pl.OK {
 		if a.payload, err = a.makePayload(pl); err != nil {
 			pl.Refusals = append(pl.Refusals, plan.Refusal{Check: "mailbox", Reason: err.Error(), Hint: "capture the server again with this version of thaw"})
@@ -414,6 +417,18 @@ func (a *agent) run() error {
 		return a.kexecImage(resumeArgs)
 	}
 	return a.direct()
+}
+
+// releaseList is the PCI devices of this machine that the image kernel
+// will probe afresh: the targets of redirected disks and rebound NICs.
+func releaseList(pl *plan.Plan) []string {
+	var out []string
+	for _, d := range pl.Devices {
+		if (d.Action == plan.Redirect || d.Action == plan.Rebind) && d.Target != nil && d.Target.PCI != "" && !slices.Contains(out, d.Target.PCI) {
+			out = append(out, d.Target.PCI)
+		}
+	}
+	return out
 }
 
 // deviceLine renders one row of the device plan for the console.
@@ -691,6 +706,17 @@ func (a *agent) direct() error {
 			a.closer = nil
 		}
 		httpra.CloseIdleConnections()
+		// The devices the image kernel probes afresh are let go now,
+		// quiesced and powered, not put to sleep by this kernel.
+		for _, addr := range a.release {
+			drv, err := coldplug.Release("/sys", addr)
+			switch {
+			case err != nil:
+				a.ui.Logf("warning: %v", err)
+			case drv != "":
+				a.ui.Logf("released %s from %s for the image kernel's own driver", addr, drv)
+			}
+		}
 	})
 	a.ui.Fail(err.Error())
 	return fmt.Errorf("direct restore: %w", err)
@@ -783,7 +809,7 @@ func (a *agent) kexecStage2(targets []string, path string, resumeArgs []string) 
 	t0 := time.Now()
 	a.ui.Begin("stage2", "agent kernel with the source's memory map")
 	sum := sha256.Sum256(a.br.IndexRaw)
-	st := stage2.State{Image: a.p.Image, IndexSHA256: hex.EncodeToString(sum[:]), Disks: targets, Resume: path, ResumeArgs: resumeArgs, Stage1: a.times, Payload: a.payload}
+	st := stage2.State{Image: a.p.Image, IndexSHA256: hex.EncodeToString(sum[:]), Disks: targets, Resume: path, ResumeArgs: resumeArgs, Stage1: a.times, Payload: a.payload, Release: a.release}
 	js, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
@@ -833,7 +859,7 @@ func (a *agent) stage2() error {
 		return err
 	}
 	a.wrote = st.Disks
-	a.payload = st.Payload
+	a.payload, a.release = st.Payload, st.Release
 	for k, v := range st.Stage1 {
 		a.times["1."+k] = v
 	}

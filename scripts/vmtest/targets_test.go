@@ -440,7 +440,7 @@ func TestAgentBiggerMachine(t *testing.T) {
 		t.Errorf("ACPI error after resume: %s", m)
 	}
 	// Every BAR of the new devices lies outside this machine's RAM.
-	out, status, err := at.vm.Run(`grep -E ' : (ramoops|0000:00:0[6a]\.0)$' /proc/iomem | sort -u; nproc; grep MemTotal /proc/meminfo`, time.Minute)
+	out, status, err := at.vm.Run(`grep -E ' : (ramoops:dmesg\(0/|0000:00:0[6a]\.0$)' /proc/iomem | sort -u; nproc; grep MemTotal /proc/meminfo`, time.Minute)
 	if err != nil || status != 0 {
 		t.Fatalf("iomem after the move: %v %d %s", err, status, out)
 	}
@@ -542,7 +542,9 @@ func checkTakenOver(t *testing.T, at *agentTarget, c *capturedServer) {
 	defer cancel()
 	v, err := harness.RedisGet(ctx, fmt.Sprintf("127.0.0.1:%d", at.redis), "thaw:secret")
 	if err != nil || v != c.redis {
-		diag, _, derr := at.vm.Run("ip -d addr; ip route; networkctl --no-pager list; journalctl -b --no-pager -u systemd-networkd | tail -40; dmesg | tail -40; ss -ltnp", time.Minute)
+		diag, _, derr := at.vm.Run("ip -color=never -d addr; ip -color=never route; networkctl --no-pager list; journalctl -b --no-pager -u systemd-networkd | tail -40; dmesg | tail -40; ss -ltnp; "+
+			"grep -v ' 0 *$' /proc/interrupts; for n in /sys/class/net/*; do echo $n rx $(cat $n/statistics/rx_packets) tx $(cat $n/statistics/tx_packets); done; "+
+			"for d in /sys/bus/pci/devices/*; do echo $d $(cat $d/vendor):$(cat $d/device) irq $(cat $d/irq); head -3 $d/resource; done; grep -i -E 'pci bus|ramoops|0000:00:0' /proc/iomem", time.Minute)
 		t.Logf("the server's network (%v):\n%s", derr, diag)
 		t.Fatalf("redis through the moved server's new NIC: %q %v, the source held %q", v, err, c.redis)
 	}
@@ -550,7 +552,7 @@ func checkTakenOver(t *testing.T, at *agentTarget, c *capturedServer) {
 	t.Logf("TIMING %-34s %6.1fs", "resumed → redis answers", time.Since(start).Seconds())
 	nic := sourceNIC(t, c.bundle)
 	ip := strings.Split(nic.Addresses[0], "/")[0]
-	out, status, err := at.vm.Run("ip -o -4 addr show to "+ip+"; for n in /sys/class/net/*; do [ -e $n/device/driver ] && echo link $(basename $n) $(basename $(readlink $n/device/driver)) $(cat $n/address); done; true", time.Minute)
+	out, status, err := at.vm.Run("ip -color=never -o -4 addr show to "+ip+"; for n in /sys/class/net/*; do [ -e $n/device/driver ] && echo link $(basename $n) $(basename $(readlink $n/device/driver)) $(cat $n/address); done; true", time.Minute)
 	if err != nil || status != 0 {
 		t.Fatalf("the NICs after the move: %v %d %q", err, status, out)
 	}
