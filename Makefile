@@ -50,9 +50,10 @@ unit:
 	$(GO) test -run='^$$' -fuzz=FuzzInjector -fuzztime=5s -test.fuzzminimizetime=1s ./images/mailbox/
 	$(GO) test -run='^$$' -fuzz=FuzzParseTable -fuzztime=5s ./agent/dm/
 	$(GO) test -run='^$$' -fuzz=FuzzParseRoute -fuzztime=5s ./agent/nicmove/
+	$(GO) test -run='^$$' -fuzz=FuzzParseIomem -fuzztime=5s ./agent/probe/
 
 vmtest: kernels server initramfs
-	$(GO) test -tags vm -timeout 80m -v ./scripts/vmtest/ 2>&1 | tee build/vmtest.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)'; exit $${PIPESTATUS[0]}
+	$(GO) test -tags vm -timeout 80m -parallel 2 -v ./scripts/vmtest/ 2>&1 | tee build/vmtest.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)'; exit $${PIPESTATUS[0]}
 
 # kernels first: the unit tests of kexec/ also load the real Debian kernels.
 test: kernels unit vmtest

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -294,12 +295,17 @@ func loadKept(t *testing.T, suite string) *capturedServer {
 
 // capturedSuites holds one capture per other server suite, made by the
 // first test that needs it and shared by the others.
-var capturedSuites = map[string]*capturedServer{}
+var (
+	capturedSuites   = map[string]*capturedServer{}
+	capturedSuitesMu sync.Mutex // held while a suite's capture is made
+)
 
 // needCapturedSuite returns the shared capture of a suite's server
 // (bookworm), capturing it on first use.
 func needCapturedSuite(t *testing.T, suite string) *capturedServer {
 	t.Helper()
+	capturedSuitesMu.Lock()
+	defer capturedSuitesMu.Unlock()
 	if c := capturedSuites[suite]; c != nil {
 		return c
 	}

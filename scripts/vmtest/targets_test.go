@@ -21,6 +21,11 @@ import (
 	"github.com/thawlinux/thaw/scripts/harness"
 )
 
+// agentCaseParallel lets an agent case run beside another: they start
+// once the sequential tests (the captures among them) are done, two at a
+// time on two cores (go test -parallel).
+func agentCaseParallel(t *testing.T) { t.Parallel() }
+
 // agentFiles are the agent's boot files from make initramfs.
 func agentFiles(t *testing.T) (kernel, initrd string) {
 	t.Helper()
@@ -220,6 +225,7 @@ func agentResume(t *testing.T, ac agentCase) *agentTarget {
 // E1, direct: identical virtual hardware; the agent kernel restores the
 // image itself.
 func TestAgentSameHardwareDirect(t *testing.T) {
+	agentCaseParallel(t)
 	at := agentResume(t, agentCase{name: "e1-direct"})
 	if !strings.Contains(at.vm.Console(), "memory image → /dev/snapshot") {
 		t.Error("the agent did not take the direct path")
@@ -236,6 +242,7 @@ func TestAgentSameHardwareDirect(t *testing.T) {
 // E1, kexec: the image goes to the resume area in the kernel's format and
 // the image kernel boots with its own initrd and resume=.
 func TestAgentSameHardwareKexec(t *testing.T) {
+	agentCaseParallel(t)
 	at := agentResume(t, agentCase{name: "e1-kexec", params: "thaw.resume=kexec thaw.area=vdb2"})
 	if !strings.Contains(at.vm.Console(), "loaded; rebooting into it") {
 		t.Error("the agent did not kexec the image kernel")
@@ -251,6 +258,7 @@ func TestAgentSameHardwareKexec(t *testing.T) {
 // (no -kernel): the script fetches the agent's kernel and initramfs from
 // thaw serve.
 func TestAgentPXE(t *testing.T) {
+	agentCaseParallel(t)
 	if _, err := os.Stat("/usr/lib/ipxe/qemu/efi-virtio.rom"); err != nil {
 		t.Fatalf("iPXE ROM for virtio-net: %v (install ipxe-qemu)", err)
 	}
@@ -277,10 +285,12 @@ func otherMachine(name, params string) agentCase {
 // again with the source's e820 and writes the source's firmware ranges
 // back; then the server resumes with ACPI intact.
 func TestAgentOtherMachineDirect(t *testing.T) {
+	agentCaseParallel(t)
 	testOtherMachine(t, otherMachine("e3-direct", ""))
 }
 
 func TestAgentOtherMachineKexec(t *testing.T) {
+	agentCaseParallel(t)
 	testOtherMachine(t, otherMachine("e3-kexec", "thaw.resume=kexec thaw.area=vdb2"))
 }
 
@@ -364,6 +374,7 @@ func boxText(s string) string {
 // E4: a CPU model without features the source had: refused before any
 // write, naming the flags.
 func TestAgentRefusesCPU(t *testing.T) {
+	agentCaseParallel(t)
 	// qemu64 has no RDRAND either: a virtio RNG seeds the kernel's
 	// random pool, which DHCP and TLS need.
 	refusal(t, agentCase{name: "e4-cpu", cpu: "qemu64", nic: "virtio-net-pci", slots: true, extra: []string{"-device", "virtio-rng-pci,addr=0x9"}},
@@ -372,6 +383,7 @@ func TestAgentRefusesCPU(t *testing.T) {
 
 // E5: a bundle signed with another key, and one with a corrupted chunk.
 func TestAgentRefusesOtherKey(t *testing.T) {
+	agentCaseParallel(t)
 	dir := t.TempDir()
 	if _, err := thaw(t, "keygen", "--out", filepath.Join(dir, "other")); err != nil {
 		t.Fatal(err)
@@ -380,6 +392,7 @@ func TestAgentRefusesOtherKey(t *testing.T) {
 }
 
 func TestAgentRefusesCorruptChunk(t *testing.T) {
+	agentCaseParallel(t)
 	c := needCaptured(t)
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.thaw")
@@ -392,6 +405,7 @@ func TestAgentRefusesCorruptChunk(t *testing.T) {
 // other machine through the Debian 13 agent kernel: stage 2 with the
 // source's memory map, then the 6.12 kernel restores the 6.1 image.
 func TestAgentDebian12OtherMachine(t *testing.T) {
+	agentCaseParallel(t)
 	ac := otherMachine("d12-e3-direct", "")
 	ac.c = needCapturedSuite(t, "bookworm")
 	testOtherMachine(t, ac)
@@ -400,6 +414,7 @@ func TestAgentDebian12OtherMachine(t *testing.T) {
 // A resume area on a disk the restore overwrites is refused before any
 // write, though it is named as a partition of that disk.
 func TestAgentRefusesAreaOnTarget(t *testing.T) {
+	agentCaseParallel(t)
 	refusal(t, agentCase{name: "area-on-target", gpt: true, params: "thaw.resume=kexec thaw.area=vda2"},
 		regexp.MustCompile(`RESUME: the resume area /dev/vda#2 lies on target disk /dev/vda`))
 }
@@ -412,9 +427,7 @@ func TestAgentRefusesAreaOnTarget(t *testing.T) {
 // source's name and address: redis answers the host with the value it
 // held in RAM.
 func TestAgentVMwareLike(t *testing.T) {
-	if os.Getenv("THAW_VMTEST_E6") != "1" {
-		t.Skip("E6 DOES NOT PASS YET: the resumed capture process loads the mailbox's modules, then hangs removing the stale virtio-blk controller (0000:00:03.0); set THAW_VMTEST_E6=1 to run it")
-	}
+	agentCaseParallel(t)
 	testMoved(t, agentCase{name: "e6-vmware", vmware: true, c: needCaptured(t)}, "vmw_pvscsi")
 }
 
@@ -422,6 +435,7 @@ func TestAgentVMwareLike(t *testing.T) {
 // Debian 13 agent kernel: the 6.1 kernel's own modules come through the
 // mailbox.
 func TestAgentDebian12VMwareLike(t *testing.T) {
+	agentCaseParallel(t)
 	testMoved(t, agentCase{name: "e8-d12-vmware", vmware: true, c: needCapturedSuite(t, "bookworm")}, "vmw_pvscsi")
 }
 
@@ -431,6 +445,7 @@ func TestAgentDebian12VMwareLike(t *testing.T) {
 // server claims that range with its own ramoops module before the rescan,
 // so the new devices' BARs stay out of RAM.
 func TestAgentBiggerMachine(t *testing.T) {
+	agentCaseParallel(t)
 	ac := agentCase{name: "e7-bigger", vmware: true, nvme: true, memMB: 1024, cpus: 2, c: needCaptured(t),
 		params: "thaw.resume=kexec thaw.area=vda2"}
 	at := testMoved(t, ac, "nvme", "claim 0x20000000-0x3fffffff from the PCI allocator", "loaded; rebooting into it")
