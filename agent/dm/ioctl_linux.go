@@ -26,10 +26,6 @@ const (
 
 	nameLen = 128 // DM_NAME_LEN
 	uuidLen = 129 // DM_UUID_LEN
-
-	// minReply is what the kernel copies back for the commands that carry
-	// no payload (IOCTL_FLAGS_NO_PARAMS): the struct without data[7].
-	minReply = offData
 )
 
 // struct dm_target_spec: sector_start u64, length u64, status s32, next
@@ -65,7 +61,7 @@ var version = [3]uint32{4, 0, 0}
 const (
 	ioctlBase = 3<<30 | headerSize<<16 | 0xfd<<8
 
-	cmdVersion     = ioctlBase | 0  // DM_VERSION
+	cmdVersion     = ioctlBase + 0  // DM_VERSION
 	cmdListDevices = ioctlBase | 2  // DM_LIST_DEVICES
 	cmdDevSuspend  = ioctlBase | 6  // DM_DEV_SUSPEND: suspend or resume
 	cmdDevStatus   = ioctlBase | 7  // DM_DEV_STATUS

@@ -111,14 +111,6 @@ func targetDriver(src *manifest.Manifest, dev *manifest.PCIDevice, aliases *Alia
 	return mod, OriginModule, mods, err
 }
 
-func modNames(files []string) string {
-	var n []string
-	for _, f := range files {
-		n = append(n, ModuleName(f))
-	}
-	return strings.Join(n, " ")
-}
-
 // DMAbove lists the device-mapper devices whose slaves include the disk or
 // one of its partitions, directly or through other dm devices.
 func DMAbove(m *manifest.Manifest, d manifest.Disk) []string {

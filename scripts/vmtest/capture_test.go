@@ -218,7 +218,7 @@ type capturedServer struct {
 	redis              string // thaw:secret in the source's redis, in RAM only
 }
 
-var redisRE = regexp.MustCompile(`REDIS: thaw:secret=([0-9a-f]+)`)
+var redisRE = regexp.MustCompile(`REDIS: thaw:secret=([0-9a-f]+)\r?\n`) // the whole line: the console arrives in pieces
 
 // keep links the capture into $TMPDIR/thaw-vmtest-captured for
 // needCaptured.
