@@ -191,3 +191,49 @@ func TestLoadOrder(t *testing.T) {
 		t.Error("a malformed modules.dep line was accepted")
 	}
 }
+
+// Two source NICs against two new ones: each takes the next free NIC here
+// in PCI address order, with its own name, MAC and addresses; a third
+// source NIC finds none left.
+func TestDevicePlanTwoNICs(t *testing.T) {
+	src, dst := server(), vmware()
+	src.PCI[0].Driver = "virtio_net"
+	src.PCI = append(src.PCI, manifest.PCIDevice{Address: "0000:00:08.0", Vendor: "0x1af4", Device: "0x1000", Class: "0x020000", Modalias: virtioNet, Driver: "virtio_net"},
+		manifest.PCIDevice{Address: "0000:00:09.0", Vendor: "0x1af4", Device: "0x1000", Class: "0x020000", Modalias: virtioNet, Driver: "virtio_net"})
+	src.NICs = append(src.NICs,
+		manifest.NIC{Name: "enp0s8", MAC: "52:54:00:00:00:08", Driver: "virtio_net", PCI: "0000:00:08.0", Addresses: []string{"192.168.8.1/24"}},
+		manifest.NIC{Name: "enp0s9", MAC: "52:54:00:00:00:09", Driver: "virtio_net", PCI: "0000:00:09.0"})
+	dst.PCI = append(dst.PCI, manifest.PCIDevice{Address: "0000:00:0b.0", Vendor: "0x15ad", Device: "0x07b0", Class: "0x020000", Modalias: vmxnet3})
+	dst.NICs = append(dst.NICs, manifest.NIC{Name: "eth1", MAC: "00:0c:29:00:00:0b", Driver: "vmxnet3", PCI: "0000:00:0b.0"})
+	p := Make(src, dst, aliases(t), Options{Disks: []string{"sda"}})
+	if !p.OK {
+		t.Fatalf("refused: %+v", p.Refusals)
+	}
+	for _, tc := range []struct{ name, action, pci, mac string }{
+		{"enp0s2", Rebind, "0000:00:0a.0", "52:54:00:12:34:56"},
+		{"enp0s8", Rebind, "0000:00:0b.0", "52:54:00:00:00:08"},
+		{"enp0s9", None, "", ""},
+	} {
+		r := row(t, p, "nic", tc.name)
+		got := r.Action
+		if r.Target != nil {
+			if r.Target.PCI != tc.pci || r.Target.MAC != tc.mac {
+				t.Errorf("%s → %s with MAC %s, want %s with %s", tc.name, r.Target.PCI, r.Target.MAC, tc.pci, tc.mac)
+			}
+		} else if tc.pci != "" {
+			t.Errorf("%s has no target, want %s", tc.name, tc.pci)
+		}
+		if got != tc.action {
+			t.Errorf("%s: %s (%s), want %s", tc.name, got, r.Why, tc.action)
+		}
+	}
+	n := 0
+	for _, f := range p.Modules {
+		if ModuleName(f) == "vmxnet3" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("vmxnet3 carried %d times in %q, want once", n, p.Modules)
+	}
+}
