@@ -35,7 +35,7 @@ status=0
 go test -tags vm -count=1 -timeout 60m -run 'TestServerCapture$|TestAgentVMwareLike$' -v ./scripts/vmtest/ >build/demo.log 2>&1 || status=$?
 say() { grep -a -E "$1" "$2" | sed -E 's/^ +//; s/^[a-z_]+_test\.go:[0-9]+: //' | cut -c1-200 || true; }
 echo "1. on the host"
-say 'host\$ thaw serve .*capture/store' build/demo.log | head -1
+say 'host\$ thaw serve' build/demo.log | head -1
 echo
 echo "2. in the source server (build/vmlogs/capture-source.console.log)"
 say 'server# ' build/demo.log

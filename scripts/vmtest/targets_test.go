@@ -117,6 +117,10 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 		ac.pubLine = pubKeyLine(t, c.pub)
 	}
 	port := startServe(t, ac.name, store)
+	// A copy of the tools disk per machine: QEMU locks a disk image
+	// against a second writer, and the agent cases run two at a time.
+	tools := filepath.Join(dir, "tools.img")
+	copyFile(t, c.tools, tools)
 	at := &agentTarget{redis: ac.redis, port: port, store: store, target: filepath.Join(dir, "target.img"), blank: blankDisk(t, dir)}
 	os.WriteFile(at.target, nil, 0o644)
 	st, _ := os.Stat(c.s.Disk)
@@ -132,7 +136,7 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 	t.Logf("target: the agent boots with %s", strings.TrimSpace(params))
 	cfg := harness.VMConfig{Name: ac.name, Kernel: kernel, Initrd: initrd, Append: params,
 		MemoryMB: ac.memMB, CPUs: ac.cpus, CPU: ac.cpu, NIC: ac.nic, Extra: ac.extra, Control: true, LogDir: logDir, Timeout: 12 * time.Minute,
-		Disks: []harness.Disk{{Path: at.target}, {Path: at.blank}, {Path: c.tools}}}
+		Disks: []harness.Disk{{Path: at.target}, {Path: at.blank}, {Path: tools}}}
 	if ac.slots {
 		for i := range cfg.Disks {
 			cfg.Disks[i].Addr = fmt.Sprintf("0x%x", 3+i)
@@ -141,7 +145,7 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 	if ac.vmware {
 		// VMware's devices: the disk on a PVSCSI HBA, the NIC a VMXNET3 in
 		// another slot; the other disks stay virtio at the source's slots.
-		cfg.Disks = []harness.Disk{{Path: at.blank, Addr: "0x4"}, {Path: c.tools, Addr: "0x5"}}
+		cfg.Disks = []harness.Disk{{Path: at.blank, Addr: "0x4"}, {Path: tools, Addr: "0x5"}}
 		cfg.Extra = append(cfg.Extra, "-drive", "file="+at.target+",format=raw,if=none,cache=unsafe,id=t0")
 		if ac.nvme {
 			cfg.Extra = append(cfg.Extra, "-device", "nvme,serial=thaw-target,drive=t0,addr=0x6")
