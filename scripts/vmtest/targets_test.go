@@ -432,7 +432,7 @@ func TestAgentRefusesAreaOnTarget(t *testing.T) {
 // held in RAM.
 func TestAgentVMwareLike(t *testing.T) {
 	agentCaseParallel(t)
-	testMoved(t, agentCase{name: "e6-vmware", vmware: true, c: needCaptured(t)}, "vmw_pvscsi")
+	testMoved(t, agentCase{name: "e6-vmware", vmware: true, c: needCaptured(t)}, nil, "vmw_pvscsi")
 }
 
 // E8: the Debian 12 server (a 6.1 image) on E6's machine, through the
@@ -440,7 +440,7 @@ func TestAgentVMwareLike(t *testing.T) {
 // mailbox.
 func TestAgentDebian12VMwareLike(t *testing.T) {
 	agentCaseParallel(t)
-	testMoved(t, agentCase{name: "e8-d12-vmware", vmware: true, c: needCapturedSuite(t, "bookworm")}, "vmw_pvscsi")
+	testMoved(t, agentCase{name: "e8-d12-vmware", vmware: true, c: needCapturedSuite(t, "bookworm")}, nil, "vmw_pvscsi")
 }
 
 // E7: a bigger machine, on the kexec path: twice the RAM, 2 vCPUs, the
@@ -452,37 +452,38 @@ func TestAgentBiggerMachine(t *testing.T) {
 	agentCaseParallel(t)
 	ac := agentCase{name: "e7-bigger", vmware: true, nvme: true, memMB: 1024, cpus: 2, c: needCaptured(t),
 		params: "thaw.resume=kexec thaw.area=vda2"}
-	at := testMoved(t, ac, "nvme", "claim 0x20000000-0x3fffffff from the PCI allocator", "loaded; rebooting into it")
-	con := at.vm.Console()
-	after := con[resumedRE.FindStringIndex(con)[0]:]
-	if m := regexp.MustCompile(`(?i)ACPI (BIOS )?Error.*|DSDT has been corrupted.*`).FindString(after); m != "" {
-		t.Errorf("ACPI error after resume: %s", m)
-	}
-	// Every BAR of the new devices lies outside this machine's RAM.
-	out, status, err := at.vm.Run(`grep -E ' : (ramoops:dmesg\(0/|0000:00:0[6a]\.0$)' /proc/iomem | sort -u; nproc; grep MemTotal /proc/meminfo`, time.Minute)
-	if err != nil || status != 0 {
-		t.Fatalf("iomem after the move: %v %d %s", err, status, out)
-	}
-	t.Logf("after the move:\n%s", out)
-	bars := 0
-	for _, m := range regexp.MustCompile(`(?m)^\s*([0-9a-f]+)-([0-9a-f]+) : 0000:00:0[6a]\.0\s*$`).FindAllStringSubmatch(out, -1) {
-		bars++
-		var lo, hi uint64
-		fmt.Sscanf(m[1], "%x", &lo)
-		fmt.Sscanf(m[2], "%x", &hi)
-		if lo < 0x40000000 {
-			t.Errorf("a BAR of the new devices at %#x-%#x, in this machine's RAM (below 1 GiB)", lo, hi)
+	testMoved(t, ac, func(at *agentTarget) {
+		con := at.vm.Console()
+		after := con[resumedRE.FindStringIndex(con)[0]:]
+		if m := regexp.MustCompile(`(?i)ACPI (BIOS )?Error.*|DSDT has been corrupted.*`).FindString(after); m != "" {
+			t.Errorf("ACPI error after resume: %s", m)
 		}
-	}
-	if bars == 0 || !strings.Contains(out, "ramoops") {
-		t.Errorf("no BARs of the new devices or no ramoops claim in /proc/iomem:\n%s", out)
-	}
+		// Every BAR of the new devices lies outside this machine's RAM.
+		out, status, err := at.vm.Run(`grep -E ' : (ramoops:dmesg\(0/|0000:00:0[6a]\.0$)' /proc/iomem | sort -u; nproc; grep MemTotal /proc/meminfo`, time.Minute)
+		if err != nil || status != 0 {
+			t.Fatalf("iomem after the move: %v %d %s", err, status, out)
+		}
+		t.Logf("after the move:\n%s", out)
+		bars := 0
+		for _, m := range regexp.MustCompile(`(?m)^\s*([0-9a-f]+)-([0-9a-f]+) : 0000:00:0[6a]\.0\s*$`).FindAllStringSubmatch(out, -1) {
+			bars++
+			var lo, hi uint64
+			fmt.Sscanf(m[1], "%x", &lo)
+			fmt.Sscanf(m[2], "%x", &hi)
+			if lo < 0x40000000 {
+				t.Errorf("a BAR of the new devices at %#x-%#x, in this machine's RAM (below 1 GiB)", lo, hi)
+			}
+		}
+		if bars == 0 || !strings.Contains(out, "ramoops") {
+			t.Errorf("no BARs of the new devices or no ramoops claim in /proc/iomem:\n%s", out)
+		}
+	}, "nvme", "claim 0x20000000-0x3fffffff from the PCI allocator", "loaded; rebooting into it")
 }
 
 // testMoved resumes the server on a machine whose disk controller and NIC
 // differ (E6, E7, E8) and checks what the move must show; the console
 // must say each of want.
-func testMoved(t *testing.T, ac agentCase, want ...string) *agentTarget {
+func testMoved(t *testing.T, ac agentCase, inside func(*agentTarget), want ...string) *agentTarget {
 	c := ac.c
 	ac.redis = freePort(t)
 	at := agentResume(t, ac)
@@ -496,6 +497,9 @@ func testMoved(t *testing.T, ac agentCase, want ...string) *agentTarget {
 		t.Errorf("a device step failed: %s", m)
 	}
 	checkTakenOver(t, at, c)
+	if inside != nil {
+		inside(at) // before checkResumed powers the server off
+	}
 	checkResumed(t, at.vm, c.h)
 	fsckRoot(t, at.target)
 	checkPreflight(t, at, c, ac.name, ac.targetDisk())
