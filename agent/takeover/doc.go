@@ -1,7 +1,9 @@
 // Package takeover applies the device plan inside the resumed server: the
 // capture process, which wakes up first while every other process is
-// still frozen, loads the drivers the agent put into its mailbox, rescans
-// the PCI bus (the dead controllers stay, quiesced, and are never read),
+// still frozen, loads the drivers the agent put into its mailbox, checks
+// that the plan's claim keeps the rescan's BARs out of this machine's
+// extra RAM, rescans the PCI bus (the dead controllers stay, quiesced, and
+// are never read),
 // finds each moved disk by its GPT GUID, re-points the device-mapper
 // tables above it to the disk's new major:minor and resumes them, and
 // gives the new NICs the source's names, MACs, addresses and routes.
