@@ -99,9 +99,12 @@ func zoneFor(start, length uint64) uint64 {
 	return 0
 }
 
-// needsRescan reports whether applying the device plan rescans the PCI
+// NeedsRescan reports whether applying the device plan rescans the PCI
 // bus: a disk redirected or a NIC rebound.
-func (p *Plan) needsRescan() bool {
+func (p *Plan) NeedsRescan() bool {
+	if p == nil {
+		return false
+	}
 	for _, d := range p.Devices {
 		if d.Action == Redirect || d.Kind == "nic" && d.Action == Rebind {
 			return true
@@ -113,7 +116,7 @@ func (p *Plan) needsRescan() bool {
 // shield plans the claim that keeps the rescan's BARs out of this
 // machine's RAM, or refuses the move (check pciwindow) when it cannot.
 func (p *Plan) shield(src, dst *manifest.Manifest, aliases *Aliases) {
-	if !p.needsRescan() {
+	if !p.NeedsRescan() {
 		return
 	}
 	if len(src.PCIWindows) == 0 {

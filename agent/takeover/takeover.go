@@ -197,17 +197,12 @@ func Apply(sys System, p *plan.Plan, mods []Module, src *manifest.Manifest, logf
 	// queues stay quiesced, so nothing reaches them; the new controllers
 	// sit at other addresses (the plan refuses one at a stale address).
 	rows := redirected(p)
-	rescan := len(rows) > 0
 	for _, row := range rows {
 		if addr := row.Source.PCI; addr != "" && sys.PCIPresent(addr) {
 			logf("takeover: %s of %s (%s) stays in the kernel's PCI list, quiesced", addr, row.Source.Name, row.Source.Driver)
 		}
 	}
-	if p != nil {
-		for _, d := range p.Devices {
-			rescan = rescan || (d.Kind == "nic" && d.Action == plan.Rebind)
-		}
-	}
+	rescan := p.NeedsRescan()
 	switch {
 	case rescan && !claimed:
 		r.step("rescan the PCI bus", logf, func() error {
