@@ -50,7 +50,7 @@ say '^thaw capture \[.*(resumed|takeover|thawed)' build/vmlogs/e6-vmware.console
 echo
 echo "5. from the host"
 say 'host\$ redis-cli' build/demo.log
-say 'NIC after the move' build/demo.log
+say 'NICs after the move' build/demo.log
 echo
 echo "timing:"
 say 'TIMING|agent stages' build/demo.log
