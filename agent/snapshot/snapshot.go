@@ -50,8 +50,14 @@ func Open(write bool) (*Device, error) {
 	return &Device{fd: fd}, nil
 }
 
+// ioctl is a raw system call: the runtime is not told of it, so the
+// calling thread keeps its P. With syscall.Syscall, the runtime may hand
+// the P to another thread during a long SNAPSHOT_FREEZE; the freezer then
+// freezes that thread holding it, and this one waits for a P forever on
+// its way back (seen once: a direct restore that never reached the kernel
+// after "freezing and jumping into the image").
 func (d *Device) ioctl(req uintptr, arg uintptr) syscall.Errno {
-	_, _, e := syscall.Syscall(syscall.SYS_IOCTL, uintptr(d.fd), req, arg)
+	_, _, e := syscall.RawSyscall(syscall.SYS_IOCTL, uintptr(d.fd), req, arg)
 	return e
 }
 
