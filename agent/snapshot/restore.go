@@ -79,6 +79,7 @@ func RestoreWith(stream io.Reader, platform bool, logf func(string, ...any), bef
 	defer runtime.UnlockOSThread()
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	dev.raw = true // one P, no collector: no other thread runs Go code now
 	if err := dev.Freeze(); err != nil {
 		return err
 	}

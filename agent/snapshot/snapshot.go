@@ -27,6 +27,7 @@ type Device struct {
 	fd     int
 	frozen bool
 	image  bool // an image exists (after CreateImage) until Free
+	raw    bool // ioctls as raw system calls (see ioctl)
 }
 
 // Open opens the device for reading (capture) or writing (restore).
@@ -50,14 +51,22 @@ func Open(write bool) (*Device, error) {
 	return &Device{fd: fd}, nil
 }
 
-// ioctl is a raw system call: the runtime is not told of it, so the
-// calling thread keeps its P. With syscall.Syscall, the runtime may hand
-// the P to another thread during a long SNAPSHOT_FREEZE; the freezer then
+// ioctl calls the device. With raw set it is a raw system call: the
+// runtime is not told of it, so the calling thread keeps its P. A restore
+// sets raw once GOMAXPROCS is 1 and the collector is off, so that no other
+// thread can run Go code: with syscall.Syscall, the runtime may hand the
+// only P to another thread during a long SNAPSHOT_FREEZE, the freezer then
 // freezes that thread holding it, and this one waits for a P forever on
 // its way back (seen once: a direct restore that never reached the kernel
-// after "freezing and jumping into the image").
+// after "freezing and jumping into the image"). The capture keeps the
+// ordinary call: other goroutines run there, and a raw call would leave
+// a stop-the-world waiting on a thread that the freezer stops.
 func (d *Device) ioctl(req uintptr, arg uintptr) syscall.Errno {
-	_, _, e := syscall.RawSyscall(syscall.SYS_IOCTL, uintptr(d.fd), req, arg)
+	if d.raw {
+		_, _, e := syscall.RawSyscall(syscall.SYS_IOCTL, uintptr(d.fd), req, arg)
+		return e
+	}
+	_, _, e := syscall.Syscall(syscall.SYS_IOCTL, uintptr(d.fd), req, arg)
 	return e
 }
 
