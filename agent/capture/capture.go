@@ -259,7 +259,7 @@ func Run(o Options) (res *Result, err error) {
 		md.Stream = fmt.Sprintf("disk%d", i)
 		var why []string
 		if md.Movable, why = plan.Movable(m, *md); !md.Movable {
-			logf("warning: disk %s can only be restored onto the same controller at the same PCI address: %s", md.Name, strings.Join(why, "; "))
+			logf("warning: disk %s can only be restored onto the same controller at the same PCI address: %s (thaw prepare and a reboot make it movable)", md.Name, strings.Join(why, "; "))
 		}
 		m.Disks = append(m.Disks, *md)
 	}

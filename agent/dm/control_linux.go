@@ -3,6 +3,7 @@ package dm
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -244,6 +245,52 @@ func (c *Control) Suspend(name string, f SuspendFlags) error {
 func (c *Control) Resume(name string) error {
 	_, err := c.device("DM_DEV_SUSPEND", cmdDevSuspend, name, 0)
 	return err
+}
+
+// Create creates a device with no table (DM_DEV_CREATE); Load and
+// ResumeUdev make it live. uuid may be empty.
+func (c *Control) Create(name, uuid string) (Info, error) {
+	const op = "DM_DEV_CREATE"
+	if err := checkName(op, name); err != nil {
+		return Info{}, err
+	}
+	if len(uuid) >= uuidLen || strings.IndexByte(uuid, 0) >= 0 {
+		return Info{}, fmt.Errorf("dm: %s %q: bad uuid %q", op, name, uuid)
+	}
+	b := newRequest(headerSize, name, 0)
+	copy(b[offUUID:offUUID+uuidLen-1], uuid)
+	if err := c.call(cmdDevCreate, b); err != nil {
+		if errors.Is(err, unix.EBUSY) {
+			return Info{}, fmt.Errorf("dm: %s %q: a device of that name or uuid exists: %w", op, name, err)
+		}
+		return Info{}, opError(op, name, err)
+	}
+	return parseReply(b).info(), nil
+}
+
+// udevPrimarySource is libdevmapper's DM_UDEV_PRIMARY_SOURCE_FLAG in a udev
+// cookie (flags << DM_UDEV_FLAGS_SHIFT), with a zero base: the cookie
+// carries flags only and asks for no notification.
+const udevPrimarySource = 0x0040 << 16
+
+// ResumeUdev is Resume for a device this process created: the kernel's
+// change event carries a udev cookie (DM_COOKIE) that says the event comes
+// from the device's owner, as libdevmapper sends it without udev sync. The
+// distribution's dm udev rules then treat the device as theirs: they make
+// its /dev/mapper and /dev/disk links, and a later coldplug does not mark
+// it as not ready for systemd. `dmsetup udevcomplete` accepts such a
+// cookie without a semaphore.
+func (c *Control) ResumeUdev(name string) error {
+	const op = "DM_DEV_SUSPEND"
+	if err := checkName(op, name); err != nil {
+		return err
+	}
+	b := newRequest(headerSize, name, 0)
+	ne.PutUint32(b[offEventNr:], udevPrimarySource)
+	if err := c.call(cmdDevSuspend, b); err != nil {
+		return opError(op, name, err)
+	}
+	return nil
 }
 
 // Deps returns the devices the live table uses (DM_TABLE_DEPS), or none

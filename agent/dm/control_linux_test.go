@@ -682,3 +682,39 @@ func TestClose(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+func TestCreateAndResumeUdev(t *testing.T) {
+	k := &fakeKernel{devs: []*fakeDev{{name: "vg0-root", dev: mkdev(254, 0)}}}
+	c := k.install(t)
+	in, err := c.Create("thaw-root", "THAW-root-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.Name != "thaw-root" || in.UUID != "THAW-root-1" || in.Dev != mkdev(254, 1) || in.ActivePresent {
+		t.Fatalf("Create = %+v", in)
+	}
+	if _, err := c.Create("thaw-root", ""); err == nil || !errors.Is(err, unix.EBUSY) {
+		t.Fatalf("second Create: %v, want EBUSY", err)
+	}
+	if _, err := c.Create("", ""); err == nil {
+		t.Fatal("Create with no name succeeded")
+	}
+	table := []Target{{0, 2048, "linear", "254:1 0"}}
+	if err := c.Load("thaw-root", table, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ResumeUdev("thaw-root"); err != nil {
+		t.Fatal(err)
+	}
+	d := k.find("thaw-root")
+	if !d.hasLive || d.suspended || FormatTable(d.live) != FormatTable(table) {
+		t.Fatalf("after ResumeUdev: %+v", d)
+	}
+	// The cookie: DM_UDEV_PRIMARY_SOURCE_FLAG (0x40) above bit 16, base 0.
+	if got := k.cookies[len(k.cookies)-1]; got != 0x00400000 {
+		t.Errorf("cookie %#x, want 0x00400000", got)
+	}
+	if err := c.Resume("thaw-root"); err != nil || k.cookies[len(k.cookies)-1] != 0 {
+		t.Errorf("plain Resume: %v, cookie %#x", err, k.cookies[len(k.cookies)-1])
+	}
+}

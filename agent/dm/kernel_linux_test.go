@@ -55,6 +55,24 @@ type fakeKernel struct {
 	oldList   bool                     // a kernel before 4.41: no event_nr after names
 	minor     uint32                   // interface minor answered
 	loadCheck func(name string, t []Target) unix.Errno
+	cookies   []uint32 // event_nr of each DM_DEV_SUSPEND
+}
+
+// devCreate is dev_create: a new device with the next minor of major 254.
+func (k *fakeKernel) devCreate(p []byte) unix.Errno {
+	name, uuid := cstr(p[48:176]), cstr(p[176:305])
+	if name == "" {
+		return unix.EINVAL
+	}
+	for _, d := range k.devs {
+		if d.name == name || (uuid != "" && d.uuid == uuid) {
+			return unix.EBUSY
+		}
+	}
+	d := &fakeDev{name: name, uuid: uuid, dev: mkdev(254, uint32(len(k.devs)))}
+	k.devs = append(k.devs, d)
+	k.status(d, p)
+	return 0
 }
 
 func (k *fakeKernel) find(name string) *fakeDev {
@@ -130,7 +148,7 @@ func (k *fakeKernel) ioctl(fd int, req uintptr, user []byte) error {
 	// validate_params
 	put32(p, 28, le32(p, 28)&^(1<<8|1<<13|1<<15|1<<16))
 	name, uuid := cstr(p[48:176]), cstr(p[176:305])
-	if cmd != 2 && name != "" && uuid != "" {
+	if cmd != 2 && cmd != 3 && name != "" && uuid != "" {
 		return unix.EINVAL
 	}
 	put32(p, 12, 312)
@@ -138,7 +156,10 @@ func (k *fakeKernel) ioctl(fd int, req uintptr, user []byte) error {
 	switch cmd {
 	case 2:
 		k.listDevices(p, inputSize)
+	case 3:
+		err = k.devCreate(p)
 	case 6:
+		k.cookies = append(k.cookies, le32(p, 32))
 		err = k.devSuspend(p)
 	case 7:
 		err = k.devStatus(p)

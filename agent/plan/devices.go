@@ -149,11 +149,11 @@ func Movable(m *manifest.Manifest, d manifest.Disk) (bool, []string) {
 	devs := map[string]string{}
 	names := map[string]bool{d.Name: true}
 	if d.Dev != "" {
-		devs[d.Dev] = d.Name
+		devs[d.Dev] = "the disk /dev/" + d.Name
 	}
 	for _, p := range d.Partitions {
 		if p.Dev != "" {
-			devs[p.Dev] = p.Name
+			devs[p.Dev] = "the partition /dev/" + p.Name
 		}
 		if p.Name != "" {
 			names[p.Name] = true
@@ -162,7 +162,7 @@ func Movable(m *manifest.Manifest, d manifest.Disk) (bool, []string) {
 	var why []string
 	for _, mt := range m.Mounts {
 		if n, ok := devs[mt.Dev]; ok {
-			why = append(why, fmt.Sprintf("%s is mounted from the partition /dev/%s", mt.Target, n))
+			why = append(why, fmt.Sprintf("%s is mounted from %s", mt.Target, n))
 		}
 	}
 	for _, s := range m.Swaps {
@@ -250,7 +250,7 @@ func (p *Plan) devices(src, dst *manifest.Manifest, aliases *Aliases) {
 			row.Action = Refuse
 			row.Why = fmt.Sprintf("source disk %s moves from %s (%s) to %s (%s), and %s: a resumed kernel keeps the dead controller and hangs on that partition",
 				s.Name, s.Driver, s.PCI, drv, t.PCI, strings.Join(orList(why, "the capture did not record it as movable"), "; "))
-			row.Fix = "put root and swap on LVM (device-mapper) on the source and capture again, or restore onto the same controller type at the same PCI address"
+			row.Fix = "run `thaw prepare` on the source (root and swap reach the disk through device-mapper from its next boot), reboot it and capture again; or restore onto the same controller type at the same PCI address"
 			p.refuse("disk", row.Why, row.Fix)
 		default:
 			row.Action = Redirect

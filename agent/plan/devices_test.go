@@ -85,7 +85,7 @@ func TestDevicePlan(t *testing.T) {
 		{"plain swap", func(src, dst *manifest.Manifest) {
 			src.Disks[0].Movable = false
 			src.Swaps = []manifest.Swap{{Path: "/dev/vda2"}}
-		}, false, Refuse, Rebind, "disk", "vmxnet3", "put root and swap on LVM"},
+		}, false, Refuse, Rebind, "disk", "vmxnet3", "run `thaw prepare` on the source"},
 		{"missing disk driver", func(src, dst *manifest.Manifest) {
 			dst.PCI[0].Modalias = "pci:v00001000d00000012sv00000000sd00000000bc01sc04i00"
 		}, false, Refuse, Rebind, "driver", "vmxnet3", "no driver for the disk controller 0000:00:06.0"},

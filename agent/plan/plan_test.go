@@ -85,7 +85,7 @@ func TestPlan(t *testing.T) {
 		{"controller moved", func(src, dst *manifest.Manifest, opt *Options) {
 			dst.Disks[0].PCI, dst.Disks[0].Driver = "0000:00:1f.2", "ahci"
 			dst.PCI = append(dst.PCI, manifest.PCIDevice{Address: "0000:00:1f.2", Class: "0x010601", Modalias: "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01"})
-		}, false, "put root and swap on LVM", "direct"},
+		}, false, "run `thaw prepare` on the source", "direct"},
 		{"no driver for the disk controller", func(src, dst *manifest.Manifest, opt *Options) {
 			dst.PCI[0].Modalias = "pci:v00001000d00000012sv00000000sd00000000bc01sc00i00"
 		}, false, "has no driver for the disk controller 0000:00:04.0", "direct"},

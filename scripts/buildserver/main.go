@@ -10,7 +10,9 @@
 // of a new GPT disk and copies the image into the root LV and formats the swap
 // LV (root and swap on device-mapper: the server can move to another disk
 // controller). Partition 2 is swap-formatted but not in use: the resume device
-// of systemctl hibernate. Redis holds a random key in RAM only (redis-seed). The result lands in CACHE/server/HASH and
+// of systemctl hibernate. Redis holds a random key in RAM only (redis-seed).
+// The trixie build also writes the same server with root and swap on plain
+// partitions (CACHE/server/current-plain), the server thaw prepare is for. The result lands in CACHE/server/HASH and
 // CACHE/server/current (trixie, Debian 13) or CACHE/server/current-bookworm
 // (Debian 12) points to it.
 package main
@@ -112,8 +114,7 @@ func build(cache string) error {
 	}
 	if _, err := os.Stat(filepath.Join(out, "done")); err == nil {
 		logf("%s server guest %s is cached in %s", suite, key, out)
-		os.Remove(current)
-		return os.Symlink(key, current)
+		return linkCurrent(out, current)
 	}
 	work, err := os.MkdirTemp(filepath.Join(cache), "server-build-")
 	if err != nil {
@@ -253,16 +254,80 @@ func build(cache string) error {
 		return fmt.Errorf("builder VM failed:\n%s", vm.Tail(40))
 	}
 	vm.Wait(time.Minute)
+	if suite == "trixie" {
+		if err := plainLayout(work, root, filepath.Join(out, "plain"), release, swapUUID); err != nil {
+			return err
+		}
+	}
 	cmdline := fmt.Sprintf("root=/dev/mapper/%s-root ro resume=PARTUUID=%s", vg, swapUUID)
 	for name, body := range map[string]string{"release": release, "cmdline": cmdline, "swap-partuuid": swapUUID, "done": time.Now().UTC().Format(time.RFC3339)} {
 		if err := os.WriteFile(filepath.Join(out, name), []byte(body+"\n"), 0o644); err != nil {
 			return err
 		}
 	}
+	if err := linkCurrent(out, current); err != nil {
+		return err
+	}
+	logf("%s server guest %s (kernel %s) built in %s: %s", suite, key, release, time.Since(start).Round(time.Second), out)
+	return nil
+}
+
+// linkCurrent points current (and, for trixie, current-plain) at the
+// build in out.
+func linkCurrent(out, current string) error {
+	key := filepath.Base(out)
 	os.Remove(current)
 	if err := os.Symlink(key, current); err != nil {
 		return err
 	}
-	logf("%s server guest %s (kernel %s) built in %s: %s", suite, key, release, time.Since(start).Round(time.Second), out)
+	if _, err := os.Stat(filepath.Join(out, "plain", "done")); err == nil {
+		os.Remove(current + "-plain")
+		return os.Symlink(filepath.Join(key, "plain"), current+"-plain")
+	}
+	return nil
+}
+
+// plainLayout writes the same server with root and swap on plain
+// partitions, as a Debian installer's guided "all files in one partition"
+// leaves it: partition 1 is the root filesystem (fstab and root= by
+// filesystem UUID), partition 2 the swap in use (fstab UUID=), also the
+// resume device. Such a server cannot move to another disk controller
+// until thaw prepare has put root and swap behind device-mapper.
+func plainLayout(work, root, out, release, swapUUID string) error {
+	logf("plain layout: root on partition 1, swap on partition 2")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	rootUUID, swapFS := uuid4(), uuid4()
+	fstab := fmt.Sprintf("UUID=%s / ext4 errors=remount-ro 0 1\nUUID=%s none swap sw 0 0\n", rootUUID, swapFS)
+	if err := os.WriteFile(filepath.Join(root, "etc", "fstab"), []byte(fstab), 0o644); err != nil {
+		return err
+	}
+	img := filepath.Join(work, "plain-root.ext4")
+	if err := run("mke2fs", "-q", "-t", "ext4", "-L", "root", "-U", rootUUID, "-d", root, img, fmt.Sprintf("%dM", lvmMB)); err != nil {
+		return err
+	}
+	disk := filepath.Join(out, "disk.img")
+	if err := harness.MakeGPTDisk(disk, diskMB, []harness.Part{
+		{Name: "root", SizeMB: lvmMB},
+		{Name: "swap", SizeMB: swapMB, Swap: true, GUID: swapUUID, SwapUUID: swapFS},
+	}); err != nil {
+		return err
+	}
+	// Partition 1 starts at 1 MiB.
+	if err := run("dd", "if="+img, "of="+disk, "bs=1M", "seek=1", "conv=notrunc,sparse", "status=none"); err != nil {
+		return err
+	}
+	for _, f := range []string{"vmlinuz", "initrd.img"} {
+		if err := os.Link(filepath.Join(filepath.Dir(out), f), filepath.Join(out, f)); err != nil {
+			return err
+		}
+	}
+	cmdline := fmt.Sprintf("root=UUID=%s ro resume=PARTUUID=%s", rootUUID, swapUUID)
+	for name, body := range map[string]string{"release": release, "cmdline": cmdline, "swap-partuuid": swapUUID, "done": time.Now().UTC().Format(time.RFC3339)} {
+		if err := os.WriteFile(filepath.Join(out, name), []byte(body+"\n"), 0o644); err != nil {
+			return err
+		}
+	}
 	return nil
 }

@@ -2,8 +2,10 @@ package harness
 
 import (
 	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"os"
+	"strings"
 
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/partition/gpt"
@@ -19,6 +21,9 @@ type Part struct {
 	Swap   bool   // format it as a swap area (as mkswap would)
 	LVM    bool   // typed as an LVM physical volume
 	GUID   string // the partition's PARTUUID; random when empty
+	// SwapUUID is the swap area's own UUID (fstab's UUID=); random when
+	// empty.
+	SwapUUID string
 }
 
 // MakeGPTDisk creates a sparse disk image of sizeMB MiB at path with a GPT
@@ -59,6 +64,14 @@ func MakeGPTDisk(path string, sizeMB int, parts []Part) error {
 		rand.Read(uuid[:])
 		uuid[6] = uuid[6]&0x0f | 0x40
 		uuid[8] = uuid[8]&0x3f | 0x80
+		if p.SwapUUID != "" {
+			h, err := hex.DecodeString(strings.ReplaceAll(p.SwapUUID, "-", ""))
+			if err != nil || len(h) != 16 {
+				dev.Close()
+				return fmt.Errorf("harness: partition %d: bad swap UUID %q", i+1, p.SwapUUID)
+			}
+			copy(uuid[:], h)
+		}
 		err = swsusp.FormatSwap(dev, 0, uint32(dev.Size/swsusp.PageSize), uuid, p.Name)
 		dev.Close()
 		if err != nil {
