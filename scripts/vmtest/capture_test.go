@@ -130,6 +130,12 @@ func TestServerCapture(t *testing.T) {
 // captureServer boots a server guest, puts memory pressure on it (a blob
 // pushed to swap), and captures it with thaw capture into thaw serve.
 func captureServer(t *testing.T, s *harness.Server, name string) (c *capturedServer, port int, disk, blank string) {
+	return captureServerWith(t, s, name, nil)
+}
+
+// captureServerWith is captureServer; before runs in the source once its
+// services are up, before the memory pressure and the capture.
+func captureServerWith(t *testing.T, s *harness.Server, name string, before func(*harness.VM)) (c *capturedServer, port int, disk, blank string) {
 	t.Helper()
 	dir := t.TempDir()
 	if _, err := thaw(t, "keygen", "--out", filepath.Join(dir, "k")); err != nil {
@@ -158,6 +164,9 @@ func captureServer(t *testing.T, s *harness.Server, name string) (c *capturedSer
 	rm, _, err := vm.WaitFor(redisRE, 0, 2*time.Minute)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if before != nil {
+		before(vm)
 	}
 	// Memory pressure: a 64 MiB blob in tmpfs, pushed to swap by a
 	// transient 420 MiB file; the blob's hash is checked after resume.

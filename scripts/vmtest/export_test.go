@@ -8,8 +8,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/thawlinux/thaw/agent/probe"
 )
 
 // TestServerExportRestore: a server that hibernated by itself is exported
@@ -161,11 +164,24 @@ func flipInStream(t *testing.T, path, stream string, i int) {
 	t.Fatalf("no stored chunk %d in stream %s", i, stream)
 }
 
-// fsckRoot runs e2fsck -fn on the root LV of a server disk: the first LV of
-// vg0 on partition 1 (1 MiB), after LVM's 1 MiB of metadata, 1536 MiB long.
+// fsckRoot runs e2fsck -fn on the root filesystem of a server disk: on
+// the LVM layout the root LV, the first LV of vg0 on partition 1, after
+// LVM's 1 MiB of metadata, 1536 MiB long; on the plain layout partition 1.
+// lvmType is the GPT type of an LVM physical volume.
+const lvmType = "e6d6d379-f507-44c2-a23c-238f2a3df928"
+
 func fsckRoot(t *testing.T, disk string) {
 	t.Helper()
-	out, err := exec.Command("losetup", "--find", "--show", "--read-only", "--offset", "2097152", "--sizelimit", "1610612736", disk).Output()
+	d, err := probe.DescribeDisk(disk)
+	if err != nil || len(d.Partitions) == 0 {
+		t.Fatalf("the partitions of %s: %v", disk, err)
+	}
+	p := d.Partitions[0]
+	off, size := p.Start+1<<20, int64(1536)<<20
+	if !strings.EqualFold(p.Type, lvmType) {
+		off, size = p.Start, p.Size
+	}
+	out, err := exec.Command("losetup", "--find", "--show", "--read-only", "--offset", strconv.FormatInt(off, 10), "--sizelimit", strconv.FormatInt(size, 10), disk).Output()
 	if err != nil {
 		t.Fatalf("losetup: %v", err)
 	}

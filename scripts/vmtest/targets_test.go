@@ -340,7 +340,10 @@ func testOtherMachine(t *testing.T, ac agentCase) {
 // that the disks are byte-identical afterwards.
 func refusal(t *testing.T, ac agentCase, want *regexp.Regexp) {
 	var before [2][32]byte
-	c := needCaptured(t)
+	c := ac.c
+	if c == nil {
+		c = needCaptured(t)
+	}
 	ac.before = func(target, blank string) { before = [2][32]byte{fileHash(t, target), fileHash(t, blank)} }
 	at := bootAgent(t, c, ac)
 	defer failWithConsole(t, at.vm)
