@@ -97,5 +97,15 @@ func TestAgentPlainRootPrepared(t *testing.T) {
 			t.Fatalf("after thaw prepare and a reboot the server is not movable: %v", err)
 		}
 	})
-	testMoved(t, agentCase{name: "e9-plain-vmware", vmware: true, c: c}, nil, "vmw_pvscsi", "thaw-root")
+	// On the new machine: still movable, and thaw prepare --undo takes
+	// its script out of the initramfs.
+	testMoved(t, agentCase{name: "e9-plain-vmware", vmware: true, c: c}, func(at *agentTarget) {
+		const inInitrd = "lsinitramfs /boot/initrd.img-$(uname -r) | grep -c -E 'local-top/thaw|sbin/thaw'"
+		cmd := "mkdir -p /root/t && tar -x -f /dev/vdc -C /root/t thaw && /root/t/thaw prepare --check && " + inInitrd + "; /root/t/thaw prepare --undo 2>&1; ls /etc/thaw /etc/initramfs-tools/scripts/local-top; " + inInitrd
+		out, status, err := at.vm.Run(cmd, 6*time.Minute)
+		t.Logf("server# %s (exit %d)\n%s", cmd, status, out)
+		if err != nil || !strings.Contains(out, "movable: yes") || !strings.Contains(out, "undone") || !regexp.MustCompile(`(?m)^2\s*$`).MatchString(out) || !regexp.MustCompile(`(?m)^0\s*$`).MatchString(out) {
+			t.Errorf("thaw prepare --check and --undo on the moved server: %v", err)
+		}
+	}, "vmw_pvscsi", "thaw-root")
 }
