@@ -1,6 +1,7 @@
 package dhcp
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/netip"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	urand "github.com/u-root/uio/rand"
 )
 
 // ack builds a server's ACK and passes it through its wire format, so
@@ -197,4 +199,25 @@ func FuzzLease(f *testing.F) {
 		}
 		_ = l.String()
 	})
+}
+
+// The transaction ids come from a source that never waits for the
+// kernel's random pool, even with a context that is already done.
+func TestTransactionIDNeverWaits(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	seen := map[dhcpv4.TransactionID]bool{}
+	for i := 0; i < 64; i++ {
+		xid, err := dhcpv4.GenerateTransactionIDWithContext(ctx)
+		if err != nil {
+			t.Fatalf("transaction id with a done context: %v", err)
+		}
+		seen[xid] = true
+	}
+	if len(seen) < 60 {
+		t.Errorf("%d distinct transaction ids of 64", len(seen))
+	}
+	if _, ok := urand.Reader.(nonBlocking); !ok {
+		t.Errorf("u-root's random source is %T, want nonBlocking", urand.Reader)
+	}
 }
