@@ -198,3 +198,41 @@ func TestRestoreToResumeArea(t *testing.T) {
 		t.Fatalf("the copy inside the restored disk must not be resumable: %s", out)
 	}
 }
+
+// The audit's reproduction: rewrite onto the same file under another
+// path (d/x/../a.img) destroyed the only image. It is refused, and the
+// image stays.
+func TestRewriteRefusesSameBytes(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "a.img")
+	if err := harness.MakeGPTDisk(img, 24, []harness.Part{{Name: "swap", SizeMB: 16, Swap: true}}); err != nil {
+		t.Fatal(err)
+	}
+	swap, err := blockdev.Open(img+"#1", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := swsusp.NewWriter(swap, swap.Size, 0, swsusp.WriterOptions{Compression: swsusp.CompressLZO})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteStream(bytes.NewReader(smallStream(60))); err != nil {
+		t.Fatal(err)
+	}
+	swap.Close()
+	os.MkdirAll(filepath.Join(dir, "x"), 0o755)
+	os.Link(img, filepath.Join(dir, "hard.img"))
+	before := hashFile(t, img)
+	for _, to := range []string{filepath.Join(dir, "x", "..", "a.img") + "#1", filepath.Join(dir, "hard.img") + "#1", img} {
+		out, err := run(t, "rewrite", "--from", img+"#1", "--to", to, "--compress", "none")
+		if err == nil || !strings.Contains(out, "same bytes") {
+			t.Errorf("rewrite --to %s: %v %s", to, err, out)
+		}
+	}
+	if hashFile(t, img) != before {
+		t.Fatal("the image changed although the rewrite was refused")
+	}
+	if out, err := run(t, "inspect", img+"#1"); err != nil {
+		t.Fatalf("inspect after the refused rewrites: %v %s", err, out)
+	}
+}

@@ -65,8 +65,11 @@ func runRewrite(args []string) error {
 		return err
 	}
 	defer dst.Close()
-	if dst.Path == src.Path && dst.Offset < src.Offset+src.Size && src.Offset < dst.Offset+dst.Size {
-		return &exitError{2, fmt.Errorf("%s and %s overlap: choose another target", *from, *to)}
+	if overlap, err := dst.Overlaps(src); overlap {
+		if err != nil {
+			return &exitError{2, fmt.Errorf("cannot tell whether %s and %s overlap (%v): nothing was written", *from, *to, err)}
+		}
+		return &exitError{2, fmt.Errorf("%s and %s are the same bytes: choose another target (nothing was written)", *from, *to)}
 	}
 	progress := func(done, total uint64) {}
 	if isTerminal(os.Stderr) && !*asJSON {

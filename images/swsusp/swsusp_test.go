@@ -442,3 +442,32 @@ func BenchmarkRead(b *testing.B) {
 		})
 	}
 }
+
+// The audit's reproduction: an image whose CRC does not match was copied
+// and signed. The source's error at the end of its stream must stop the
+// writer before the signature.
+func TestWriteStreamReturnsSourceError(t *testing.T) {
+	src := newArea(t, 4000, 0)
+	writeImage(t, src, 0, CompressLZO, synthStream(t, 1500, 0, 1))
+	page := make([]byte, PageSize)
+	src.ReadAt(page, 0)
+	h := ParseHeader(page)
+	h.CRC32 ^= 1
+	h.Put(page)
+	src.WriteAt(page, 0)
+	r, err := NewReader(src, size(t, src), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := newArea(t, 4000, 0)
+	w, err := NewWriter(dst, size(t, dst), 0, WriterOptions{Compression: CompressNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteStream(r.Stream()); err == nil || !strings.Contains(err.Error(), "crc32") {
+		t.Fatalf("WriteStream of a stream whose CRC fails: %v, want the CRC error", err)
+	}
+	if _, err := NewReader(dst, size(t, dst), 0); !errors.Is(err, ErrNoImage) {
+		t.Fatalf("the copy of a corrupt image is signed: %v", err)
+	}
+}

@@ -261,9 +261,23 @@ func (w *Writer) WriteStream(r io.Reader) (WriteResult, error) {
 			w.opts.Progress(total-remain, total)
 		}
 	}
+	// The source's last word: a verifying reader reports a bad CRC only
+	// at its end, and that must stop the signature being written.
 	var extra [1]byte
-	if n, _ := r.Read(extra[:]); n > 0 {
-		return res, fmt.Errorf("swsusp: stream continues after its %d pages", total)
+	for tries := 0; ; tries++ {
+		n, err := r.Read(extra[:])
+		if n > 0 {
+			return res, fmt.Errorf("swsusp: stream continues after its %d pages", total)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return res, fmt.Errorf("swsusp: the source stream after its %d pages: %w", total, err)
+		}
+		if tries == 100 {
+			return res, fmt.Errorf("swsusp: the source stream neither ends nor continues after its %d pages", total)
+		}
 	}
 	if err := w.flushRun(); err != nil {
 		return res, err
