@@ -250,7 +250,20 @@ func putLength(out []byte, op, x int) int {
 // Errors from the decompressor wrap the sentinel errors of
 // github.com/anchore/go-lzo (such as ErrInputOverrun and
 // ErrLookbehindOverrun) and say at which output offset decoding stopped.
-func Decompress(dst, src []byte) ([]byte, error) {
+func Decompress(dst, src []byte) ([]byte, error) { return decompress(dst, src, math.MaxInt) }
+
+// DecompressMax is Decompress for a stream that may produce at most max
+// bytes, as the kernel's decompressor into a fixed buffer allows (a
+// hibernation image block: 128 KiB). A stream that would produce more is
+// an error naming the bound.
+func DecompressMax(dst, src []byte, max int) ([]byte, error) {
+	if max <= 0 {
+		return nil, fmt.Errorf("lzo: bound %d on the decompressed size", max)
+	}
+	return decompress(dst, src, max)
+}
+
+func decompress(dst, src []byte, bound int) ([]byte, error) {
 	body := src
 	if len(src) >= 5 && src[0] == 17 {
 		if v := src[1]; v != 0 {
@@ -265,7 +278,11 @@ func Decompress(dst, src []byte) ([]byte, error) {
 		limit = maxExpansion * len(body)
 		guess = min(max(4*len(body), 4096), limit)
 	}
-	size := cap(dst)
+	if bound < limit {
+		limit = bound
+		guess = min(guess, bound)
+	}
+	size := min(cap(dst), limit)
 	if size == 0 {
 		size = guess
 	}
@@ -286,6 +303,9 @@ func Decompress(dst, src []byte) ([]byte, error) {
 			} else {
 				size = max(2*size, guess)
 			}
+		case errors.Is(err, golzo.ErrOutputOverrun) && limit == bound:
+			return nil, fmt.Errorf("lzo: the %d-byte stream decompresses to more than %d bytes, the most allowed here: %w",
+				len(src), bound, err)
 		case errors.Is(err, golzo.ErrOutputOverrun):
 			return nil, fmt.Errorf("lzo: decompressing %d-byte stream: output overruns a %d-byte buffer at output offset %d: %w",
 				len(src), size, n, err)

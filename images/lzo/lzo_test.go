@@ -542,3 +542,33 @@ func BenchmarkDecompress(b *testing.B) {
 		}
 	}
 }
+
+// The audit's finding: a block larger than the kernel's 128 KiB was
+// accepted. DecompressMax refuses what exceeds its bound, even when dst
+// could be grown.
+func TestDecompressMax(t *testing.T) {
+	src := make([]byte, 256<<10)
+	for i := range src {
+		src[i] = byte(i * 7 / 4096)
+	}
+	c, err := Compress(nil, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		max int
+		ok  bool
+	}{{256 << 10, true}, {300 << 10, true}, {128 << 10, false}, {256<<10 - 1, false}} {
+		out, err := DecompressMax(make([]byte, 0, 128<<10), c, tc.max)
+		if tc.ok != (err == nil) {
+			t.Errorf("max %d: %v", tc.max, err)
+			continue
+		}
+		if tc.ok && !bytes.Equal(out, src) {
+			t.Errorf("max %d: wrong output", tc.max)
+		}
+		if !tc.ok && !strings.Contains(err.Error(), "more than") {
+			t.Errorf("max %d: error %q does not name the bound", tc.max, err)
+		}
+	}
+}

@@ -81,7 +81,9 @@ func literalLZ4(src, out []byte) (int, error) {
 func decompressBlock(c Compression, dst, src []byte) ([]byte, error) {
 	switch c {
 	case CompressLZO:
-		return lzo.Decompress(dst[:0:blockSize], src)
+		// The kernel decompresses into a buffer of UNC_SIZE and refuses
+		// a block that would not fit.
+		return lzo.DecompressMax(dst[:0:blockSize], src, blockSize)
 	case CompressLZ4:
 		n, err := lz4.UncompressBlock(src, dst[:blockSize])
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"github.com/thawlinux/thaw/images/lzo"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -469,5 +470,25 @@ func TestWriteStreamReturnsSourceError(t *testing.T) {
 	}
 	if _, err := NewReader(dst, size(t, dst), 0); !errors.Is(err, ErrNoImage) {
 		t.Fatalf("the copy of a corrupt image is signed: %v", err)
+	}
+}
+
+// A compressed block that expands past the kernel's UNC_SIZE (128 KiB) is
+// refused, as the kernel refuses it: inspect must not call it resumable.
+func TestBlockLargerThanKernelsRefused(t *testing.T) {
+	big := make([]byte, 2*blockSize)
+	for i := range big {
+		big[i] = byte(i / PageSize)
+	}
+	c, err := lzo.Compress(nil, big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := decompressBlock(CompressLZO, make([]byte, blockSize), c); err == nil {
+		t.Fatal("a 256 KiB LZO block was accepted")
+	}
+	c, _ = lzo.Compress(nil, big[:blockSize])
+	if out, err := decompressBlock(CompressLZO, make([]byte, blockSize), c); err != nil || len(out) != blockSize {
+		t.Fatalf("a 128 KiB block: %d bytes, %v", len(out), err)
 	}
 }
