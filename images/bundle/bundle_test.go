@@ -3,12 +3,15 @@ package bundle
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	mrand "math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -285,4 +288,63 @@ func FuzzChunk(f *testing.F) {
 			t.Fatalf("decoded %d bytes, want %d", len(out), c.Len)
 		}
 	})
+}
+
+// The audit: chunk_size need only be positive, so the held-back resume
+// header could straddle two chunks. It must be whole pages.
+func TestChunkSizeWholePages(t *testing.T) {
+	for _, cs := range []int64{1, 4095, 6000, 4096 + 512} {
+		ix := fmt.Sprintf(`{"version":1,"chunk_size":%d,"manifest":{"at":64,"size":2,"sha256":"00"},"streams":[]}`, cs)
+		if _, err := ParseIndex([]byte(ix), 1<<20); err == nil || !strings.Contains(err.Error(), "multiple of 4096") {
+			t.Errorf("chunk_size %d: %v", cs, err)
+		}
+		if _, err := NewWriter(io.Discard, WriterOptions{ChunkSize: cs}); err == nil {
+			t.Errorf("NewWriter took chunk size %d", cs)
+		}
+	}
+}
+
+// hugeClaim serves a bundle whose trailer claims an index of 250 MiB,
+// with only the real bytes behind the start of it.
+type hugeClaim struct {
+	b    []byte
+	size int64
+}
+
+func (h hugeClaim) ReadAt(p []byte, off int64) (int, error) {
+	if off >= int64(len(h.b)) && off < h.size-TrailerSize-4096 {
+		return 0, errors.New("connection reset")
+	}
+	if off >= h.size-TrailerSize-4096 { // the signature and trailer, at the end
+		off -= h.size - int64(len(h.b))
+	}
+	return bytes.NewReader(h.b).ReadAt(p, off)
+}
+
+// The audit: up to 256 MiB was allocated before the signature check. The
+// index is read in pieces as its bytes arrive: a claim costs nothing.
+func TestIndexClaimAllocatesWhatArrives(t *testing.T) {
+	pub, priv := testKey(t)
+	good := writeBundle(t, &priv, specs())
+	le := binary.LittleEndian
+	tr := good[len(good)-TrailerSize:]
+	indexAt, sigSize := int64(le.Uint64(tr[8:])), int64(le.Uint64(tr[32:]))
+	// Move the signature and trailer 250 MiB further on.
+	const claim = 250 << 20
+	b := bytes.Clone(good)
+	size := int64(len(b)) + claim
+	tr = b[len(b)-TrailerSize:]
+	le.PutUint64(tr[16:], uint64(size-TrailerSize-sigSize-indexAt))
+	le.PutUint64(tr[24:], uint64(size-TrailerSize-sigSize))
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	_, err := Open(hugeClaim{b, size}, size, &pub)
+	runtime.ReadMemStats(&after)
+	if err == nil || !strings.Contains(err.Error(), "index") {
+		t.Fatalf("Open of a bundle claiming a 250 MiB index: %v", err)
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > 16<<20 {
+		t.Errorf("allocated %d MiB for an index of which 1 MiB arrived", got>>20)
+	}
 }

@@ -16,6 +16,7 @@ const (
 	maxIndexSize     = 256 << 20
 	maxSigSize       = 4096
 	maxChunkSize     = 64 << 20
+	maxManifestSize  = 16 << 20
 	headerMagic      = "THAWBNDL"
 	trailerMagic     = "THAWTAIL"
 )
@@ -91,11 +92,16 @@ func ParseIndex(b []byte, dataEnd int64) (*Index, error) {
 	if ix.Version != FormatVersion {
 		return nil, fmt.Errorf("bundle: index: version %d, this thaw reads %d", ix.Version, FormatVersion)
 	}
-	if ix.ChunkSize <= 0 || ix.ChunkSize > maxChunkSize {
-		return nil, fmt.Errorf("bundle: index: chunk_size %d outside 1..%d", ix.ChunkSize, maxChunkSize)
+	// Whole pages: the held-back resume header of a memory stream must
+	// not straddle two chunks.
+	if ix.ChunkSize < 4096 || ix.ChunkSize > maxChunkSize || ix.ChunkSize%4096 != 0 {
+		return nil, fmt.Errorf("bundle: index: chunk_size %d: want a multiple of 4096 in 4096..%d", ix.ChunkSize, maxChunkSize)
 	}
 	if err := checkBlob("manifest", ix.Manifest, dataEnd); err != nil {
 		return nil, err
+	}
+	if ix.Manifest.Size > maxManifestSize {
+		return nil, fmt.Errorf("bundle: index: manifest of %d bytes, more than %d", ix.Manifest.Size, maxManifestSize)
 	}
 	names := map[string]bool{}
 	for i, s := range ix.Streams {

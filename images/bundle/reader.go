@@ -59,10 +59,8 @@ func Open(r io.ReaderAt, size int64, pub *minisign.PublicKey) (*Reader, error) {
 		return nil, err
 	}
 	br := &Reader{r: r, size: size}
-	br.IndexRaw = make([]byte, t.IndexSize)
-	if _, err := r.ReadAt(br.IndexRaw, t.IndexAt); err != nil {
-		return nil, fmt.Errorf("bundle: index at byte %d: %w", t.IndexAt, err)
-	}
+	// The signature first (at most 4 KiB): a bundle signed by another key
+	// is refused before its index is read.
 	if t.SigSize > 0 {
 		br.Signature = make([]byte, t.SigSize)
 		if _, err := r.ReadAt(br.Signature, t.SigAt); err != nil {
@@ -73,6 +71,15 @@ func Open(r io.ReaderAt, size int64, pub *minisign.PublicKey) (*Reader, error) {
 		if t.SigSize == 0 {
 			return nil, fmt.Errorf("bundle: %w: refusing it (a bundle must be signed by the key given)", ErrUnsigned)
 		}
+		var sig minisign.Signature
+		if err := sig.UnmarshalText(br.Signature); err == nil && sig.KeyID != pub.ID() {
+			return nil, fmt.Errorf("bundle: index (bytes %d+%d): %w: it was signed by key %016X, not by the given key %016X", t.IndexAt, t.IndexSize, ErrBadSignature, sig.KeyID, pub.ID())
+		}
+	}
+	if br.IndexRaw, err = readGrowing(r, t.IndexAt, t.IndexSize); err != nil {
+		return nil, fmt.Errorf("bundle: index at byte %d: %w", t.IndexAt, err)
+	}
+	if pub != nil {
 		if !minisign.Verify(*pub, br.IndexRaw, br.Signature) {
 			var sig minisign.Signature
 			who := ""
@@ -217,4 +224,22 @@ func jsonMarshal(v any) ([]byte, error) {
 		return nil, err
 	}
 	return b.Bytes(), nil
+}
+
+// readGrowing reads n bytes at off in pieces of at most 1 MiB, so that
+// what it allocates follows what the source delivers: a trailer that
+// claims a huge index (it is not signed) costs no more memory than the
+// bytes that are really there.
+func readGrowing(r io.ReaderAt, off, n int64) ([]byte, error) {
+	const piece = 1 << 20
+	var b []byte
+	for done := int64(0); done < n; {
+		k := min(n-done, piece)
+		b = append(b, make([]byte, k)...)
+		if _, err := r.ReadAt(b[done:done+k], off+done); err != nil {
+			return nil, fmt.Errorf("byte %d of %d: %w", done, n, err)
+		}
+		done += k
+	}
+	return b, nil
 }

@@ -38,8 +38,8 @@ func NewWriter(w io.Writer, opt WriterOptions) (*Writer, error) {
 	if opt.ChunkSize == 0 {
 		opt.ChunkSize = DefaultChunkSize
 	}
-	if opt.ChunkSize < 4096 || opt.ChunkSize > maxChunkSize {
-		return nil, fmt.Errorf("bundle: chunk size %d outside 4096..%d", opt.ChunkSize, maxChunkSize)
+	if opt.ChunkSize < 4096 || opt.ChunkSize > maxChunkSize || opt.ChunkSize%4096 != 0 {
+		return nil, fmt.Errorf("bundle: chunk size %d: want a multiple of 4096 in 4096..%d", opt.ChunkSize, maxChunkSize)
 	}
 	level := zstd.SpeedFastest
 	if opt.Level > 1 {
