@@ -522,11 +522,23 @@ func (a *agent) keys() ([]minisign.PublicKey, []string, error) {
 	return keys, names, nil
 }
 
+// defaultDeadline bounds the agent's whole download when thaw.deadline=
+// is not given.
+const defaultDeadline = 24 * time.Hour
+
 func (a *agent) openImage() error {
 	ui := a.ui
 	t0 := time.Now()
 	ui.Begin("image", a.p.Image)
-	ra, err := httpra.Open(a.ctx, a.p.Image, httpra.Options{Token: a.p.Token, Logf: ui.Logf})
+	// The transfer's limits (thaw.retries=, thaw.minrate=, thaw.deadline=):
+	// a store that trickles, cuts or never ends is given up on, and the
+	// error names the limit.
+	deadline := a.p.Deadline
+	if deadline == 0 {
+		deadline = defaultDeadline
+	}
+	ra, err := httpra.Open(a.ctx, a.p.Image, httpra.Options{Token: a.p.Token, Logf: ui.Logf,
+		Retries: a.p.Retries, MinRate: a.p.MinRate, Deadline: deadline})
 	if err != nil {
 		ui.Fail(err.Error())
 		return err

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // The parameter names, in the order [Params.Args] writes them.
@@ -22,9 +23,12 @@ const (
 	keyInsecure = "thaw.insecure"
 	keyStage    = "thaw.stage"
 	keyIface    = "thaw.iface"
+	keyRetries  = "thaw.retries"
+	keyMinRate  = "thaw.minrate"
+	keyDeadline = "thaw.deadline"
 )
 
-var keys = []string{keyImage, keyPubKey, keyDisk, keyArea, keyToken, keyLog, keyResume, keyInsecure, keyStage, keyIface}
+var keys = []string{keyImage, keyPubKey, keyDisk, keyArea, keyToken, keyLog, keyResume, keyInsecure, keyStage, keyIface, keyRetries, keyMinRate, keyDeadline}
 
 // Resume modes for thaw.resume.
 const (
@@ -71,6 +75,16 @@ type Params struct {
 	Stage int `json:"stage,omitempty"`
 	// Iface restricts DHCP to this link (thaw.iface).
 	Iface string `json:"iface,omitempty"`
+	// Retries is how many failed requests in a row a read of the bundle
+	// survives (thaw.retries); 0: the default. -1 (thaw.retries=0): none.
+	Retries int `json:"retries,omitempty"`
+	// MinRate is the slowest the bundle may arrive, bytes per second
+	// (thaw.minrate, with k/m suffixes); 0: the default, -1
+	// (thaw.minrate=0): no minimum.
+	MinRate int64 `json:"minrate,omitempty"`
+	// Deadline bounds the whole download (thaw.deadline, a Go duration:
+	// 90m, 24h); 0: the default.
+	Deadline time.Duration `json:"deadline,omitempty"`
 
 	// Warnings are things worth telling the operator that did not stop
 	// the parse: a parameter given twice, thaw.* arguments after "--",
@@ -265,8 +279,57 @@ func (p *Params) set(a Arg) *Error {
 			return e
 		}
 		p.Iface = v
+	case keyRetries:
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 1000 {
+			return invalid(k, v, "not a count of retries from 0 to 1000", "thaw.retries=5 (the default), or 0 for none")
+		}
+		p.Retries = n
+		if n == 0 {
+			p.Retries = -1
+		}
+	case keyMinRate:
+		n, ok := parseRate(v)
+		if !ok {
+			return invalid(k, v, "not a rate in bytes per second", "thaw.minrate=16k (the default), 1m, or 0 for no minimum")
+		}
+		p.MinRate = n
+		if n == 0 {
+			p.MinRate = -1
+		}
+	case keyDeadline:
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return invalid(k, v, "not a positive duration", "thaw.deadline=24h (the default), or 90m")
+		}
+		p.Deadline = d
 	}
 	return nil
+}
+
+// parseRate reads a byte rate: a number with an optional k, m or g
+// suffix (powers of 1024).
+func parseRate(v string) (int64, bool) {
+	if v == "" {
+		return 0, false
+	}
+	mult := int64(1)
+	switch strings.ToLower(v[len(v)-1:]) {
+	case "k":
+		mult = 1 << 10
+	case "m":
+		mult = 1 << 20
+	case "g":
+		mult = 1 << 30
+	}
+	if mult > 1 {
+		v = v[:len(v)-1]
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 || n > (1<<40)/mult {
+		return 0, false
+	}
+	return n * mult, true
 }
 
 // clear unsets a parameter given with an empty value.
@@ -292,6 +355,12 @@ func (p *Params) clear(k string) {
 		p.Stage = 0
 	case keyIface:
 		p.Iface = ""
+	case keyRetries:
+		p.Retries = 0
+	case keyMinRate:
+		p.MinRate = 0
+	case keyDeadline:
+		p.Deadline = 0
 	}
 }
 
@@ -315,6 +384,12 @@ func placeholder(k string) string {
 		return "2"
 	case keyIface:
 		return "eth0"
+	case keyRetries:
+		return "5"
+	case keyMinRate:
+		return "16k"
+	case keyDeadline:
+		return "24h"
 	}
 	return "VALUE"
 }
@@ -545,6 +620,21 @@ func (p *Params) Args() []string {
 		add(keyStage, strconv.Itoa(p.Stage))
 	}
 	add(keyIface, p.Iface)
+	switch {
+	case p.Retries < 0:
+		add(keyRetries, "0")
+	case p.Retries > 0:
+		add(keyRetries, strconv.Itoa(p.Retries))
+	}
+	switch {
+	case p.MinRate < 0:
+		add(keyMinRate, "0")
+	case p.MinRate > 0:
+		add(keyMinRate, strconv.FormatInt(p.MinRate, 10))
+	}
+	if p.Deadline > 0 {
+		add(keyDeadline, p.Deadline.String())
+	}
 	return a
 }
 

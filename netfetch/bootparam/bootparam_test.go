@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // key is minisign's documented example public key.
@@ -38,6 +39,9 @@ func TestParse(t *testing.T) {
 		{name: "insecure bare", in: "thaw.insecure", want: Params{Insecure: true}},
 		{name: "insecure yes", in: "thaw.insecure=Yes", want: Params{Insecure: true}},
 		{name: "insecure off", in: "thaw.insecure=0", want: Params{}},
+		{name: "transfer limits", in: "thaw.retries=3 thaw.minrate=64k thaw.deadline=90m", want: Params{Retries: 3, MinRate: 64 << 10, Deadline: 90 * time.Minute}},
+		{name: "transfer limits off", in: "thaw.retries=0 thaw.minrate=0", want: Params{Retries: -1, MinRate: -1}},
+		{name: "minrate bytes", in: "thaw.minrate=1000", want: Params{MinRate: 1000}},
 		{name: "stage 1", in: "thaw.stage=1", want: Params{Stage: 1}},
 		{name: "empty values are absent", in: "thaw.image= thaw.pubkey= thaw.token= thaw.log= thaw.area= thaw.disk= thaw.resume= thaw.insecure= thaw.stage= thaw.iface="},
 		{
@@ -119,6 +123,10 @@ func TestParseErrors(t *testing.T) {
 		{"unknown far", "thaw.frobnicate=1", ErrUnknown, []string{"thaw.frobnicate", "the agent knows thaw.image, thaw.pubkey"}},
 		{"unknown near token hides value", "thaw.tokn=hunter2", ErrUnknown, []string{"thaw.tokn:", "did you mean thaw.token?"}},
 		{"no value", "thaw.image", ErrInvalid, []string{"thaw.image: invalid value: no value", "thaw.image=http://HOST:PORT/BUNDLE"}},
+		{"retries", "thaw.retries=many", ErrInvalid, []string{"thaw.retries=many", "thaw.retries=5"}},
+		{"minrate", "thaw.minrate=fast", ErrInvalid, []string{"thaw.minrate=fast", "thaw.minrate=16k"}},
+		{"minrate bare", "thaw.minrate", ErrInvalid, []string{"thaw.minrate"}},
+		{"deadline", "thaw.deadline=tomorrow", ErrInvalid, []string{"thaw.deadline=tomorrow", "thaw.deadline=24h"}},
 		{"no scheme", "thaw.image=10.0.0.1:8080/web1.thaw", ErrInvalid, []string{"no http:// or https://", "fix: thaw.image=http://10.0.0.1:8080/web1.thaw"}},
 		{"tftp", "thaw.image=tftp://10.0.0.1/web1", ErrInvalid, []string{"not tftp", "http://"}},
 		{"no host", "thaw.log=http:///log/x", ErrInvalid, []string{"thaw.log=http:///log/x", "no host"}},
@@ -231,9 +239,11 @@ func TestArgsRoundTrip(t *testing.T) {
 	p := &Params{
 		Image: "http://10.0.0.1:8080/a.thaw", PubKey: key, Disks: []string{"vda", "disk/by-id/x"}, Area: "vdb2",
 		Token: "t0k", Log: "http://10.0.0.1:8080/log/a", Resume: ResumeKexec, Insecure: true, Stage: 2, Iface: "eth0",
+		Retries: -1, MinRate: 1 << 20, Deadline: 36 * time.Hour,
 	}
 	want := "thaw.image=http://10.0.0.1:8080/a.thaw thaw.pubkey=" + key + " thaw.disk=vda,disk/by-id/x thaw.area=vdb2 thaw.token=t0k" +
-		" thaw.log=http://10.0.0.1:8080/log/a thaw.resume=kexec thaw.insecure=1 thaw.stage=2 thaw.iface=eth0"
+		" thaw.log=http://10.0.0.1:8080/log/a thaw.resume=kexec thaw.insecure=1 thaw.stage=2 thaw.iface=eth0" +
+		" thaw.retries=0 thaw.minrate=1048576 thaw.deadline=36h0m0s"
 	if got := p.Cmdline(); got != want {
 		t.Errorf("Cmdline =\n%s\nwant\n%s", got, want)
 	}

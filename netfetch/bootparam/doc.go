@@ -103,6 +103,24 @@
 //	as eth0 or enp1s0). Absent: DHCP on every Ethernet link with carrier;
 //	the first that gets a lease wins.
 //
+// thaw.retries=N
+//
+//	How many failed requests in a row a read of the bundle survives
+//	before the agent gives up (0 to 1000; 0: none). Failures count in a
+//	row until the read gains 64 KiB, so a store that sends a few bytes and
+//	cuts uses them up. Absent: 5.
+//
+// thaw.minrate=RATE
+//
+//	The slowest the bundle may arrive, in bytes per second with an
+//	optional k, m or g suffix (powers of 1024), averaged over the time
+//	spent waiting on the store once that passes 30 s. A slower answer is
+//	cut and retried. 0: no minimum. Absent: 16k.
+//
+// thaw.deadline=DURATION
+//
+//	Bounds the whole download, as a Go duration (90m, 24h). Absent: 24h.
+//
 // # Syntax
 //
 // The command line is split as the kernel splits it (see [Split]):

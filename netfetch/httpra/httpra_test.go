@@ -145,7 +145,7 @@ func TestReadAtRanges(t *testing.T) {
 		f    *fileServer
 	}{
 		{"ranges", &fileServer{}},
-		{"cut-after-1000", &fileServer{cutAfter: 1000}},
+		{"cut-after-100000", &fileServer{cutAfter: 100000}}, // a cut every 100 KB: past Progress each time
 		{"no-range-200", &fileServer{noRange: true}},
 		{"head-refused", &fileServer{noHead: true}},
 		{"no-etag", &fileServer{}},
@@ -227,7 +227,7 @@ func TestSequentialStreams(t *testing.T) {
 // TestResumeAfterCuts: every answer is cut after N bytes; reads of any
 // shape still return the file's bytes, by resuming where each cut fell.
 func TestResumeAfterCuts(t *testing.T) {
-	for _, c := range []struct{ cut, size int }{{7, 3000}, {999, 300<<10 + 17}, {4096, 300<<10 + 17}, {65536, 300<<10 + 17}} {
+	for _, c := range []struct{ cut, size int }{{65536, 300<<10 + 17}, {100000, 1<<20 + 17}} {
 		cut, data := c.cut, newData(c.size, 3)
 		t.Run(fmt.Sprint(cut), func(t *testing.T) {
 			f := &fileServer{cutAfter: cut}
@@ -572,5 +572,88 @@ func TestEmptyFile(t *testing.T) {
 			t.Fatalf("ReadAt = %d, %v", n, err)
 		}
 		r.Close()
+	}
+}
+
+// The audit's reproduction: a server that sends a byte and cuts got 300
+// GETs with Retries 2, because any byte reset the count. Now failures
+// count in a row until a read gains Progress bytes.
+func TestTrickleGivesUp(t *testing.T) {
+	for _, cut := range []int{1, 7, 4096} {
+		t.Run(fmt.Sprint(cut), func(t *testing.T) {
+			f := &fileServer{}
+			f.set(newData(300<<10, 3), `"t"`, modTime)
+			r, err := Open(context.Background(), serve(t, f), Options{Backoff: time.Microsecond, Retries: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			f.mu.Lock()
+			f.cutAfter = cut
+			f.mu.Unlock()
+			before := f.requests.Load()
+			_, err = r.ReadAt(make([]byte, 200<<10), 0)
+			if err == nil || !strings.Contains(err.Error(), "retry limit") {
+				t.Fatalf("err = %v, want the retry limit named", err)
+			}
+			if n := f.requests.Load() - before; n > 3 {
+				t.Fatalf("%d GETs for a trickle with Retries 2, want 3", n)
+			}
+		})
+	}
+}
+
+// trickler sends its body a byte every 20 ms.
+type trickler struct{ http.ResponseWriter }
+
+func (s trickler) Write(p []byte) (int, error) {
+	for i := range p {
+		if _, err := s.ResponseWriter.Write(p[i : i+1]); err != nil {
+			return i, err
+		}
+		http.NewResponseController(s.ResponseWriter).Flush()
+		time.Sleep(20 * time.Millisecond)
+	}
+	return len(p), nil
+}
+
+func trickleServer(t *testing.T, data []byte) string {
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var out http.ResponseWriter = w
+		if r.Method == http.MethodGet {
+			out = trickler{w}
+		}
+		http.ServeContent(out, r, "bundle", modTime, bytes.NewReader(data))
+	}))
+	t.Cleanup(ts.Close)
+	return ts.URL + "/bundle.thaw"
+}
+
+// A body that keeps the stall timer quiet but arrives below MinRate is
+// cut, naming the rate.
+func TestMinRate(t *testing.T) {
+	r, err := Open(context.Background(), trickleServer(t, newData(4096, 1)), Options{Backoff: time.Microsecond, Retries: -1, MinRate: 1000, RateWindow: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	_, err = r.ReadAt(make([]byte, 4096), 0)
+	var se *SlowError
+	if !errors.As(err, &se) || !strings.Contains(err.Error(), "minimum rate of 1000 B/s") {
+		t.Fatalf("err = %v, want a SlowError", err)
+	}
+}
+
+// The overall deadline stops a transfer that goes on, and says so.
+func TestDeadline(t *testing.T) {
+	r, err := Open(context.Background(), trickleServer(t, newData(4096, 1)), Options{Backoff: time.Microsecond, MinRate: -1, Deadline: 400 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	_, err = r.ReadAt(make([]byte, 4096), 0)
+	var de *DeadlineError
+	if !errors.As(err, &de) || !strings.Contains(err.Error(), "overall deadline") {
+		t.Fatalf("err = %v, want a DeadlineError", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 )
 
 const (
@@ -29,6 +30,8 @@ type ReaderAt struct {
 	size    int64
 	etag    string
 	lastMod string
+
+	stopDeadline context.CancelFunc
 
 	mu      sync.Mutex
 	idle    []*stream // oldest first
@@ -60,7 +63,21 @@ func Open(ctx context.Context, rawURL string, opt Options) (*ReaderAt, error) {
 		return nil, fmt.Errorf("bundle URL %q: no host", rawURL)
 	}
 	r := &ReaderAt{url: rawURL, opt: opt.norm()}
+	if r.opt.Deadline > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadlineCause(ctx, time.Now().Add(r.opt.Deadline), &DeadlineError{r.opt.Deadline})
+		r.stopDeadline = cancel
+	}
 	if err := r.opt.retry(ctx, "HEAD "+rawURL, func() error { return r.probe(ctx) }); err != nil {
+		if r.stopDeadline != nil {
+			r.stopDeadline()
+		}
+		if c := context.Cause(ctx); c != nil {
+			var de *DeadlineError
+			if errors.As(c, &de) {
+				return nil, fmt.Errorf("%s: %w", rawURL, de)
+			}
+		}
 		return nil, err
 	}
 	r.ctx, r.cancel = context.WithCancel(ctx)
@@ -90,6 +107,9 @@ func (r *ReaderAt) Close() error {
 	r.idle = nil
 	r.mu.Unlock()
 	r.cancel()
+	if r.stopDeadline != nil {
+		r.stopDeadline()
+	}
 	for _, s := range idle {
 		s.drop(false)
 	}
@@ -204,14 +224,18 @@ func (r *ReaderAt) ReadAt(p []byte, off int64) (int, error) {
 func (r *ReaderAt) read(p []byte, off int64) (n int, err error) {
 	s := r.acquire(off)
 	defer func() { r.release(s) }()
-	fails := 0
+	// Failures count in a row until the read gains Progress bytes (or
+	// finishes): a trickle that cuts after a few bytes resets nothing.
+	fails, since := 0, 0
 	for n < len(p) {
 		pos := off + int64(n)
 		err := r.step(s, p[n:], pos)
-		got := int(s.pos - pos)
-		if got > 0 {
+		if got := int(s.pos - pos); got > 0 {
 			n += got
-			fails = 0
+			since += got
+		}
+		if since >= Progress {
+			fails, since = 0, 0
 		}
 		if err == nil {
 			continue
@@ -225,7 +249,7 @@ func (r *ReaderAt) read(p []byte, off int64) (n int, err error) {
 		}
 		if fails >= r.opt.Retries {
 			if fails > 0 {
-				err = fmt.Errorf("%w (gave up after %d retries)", err, fails)
+				err = fmt.Errorf("%w (gave up after %d retries with less than %d KiB gained: the retry limit)", err, fails, Progress>>10)
 			}
 			return n, r.readError(off+int64(n), err)
 		}
@@ -239,7 +263,8 @@ func (r *ReaderAt) read(p []byte, off int64) (n int, err error) {
 	return n, nil
 }
 
-// ctxError is the error of a read stopped by Close or by Open's context.
+// ctxError is the error of a read stopped by Close, by Open's context or
+// by the deadline.
 func (r *ReaderAt) ctxError(pos int64) error {
 	r.mu.Lock()
 	closed := r.closed
@@ -247,7 +272,18 @@ func (r *ReaderAt) ctxError(pos int64) error {
 	if closed {
 		return ErrClosed
 	}
+	var de *DeadlineError
+	if c := context.Cause(r.ctx); errors.As(c, &de) {
+		return fmt.Errorf("reading %s at offset %d: %w", r.url, pos, de)
+	}
 	return fmt.Errorf("reading %s at offset %d: %w", r.url, pos, r.ctx.Err())
+}
+
+// DeadlineError says that Options.Deadline passed.
+type DeadlineError struct{ Deadline time.Duration }
+
+func (e *DeadlineError) Error() string {
+	return fmt.Sprintf("the overall deadline of %v for the transfer passed", e.Deadline)
 }
 
 func (r *ReaderAt) readError(pos int64, err error) error {

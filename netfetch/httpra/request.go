@@ -32,10 +32,27 @@ type Options struct {
 	// ignores Range and sends the whole file: the bytes before the offset
 	// are read and thrown away. 0 means 64 MiB, a negative number no limit.
 	SkipLimit int64
+	// MinRate is the slowest a body may arrive, in bytes per second,
+	// averaged over the time spent waiting for it, once that passes
+	// RateWindow: a
+	// trickle that keeps the stall timer quiet is cut and counts as a
+	// failure. 0 means 16 KiB/s, a negative number no minimum.
+	MinRate int64
+	// RateWindow is how long an answer runs before MinRate applies: 0
+	// means 30 s.
+	RateWindow time.Duration
+	// Deadline bounds a reader's whole life from Open: every read after it
+	// fails, naming it. 0 means none.
+	Deadline time.Duration
 	// Logf receives one line per retry and per notable fallback; nil
 	// discards them.
 	Logf func(format string, args ...any)
 }
+
+// Progress is how many bytes a read must gain before its failures stop
+// counting as in a row: a server that sends a few bytes and cuts uses up
+// Retries all the same.
+const Progress = 64 << 10
 
 const (
 	defaultRetries   = 5
@@ -43,6 +60,8 @@ const (
 	maxBackoff       = 30 * time.Second
 	defaultTimeout   = 60 * time.Second
 	defaultSkipLimit = 64 << 20
+	defaultMinRate   = 16 << 10
+	defaultWindow    = 30 * time.Second
 )
 
 func (o Options) norm() Options {
@@ -63,6 +82,15 @@ func (o Options) norm() Options {
 		o.SkipLimit = defaultSkipLimit
 	case o.SkipLimit < 0:
 		o.SkipLimit = 1<<63 - 1
+	}
+	switch {
+	case o.MinRate == 0:
+		o.MinRate = defaultMinRate
+	case o.MinRate < 0:
+		o.MinRate = 0
+	}
+	if o.RateWindow <= 0 {
+		o.RateWindow = defaultWindow
 	}
 	if o.Client == nil {
 		o.Client = defaultClient
@@ -171,16 +199,28 @@ func (g *guard) explain(err error) error {
 // guardedBody is a response body whose every Read must make progress
 // within the guard's time.
 type guardedBody struct {
-	rc io.ReadCloser
-	g  *guard
+	rc      io.ReadCloser
+	g       *guard
+	minRate int64
+	window  time.Duration
+	waited  time.Duration // inside Read
+	got     int64
 }
 
 func (b *guardedBody) Read(p []byte) (int, error) {
+	t0 := time.Now()
 	b.g.arm()
 	n, err := b.rc.Read(p)
 	b.g.disarm()
+	b.waited += time.Since(t0)
 	if err != nil && err != io.EOF {
 		err = b.g.explain(err)
+	}
+	b.got += int64(n)
+	// The rate counts the time spent waiting on the server, not the time
+	// the reader spent elsewhere with the answer open.
+	if err == nil && b.minRate > 0 && b.waited > b.window && float64(b.got) < float64(b.minRate)*b.waited.Seconds() {
+		return n, &SlowError{b.got, b.waited, b.minRate}
 	}
 	return n, err
 }
@@ -212,8 +252,19 @@ func (o *Options) get(ctx context.Context, method, rawURL string, hdr http.Heade
 		g.done()
 		return nil, classify(g.explain(err), rawURL)
 	}
-	resp.Body = &guardedBody{resp.Body, g}
+	resp.Body = &guardedBody{rc: resp.Body, g: g, minRate: o.MinRate, window: o.RateWindow}
 	return resp, nil
+}
+
+// SlowError is a body that arrived more slowly than Options.MinRate.
+type SlowError struct {
+	Got     int64
+	Took    time.Duration
+	MinRate int64
+}
+
+func (e *SlowError) Error() string {
+	return fmt.Sprintf("the answer arrived at %d B/s (%d bytes in %v), below the minimum rate of %d B/s", int64(float64(e.Got)/e.Took.Seconds()), e.Got, e.Took.Round(time.Second), e.MinRate)
 }
 
 func (o *Options) auth(req *http.Request) {
