@@ -19,18 +19,29 @@ type sink interface {
 	Close()
 }
 
-// fileSink writes to a file opened before the freeze.
+// fileSink writes to PATH.partial, opened before the freeze, readable by
+// its owner only (it holds the server's RAM). Finish syncs it, renames it
+// over PATH and syncs the directory, so that a failed capture never
+// destroys the previous bundle at PATH.
 type fileSink struct {
-	fd   int
-	path string
+	fd       int
+	path     string
+	partial  string
+	finished bool
 }
 
 func openFileSink(path string) (*fileSink, error) {
-	fd, err := syscall.Open(path, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_TRUNC|syscall.O_CLOEXEC, 0o644)
+	partial := path + ".partial"
+	fd, err := syscall.Open(partial, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_TRUNC|syscall.O_CLOEXEC, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, fmt.Errorf("open %s: %w", partial, err)
 	}
-	return &fileSink{fd: fd, path: path}, nil
+	// An existing partial file keeps its mode through O_CREAT.
+	if err := syscall.Fchmod(fd, 0o600); err != nil {
+		syscall.Close(fd)
+		return nil, fmt.Errorf("chmod %s: %w", partial, err)
+	}
+	return &fileSink{fd: fd, path: path, partial: partial}, nil
 }
 
 func (s *fileSink) Write(p []byte) (int, error) {
@@ -50,12 +61,35 @@ func (s *fileSink) Write(p []byte) (int, error) {
 
 func (s *fileSink) Finish() error {
 	if err := syscall.Fsync(s.fd); err != nil {
-		return fmt.Errorf("fsync %s: %w", s.path, err)
+		return fmt.Errorf("fsync %s: %w", s.partial, err)
+	}
+	if err := syscall.Rename(s.partial, s.path); err != nil {
+		return fmt.Errorf("rename %s to %s: %w", s.partial, s.path, err)
+	}
+	s.finished = true
+	dir := "."
+	if i := strings.LastIndexByte(s.path, '/'); i >= 0 {
+		dir = s.path[:i+1]
+	}
+	dfd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open directory %s: %w", dir, err)
+	}
+	defer syscall.Close(dfd)
+	if err := syscall.Fsync(dfd); err != nil {
+		return fmt.Errorf("fsync directory %s: %w", dir, err)
 	}
 	return nil
 }
 
-func (s *fileSink) Close() { syscall.Close(s.fd) }
+// Close closes the file; a bundle that was not finished is removed, and
+// the previous one at the path stays.
+func (s *fileSink) Close() {
+	syscall.Close(s.fd)
+	if !s.finished {
+		syscall.Unlink(s.partial)
+	}
+}
 
 // httpSink streams an HTTP/1.1 PUT with chunked encoding over a raw TCP
 // socket connected before the freeze.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -223,9 +224,15 @@ func openOutput(to, tokenFile string) (io.Writer, func() error, error) {
 		}
 		return openUpload(context.Background(), to, token)
 	}
+	// The bundle holds the server's RAM: readable by its owner only,
+	// written beside the old one and renamed over it once synced.
 	tmp := to + ".partial"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
 		return nil, nil, err
 	}
 	return f, func() error {
@@ -235,7 +242,15 @@ func openOutput(to, tokenFile string) (io.Writer, func() error, error) {
 		if err := f.Close(); err != nil {
 			return err
 		}
-		return os.Rename(tmp, to)
+		if err := os.Rename(tmp, to); err != nil {
+			return err
+		}
+		d, err := os.Open(filepath.Dir(to))
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		return d.Sync()
 	}, nil
 }
 

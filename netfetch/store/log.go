@@ -66,7 +66,7 @@ func (s *Store) appendLog(name string, rec []byte) error {
 	if err := s.root.MkdirAll("logs", 0o755); err != nil {
 		return err
 	}
-	f, err := s.root.OpenFile("logs/"+name+".log", os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	f, err := s.root.OpenFile("logs/"+name+".log", os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return err
 	}

@@ -65,7 +65,7 @@ func (s *Store) put(w http.ResponseWriter, r *http.Request) {
 	var rnd [8]byte
 	rand.Read(rnd[:])
 	tmp := path.Join(dir, tmpPrefix+base+"."+hex.EncodeToString(rnd[:]))
-	f, err := s.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := s.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		putFail(w, p, err)
 		return
