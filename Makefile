@@ -31,26 +31,31 @@ server:
 initramfs: kernels
 	$(GO) run ./boot/mkinitramfs -out $(AGENT) $(if $(PUBKEY),-pubkey $(PUBKEY))
 
+# Every fuzz target, as PACKAGE:TARGET. make unit runs each for
+# FUZZTIME (new inputs are minimized for at most a second, so the time goes
+# to fuzzing); make fuzz runs each for FUZZLONG.
+FUZZ := ./images/swsusp:FuzzReader ./images/swsusp:FuzzStreamReader \
+	./images/lzo:FuzzRoundTrip ./images/lzo:FuzzDecompress \
+	./images/bundle:FuzzOpen ./images/bundle:FuzzParseIndex ./images/bundle:FuzzChunk \
+	./images/manifest:FuzzParse ./images/mailbox:FuzzParse ./images/mailbox:FuzzInjector \
+	./netfetch/httpra:FuzzContentRange ./netfetch/bootparam:FuzzParse ./netfetch/dhcp:FuzzLease \
+	./agent/plan:FuzzParseModulesAlias ./agent/dm:FuzzParseTable ./agent/nicmove:FuzzParseRoute \
+	./agent/probe:FuzzParseIomem ./agent/prepare:FuzzParseFstab
+FUZZTIME ?= 6s
+FUZZLONG ?= 10m
+
+define fuzzrun
+	@set -e; for f in $(FUZZ); do \
+		echo "fuzz $${f#*:} in $${f%%:*} for $(1)"; \
+		$(GO) test -run='^$$' -fuzz="^$${f#*:}$$" -fuzztime=$(1) -fuzzminimizetime=1s "$${f%%:*}" 2>&1 | tail -4; \
+		test $${PIPESTATUS[0]} -eq 0; \
+	done
+endef
+
 unit:
 	$(GO) vet ./...
 	$(GO) test ./...
-	$(GO) test -run='^$$' -fuzz=FuzzReader -fuzztime=10s ./images/swsusp/
-	$(GO) test -run='^$$' -fuzz=FuzzStreamReader -fuzztime=5s ./images/swsusp/
-	$(GO) test -run='^$$' -fuzz=FuzzRoundTrip -fuzztime=10s ./images/lzo/
-	$(GO) test -run='^$$' -fuzz=FuzzDecompress -fuzztime=5s ./images/lzo/
-	$(GO) test -run='^$$' -fuzz=FuzzOpen -fuzztime=10s ./images/bundle/
-	$(GO) test -run='^$$' -fuzz=FuzzParseIndex -fuzztime=5s ./images/bundle/
-	$(GO) test -run='^$$' -fuzz=FuzzChunk -fuzztime=5s ./images/bundle/
-	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=5s ./images/manifest/
-	$(GO) test -run='^$$' -fuzz=FuzzContentRange -fuzztime=5s ./netfetch/httpra/
-	$(GO) test -run='^$$' -fuzz=FuzzParseModulesAlias -fuzztime=5s ./agent/plan/
-	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=5s ./netfetch/bootparam/
-	$(GO) test -run='^$$' -fuzz=FuzzLease -fuzztime=5s ./netfetch/dhcp/
-	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=5s -test.fuzzminimizetime=1s ./images/mailbox/
-	$(GO) test -run='^$$' -fuzz=FuzzInjector -fuzztime=5s -test.fuzzminimizetime=1s ./images/mailbox/
-	$(GO) test -run='^$$' -fuzz=FuzzParseTable -fuzztime=5s ./agent/dm/
-	$(GO) test -run='^$$' -fuzz=FuzzParseRoute -fuzztime=5s ./agent/nicmove/
-	$(GO) test -run='^$$' -fuzz=FuzzParseIomem -fuzztime=5s ./agent/probe/
+	$(call fuzzrun,$(FUZZTIME))
 
 vmtest: kernels server initramfs
 	$(GO) test -tags vm -timeout 80m -parallel 2 -v ./scripts/vmtest/ 2>&1 | tee build/vmtest.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)'; exit $${PIPESTATUS[0]}
@@ -59,8 +64,7 @@ vmtest: kernels server initramfs
 test: kernels unit vmtest
 
 fuzz:
-	$(GO) test -run='^$$' -fuzz=FuzzReader -fuzztime=5m ./images/swsusp/
-	$(GO) test -run='^$$' -fuzz=FuzzOpen -fuzztime=5m ./images/bundle/
+	$(call fuzzrun,$(FUZZLONG))
 
 # Benchmarks: ratios against a baseline measured in the same run.
 bench:
