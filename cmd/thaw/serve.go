@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -20,54 +21,84 @@ import (
 
 const serveHelp = `
 Serves the files under DIR over HTTP, or HTTPS with --tls-cert and
---tls-key, to thaw's restore agents and to people:
+--tls-key, to thaw's restore agents and to people. A bundle holds a
+server's whole RAM, so nothing is served without a token:
 
-  GET  /PATH          a file. Range requests, a strong ETag (inode, size
-                      and mtime), If-Range and If-None-Match are honoured,
-                      so broken downloads resume (curl -C -, curl -r A-B)
-  GET  /  or /DIR/    a listing of name, size and mtime; JSON with
-                      -H 'Accept: application/json' or ?format=json
-  PUT  /PATH          stores a file; needs the token. Directories on the
-                      way are created. The file appears whole or not at
-                      all: the body goes to DIR/.../.thaw-upload-* first,
-                      is synced, then renamed over PATH
+  GET  /PATH          a file; needs the read token (or the write token),
+                      except under a --public prefix. Range requests, a
+                      strong ETag (inode, size and mtime), If-Range and
+                      If-None-Match are honoured, so broken downloads
+                      resume (curl -C -, curl -r A-B)
+  GET  /  or /DIR/    a listing of name, size and mtime (JSON with
+                      -H 'Accept: application/json' or ?format=json);
+                      needs the read token unless the directory is public
+  PUT  /PATH          stores a file; needs the write token (--token-file).
+                      Directories on the way are created. The file
+                      appears whole or not at all: the body goes to
+                      DIR/.../.thaw-upload-* first (mode 0600), is synced,
+                      then renamed over PATH; an upload that stalls for
+                      60 s is dropped
   POST /log/NAME      appends agent log lines to DIR/logs/NAME.log, each
                       stamped with the UTC time and the sender's address;
-                      needs the token when the server has one
+                      needs the log, read or write token. One machine's
+                      log holds at most 16 MiB and all logs 512 MiB:
+                      past that, 413
 
-The token is the content of --token-file (make one with
-"head -c 32 /dev/urandom | base64 > /etc/thaw/token; chmod 600
-/etc/thaw/token"). Clients send it as "Authorization: Bearer TOKEN"; the
-restore agent takes it as thaw.token= on its kernel command line. Without
---token-file the server is read-only: every PUT gets 403 (agent logs are
-still taken).
+The tokens are the contents of their files (make one with
+"head -c 32 /dev/urandom | base64 > /etc/thaw/read-token; chmod 600
+/etc/thaw/read-token"). Clients send one as "Authorization: Bearer TOKEN":
+
+  --token-file        the write token: thaw capture and thaw export. It
+                      reads and posts logs too. Without it the store takes
+                      no uploads
+  --read-token-file   the read token: the restore agent (thaw.token=),
+                      thaw restore, thaw plan, thaw inspect --token-file
+  --log-token-file    posts logs only
+  --public PREFIX     a URL path prefix anyone may read, such as /boot/
+                      for the agent's kernel and initramfs fetched by
+                      iPXE; repeatable. --public / opens the whole store,
+                      for a lab
+
+A store with no token and nothing public refuses to start: nobody could
+read it.
 
 Upload a bundle, check it, read part of it, list the store:
 
   curl -fT server1.thaw -H "Authorization: Bearer $(cat /etc/thaw/token)" \
       http://HOST:8080/bundles/server1.thaw
-  curl -fI http://HOST:8080/bundles/server1.thaw
-  curl -fr 0-4095 http://HOST:8080/bundles/server1.thaw | xxd | head
-  curl -f http://HOST:8080/
+  curl -fI -H "Authorization: Bearer $(cat /etc/thaw/read-token)" \
+      http://HOST:8080/bundles/server1.thaw
+  curl -f -H "Authorization: Bearer $(cat /etc/thaw/read-token)" http://HOST:8080/
 
 A PUT answers "stored /PATH: N bytes, sha256 HEX" (the SHA-256 also in the
 X-Thaw-Sha256 header); compare it with sha256sum of the file sent.
 
 Every request is logged on standard error: client address, method, path,
 status, bytes in and out, duration. Temporary files of uploads that a
-crash interrupted are removed at start. SIGINT (Ctrl-C) or SIGTERM stop
-the server cleanly: running transfers get 30 s to finish (a second Ctrl-C
-stops at once).
+crash interrupted are removed at start. A client gets 30 s to send its
+request headers, and a kept-alive connection is closed after 2 minutes
+idle. SIGINT (Ctrl-C) or SIGTERM stop the server cleanly: running
+transfers get 30 s to finish (a second Ctrl-C stops at once).
 `
 
 func runServe(args []string) error {
-	fs := newFlags("serve", "--dir DIR [--listen ADDR] [--token-file FILE] [--tls-cert FILE --tls-key FILE]", serveHelp)
+	fs := newFlags("serve", "--dir DIR [--listen ADDR] [--token-file FILE] [--read-token-file FILE] [--log-token-file FILE] [--public PREFIX …] [--tls-cert FILE --tls-key FILE]", serveHelp)
 	dir := fs.String("dir", "", "the directory to serve (required)")
 	listen := fs.String("listen", ":8080", "address and port to listen on, e.g. :8080 or 10.0.0.5:8443")
-	tokenFile := fs.String("token-file", "", "file holding the bearer token for PUT and POST /log; without it the server is read-only")
+	tokenFile := fs.String("token-file", "", "file holding the write token (PUT; it also reads and posts logs); without it the store takes no uploads")
+	readTokenFile := fs.String("read-token-file", "", "file holding the read token (GET, HEAD, listings, POST /log): the agents' thaw.token=")
+	logTokenFile := fs.String("log-token-file", "", "file holding a token that only posts logs")
+	var public []string
+	fs.Func("public", "a URL path `PREFIX` anyone may read without a token (e.g. /boot/); repeatable; / opens the whole store", func(v string) error {
+		if !strings.HasPrefix(v, "/") {
+			return fmt.Errorf("%q: a URL path starts with /", v)
+		}
+		public = append(public, v)
+		return nil
+	})
 	tlsCert := fs.String("tls-cert", "", "PEM certificate (chain) for HTTPS")
 	tlsKey := fs.String("tls-key", "", "PEM private key for HTTPS")
-	maxSize := fs.String("max-size", "0", "largest upload taken, e.g. 200G (K, M, G, T are powers of 1024); 0: no limit")
+	maxSize := fs.String("max-size", "4T", "largest upload taken, e.g. 200G (K, M, G, T are powers of 1024); 0: no limit")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -94,9 +125,22 @@ func runServe(args []string) error {
 		return fmt.Errorf("--dir %s is not a directory", *dir)
 	}
 
-	var token string
+	var token, readTok, logTok string
+	for _, t := range []struct {
+		flag, path string
+		tok        *string
+	}{{"--read-token-file", *readTokenFile, &readTok}, {"--log-token-file", *logTokenFile, &logTok}} {
+		if t.path != "" {
+			if *t.tok, err = readServeToken(t.flag, t.path); err != nil {
+				return err
+			}
+		}
+	}
+	if *tokenFile == "" && readTok == "" && len(public) == 0 {
+		return usageErr("nobody could read this store: give --read-token-file (the agents' thaw.token=), or --public / for a lab store anyone may read")
+	}
 	if *tokenFile != "" {
-		if token, err = readServeToken(*tokenFile); err != nil {
+		if token, err = readServeToken("--token-file", *tokenFile); err != nil {
 			return err
 		}
 		f, err := os.CreateTemp(*dir, ".thaw-upload-probe-")
@@ -117,7 +161,7 @@ func runServe(args []string) error {
 	}
 
 	logger := log.New(os.Stderr, "", log.LstdFlags)
-	st, err := store.New(*dir, store.Options{Token: token, MaxSize: limit, Logf: logger.Printf})
+	st, err := store.New(*dir, store.Options{Token: token, ReadToken: readTok, LogToken: logTok, Public: public, MaxSize: limit, Logf: logger.Printf})
 	if err != nil {
 		return err
 	}
@@ -137,6 +181,19 @@ func runServe(args []string) error {
 		mode = "READ-ONLY (no --token-file): uploads are refused"
 	}
 	fmt.Printf("thaw serve: serving %s, %s\n", *dir, mode)
+	switch {
+	case slices.Contains(public, "/"):
+		fmt.Println("  READABLE BY ANYONE (--public /): a lab store")
+	case readTok != "":
+		fmt.Printf("  reads need the token from %s (or the write token)\n", *readTokenFile)
+	default:
+		fmt.Println("  reads need the write token")
+	}
+	for _, p := range public {
+		if p != "/" {
+			fmt.Printf("  %s… is public\n", p)
+		}
+	}
 	if limit > 0 {
 		fmt.Printf("  uploads up to %d bytes\n", limit)
 	}
@@ -177,17 +234,17 @@ func runServe(args []string) error {
 
 // readServeToken reads a token file as the clients do (the whole file,
 // space around it trimmed) and checks that it fits an HTTP header.
-func readServeToken(path string) (string, error) {
+func readServeToken(flag, path string) (string, error) {
 	tok, err := readToken(path)
 	if err != nil {
-		return "", fmt.Errorf("--token-file: %w", err)
+		return "", fmt.Errorf("%s: %w", flag, err)
 	}
 	if tok == "" {
-		return "", fmt.Errorf("--token-file %s is empty", path)
+		return "", fmt.Errorf("%s %s is empty", flag, path)
 	}
 	for _, c := range tok {
 		if c <= ' ' || c >= 0x7f {
-			return "", fmt.Errorf("--token-file %s: the token must be one word of printable ASCII", path)
+			return "", fmt.Errorf("%s %s: the token must be one word of printable ASCII", flag, path)
 		}
 	}
 	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {

@@ -35,8 +35,8 @@ func (s *Store) postLog(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "%s: want POST /log/NAME, NAME of letters, digits, '.', '_' and '-' (at most 128, not starting with '.')", p)
 		return
 	}
-	if s.opt.Token != "" && !s.authorized(r) {
-		unauthorized(w, r)
+	if len(s.tokens) > 0 && !s.authorized(r, roleLog) {
+		unauthorized(w, r, roleLog)
 		return
 	}
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opt.MaxLogBody))
@@ -54,6 +54,11 @@ func (s *Store) postLog(w http.ResponseWriter, r *http.Request) {
 		s.logMu.Lock()
 		err = s.appendLog(name, rec)
 		s.logMu.Unlock()
+		var full *logFullError
+		if errors.As(err, &full) {
+			fail(w, http.StatusRequestEntityTooLarge, "%s: %v", p, full)
+			return
+		}
 		if err != nil {
 			fsFail(w, p, err)
 			return
@@ -62,15 +67,40 @@ func (s *Store) postLog(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// logFullError is a log record past a cap.
+type logFullError struct {
+	what  string
+	limit int64
+}
+
+func (e *logFullError) Error() string {
+	return fmt.Sprintf("%s holds its limit of %d bytes: nothing more is taken", e.what, e.limit)
+}
+
+// appendLog adds rec to the machine's log, within the caps; the caller
+// holds logMu.
 func (s *Store) appendLog(name string, rec []byte) error {
 	if err := s.root.MkdirAll("logs", 0o755); err != nil {
 		return err
 	}
-	f, err := s.root.OpenFile("logs/"+name+".log", os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	file := "logs/" + name + ".log"
+	var size int64
+	if fi, err := s.root.Stat(file); err == nil {
+		size = fi.Size()
+	}
+	n := int64(len(rec))
+	switch {
+	case size+n > s.opt.MaxLogFile:
+		return &logFullError{"the log of " + name, s.opt.MaxLogFile}
+	case s.logTotal+n > s.opt.MaxLogTotal:
+		return &logFullError{"logs/", s.opt.MaxLogTotal}
+	}
+	f, err := s.root.OpenFile(file, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(rec)
+	k, err := f.Write(rec)
+	s.logTotal += int64(k)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -12,6 +12,7 @@ import (
 	"path"
 	"strings"
 	"syscall"
+	"time"
 )
 
 func (s *Store) put(w http.ResponseWriter, r *http.Request) {
@@ -20,8 +21,8 @@ func (s *Store) put(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusForbidden, "this server is read-only: it was started without --token-file, so it takes no uploads")
 		return
 	}
-	if !s.authorized(r) {
-		unauthorized(w, r)
+	if !s.authorized(r, roleWrite) {
+		unauthorized(w, r, roleWrite)
 		return
 	}
 	name, err := resolve(p)
@@ -78,12 +79,15 @@ func (s *Store) put(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 
-	var body io.Reader = r.Body
+	// Each wait for the next bytes is bounded: an upload that stalls is
+	// dropped and its temporary file removed.
+	var body io.Reader = &stallReader{r: r.Body, rc: http.NewResponseController(w), d: s.opt.Stall}
 	if s.opt.MaxSize > 0 {
-		body = http.MaxBytesReader(w, r.Body, s.opt.MaxSize)
+		body = http.MaxBytesReader(w, io.NopCloser(body), s.opt.MaxSize)
 	}
 	h := sha256.New()
 	n, err := io.CopyBuffer(io.MultiWriter(f, h), body, make([]byte, 1<<20))
+	http.NewResponseController(w).SetReadDeadline(time.Time{})
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		var pe *os.PathError
@@ -141,4 +145,17 @@ func putFail(w http.ResponseWriter, p string, err error) {
 	default:
 		fsFail(w, p, err)
 	}
+}
+
+// stallReader sets the connection's read deadline before each read of an
+// upload's body.
+type stallReader struct {
+	r  io.Reader
+	rc *http.ResponseController
+	d  time.Duration
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	s.rc.SetReadDeadline(time.Now().Add(s.d))
+	return s.r.Read(p)
 }

@@ -27,24 +27,48 @@ const tmpPrefix = ".thaw-upload-"
 
 // Options configures a Store.
 type Options struct {
-	// Token is the bearer token PUT requires (and POST /log when set).
-	// Empty makes the store read-only: every PUT gets 403.
+	// Token is the write token: PUT needs it. It also reads and posts
+	// logs. Empty makes the store read-only: every PUT gets 403.
 	Token string
+	// ReadToken reads files and listings, and posts logs: the token the
+	// agents get (thaw.token=).
+	ReadToken string
+	// LogToken only posts logs.
+	LogToken string
+	// Public are URL path prefixes anyone may read without a token, such
+	// as the agent's boot files for iPXE ("/boot/"); "/" opens the whole
+	// store (a lab store). Listings need a token unless public too.
+	Public []string
 	// MaxSize is the largest body a PUT may carry; 0 means no limit.
 	MaxSize int64
 	// MaxLogBody is the largest body of a POST /log/NAME; 0 means 1 MiB.
 	MaxLogBody int64
+	// MaxLogFile caps one machine's log and MaxLogTotal all logs
+	// together: a POST past them gets 413. 0 means 16 MiB and 512 MiB.
+	MaxLogFile, MaxLogTotal int64
+	// Stall bounds each wait for an upload's next bytes: 0 means 60 s.
+	Stall time.Duration
 	// Logf receives one line per request; nil discards them.
 	Logf func(format string, args ...any)
 }
+
+// Roles a token can have.
+type role int
+
+const (
+	roleLog role = iota
+	roleRead
+	roleWrite
+)
 
 // Store serves a directory; see the package documentation.
 type Store struct {
 	dir      string
 	root     *os.Root
 	opt      Options
-	tokenSum [sha256.Size]byte
+	tokens   map[[sha256.Size]byte]role
 	logMu    sync.Mutex
+	logTotal int64 // bytes under logs/, held under logMu
 }
 
 // New opens dir and removes the leftovers of uploads that a previous run
@@ -57,21 +81,45 @@ func New(dir string, opt Options) (*Store, error) {
 	if opt.MaxLogBody <= 0 {
 		opt.MaxLogBody = 1 << 20
 	}
+	if opt.MaxLogFile <= 0 {
+		opt.MaxLogFile = 16 << 20
+	}
+	if opt.MaxLogTotal <= 0 {
+		opt.MaxLogTotal = 512 << 20
+	}
+	if opt.Stall <= 0 {
+		opt.Stall = 60 * time.Second
+	}
 	if opt.Logf == nil {
 		opt.Logf = func(string, ...any) {}
 	}
-	s := &Store{dir: dir, root: root, opt: opt}
-	if opt.Token != "" {
-		s.tokenSum = sha256.Sum256([]byte(opt.Token))
+	s := &Store{dir: dir, root: root, opt: opt, tokens: map[[sha256.Size]byte]role{}}
+	// The strongest role wins when two tokens are the same.
+	for _, t := range []struct {
+		tok string
+		r   role
+	}{{opt.LogToken, roleLog}, {opt.ReadToken, roleRead}, {opt.Token, roleWrite}} {
+		if t.tok != "" {
+			s.tokens[sha256.Sum256([]byte(t.tok))] = t.r
+		}
 	}
 	s.sweep()
+	fs.WalkDir(root.FS(), "logs", func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if fi, err := d.Info(); err == nil {
+				s.logTotal += fi.Size()
+			}
+		}
+		return nil
+	})
 	return s, nil
 }
 
 // Close releases the directory.
 func (s *Store) Close() error { return s.root.Close() }
 
-// ReadOnly reports whether the store refuses uploads (it has no token).
+// ReadOnly reports whether the store refuses uploads (it has no write
+// token).
 func (s *Store) ReadOnly() bool { return s.opt.Token == "" }
 
 // sweep removes temporary files left by interrupted uploads.
@@ -212,6 +260,10 @@ func contentType(name string) string {
 
 func (s *Store) get(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
+	if !s.public(p) && !s.authorized(r, roleRead) {
+		unauthorized(w, r, roleRead)
+		return
+	}
 	name, err := resolve(p)
 	if err != nil {
 		pathFail(w, p, err)
@@ -229,6 +281,10 @@ func (s *Store) get(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if fi.IsDir() {
+		if !s.authorized(r, roleRead) && !s.public(strings.TrimSuffix(p, "/")+"/") {
+			unauthorized(w, r, roleRead)
+			return
+		}
 		s.list(w, r, name, f)
 		return
 	}
@@ -324,24 +380,49 @@ func (s *Store) list(w http.ResponseWriter, r *http.Request, name string, d *os.
 	}
 }
 
-// authorized reports whether r carries the store's bearer token.
-func (s *Store) authorized(r *http.Request) bool {
-	if s.opt.Token == "" {
-		return false
-	}
+// authorized reports whether r carries a token with at least role need.
+// Every token is compared, in constant time.
+func (s *Store) authorized(r *http.Request, need role) bool {
 	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return false
 	}
 	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-	return subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) == 1
+	granted := false
+	for t, rl := range s.tokens {
+		if subtle.ConstantTimeCompare(sum[:], t[:]) == 1 && rl >= need {
+			granted = true
+		}
+	}
+	return granted
 }
 
-func unauthorized(w http.ResponseWriter, r *http.Request) {
+// public reports whether anyone may read the URL path p.
+func (s *Store) public(p string) bool {
+	for _, pre := range s.opt.Public {
+		if pre == "/" || strings.HasPrefix(p, pre) || p+"/" == pre {
+			return true
+		}
+	}
+	return false
+}
+
+// tokenFlags names the server flags whose tokens have role need.
+func tokenFlags(need role) string {
+	switch need {
+	case roleWrite:
+		return "--token-file"
+	case roleRead:
+		return "--read-token-file (or --token-file)"
+	}
+	return "--log-token-file (or --read-token-file, --token-file)"
+}
+
+func unauthorized(w http.ResponseWriter, r *http.Request, need role) {
 	w.Header().Set("WWW-Authenticate", `Bearer realm="thaw"`)
-	why := "no token: send Authorization: Bearer TOKEN (the contents of the server's --token-file)"
+	why := "no token: send Authorization: Bearer TOKEN (the contents of the server's " + tokenFlags(need) + ")"
 	if r.Header.Get("Authorization") != "" {
-		why = "wrong token: send Authorization: Bearer TOKEN with the contents of the server's --token-file"
+		why = "wrong token: send Authorization: Bearer TOKEN with the contents of the server's " + tokenFlags(need)
 	}
 	fail(w, http.StatusUnauthorized, "%s", why)
 }

@@ -70,8 +70,14 @@ func newStore(t *testing.T, opt Options) *testStore {
 	return newStoreIn(t, dir, opt)
 }
 
+// newStoreIn opens a store on dir. The tests of other things than access
+// get a lab store anyone may read (Public "/") unless they set Public or a
+// read token; TestAccess checks the roles.
 func newStoreIn(t *testing.T, dir string, opt Options) *testStore {
 	t.Helper()
+	if opt.Public == nil && opt.ReadToken == "" {
+		opt.Public = []string{"/"}
+	}
 	ls := &logSink{}
 	opt.Logf = ls.logf
 	s, err := New(dir, opt)
@@ -588,5 +594,77 @@ func TestWithClient(t *testing.T) {
 	}
 	if SHA256Header != httpra.SHA256Header {
 		t.Fatal("the two packages disagree on the SHA-256 header")
+	}
+}
+
+// The audit: GET, HEAD and listings needed no token, and POST /log took
+// anything without bound. Each role, each request.
+func TestAccess(t *testing.T) {
+	const read, logTok = "read-456", "log-789"
+	ts := newStore(t, Options{Token: token, ReadToken: read, LogToken: logTok, Public: []string{"/boot/"}, MaxLogFile: 300, MaxLogTotal: 500})
+	ts.write(t, "server.thaw", []byte("bundle bytes"))
+	ts.write(t, "boot/vmlinuz", []byte("kernel"))
+	for _, tc := range []struct {
+		method, path, tok string
+		want              int
+	}{
+		{"GET", "/server.thaw", "", 401},
+		{"HEAD", "/server.thaw", "", 401},
+		{"GET", "/server.thaw", logTok, 401},
+		{"GET", "/server.thaw", "wrong", 401},
+		{"GET", "/server.thaw", read, 200},
+		{"GET", "/server.thaw", token, 200},
+		{"GET", "/", "", 401},
+		{"GET", "/?format=json", logTok, 401},
+		{"GET", "/", read, 200},
+		{"GET", "/boot/vmlinuz", "", 200},
+		{"GET", "/boot/", "", 200},
+		{"GET", "/logs/", "", 401},
+		{"PUT", "/new.thaw", "", 401},
+		{"PUT", "/new.thaw", read, 401},
+		{"PUT", "/new.thaw", logTok, 401},
+		{"PUT", "/new.thaw", token, 201},
+		{"POST", "/log/m1", "", 401},
+		{"POST", "/log/m1", "wrong", 401},
+		{"POST", "/log/m1", logTok, 204},
+		{"POST", "/log/m1", read, 204},
+	} {
+		var hdr []string
+		if tc.tok != "" {
+			hdr = []string{"Authorization", "Bearer " + tc.tok}
+		}
+		resp, _ := do(t, tc.method, ts.url+tc.path, strings.NewReader("a line\n"), hdr...)
+		if resp.StatusCode != tc.want && !(tc.want == 201 && resp.StatusCode/100 == 2) {
+			t.Errorf("%s %s with %q: %d, want %d", tc.method, tc.path, tc.tok, resp.StatusCode, tc.want)
+		}
+	}
+	// The caps: one machine's log, then all logs together.
+	hdr := []string{"Authorization", "Bearer " + logTok}
+	line := strings.NewReader(strings.Repeat("x", 100) + "\n")
+	var codes []int
+	for i := 0; i < 4; i++ {
+		line.Seek(0, 0)
+		resp, _ := do(t, "POST", ts.url+"/log/m2", line, hdr...)
+		codes = append(codes, resp.StatusCode)
+	}
+	if codes[0] != 204 || codes[3] != 413 {
+		t.Errorf("posts to one log past its 300-byte cap: %v, want 204 … 413", codes)
+	}
+	for i := 3; ; i++ {
+		line.Seek(0, 0)
+		resp, body := do(t, "POST", ts.url+fmt.Sprintf("/log/m%d", i), line, hdr...)
+		if resp.StatusCode == 413 {
+			if !strings.Contains(string(body), "logs/ holds its limit") {
+				t.Errorf("413 without naming the total cap: %s", body)
+			}
+			break
+		}
+		if i > 10 {
+			t.Fatal("the 500-byte cap on all logs never applied")
+		}
+	}
+	// An upload is readable by the server's user only.
+	if fi, err := os.Stat(filepath.Join(ts.dir, "new.thaw")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("uploaded file: %v, mode %v; want 0600", err, fi.Mode().Perm())
 	}
 }

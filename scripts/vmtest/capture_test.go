@@ -48,12 +48,27 @@ func toolsDisk(t *testing.T, path string, files map[string]string) {
 	}
 }
 
+// readToken is the read token of every thaw serve the tests start: the
+// agents get it as thaw.token=, the host's thaw commands in a file.
+const readToken = "r3ad-t0ken-for-the-agents"
+
+// readTokenFile is a file holding readToken.
+func readTokenFile(t *testing.T) string {
+	p := filepath.Join(t.TempDir(), "read-token")
+	if err := os.WriteFile(p, []byte(readToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // startServe runs thaw serve on a free loopback port for the test's
-// duration, its log in logDir/NAME-serve.log, and returns the port.
+// duration, its log in logDir/NAME-serve.log, and returns the port. Reads
+// need readToken; /boot/ (the agent's files for iPXE) is public.
 func startServe(t *testing.T, name, store string, args ...string) int {
 	t.Helper()
 	port := freePort(t)
-	srvArgs := append([]string{"serve", "--dir", store, "--listen", fmt.Sprintf("127.0.0.1:%d", port)}, args...)
+	srvArgs := append([]string{"serve", "--dir", store, "--listen", fmt.Sprintf("127.0.0.1:%d", port),
+		"--read-token-file", readTokenFile(t), "--public", "/boot/"}, args...)
 	t.Logf("host$ thaw %s", strings.Join(srvArgs, " "))
 	srv := exec.Command(thawBin, srvArgs...)
 	srvLog, err := os.Create(filepath.Join(logDir, name+"-serve.log"))
@@ -94,7 +109,10 @@ func TestServerCapture(t *testing.T) {
 	captured = keep(t, c)
 	h, blobSum, tools, bundlePath, pub := c.h, c.blobSum, c.tools, c.bundle, c.pub
 	dir := t.TempDir()
-	if out, err := thaw(t, "inspect", "--pubkey", pub, fmt.Sprintf("http://127.0.0.1:%d/server.thaw", port)); err != nil {
+	if out, err := thaw(t, "inspect", "--pubkey", pub, fmt.Sprintf("http://127.0.0.1:%d/server.thaw", port)); err == nil || !strings.Contains(string(out), "401") {
+		t.Fatalf("inspect of the captured bundle over HTTP without the read token: %v %s", err, out)
+	}
+	if out, err := thaw(t, "inspect", "--pubkey", pub, "--token-file", readTokenFile(t), fmt.Sprintf("http://127.0.0.1:%d/server.thaw", port)); err != nil {
 		t.Fatalf("inspect of the captured bundle over HTTP: %v %s", err, out)
 	}
 	checkMailboxInStream(t, bundlePath, pub)
@@ -107,7 +125,7 @@ func TestServerCapture(t *testing.T) {
 	// The image's swap (the swap LV) holds swapped-out pages: the resume
 	// image goes to the second disk's resume partition.
 	start := time.Now()
-	cmdline := restoreTo(t, fmt.Sprintf("http://127.0.0.1:%d/server.thaw", port), pub, target, s.Cmdline, "--resume", blank+"#2")
+	cmdline := restoreTo(t, fmt.Sprintf("http://127.0.0.1:%d/server.thaw", port), pub, target, s.Cmdline, "--resume", blank+"#2", "--token-file", readTokenFile(t))
 	timing("restore over HTTP (verify + write)", start)
 	start = time.Now()
 	vm2 := serverVMWith(t, s, "capture-restored", cmdline, target, blank, tools)

@@ -131,8 +131,8 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 		}
 	}
 	disk := ac.targetDisk()
-	params := fmt.Sprintf("thaw.image=http://10.0.2.2:%d/%s thaw.pubkey=%s thaw.disk=%s thaw.log=http://10.0.2.2:%d/log/%s %s",
-		port, ac.bundle, ac.pubLine, disk, port, ac.name, ac.params)
+	params := fmt.Sprintf("thaw.image=http://10.0.2.2:%d/%s thaw.pubkey=%s thaw.disk=%s thaw.token=%s thaw.log=http://10.0.2.2:%d/log/%s %s",
+		port, ac.bundle, ac.pubLine, disk, readToken, port, ac.name, ac.params)
 	t.Logf("target: the agent boots with %s", strings.TrimSpace(params))
 	cfg := harness.VMConfig{Name: ac.name, Kernel: kernel, Initrd: initrd, Append: params,
 		MemoryMB: ac.memMB, CPUs: ac.cpus, CPU: ac.cpu, NIC: ac.nic, Extra: ac.extra, Control: true, LogDir: logDir, Timeout: 12 * time.Minute,
@@ -165,13 +165,16 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 	if ac.pxe {
 		tftp := filepath.Join(dir, "tftp")
 		os.MkdirAll(tftp, 0o755)
+		// The boot files go under /boot/, which thaw serve makes public:
+		// iPXE sends no bearer token.
+		os.MkdirAll(filepath.Join(store, "boot"), 0o755)
 		for _, f := range []string{kernel, initrd} {
-			if err := os.Link(f, filepath.Join(store, "agent-"+filepath.Base(f))); err != nil {
-				copyFile(t, f, filepath.Join(store, "agent-"+filepath.Base(f)))
+			if err := os.Link(f, filepath.Join(store, "boot", "agent-"+filepath.Base(f))); err != nil {
+				copyFile(t, f, filepath.Join(store, "boot", "agent-"+filepath.Base(f)))
 			}
 		}
-		script, err := pxe.Script(pxe.Config{KernelURL: fmt.Sprintf("http://10.0.2.2:%d/agent-vmlinuz", port),
-			InitrdURL: fmt.Sprintf("http://10.0.2.2:%d/agent-initramfs.cpio.gz", port),
+		script, err := pxe.Script(pxe.Config{KernelURL: fmt.Sprintf("http://10.0.2.2:%d/boot/agent-vmlinuz", port),
+			InitrdURL: fmt.Sprintf("http://10.0.2.2:%d/boot/agent-initramfs.cpio.gz", port),
 			Args:      append([]string{"console=ttyS0", "panic=-1"}, strings.Fields(params)...)})
 		if err != nil {
 			t.Fatal(err)
