@@ -51,12 +51,15 @@ var Drivers = []string{
 	"ahci", "ata_piix", "nvme", "sd_mod", "megaraid_sas", "mpt3sas", "smartpqi",
 }
 
+var allowCmdlineKey bool
+
 func main() {
 	out := flag.String("out", "build/agent", "output directory")
 	kname := flag.String("kernel", "debian13-full", "agent kernel from the cache (make kernels)")
 	noModules := flag.Bool("no-modules", false, "leave the driver modules out (to measure their size)")
 	var pubkeys []string
-	flag.Func("pubkey", "minisign public key to trust (repeat)", func(s string) error { pubkeys = append(pubkeys, s); return nil })
+	flag.Func("pubkey", "minisign public key to trust (repeat); baked-in keys are a pin: thaw.pubkey= is then refused", func(s string) error { pubkeys = append(pubkeys, s); return nil })
+	flag.BoolVar(&allowCmdlineKey, "allow-cmdline-key", false, "trust thaw.pubkey= beside the baked-in keys")
 	flag.Parse()
 	if err := run(*out, *kname, pubkeys, !*noModules); err != nil {
 		fmt.Fprintln(os.Stderr, "mkinitramfs:", err)
@@ -92,6 +95,9 @@ func run(out, kname string, pubkeys []string, withModules bool) error {
 			return err
 		}
 		base.File(fmt.Sprintf("etc/thaw/pubkeys/%d-%s", i, filepath.Base(p)), b, 0o644)
+	}
+	if allowCmdlineKey {
+		base.File("etc/thaw/allow-cmdline-key", []byte("thaw.pubkey= is trusted beside the baked-in keys\n"), 0o644)
 	}
 	nmod := 0
 	if withModules {

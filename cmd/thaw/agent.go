@@ -79,6 +79,7 @@ type agent struct {
 	raw     string // the kernel command line
 	dry     bool
 	br      *bundle.Reader
+	pin     string // thaw.image=URL#sha256=: the index digest asked for
 	closer  func()
 	logq    chan string
 	logbuf  []string // lines before the network is up
@@ -500,18 +501,30 @@ func describeDisks(ds []manifest.Disk) string {
 }
 
 // keys are the trusted keys: thaw.pubkey= and the initramfs's own.
+// allowCmdlineKey is in an initramfs built to take thaw.pubkey= beside
+// its baked-in keys (mkinitramfs -allow-cmdline-key).
+const allowCmdlineKey = "/etc/thaw/allow-cmdline-key"
+
+var errPinnedKeys = errors.New("this agent has keys built in (/etc/thaw/pubkeys): they are a pin, and thaw.pubkey= is not trusted beside them")
+
 func (a *agent) keys() ([]minisign.PublicKey, []string, error) {
 	var keys []minisign.PublicKey
 	var names []string
+	files, _ := filepath.Glob("/etc/thaw/pubkeys/*")
+	sort.Strings(files)
 	if a.p.PubKey != "" {
+		// Keys baked into the initramfs are a pin: a key from the command
+		// line (which whoever controls the boot menu or DHCP sets) is
+		// not trusted beside them, unless the build allows it.
+		if _, err := os.Stat(allowCmdlineKey); len(files) > 0 && err != nil {
+			return nil, nil, errPinnedKeys
+		}
 		k, err := bundle.ParsePublicKey(a.p.PubKey)
 		if err != nil {
 			return nil, nil, err
 		}
 		keys, names = append(keys, k), append(names, "thaw.pubkey")
 	}
-	files, _ := filepath.Glob("/etc/thaw/pubkeys/*")
-	sort.Strings(files)
 	for _, f := range files {
 		k, err := bundle.LoadPublicKey(f)
 		if err != nil {
@@ -537,7 +550,13 @@ func (a *agent) openImage() error {
 	if deadline == 0 {
 		deadline = defaultDeadline
 	}
-	ra, err := httpra.Open(a.ctx, a.p.Image, httpra.Options{Token: a.p.Token, Logf: ui.Logf,
+	image, pin, err := bundle.SplitPin(a.p.Image)
+	if err != nil {
+		ui.Fail(err.Error())
+		return refuse("bad image reference", "pin", err.Error(), "thaw.image=URL#sha256=DIGEST with the 64 hex digits thaw inspect shows, or the URL alone")
+	}
+	a.pin = pin
+	ra, err := httpra.Open(a.ctx, image, httpra.Options{Token: a.p.Token, Logf: ui.Logf,
 		Retries: a.p.Retries, MinRate: a.p.MinRate, Deadline: deadline})
 	if err != nil {
 		ui.Fail(err.Error())
@@ -549,6 +568,11 @@ func (a *agent) openImage() error {
 	t0 = time.Now()
 	ui.Begin("signature", "index signature")
 	keys, names, err := a.keys()
+	if errors.Is(err, errPinnedKeys) {
+		ui.Fail(err.Error())
+		ra.Close()
+		return refuse("a key on the command line", "pubkey", err.Error(), "leave thaw.pubkey= out, or boot an agent built with mkinitramfs -allow-cmdline-key")
+	}
 	if err != nil {
 		ui.Fail(err.Error())
 		ra.Close()
@@ -590,7 +614,13 @@ func (a *agent) openImage() error {
 		ra.Close()
 		return refuse("the image is not trusted", "signature", lastErr.Error(), "restore only images signed by a key you trust: check thaw.pubkey= and the image URL")
 	}
+	if err := bundle.CheckPin(a.br, a.pin); err != nil {
+		a.closer()
+		a.br = nil
+		return refuse("not the bundle asked for", "pin", err.Error(), "boot with the URL of the bundle you mean, or its current digest after #sha256= (thaw inspect shows it)")
+	}
 	a.stage("signature", t0)
+	ui.Logf("bundle id %s from %s, written %s; index sha256 %s", a.br.Label.ID, a.br.Label.Host, a.br.Label.Created, a.br.Digest())
 	m := a.br.Manifest
 	ui.Logf("bundle: %s, kernel %s, %d disk(s), %d MiB of memory image", m.Kind, m.Kernel.Release, len(m.Disks), imageBytes(a.br)>>20)
 	return nil

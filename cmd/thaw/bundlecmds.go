@@ -265,8 +265,26 @@ func readToken(path string) (string, error) {
 	return strings.TrimSpace(string(b)), nil
 }
 
-// openBundle opens a bundle file or URL; pub nil opens it unverified.
+// openBundle opens a bundle file or URL; pub nil opens it unverified. A
+// reference ending in #sha256=DIGEST must name the bundle whose index
+// has that digest.
 func openBundle(ref, token string, pub *minisign.PublicKey) (*bundle.Reader, func(), error) {
+	ref, pin, err := bundle.SplitPin(ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	br, closeFn, err := openBundleRef(ref, token, pub)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := bundle.CheckPin(br, pin); err != nil {
+		closeFn()
+		return nil, nil, fmt.Errorf("%s: %w", ref, err)
+	}
+	return br, closeFn, nil
+}
+
+func openBundleRef(ref, token string, pub *minisign.PublicKey) (*bundle.Reader, func(), error) {
 	if strings.HasPrefix(ref, "http://") || strings.HasPrefix(ref, "https://") {
 		return openBundleURL(ref, token, pub)
 	}

@@ -20,6 +20,8 @@ type bundleInspect struct {
 	Verdict   string             `json:"verdict"`
 	Reasons   []string           `json:"reasons,omitempty"`
 	Signature string             `json:"signature"` // verified, not-checked, refused
+	Digest    string             `json:"index_sha256,omitempty"` // pin it with REF#sha256=DIGEST
+	Label     *bundle.Label      `json:"label,omitempty"`        // id, host, time: signed when verified
 	Manifest  *manifest.Manifest `json:"manifest,omitempty"`
 	Streams   []*bundle.Stream   `json:"streams,omitempty"`
 	Verified  bool               `json:"verified"`
@@ -69,6 +71,7 @@ func inspectBundle(ref, pubPath, token string, quick bool) (*bundleInspect, erro
 	}
 	defer closeFn()
 	res.Manifest, res.Streams = br.Manifest, br.Index.Streams
+	res.Digest, res.Label = br.Digest(), &br.Label
 	if br.Signed {
 		res.Signature = "verified"
 	}
@@ -94,6 +97,12 @@ func printBundle(w io.Writer, r *bundleInspect, asJSON bool) {
 		return
 	}
 	fmt.Fprintf(w, "%s  bundle %s, signature %s\n", r.Ref, strings.ToUpper(r.Verdict), r.Signature)
+	if r.Label != nil {
+		fmt.Fprintf(w, "  bundle id %s from %s, written %s\n", r.Label.ID, r.Label.Host, r.Label.Created)
+	}
+	if r.Digest != "" {
+		fmt.Fprintf(w, "  index sha256 %s (pin it: %s#sha256=%s)\n", r.Digest, strings.SplitN(r.Ref, "#", 2)[0], r.Digest)
+	}
 	for _, reason := range r.Reasons {
 		fmt.Fprintf(w, "  reason: %s\n", reason)
 	}

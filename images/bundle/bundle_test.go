@@ -348,3 +348,39 @@ func TestIndexClaimAllocatesWhatArrives(t *testing.T) {
 		t.Errorf("allocated %d MiB for an index of which 1 MiB arrived", got>>20)
 	}
 }
+
+// The audit: nothing tied the bundle served to the one requested. A pin
+// on the index digest does, and the signed comment names the bundle.
+func TestPinAndLabel(t *testing.T) {
+	pub, priv := testKey(t)
+	a, b := writeBundle(t, &priv, specs()), writeBundle(t, &priv, specs())
+	ra, err := Open(bytes.NewReader(a), int64(len(a)), &pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, err := Open(bytes.NewReader(b), int64(len(b)), &pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ra.Label.ID == "" || ra.Label.ID == rb.Label.ID || ra.Label.Created == "" || ra.Label.ID != ra.Index.ID {
+		t.Errorf("labels %+v and %+v: want distinct ids from the signed comment", ra.Label, rb.Label)
+	}
+	ref, pin, err := SplitPin("http://h/s.thaw#sha256=" + strings.ToUpper(ra.Digest()))
+	if err != nil || ref != "http://h/s.thaw" || pin != ra.Digest() {
+		t.Fatalf("SplitPin: %q %q %v", ref, pin, err)
+	}
+	if err := CheckPin(ra, pin); err != nil {
+		t.Errorf("the pinned bundle: %v", err)
+	}
+	if err := CheckPin(rb, pin); !errors.Is(err, ErrPin) {
+		t.Errorf("another bundle signed by the same key: %v, want ErrPin", err)
+	}
+	for _, bad := range []string{"x#sha256=12", "x#md5=" + ra.Digest(), "x#sha256=" + strings.Repeat("g", 64)} {
+		if _, _, err := SplitPin(bad); err == nil {
+			t.Errorf("SplitPin(%q) passed", bad)
+		}
+	}
+	if ref, pin, err := SplitPin("/srv/a.thaw"); err != nil || pin != "" || ref != "/srv/a.thaw" {
+		t.Errorf("no pin: %q %q %v", ref, pin, err)
+	}
+}

@@ -34,6 +34,7 @@ type Index struct {
 	Version   int       `json:"version"`
 	ChunkSize int64     `json:"chunk_size"`
 	Created   string    `json:"created,omitempty"`
+	ID        string    `json:"id,omitempty"` // random, made by the writer: names this bundle
 	Manifest  Blob      `json:"manifest"`
 	Streams   []*Stream `json:"streams"`
 }

@@ -33,7 +33,17 @@ type Reader struct {
 	Signed    bool
 	IndexRaw  []byte
 	Signature []byte
-	dec       *zstd.Decoder
+	// Label is what the signature's trusted comment says (id, host,
+	// time), once the signature verified; else the index's id and time.
+	Label Label
+	dec   *zstd.Decoder
+}
+
+// Digest is the SHA-256 of the index bytes, in hex: it names one bundle
+// exactly (thaw.image=URL#sha256=DIGEST pins it).
+func (br *Reader) Digest() string {
+	sum := sha256.Sum256(br.IndexRaw)
+	return hex.EncodeToString(sum[:])
 }
 
 // Open reads the trailer, the index and the manifest. With a public key the
@@ -89,12 +99,19 @@ func Open(r io.ReaderAt, size int64, pub *minisign.PublicKey) (*Reader, error) {
 			return nil, fmt.Errorf("bundle: index (bytes %d+%d): %w%s", t.IndexAt, t.IndexSize, ErrBadSignature, who)
 		}
 		br.Signed = true
+		var sig minisign.Signature
+		if sig.UnmarshalText(br.Signature) == nil {
+			br.Label, _ = ParseLabel(sig.TrustedComment)
+		}
 	}
 	ix, err := ParseIndex(br.IndexRaw, t.IndexAt)
 	if err != nil {
 		return nil, err
 	}
 	br.Index = ix
+	if br.Label.ID == "" {
+		br.Label = Label{ID: ix.ID, Created: ix.Created}
+	}
 	mb := make([]byte, ix.Manifest.Size)
 	if _, err := r.ReadAt(mb, ix.Manifest.At); err != nil {
 		return nil, fmt.Errorf("bundle: manifest at byte %d: %w", ix.Manifest.At, err)

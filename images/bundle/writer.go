@@ -1,11 +1,13 @@
 package bundle
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"aead.dev/minisign"
@@ -49,7 +51,11 @@ func NewWriter(w io.Writer, opt WriterOptions) (*Writer, error) {
 	if err != nil {
 		return nil, err
 	}
-	bw := &Writer{w: w, chunkSize: opt.ChunkSize, enc: enc, index: Index{Version: FormatVersion, ChunkSize: opt.ChunkSize}}
+	var id [8]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return nil, fmt.Errorf("bundle: id: %w", err)
+	}
+	bw := &Writer{w: w, chunkSize: opt.ChunkSize, enc: enc, index: Index{Version: FormatVersion, ChunkSize: opt.ChunkSize, ID: hex.EncodeToString(id[:])}}
 	h := make([]byte, HeaderSize)
 	copy(h, headerMagic)
 	h[8] = FormatVersion
@@ -216,7 +222,7 @@ func (bw *Writer) Finish(m *manifest.Manifest, key *minisign.PrivateKey) (*Index
 	}
 	t.SigAt = bw.off
 	if key != nil {
-		sig := minisign.SignWithComments(*key, ib, "thaw bundle index", "signature from thaw")
+		sig := minisign.SignWithComments(*key, ib, TrustedComment(bw.index.ID, m.Hostname, bw.index.Created), "signature from thaw")
 		t.SigSize = int64(len(sig))
 		if err := bw.write(sig); err != nil {
 			return nil, err
@@ -231,6 +237,43 @@ func (bw *Writer) Finish(m *manifest.Manifest, key *minisign.PrivateKey) (*Index
 
 func marshalIndex(ix *Index) ([]byte, error) {
 	return jsonMarshal(ix)
+}
+
+// TrustedComment is the signed comment of a bundle's signature: its id,
+// the source's hostname and the time it was written.
+func TrustedComment(id, host, created string) string {
+	if host == "" {
+		host = "-"
+	}
+	return fmt.Sprintf("thaw bundle id=%s host=%s created=%s", id, strings.Join(strings.Fields(host), "_"), created)
+}
+
+// Label is what a bundle's trusted comment says.
+type Label struct {
+	ID, Host, Created string
+}
+
+// ParseLabel reads a trusted comment written by TrustedComment; ok is
+// false for any other comment.
+func ParseLabel(c string) (l Label, ok bool) {
+	f := strings.Fields(c)
+	if len(f) != 5 || f[0] != "thaw" || f[1] != "bundle" {
+		return l, false
+	}
+	for _, kv := range f[2:] {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "id":
+			l.ID = v
+		case "host":
+			l.Host = v
+		case "created":
+			l.Created = v
+		default:
+			return Label{}, false
+		}
+	}
+	return l, l.ID != ""
 }
 
 // Warm runs the compressor once, so that its lazy set-up does not happen

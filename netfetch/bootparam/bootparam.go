@@ -502,6 +502,12 @@ func checkURL(k, v string) *Error {
 			return invalid(k, v, fmt.Sprintf("port %s out of range", p), "a port between 1 and 65535")
 		}
 	}
+	if i := strings.IndexByte(v, '#'); i >= 0 {
+		d, ok := strings.CutPrefix(v[i+1:], "sha256=")
+		if k != keyImage || !ok || len(d) != 64 || strings.Trim(strings.ToLower(d), "0123456789abcdef") != "" {
+			return invalid(k, v, "after # the agent takes only sha256= and the 64 hex digits of the bundle's index digest", k+"="+v[:i]+"#sha256=DIGEST (thaw inspect shows it), or the URL alone")
+		}
+	}
 	return nil
 }
 

@@ -42,6 +42,7 @@ func TestParse(t *testing.T) {
 		{name: "transfer limits", in: "thaw.retries=3 thaw.minrate=64k thaw.deadline=90m", want: Params{Retries: 3, MinRate: 64 << 10, Deadline: 90 * time.Minute}},
 		{name: "transfer limits off", in: "thaw.retries=0 thaw.minrate=0", want: Params{Retries: -1, MinRate: -1}},
 		{name: "minrate bytes", in: "thaw.minrate=1000", want: Params{MinRate: 1000}},
+		{name: "pinned image", in: "thaw.image=http://h/a.thaw#sha256=" + strings.Repeat("0f", 32), want: Params{Image: "http://h/a.thaw#sha256=" + strings.Repeat("0f", 32)}},
 		{name: "stage 1", in: "thaw.stage=1", want: Params{Stage: 1}},
 		{name: "empty values are absent", in: "thaw.image= thaw.pubkey= thaw.token= thaw.log= thaw.area= thaw.disk= thaw.resume= thaw.insecure= thaw.stage= thaw.iface="},
 		{
@@ -127,6 +128,8 @@ func TestParseErrors(t *testing.T) {
 		{"minrate", "thaw.minrate=fast", ErrInvalid, []string{"thaw.minrate=fast", "thaw.minrate=16k"}},
 		{"minrate bare", "thaw.minrate", ErrInvalid, []string{"thaw.minrate"}},
 		{"deadline", "thaw.deadline=tomorrow", ErrInvalid, []string{"thaw.deadline=tomorrow", "thaw.deadline=24h"}},
+		{"image pin", "thaw.image=http://h/a.thaw#sha256=abc", ErrInvalid, []string{"64 hex digits", "thaw.image=http://h/a.thaw#sha256=DIGEST"}},
+		{"log fragment", "thaw.log=http://h/log/x#y", ErrInvalid, []string{"thaw.log"}},
 		{"no scheme", "thaw.image=10.0.0.1:8080/web1.thaw", ErrInvalid, []string{"no http:// or https://", "fix: thaw.image=http://10.0.0.1:8080/web1.thaw"}},
 		{"tftp", "thaw.image=tftp://10.0.0.1/web1", ErrInvalid, []string{"not tftp", "http://"}},
 		{"no host", "thaw.log=http:///log/x", ErrInvalid, []string{"thaw.log=http:///log/x", "no host"}},

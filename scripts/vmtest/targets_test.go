@@ -63,6 +63,24 @@ type agentCase struct {
 	vmware  bool                       // the target disk on pvscsi (slot 6, sda), a vmxnet3 NIC (slot 10)
 	nvme    bool                       // with vmware: the target disk on NVMe (slot 6, nvme0n1) instead
 	redis   int                        // host port forwarded to the guest's redis (vmware)
+	pin     string                     // thaw.image=URL#sha256=: default the served bundle's index digest
+}
+
+// indexDigest is the index digest of a bundle file, what a pin names.
+func indexDigest(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	br, err := bundle.Open(f, st.Size(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer br.Close()
+	return br.Digest()
 }
 
 // targetDisk is the agent kernel's name of the disk the bundle goes to.
@@ -131,8 +149,12 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 		}
 	}
 	disk := ac.targetDisk()
-	params := fmt.Sprintf("thaw.image=http://10.0.2.2:%d/%s thaw.pubkey=%s thaw.disk=%s thaw.token=%s thaw.log=http://10.0.2.2:%d/log/%s %s",
-		port, ac.bundle, ac.pubLine, disk, readToken, port, ac.name, ac.params)
+	// Every agent is pinned to the bundle it is given.
+	if ac.pin == "" {
+		ac.pin = indexDigest(t, ac.from)
+	}
+	params := fmt.Sprintf("thaw.image=http://10.0.2.2:%d/%s#sha256=%s thaw.pubkey=%s thaw.disk=%s thaw.token=%s thaw.log=http://10.0.2.2:%d/log/%s %s",
+		port, ac.bundle, ac.pin, ac.pubLine, disk, readToken, port, ac.name, ac.params)
 	t.Logf("target: the agent boots with %s", strings.TrimSpace(params))
 	cfg := harness.VMConfig{Name: ac.name, Kernel: kernel, Initrd: initrd, Append: params,
 		MemoryMB: ac.memMB, CPUs: ac.cpus, CPU: ac.cpu, NIC: ac.nic, Extra: ac.extra, Control: true, LogDir: logDir, Timeout: 12 * time.Minute,
@@ -411,6 +433,14 @@ func TestAgentRefusesOtherKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	refusal(t, agentCase{name: "e5-key", pubLine: pubKeyLine(t, filepath.Join(dir, "other.pub"))}, regexp.MustCompile(`SIGNATURE: .*signature does not verify`))
+}
+
+// The image asked for by its index digest: another bundle signed by the
+// same key (here: the URL serves the capture, the pin names another) is
+// refused before any write.
+func TestAgentRefusesOtherBundle(t *testing.T) {
+	agentCaseParallel(t)
+	refusal(t, agentCase{name: "e5-pin", pin: strings.Repeat("ab", 32)}, regexp.MustCompile(`PIN: bundle: not the bundle pinned: its index digest is [0-9a-f ]{64,66}, the reference asks for [ab ]{64,66}`))
 }
 
 func TestAgentRefusesCorruptChunk(t *testing.T) {
