@@ -19,7 +19,7 @@ type bundleInspect struct {
 	Type      string             `json:"type"` // "bundle"
 	Verdict   string             `json:"verdict"`
 	Reasons   []string           `json:"reasons,omitempty"`
-	Signature string             `json:"signature"` // verified, not-checked, refused
+	Signature string             `json:"signature"`              // verified, not-checked, refused
 	Digest    string             `json:"index_sha256,omitempty"` // pin it with REF#sha256=DIGEST
 	Label     *bundle.Label      `json:"label,omitempty"`        // id, host, time: signed when verified
 	Manifest  *manifest.Manifest `json:"manifest,omitempty"`
