@@ -7,9 +7,11 @@
 //	                                for coldplug, the agent kernel itself at
 //	                                /boot/vmlinuz (for a second stage with a
 //	                                replayed memory map), trusted keys at
-//	                                /etc/thaw/pubkeys
+//	                                /etc/thaw/pubkeys, and the CA roots for
+//	                                https (Debian's ca-certificates, with
+//	                                -ca FILE added)
 //
-// Usage: go run ./boot/mkinitramfs [-out DIR] [-kernel NAME] [-pubkey FILE]…
+// Usage: go run ./boot/mkinitramfs [-out DIR] [-kernel NAME] [-pubkey FILE]… [-allow-cmdline-key] [-ca FILE]…
 //
 // The kernel comes from the cache that scripts/fetch-kernels.sh fills
 // (make kernels). The u-root build runs `go run github.com/u-root/u-root`
@@ -51,7 +53,14 @@ var Drivers = []string{
 	"ahci", "ata_piix", "nvme", "sd_mod", "megaraid_sas", "mpt3sas", "smartpqi",
 }
 
-var allowCmdlineKey bool
+var (
+	allowCmdlineKey bool
+	extraCAs        []string
+)
+
+// caBundle is Debian's bundle of CA roots (the ca-certificates package):
+// the agent fetches https:// images with them.
+const caBundle = "/etc/ssl/certs/ca-certificates.crt"
 
 func main() {
 	out := flag.String("out", "build/agent", "output directory")
@@ -60,6 +69,7 @@ func main() {
 	var pubkeys []string
 	flag.Func("pubkey", "minisign public key to trust (repeat); baked-in keys are a pin: thaw.pubkey= is then refused", func(s string) error { pubkeys = append(pubkeys, s); return nil })
 	flag.BoolVar(&allowCmdlineKey, "allow-cmdline-key", false, "trust thaw.pubkey= beside the baked-in keys")
+	flag.Func("ca", "a PEM CA certificate the agent trusts for https beside Debian's (repeat)", func(s string) error { extraCAs = append(extraCAs, s); return nil })
 	flag.Parse()
 	if err := run(*out, *kname, pubkeys, !*noModules); err != nil {
 		fmt.Fprintln(os.Stderr, "mkinitramfs:", err)
@@ -96,6 +106,18 @@ func run(out, kname string, pubkeys []string, withModules bool) error {
 		}
 		base.File(fmt.Sprintf("etc/thaw/pubkeys/%d-%s", i, filepath.Base(p)), b, 0o644)
 	}
+	roots, err := os.ReadFile(caBundle)
+	if err != nil {
+		return fmt.Errorf("the CA roots for https: %w (install Debian's ca-certificates)", err)
+	}
+	for _, p := range extraCAs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("-ca: %w", err)
+		}
+		roots = append(append(roots, '\n'), b...)
+	}
+	base.File(strings.TrimPrefix(caBundle, "/"), roots, 0o644)
 	if allowCmdlineKey {
 		base.File("etc/thaw/allow-cmdline-key", []byte("thaw.pubkey= is trusted beside the baked-in keys\n"), 0o644)
 	}

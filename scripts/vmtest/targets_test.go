@@ -64,6 +64,7 @@ type agentCase struct {
 	nvme    bool                       // with vmware: the target disk on NVMe (slot 6, nvme0n1) instead
 	redis   int                        // host port forwarded to the guest's redis (vmware)
 	pin     string                     // thaw.image=URL#sha256=: default the served bundle's index digest
+	tls     bool                       // thaw serve over https, with a test CA baked into the agent
 }
 
 // indexDigest is the index digest of a bundle file, what a pin names.
@@ -134,7 +135,14 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 	if ac.pubLine == "" {
 		ac.pubLine = pubKeyLine(t, c.pub)
 	}
-	port := startServe(t, ac.name, store)
+	scheme := "http"
+	var serveArgs []string
+	if ac.tls {
+		ca, cert, key := testCA(t)
+		serveArgs = []string{"--tls-cert", cert, "--tls-key", key}
+		initrd, scheme = withCA(t, initrd, ca), "https"
+	}
+	port := startServe(t, ac.name, store, serveArgs...)
 	// A copy of the tools disk per machine: QEMU locks a disk image
 	// against a second writer, and the agent cases run two at a time.
 	tools := filepath.Join(dir, "tools.img")
@@ -153,8 +161,8 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 	if ac.pin == "" {
 		ac.pin = indexDigest(t, ac.from)
 	}
-	params := fmt.Sprintf("thaw.image=http://10.0.2.2:%d/%s#sha256=%s thaw.pubkey=%s thaw.disk=%s thaw.token=%s thaw.log=http://10.0.2.2:%d/log/%s %s",
-		port, ac.bundle, ac.pin, ac.pubLine, disk, readToken, port, ac.name, ac.params)
+	params := fmt.Sprintf("thaw.image=%s://10.0.2.2:%d/%s#sha256=%s thaw.pubkey=%s thaw.disk=%s thaw.token=%s thaw.log=%s://10.0.2.2:%d/log/%s %s",
+		scheme, port, ac.bundle, ac.pin, ac.pubLine, disk, readToken, scheme, port, ac.name, ac.params)
 	t.Logf("target: the agent boots with %s", strings.TrimSpace(params))
 	cfg := harness.VMConfig{Name: ac.name, Kernel: kernel, Initrd: initrd, Append: params,
 		MemoryMB: ac.memMB, CPUs: ac.cpus, CPU: ac.cpu, NIC: ac.nic, Extra: ac.extra, Control: true, LogDir: logDir, Timeout: 12 * time.Minute,
@@ -450,7 +458,11 @@ func TestAgentRefusesCorruptChunk(t *testing.T) {
 	bad := filepath.Join(dir, "bad.thaw")
 	copyFile(t, c.bundle, bad)
 	flipInStream(t, bad, "disk0", 3)
-	refusal(t, agentCase{name: "e5-corrupt", bundle: "bad.thaw", from: bad}, regexp.MustCompile(`VERIFY: .*disk0`))
+	// Over https from thaw serve --tls-cert, with the test CA baked in.
+	con := refusal(t, agentCase{name: "e5-corrupt", bundle: "bad.thaw", from: bad, tls: true}, regexp.MustCompile(`VERIFY: .*disk0`))
+	if !strings.Contains(con, "https://10.0.2.2") {
+		t.Error("the agent did not fetch over https")
+	}
 }
 
 // A Debian 12 (6.1) server, captured while it runs, comes back on E3's
