@@ -40,7 +40,9 @@ FUZZ := ./images/swsusp:FuzzReader ./images/swsusp:FuzzStreamReader \
 	./images/manifest:FuzzParse ./images/mailbox:FuzzParse ./images/mailbox:FuzzInjector \
 	./netfetch/httpra:FuzzContentRange ./netfetch/bootparam:FuzzParse ./netfetch/dhcp:FuzzLease \
 	./agent/plan:FuzzParseModulesAlias ./agent/dm:FuzzParseTable ./agent/nicmove:FuzzParseRoute \
-	./agent/probe:FuzzParseIomem ./agent/prepare:FuzzParseFstab
+	./agent/probe:FuzzParseIomem ./agent/probe:FuzzParseMBR ./agent/prepare:FuzzParseFstab \
+	./netfetch/store:FuzzResolve ./netfetch/store:FuzzFormatLog ./agent/stage2:FuzzParse \
+	./images/swsusp:FuzzTargetArea ./agent/plan:FuzzFromModulesTar ./kexec:FuzzVmlinux
 FUZZTIME ?= 6s
 FUZZLONG ?= 10m
 

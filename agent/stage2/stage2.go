@@ -38,9 +38,18 @@ func Load(path string) (*State, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stage 2: %w (was the agent kexec'd by a first stage?)", err)
 	}
+	s, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("stage 2: %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// Parse decodes a State as Load reads it.
+func Parse(b []byte) (*State, error) {
 	var s State
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("stage 2: %s: %w", path, err)
+		return nil, err
 	}
 	return &s, nil
 }

@@ -2,6 +2,7 @@ package stage2
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
@@ -52,4 +53,21 @@ func TestPack(t *testing.T) {
 	if n != 1 {
 		t.Errorf("stage2.json appears %d times, want 1", n)
 	}
+}
+
+// The state crosses a kexec in the second stage's initramfs: whatever
+// bytes it holds, Parse answers without panicking, and what it accepts
+// encodes again.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(`{"image":"http://h/a.thaw","index_sha256":"00","disks":["/dev/vda"],"resume":"/tmp/x"}`))
+	f.Add([]byte(`{"stage1":{"dhcp":1.5},"payload":"AAEC"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, err := Parse(b)
+		if err != nil {
+			return
+		}
+		if _, err := json.Marshal(s); err != nil {
+			t.Fatalf("a parsed state does not encode: %v", err)
+		}
+	})
 }
