@@ -22,6 +22,7 @@ import (
 	"unsafe"
 
 	"aead.dev/minisign"
+	"filippo.io/age"
 
 	"github.com/thawlinux/thaw/agent/dm"
 	"github.com/thawlinux/thaw/agent/physmem"
@@ -37,9 +38,12 @@ import (
 
 // Options say what to capture and where to.
 type Options struct {
-	To          string // a file path or an http:// URL
-	Token       string // bearer token for the URL
-	Key         minisign.PrivateKey
+	To    string // a file path or an http:// URL
+	Token string // bearer token for the URL
+	Key   minisign.PrivateKey
+	// Recipients encrypt the bundle's chunks (age X25519); none writes
+	// them in plaintext.
+	Recipients  []*age.X25519Recipient
 	Disks       []string // whole disks to carry, /dev/vda …
 	MailboxSize int      // bytes; default 4 MiB
 	DryRun      bool     // everything but the freeze
@@ -327,7 +331,7 @@ func Run(o Options) (res *Result, err error) {
 		return res, err
 	}
 	defer syscall.Close(pm)
-	bw, err := bundle.NewWriter(out, bundle.WriterOptions{})
+	bw, err := bundle.NewWriter(out, bundle.WriterOptions{Recipients: o.Recipients})
 	if err != nil {
 		return res, err
 	}

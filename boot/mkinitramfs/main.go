@@ -11,7 +11,7 @@
 //	                                https (Debian's ca-certificates, with
 //	                                -ca FILE added)
 //
-// Usage: go run ./boot/mkinitramfs [-out DIR] [-kernel NAME] [-pubkey FILE]… [-allow-cmdline-key] [-ca FILE]…
+// Usage: go run ./boot/mkinitramfs [-out DIR] [-kernel NAME] [-pubkey FILE]… [-allow-cmdline-key] [-ca FILE]… [-identity FILE]…
 //
 // The kernel comes from the cache that scripts/fetch-kernels.sh fills
 // (make kernels). The u-root build runs `go run github.com/u-root/u-root`
@@ -56,6 +56,7 @@ var Drivers = []string{
 var (
 	allowCmdlineKey bool
 	extraCAs        []string
+	identities      []string
 )
 
 // caBundle is Debian's bundle of CA roots (the ca-certificates package):
@@ -70,6 +71,7 @@ func main() {
 	flag.Func("pubkey", "minisign public key to trust (repeat); baked-in keys are a pin: thaw.pubkey= is then refused", func(s string) error { pubkeys = append(pubkeys, s); return nil })
 	flag.BoolVar(&allowCmdlineKey, "allow-cmdline-key", false, "trust thaw.pubkey= beside the baked-in keys")
 	flag.Func("ca", "a PEM CA certificate the agent trusts for https beside Debian's (repeat)", func(s string) error { extraCAs = append(extraCAs, s); return nil })
+	flag.Func("identity", "an age identity (thaw keygen --recipient) that decrypts bundles (repeat); the initramfs then holds a secret: keep it so", func(s string) error { identities = append(identities, s); return nil })
 	flag.Parse()
 	if err := run(*out, *kname, pubkeys, !*noModules); err != nil {
 		fmt.Fprintln(os.Stderr, "mkinitramfs:", err)
@@ -118,6 +120,13 @@ func run(out, kname string, pubkeys []string, withModules bool) error {
 		roots = append(append(roots, '\n'), b...)
 	}
 	base.File(strings.TrimPrefix(caBundle, "/"), roots, 0o644)
+	for i, p := range identities {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("-identity: %w", err)
+		}
+		base.File(fmt.Sprintf("etc/thaw/identities/%d-%s", i, filepath.Base(p)), b, 0o600)
+	}
 	if allowCmdlineKey {
 		base.File("etc/thaw/allow-cmdline-key", []byte("thaw.pubkey= is trusted beside the baked-in keys\n"), 0o644)
 	}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"aead.dev/minisign"
+	"filippo.io/age"
 
 	"github.com/thawlinux/thaw/agent/coldplug"
 	"github.com/thawlinux/thaw/agent/console"
@@ -501,6 +502,25 @@ func describeDisks(ds []manifest.Disk) string {
 }
 
 // keys are the trusted keys: thaw.pubkey= and the initramfs's own.
+// identitiesDir holds the age identities baked into the initramfs
+// (mkinitramfs -identity): they decrypt encrypted bundles. They never come
+// from the kernel command line.
+const identitiesDir = "/etc/thaw/identities"
+
+func agentIdentities() ([]age.Identity, error) {
+	files, _ := filepath.Glob(identitiesDir + "/*")
+	sort.Strings(files)
+	var out []age.Identity
+	for _, f := range files {
+		ids, err := bundle.LoadIdentities(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ids...)
+	}
+	return out, nil
+}
+
 // allowCmdlineKey is in an initramfs built to take thaw.pubkey= beside
 // its baked-in keys (mkinitramfs -allow-cmdline-key).
 const allowCmdlineKey = "/etc/thaw/allow-cmdline-key"
@@ -618,6 +638,20 @@ func (a *agent) openImage() error {
 		a.closer()
 		a.br = nil
 		return refuse("not the bundle asked for", "pin", err.Error(), "boot with the URL of the bundle you mean, or its current digest after #sha256= (thaw inspect shows it)")
+	}
+	if a.br.Encrypted() {
+		ids, err := agentIdentities()
+		if err == nil {
+			err = a.br.Unlock(ids...)
+		}
+		if err != nil {
+			a.closer()
+			a.br = nil
+			return refuse("the image cannot be decrypted here", "identity", err.Error(), "boot an agent built with the identity of one of the bundle's recipients (mkinitramfs -identity FILE)")
+		}
+		ui.Logf("bundle encrypted to %s: decrypted with this agent's identity", strings.Join(a.br.Recipients(), ", "))
+	} else {
+		ui.Logf("bundle NOT ENCRYPTED (captured with --plaintext)")
 	}
 	a.stage("signature", t0)
 	ui.Logf("bundle id %s from %s, written %s; index sha256 %s", a.br.Label.ID, a.br.Label.Host, a.br.Label.Created, a.br.Digest())

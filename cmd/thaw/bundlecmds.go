@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"aead.dev/minisign"
+	"filippo.io/age"
 
 	"github.com/thawlinux/thaw/agent/probe"
 	"github.com/thawlinux/thaw/images/blockdev"
@@ -26,19 +28,108 @@ export), PREFIX.pub verifies them (thaw restore --pubkey, the agent's
 thaw.pubkey=). Both files are in minisign's format: the minisign tool reads
 them. The secret key is written unencrypted, for unattended capture, unless
 --password is given; then the password comes from THAW_KEY_PASSWORD.
+
+With --recipient it makes an encryption key pair instead (age X25519):
+PREFIX.recipient (public, age1…) encrypts bundles (thaw capture and thaw
+export --recipient), PREFIX.identity (secret, mode 0600) decrypts them
+(thaw restore, plan and inspect --identity; baked into the agent with
+mkinitramfs -identity). The age tool reads both.
+
 Existing files are never overwritten.
 `
+
+// writeNew writes a key file that must not exist yet.
+func writeNew(path string, data []byte, perm os.FileMode) error {
+	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return fmt.Errorf("%w (keys are never overwritten)", err)
+	}
+	_, err = fh.Write(data)
+	if cerr := fh.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// recipientFlags are --recipient FILE (repeatable) and --plaintext, as
+// capture and export take them.
+type recipientFlags struct {
+	files     multiFlag
+	plaintext *bool
+}
+
+func addRecipientFlags(fs *flag.FlagSet) *recipientFlags {
+	r := &recipientFlags{}
+	fs.Var(&r.files, "recipient", "age recipient file (thaw keygen --recipient): encrypt the bundle to it (repeat for several)")
+	r.plaintext = fs.Bool("plaintext", false, "write the bundle unencrypted: for a lab only, the bundle holds the server's RAM")
+	return r
+}
+
+// load reads the recipients, or refuses a bundle that would be neither
+// encrypted nor knowingly plaintext.
+func (r *recipientFlags) load() ([]*age.X25519Recipient, error) {
+	switch {
+	case len(r.files) > 0 && *r.plaintext:
+		return nil, &exitError{2, errors.New("--recipient and --plaintext exclude each other")}
+	case len(r.files) == 0 && !*r.plaintext:
+		return nil, &exitError{2, errors.New("the bundle would hold the server's RAM in plaintext: give --recipient FILE (thaw keygen --recipient --out PREFIX makes one), or --plaintext for a lab")}
+	}
+	var out []*age.X25519Recipient
+	for _, f := range r.files {
+		rs, err := bundle.LoadRecipients(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rs...)
+	}
+	return out, nil
+}
+
+// identityFlags are --identity FILE (repeatable), as restore, plan and
+// inspect take them.
+func addIdentityFlag(fs *flag.FlagSet) *multiFlag {
+	var m multiFlag
+	fs.Var(&m, "identity", "age identity file (thaw keygen --recipient) that decrypts an encrypted bundle (repeat)")
+	return &m
+}
+
+func loadIdentities(files []string) ([]age.Identity, error) {
+	var out []age.Identity
+	for _, f := range files {
+		ids, err := bundle.LoadIdentities(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ids...)
+	}
+	return out, nil
+}
 
 func runKeygen(args []string) error {
 	fs := newFlags("keygen", "--out PREFIX [--password]", keygenHelp)
 	out := fs.String("out", "", "path prefix of the key files")
 	withPass := fs.Bool("password", false, "encrypt the secret key with the password in THAW_KEY_PASSWORD")
+	recipient := fs.Bool("recipient", false, "make an encryption key pair (PREFIX.identity, PREFIX.recipient) instead of a signing one")
 	if _, err := parseInterspersed(fs, args); err != nil {
 		return err
 	}
 	if *out == "" {
 		fs.Usage()
 		return &exitError{2, errors.New("--out is required")}
+	}
+	if *recipient {
+		id, rcp, err := bundle.GenerateIdentity()
+		if err != nil {
+			return err
+		}
+		if err := writeNew(*out+".identity", []byte("# thaw identity: decrypts bundles encrypted to "+rcp+"\n"+id+"\n"), 0o600); err != nil {
+			return err
+		}
+		if err := writeNew(*out+".recipient", []byte(rcp+"\n"), 0o644); err != nil {
+			return err
+		}
+		fmt.Printf("recipient %s\nsecret identity %s.identity, public recipient %s.recipient\n", rcp, *out, *out)
+		return nil
 	}
 	pub, priv, err := minisign.GenerateKey(nil)
 	if err != nil {
@@ -62,15 +153,7 @@ func runKeygen(args []string) error {
 		data []byte
 		perm os.FileMode
 	}{{*out + ".key", keyText, 0o600}, {*out + ".pub", pubText, 0o644}} {
-		fh, err := os.OpenFile(f.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, f.perm)
-		if err != nil {
-			return fmt.Errorf("%w (keys are never overwritten)", err)
-		}
-		_, err = fh.Write(append(bytes.TrimRight(f.data, "\n"), '\n'))
-		if cerr := fh.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
+		if err := writeNew(f.path, append(bytes.TrimRight(f.data, "\n"), '\n'), f.perm); err != nil {
 			return err
 		}
 	}
@@ -101,6 +184,7 @@ func runExport(args []string) error {
 	to := fs.String("to", "", "where the bundle goes: a file or an http(s) URL")
 	keyPath := fs.String("key", "", "minisign secret key that signs the bundle")
 	tokenFile := fs.String("token-file", "", "file holding the bearer token for an http(s) --to")
+	rcpt := addRecipientFlags(fs)
 	resumeOff := fs.Int64("resume-offset", 0, "resume_offset of the image's swap header inside --from, in pages")
 	kernel := fs.String("kernel", "", "the image kernel's vmlinuz, carried in the bundle")
 	initrd := fs.String("initrd", "", "the image kernel's initrd, carried in the bundle")
@@ -114,6 +198,10 @@ func runExport(args []string) error {
 		return &exitError{2, errors.New("--from, --to and --key are required")}
 	}
 	key, err := bundle.LoadPrivateKey(*keyPath, os.Getenv("THAW_KEY_PASSWORD"))
+	if err != nil {
+		return err
+	}
+	recipients, err := rcpt.load()
 	if err != nil {
 		return err
 	}
@@ -154,7 +242,7 @@ func runExport(args []string) error {
 	if err != nil {
 		return err
 	}
-	bw, err := bundle.NewWriter(out, bundle.WriterOptions{})
+	bw, err := bundle.NewWriter(out, bundle.WriterOptions{Recipients: recipients})
 	if err != nil {
 		return err
 	}
@@ -268,7 +356,15 @@ func readToken(path string) (string, error) {
 // openBundle opens a bundle file or URL; pub nil opens it unverified. A
 // reference ending in #sha256=DIGEST must name the bundle whose index
 // has that digest.
-func openBundle(ref, token string, pub *minisign.PublicKey) (*bundle.Reader, func(), error) {
+//
+// An encrypted bundle is unlocked with the identities given; without one
+// that matches, the error wraps bundle.ErrEncrypted and names the
+// recipients (locked: unlocking is left to the caller).
+func openBundle(ref, token string, pub *minisign.PublicKey, ids []age.Identity) (*bundle.Reader, func(), error) {
+	return openBundleLocked(ref, token, pub, ids, false)
+}
+
+func openBundleLocked(ref, token string, pub *minisign.PublicKey, ids []age.Identity, locked bool) (*bundle.Reader, func(), error) {
 	ref, pin, err := bundle.SplitPin(ref)
 	if err != nil {
 		return nil, nil, err
@@ -278,6 +374,10 @@ func openBundle(ref, token string, pub *minisign.PublicKey) (*bundle.Reader, fun
 		return nil, nil, err
 	}
 	if err := bundle.CheckPin(br, pin); err != nil {
+		closeFn()
+		return nil, nil, fmt.Errorf("%s: %w", ref, err)
+	}
+	if err := br.Unlock(ids...); err != nil && !locked {
 		closeFn()
 		return nil, nil, fmt.Errorf("%s: %w", ref, err)
 	}

@@ -24,7 +24,8 @@ Hibernates this machine into a signed bundle, as root, while it runs:
     (thaw restore --resume), or is restored directly by the agent
   3 freeze user space through /dev/snapshot, create the image, stream memory
     then the disks (read while frozen: consistent) into the bundle, signed
-    with --key, to a file on a disk that is not captured or by HTTP PUT to
+    with --key and encrypted to --recipient (age X25519; --plaintext for a
+    lab), to a file on a disk that is not captured or by HTTP PUT to
     thaw serve (plain http, with the bearer token of --token-file)
   4 power off once the bundle is complete (and, for a URL, acknowledged)
 
@@ -35,13 +36,14 @@ everything except the freeze.
 `
 
 func runCapture(args []string) error {
-	fs := newFlags("capture", "--to FILE|URL --key FILE [--token-file FILE] [--disks auto|none|DEV,…] [--dry-run]", captureHelp)
+	fs := newFlags("capture", "--to FILE|URL --key FILE --recipient FILE|--plaintext [--token-file FILE] [--disks auto|none|DEV,…] [--dry-run]", captureHelp)
 	to := fs.String("to", "", "where the bundle goes: a file (not on a captured disk) or an http:// URL of thaw serve")
 	keyPath := fs.String("key", "", "minisign secret key that signs the bundle (THAW_KEY_PASSWORD if encrypted)")
 	tokenFile := fs.String("token-file", "", "bearer token file for an http:// --to")
 	disks := fs.String("disks", "auto", "auto, none, or a comma-separated list of whole disks (/dev/vda,/dev/vdb)")
 	dry := fs.Bool("dry-run", false, "check and plan everything, reserve the mailbox, but do not freeze")
 	mbox := fs.Int("mailbox-size", 4<<20, "bytes of the mailbox region")
+	rcpt := addRecipientFlags(fs)
 	if _, err := parseInterspersed(fs, args); err != nil {
 		return err
 	}
@@ -50,6 +52,11 @@ func runCapture(args []string) error {
 		return &exitError{2, errors.New("--to and --key are required")}
 	}
 	key, err := bundle.LoadPrivateKey(*keyPath, os.Getenv("THAW_KEY_PASSWORD"))
+	if err != nil {
+		return err
+	}
+	// Before anything else, and so before the freeze.
+	recipients, err := rcpt.load()
 	if err != nil {
 		return err
 	}
@@ -69,7 +76,7 @@ func runCapture(args []string) error {
 	default:
 		list = strings.Split(*disks, ",")
 	}
-	res, err := capture.Run(capture.Options{To: *to, Token: token, Key: key, Disks: list, MailboxSize: *mbox, DryRun: *dry, Manifest: m,
+	res, err := capture.Run(capture.Options{To: *to, Token: token, Key: key, Recipients: recipients, Disks: list, MailboxSize: *mbox, DryRun: *dry, Manifest: m,
 		Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, "thaw capture: "+f+"\n", a...) }})
 	if err != nil {
 		return err

@@ -158,9 +158,11 @@ func TestRestoreUnderTransferFaults(t *testing.T) {
 	swap.Close()
 	key := filepath.Join(dir, "k")
 	run(t, "keygen", "--out", key)
+	enc := filepath.Join(dir, "r")
+	run(t, "keygen", "--recipient", "--out", enc)
 	storeDir := filepath.Join(dir, "store")
 	os.MkdirAll(storeDir, 0o755)
-	if out, err := run(t, "export", "--from", disk+"#2", "--to", filepath.Join(storeDir, "b.thaw"), "--key", key+".key"); err != nil {
+	if out, err := run(t, "export", "--recipient", enc+".recipient", "--from", disk+"#2", "--to", filepath.Join(storeDir, "b.thaw"), "--key", key+".key"); err != nil {
 		t.Fatalf("export: %v %s", err, out)
 	}
 	const readTok = "t1-read"
@@ -183,7 +185,7 @@ func TestRestoreUnderTransferFaults(t *testing.T) {
 		initial := bytes.Repeat([]byte{0xa5}, len(src)) // not the source's bytes anywhere that matters
 		os.WriteFile(target, initial, 0o644)
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-		cmd := exec.CommandContext(ctx, buildThaw(t), "restore", "--pubkey", key+".pub", "--token-file", tokFile,
+		cmd := exec.CommandContext(ctx, buildThaw(t), "restore", "--pubkey", key+".pub", "--identity", enc+".identity", "--token-file", tokFile,
 			"--image", px.URL+"/b.thaw", "--disk", target)
 		out, err := cmd.CombinedOutput()
 		timedOut := ctx.Err() != nil

@@ -221,12 +221,13 @@ func inspectImage(ref string, resumeOffset int64) (*inspectResult, error) {
 }
 
 func runInspect(args []string) error {
-	fs := newFlags("inspect", "[--json] [--pubkey FILE] [--resume-offset PAGES] REF", inspectHelp)
+	fs := newFlags("inspect", "[--json] [--pubkey FILE] [--identity FILE] [--resume-offset PAGES] REF", inspectHelp)
 	asJSON := fs.Bool("json", false, "print the result as JSON (fields above)")
 	off := fs.Int64("resume-offset", 0, "page offset of the swap header inside the device (the kernel's resume_offset, for swap files)")
 	pubPath := fs.String("pubkey", "", "for a bundle: the minisign public key its signature must verify with")
 	tokenFile := fs.String("token-file", "", "for a bundle URL: bearer token file")
 	quick := fs.Bool("quick", false, "for a bundle: check signature, index and manifest only, not every chunk")
+	idFiles := addIdentityFlag(fs)
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -240,7 +241,11 @@ func runInspect(args []string) error {
 		if err != nil {
 			return err
 		}
-		br, err := inspectBundle(pos[0], *pubPath, token, *quick)
+		ids, err := loadIdentities(*idFiles)
+		if err != nil {
+			return &exitError{2, err}
+		}
+		br, err := inspectBundle(pos[0], *pubPath, token, ids, *quick)
 		if err != nil {
 			return err
 		}

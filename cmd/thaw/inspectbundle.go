@@ -9,22 +9,25 @@ import (
 	"strings"
 
 	"aead.dev/minisign"
+	"filippo.io/age"
 
 	"github.com/thawlinux/thaw/images/bundle"
 	"github.com/thawlinux/thaw/images/manifest"
 )
 
 type bundleInspect struct {
-	Ref       string             `json:"ref"`
-	Type      string             `json:"type"` // "bundle"
-	Verdict   string             `json:"verdict"`
-	Reasons   []string           `json:"reasons,omitempty"`
-	Signature string             `json:"signature"`              // verified, not-checked, refused
-	Digest    string             `json:"index_sha256,omitempty"` // pin it with REF#sha256=DIGEST
-	Label     *bundle.Label      `json:"label,omitempty"`        // id, host, time: signed when verified
-	Manifest  *manifest.Manifest `json:"manifest,omitempty"`
-	Streams   []*bundle.Stream   `json:"streams,omitempty"`
-	Verified  bool               `json:"verified"`
+	Ref        string             `json:"ref"`
+	Type       string             `json:"type"` // "bundle"
+	Verdict    string             `json:"verdict"`
+	Reasons    []string           `json:"reasons,omitempty"`
+	Signature  string             `json:"signature"`              // verified, not-checked, refused
+	Digest     string             `json:"index_sha256,omitempty"` // pin it with REF#sha256=DIGEST
+	Encryption string             `json:"encryption,omitempty"`   // PLAINTEXT, or encrypted and whether decrypted
+	Recipients []string           `json:"recipients,omitempty"`   // age1… it is encrypted to
+	Label      *bundle.Label      `json:"label,omitempty"`        // id, host, time: signed when verified
+	Manifest   *manifest.Manifest `json:"manifest,omitempty"`
+	Streams    []*bundle.Stream   `json:"streams,omitempty"`
+	Verified   bool               `json:"verified"`
 }
 
 // isBundleRef tells a bundle (URL, or a file starting with the bundle
@@ -43,7 +46,7 @@ func isBundleRef(ref string) bool {
 	return err == nil && string(b) == "THAWBNDL"
 }
 
-func inspectBundle(ref, pubPath, token string, quick bool) (*bundleInspect, error) {
+func inspectBundle(ref, pubPath, token string, ids []age.Identity, quick bool) (*bundleInspect, error) {
 	res := &bundleInspect{Ref: ref, Type: "bundle", Signature: "not-checked"}
 	var pub *minisign.PublicKey
 	if pubPath != "" {
@@ -53,10 +56,10 @@ func inspectBundle(ref, pubPath, token string, quick bool) (*bundleInspect, erro
 		}
 		pub = &k
 	}
-	br, closeFn, err := openBundle(ref, token, pub)
+	br, closeFn, err := openBundleLocked(ref, token, pub, ids, true)
 	if err != nil && pub != nil && (errors.Is(err, bundle.ErrBadSignature) || errors.Is(err, bundle.ErrUnsigned)) {
 		res.Signature, res.Verdict, res.Reasons = "refused", "refused", []string{err.Error()}
-		if br2, c2, err2 := openBundle(ref, token, nil); err2 == nil {
+		if br2, c2, err2 := openBundleLocked(ref, token, nil, nil, true); err2 == nil {
 			res.Manifest, res.Streams = br2.Manifest, br2.Index.Streams
 			c2()
 		}
@@ -76,12 +79,30 @@ func inspectBundle(ref, pubPath, token string, quick bool) (*bundleInspect, erro
 		res.Signature = "verified"
 	}
 	res.Verdict = "ok"
+	res.Recipients = br.Recipients()
+	locked := br.Unlock(ids...) != nil
+	switch {
+	case br.Encrypted() && locked:
+		res.Encryption = "encrypted, not decrypted: give --identity"
+	case br.Encrypted():
+		res.Encryption = "encrypted, decrypted"
+	default:
+		res.Encryption = "PLAINTEXT"
+	}
 	if !quick {
-		if err := br.Verify(nil); err != nil {
+		verify := br.Verify
+		if locked {
+			// The stored hashes can be checked without the key.
+			verify = br.VerifyStored
+		}
+		if err := verify(nil); err != nil {
 			res.Verdict, res.Reasons = "corrupt", []string{err.Error()}
 			return res, nil
 		}
 		res.Verified = true
+		if locked {
+			res.Reasons = append(res.Reasons, "contents not checked: encrypted to "+strings.Join(br.Recipients(), ", ")+" (give --identity)")
+		}
 	}
 	if pub == nil {
 		res.Reasons = append(res.Reasons, "signature not checked: give --pubkey")
@@ -99,6 +120,13 @@ func printBundle(w io.Writer, r *bundleInspect, asJSON bool) {
 	fmt.Fprintf(w, "%s  bundle %s, signature %s\n", r.Ref, strings.ToUpper(r.Verdict), r.Signature)
 	if r.Label != nil {
 		fmt.Fprintf(w, "  bundle id %s from %s, written %s\n", r.Label.ID, r.Label.Host, r.Label.Created)
+	}
+	if r.Encryption != "" {
+		fmt.Fprintf(w, "  %s", r.Encryption)
+		if len(r.Recipients) > 0 {
+			fmt.Fprintf(w, " (recipients %s)", strings.Join(r.Recipients, ", "))
+		}
+		fmt.Fprintln(w)
 	}
 	if r.Digest != "" {
 		fmt.Fprintf(w, "  index sha256 %s (pin it: %s#sha256=%s)\n", r.Digest, strings.SplitN(r.Ref, "#", 2)[0], r.Digest)

@@ -52,12 +52,13 @@ Exit status 0: restorable; 3: refused (the reasons and fixes are printed).
 `
 
 func runPlan(args []string) error {
-	fs := newFlags("plan", "--image REF [--pubkey FILE] [--target PROBE.json] [--disk DEV …] [--json]", planHelp)
+	fs := newFlags("plan", "--image REF [--pubkey FILE] [--identity FILE] [--target PROBE.json] [--disk DEV …] [--json]", planHelp)
 	image := fs.String("image", "", "the bundle: a file or an http(s) URL")
 	pubPath := fs.String("pubkey", "", "minisign public key the bundle must be signed with")
 	tokenFile := fs.String("token-file", "", "bearer token for an http(s) --image")
 	asJSON := fs.Bool("json", false, "print the plan as JSON")
 	targetFile := fs.String("target", "", "plan against this profile (thaw probe --json saved on the target machine) instead of this machine")
+	idFiles := addIdentityFlag(fs)
 	var disks multiFlag
 	fs.Var(&disks, "disk", "target disk for the bundle's next disk (repeat, in order): consent to overwrite it")
 	if _, err := parseInterspersed(fs, args); err != nil {
@@ -79,7 +80,11 @@ func runPlan(args []string) error {
 	if err != nil {
 		return err
 	}
-	br, closeFn, err := openBundle(*image, token, pub)
+	ids, err := loadIdentities(*idFiles)
+	if err != nil {
+		return &exitError{2, err}
+	}
+	br, closeFn, err := openBundle(*image, token, pub, ids)
 	if err != nil {
 		return &exitError{3, err}
 	}

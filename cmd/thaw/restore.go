@@ -62,7 +62,7 @@ type restoreResult struct {
 }
 
 func runRestore(args []string) error {
-	fs := newFlags("restore", "--image REF --pubkey FILE --disk DEV|FILE [--disk …] [--json]", restoreHelp)
+	fs := newFlags("restore", "--image REF --pubkey FILE [--identity FILE] --disk DEV|FILE [--disk …] [--json]", restoreHelp)
 	image := fs.String("image", "", "the bundle: a file or an http(s) URL")
 	pubPath := fs.String("pubkey", "", "minisign public key the bundle must be signed with")
 	tokenFile := fs.String("token-file", "", "bearer token for an http(s) --image")
@@ -71,6 +71,7 @@ func runRestore(args []string) error {
 	direct := fs.Bool("direct", false, "after writing the disks, hand the memory image to this machine's running kernel (/dev/snapshot), which jumps into it: for a rescue or agent kernel on the target, with the same memory map as the source")
 	var disks multiFlag
 	fs.Var(&disks, "disk", "target disk for the bundle's next disk stream (repeat, in the bundle's order)")
+	idFiles := addIdentityFlag(fs)
 	if _, err := parseInterspersed(fs, args); err != nil {
 		return err
 	}
@@ -96,7 +97,11 @@ func runRestore(args []string) error {
 	if err != nil {
 		return err
 	}
-	br, closeBundle, err := openBundle(*image, token, &pub)
+	ids, err := loadIdentities(*idFiles)
+	if err != nil {
+		return &exitError{2, err}
+	}
+	br, closeBundle, err := openBundle(*image, token, &pub, ids)
 	if err != nil {
 		return &exitError{3, fmt.Errorf("%w; nothing was written", err)}
 	}

@@ -98,10 +98,13 @@ func TestExportRestoreRefusals(t *testing.T) {
 		t.Fatalf("%v %s", err, out)
 	}
 	b := filepath.Join(dir, "b.thaw")
-	if out, err := run(t, "export", "--from", disk+"#2", "--to", b, "--key", key+".key"); err != nil {
+	if out, err := run(t, "export", "--from", disk+"#2", "--to", b, "--key", key+".key"); err == nil || !strings.Contains(out, "--recipient") || !strings.Contains(out, "--plaintext") {
+		t.Fatalf("export with neither --recipient nor --plaintext: %v %s", err, out)
+	}
+	if out, err := run(t, "export", "--plaintext", "--from", disk+"#2", "--to", b, "--key", key+".key"); err != nil {
 		t.Fatalf("export: %v %s", err, out)
 	}
-	if out, err := run(t, "inspect", "--pubkey", key+".pub", b); err != nil || !strings.Contains(out, "signature verified") {
+	if out, err := run(t, "inspect", "--pubkey", key+".pub", b); err != nil || !strings.Contains(out, "signature verified") || !strings.Contains(out, "PLAINTEXT") {
 		t.Fatalf("inspect: %v %s", err, out)
 	}
 	// thaw plan on this host: its disks hold data and none was named, so
@@ -170,21 +173,41 @@ func TestRestoreToResumeArea(t *testing.T) {
 	swap.Close()
 	key := filepath.Join(dir, "k")
 	run(t, "keygen", "--out", key)
+	enc := filepath.Join(dir, "r")
+	if out, err := run(t, "keygen", "--recipient", "--out", enc); err != nil {
+		t.Fatalf("keygen --recipient: %v %s", err, out)
+	}
+	if st, err := os.Stat(enc + ".identity"); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("identity file: %v", err)
+	}
 	b := filepath.Join(dir, "b.thaw")
-	if out, err := run(t, "export", "--from", disk+"#2", "--to", b, "--key", key+".key"); err != nil {
+	if out, err := run(t, "export", "--recipient", enc+".recipient", "--from", disk+"#2", "--to", b, "--key", key+".key"); err != nil {
 		t.Fatalf("export: %v %s", err, out)
 	}
 	target := filepath.Join(dir, "target.img")
 	os.WriteFile(target, nil, 0o644)
 	os.Truncate(target, 40<<20)
+	// Encrypted: without the identity, refused before any write, naming
+	// the recipient; inspect checks what it can.
+	hb := hashFile(t, target)
+	rcp, _ := os.ReadFile(enc + ".recipient")
+	if out, err := run(t, "restore", "--pubkey", key+".pub", "--image", b, "--disk", target); err == nil || !strings.Contains(out, strings.TrimSpace(string(rcp))) || !strings.Contains(out, "nothing was written") {
+		t.Fatalf("restore without the identity: %v %s", err, out)
+	}
+	if hashFile(t, target) != hb {
+		t.Fatal("a refused restore wrote to the disk")
+	}
+	if out, err := run(t, "inspect", "--pubkey", key+".pub", b); err != nil || !strings.Contains(out, "not decrypted") {
+		t.Fatalf("inspect without the identity: %v %s", err, out)
+	}
 	area := filepath.Join(dir, "area.img")
 	if err := harness.MakeGPTDisk(area, 24, []harness.Part{{Name: "x", SizeMB: 2}, {Name: "resume", SizeMB: 16, Swap: true}}); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := run(t, "restore", "--pubkey", key+".pub", "--image", b, "--disk", target, "--resume", target+"#2"); err == nil || !strings.Contains(out, "which the restore overwrites") {
+	if out, err := run(t, "restore", "--pubkey", key+".pub", "--identity", enc+".identity", "--image", b, "--disk", target, "--resume", target+"#2"); err == nil || !strings.Contains(out, "which the restore overwrites") {
 		t.Fatalf("--resume on a --disk target: %v %s", err, out)
 	}
-	out, err := run(t, "restore", "--json", "--pubkey", key+".pub", "--image", b, "--disk", target, "--resume", area+"#2")
+	out, err := run(t, "restore", "--json", "--pubkey", key+".pub", "--identity", enc+".identity", "--image", b, "--disk", target, "--resume", area+"#2")
 	if err != nil {
 		t.Fatalf("restore: %v %s", err, out)
 	}

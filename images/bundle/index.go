@@ -31,12 +31,14 @@ const (
 
 // Index is the bundle's table of contents; its bytes are what is signed.
 type Index struct {
-	Version   int       `json:"version"`
-	ChunkSize int64     `json:"chunk_size"`
-	Created   string    `json:"created,omitempty"`
-	ID        string    `json:"id,omitempty"` // random, made by the writer: names this bundle
-	Manifest  Blob      `json:"manifest"`
-	Streams   []*Stream `json:"streams"`
+	Version   int    `json:"version"`
+	ChunkSize int64  `json:"chunk_size"`
+	Created   string `json:"created,omitempty"`
+	ID        string `json:"id,omitempty"` // random, made by the writer: names this bundle
+	// Encryption is set when the chunks are encrypted.
+	Encryption *Encryption `json:"encryption,omitempty"`
+	Manifest   Blob        `json:"manifest"`
+	Streams    []*Stream   `json:"streams"`
 }
 
 // Blob is a stored, hashed region of the bundle.
@@ -103,6 +105,9 @@ func ParseIndex(b []byte, dataEnd int64) (*Index, error) {
 	}
 	if ix.Manifest.Size > maxManifestSize {
 		return nil, fmt.Errorf("bundle: index: manifest of %d bytes, more than %d", ix.Manifest.Size, maxManifestSize)
+	}
+	if err := checkEncryption(ix.Encryption, dataEnd); err != nil {
+		return nil, err
 	}
 	names := map[string]bool{}
 	for i, s := range ix.Streams {

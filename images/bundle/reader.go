@@ -2,12 +2,14 @@ package bundle
 
 import (
 	"bytes"
+	"crypto/cipher"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"aead.dev/minisign"
 	"github.com/klauspost/compress/zstd"
@@ -37,6 +39,8 @@ type Reader struct {
 	// time), once the signature verified; else the index's id and time.
 	Label Label
 	dec   *zstd.Decoder
+	aead  cipher.AEAD    // the data key of an encrypted bundle, once unlocked
+	order map[string]int // stream name → position in the index (chunk nonces)
 }
 
 // Digest is the SHA-256 of the index bytes, in hex: it names one bundle
@@ -109,6 +113,10 @@ func Open(r io.ReaderAt, size int64, pub *minisign.PublicKey) (*Reader, error) {
 		return nil, err
 	}
 	br.Index = ix
+	br.order = map[string]int{}
+	for i, s := range ix.Streams {
+		br.order[s.Name] = i
+	}
 	if br.Label.ID == "" {
 		br.Label = Label{ID: ix.ID, Created: ix.Created}
 	}
@@ -160,6 +168,16 @@ func (br *Reader) decodeChunk(s *Stream, i int, stored, dst []byte) ([]byte, err
 	if sum := sha256.Sum256(stored); hex.EncodeToString(sum[:]) != c.SHA256 {
 		return nil, fmt.Errorf("bundle: stream %q chunk %d at byte %d: sha256 mismatch: the bundle is damaged", s.Name, i, c.At)
 	}
+	if br.Index.Encryption != nil {
+		if br.aead == nil {
+			return nil, fmt.Errorf("bundle: stream %q chunk %d: %w to %s and not unlocked", s.Name, i, ErrEncrypted, strings.Join(br.Index.Encryption.Recipients, ", "))
+		}
+		plain, err := br.aead.Open(stored[:0], chunkNonce(br.order[s.Name], i), stored, chunkAAD(s.Name, c))
+		if err != nil {
+			return nil, fmt.Errorf("bundle: stream %q chunk %d at byte %d: decryption: %w", s.Name, i, c.At, err)
+		}
+		stored = plain
+	}
 	out, err := br.dec.DecodeAll(stored, dst[:0])
 	if err != nil {
 		return nil, fmt.Errorf("bundle: stream %q chunk %d at byte %d: zstd: %w", s.Name, i, c.At, err)
@@ -207,6 +225,35 @@ func (sr *StreamReader) Read(p []byte) (int, error) {
 	n := copy(p, sr.cur)
 	sr.cur = sr.cur[n:]
 	return n, nil
+}
+
+// VerifyStored checks the hash of every stored chunk without decrypting or
+// decompressing it: what can be checked of an encrypted bundle without an
+// identity.
+func (br *Reader) VerifyStored(progress func(done, total int64)) error {
+	var total, done int64
+	for _, s := range br.Index.Streams {
+		total += s.StoredSize()
+	}
+	for _, s := range br.Index.Streams {
+		for i, c := range s.Chunks {
+			if c.Zero {
+				continue
+			}
+			stored := make([]byte, c.Stored)
+			if _, err := br.r.ReadAt(stored, c.At); err != nil {
+				return fmt.Errorf("bundle: stream %q chunk %d at byte %d: %w", s.Name, i, c.At, err)
+			}
+			if sum := sha256.Sum256(stored); hex.EncodeToString(sum[:]) != c.SHA256 {
+				return fmt.Errorf("bundle: stream %q chunk %d at byte %d: sha256 mismatch: the bundle is damaged", s.Name, i, c.At)
+			}
+			done += c.Stored
+			if progress != nil {
+				progress(done, total)
+			}
+		}
+	}
+	return nil
 }
 
 // Verify reads every chunk of every stream and checks it, calling progress

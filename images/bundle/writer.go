@@ -1,6 +1,7 @@
 package bundle
 
 import (
+	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"aead.dev/minisign"
+	"filippo.io/age"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/thawlinux/thaw/images/manifest"
@@ -26,6 +28,11 @@ type Writer struct {
 	open      *StreamWriter
 	err       error
 	cbuf      []byte
+	sbuf      []byte // a sealed chunk
+
+	aead       cipher.AEAD // nil: plaintext
+	wrappedKey []byte
+	recipients []string
 }
 
 // WriterOptions tune a Writer.
@@ -33,6 +40,9 @@ type WriterOptions struct {
 	ChunkSize int64 // default DefaultChunkSize
 	// Level is the zstd level: 1 fastest … 4 best; default 1.
 	Level int
+	// Recipients encrypt the chunks (SchemeAge): only their identities
+	// can read the bundle's streams. None writes them in plaintext.
+	Recipients []*age.X25519Recipient
 }
 
 // NewWriter starts a bundle on w, writing its header.
@@ -56,6 +66,13 @@ func NewWriter(w io.Writer, opt WriterOptions) (*Writer, error) {
 		return nil, fmt.Errorf("bundle: id: %w", err)
 	}
 	bw := &Writer{w: w, chunkSize: opt.ChunkSize, enc: enc, index: Index{Version: FormatVersion, ChunkSize: opt.ChunkSize, ID: hex.EncodeToString(id[:])}}
+	// The data key is made and wrapped now, before any chunk (capture
+	// writes its chunks while user space is frozen).
+	if len(opt.Recipients) > 0 {
+		if bw.aead, bw.wrappedKey, bw.recipients, err = newDataKey(opt.Recipients); err != nil {
+			return nil, err
+		}
+	}
 	h := make([]byte, HeaderSize)
 	copy(h, headerMagic)
 	h[8] = FormatVersion
@@ -169,9 +186,16 @@ func (sw *StreamWriter) flush() error {
 		c.Zero = true
 	} else {
 		bw.cbuf = bw.enc.EncodeAll(sw.buf, bw.cbuf[:0])
-		sum := sha256.Sum256(bw.cbuf)
-		c.At, c.Stored, c.SHA256 = bw.off, int64(len(bw.cbuf)), hex.EncodeToString(sum[:])
-		if err := bw.write(bw.cbuf); err != nil {
+		stored := bw.cbuf
+		if bw.aead != nil {
+			// Sealed at its place: the hash covers the stored bytes, so
+			// a store can check them without the key.
+			bw.sbuf = bw.aead.Seal(bw.sbuf[:0], chunkNonce(len(bw.index.Streams)-1, len(sw.s.Chunks)), bw.cbuf, chunkAAD(sw.s.Name, c))
+			stored = bw.sbuf
+		}
+		sum := sha256.Sum256(stored)
+		c.At, c.Stored, c.SHA256 = bw.off, int64(len(stored)), hex.EncodeToString(sum[:])
+		if err := bw.write(stored); err != nil {
 			return err
 		}
 	}
@@ -205,6 +229,14 @@ func (bw *Writer) Finish(m *manifest.Manifest, key *minisign.PrivateKey) (*Index
 	mb, err := m.Marshal()
 	if err != nil {
 		return nil, err
+	}
+	if bw.aead != nil {
+		ksum := sha256.Sum256(bw.wrappedKey)
+		bw.index.Encryption = &Encryption{Scheme: SchemeAge, Recipients: bw.recipients,
+			Key: Blob{At: bw.off, Size: int64(len(bw.wrappedKey)), SHA256: hex.EncodeToString(ksum[:])}}
+		if err := bw.write(bw.wrappedKey); err != nil {
+			return nil, err
+		}
 	}
 	sum := sha256.Sum256(mb)
 	bw.index.Manifest = Blob{At: bw.off, Size: int64(len(mb)), SHA256: hex.EncodeToString(sum[:])}
@@ -280,4 +312,7 @@ func ParseLabel(c string) (l Label, ok bool) {
 // later (capture writes the bundle while user space is frozen).
 func (bw *Writer) Warm() {
 	bw.cbuf = bw.enc.EncodeAll(make([]byte, 4096), bw.cbuf[:0])
+	if bw.aead != nil && cap(bw.sbuf) == 0 {
+		bw.sbuf = make([]byte, 0, bw.chunkSize+bw.chunkSize/8+1024+int64(bw.aead.Overhead()))
+	}
 }

@@ -112,7 +112,7 @@ func TestServerCapture(t *testing.T) {
 	if out, err := thaw(t, "inspect", "--pubkey", pub, fmt.Sprintf("http://127.0.0.1:%d/server.thaw", port)); err == nil || !strings.Contains(string(out), "401") {
 		t.Fatalf("inspect of the captured bundle over HTTP without the read token: %v %s", err, out)
 	}
-	if out, err := thaw(t, "inspect", "--pubkey", pub, "--token-file", readTokenFile(t), fmt.Sprintf("http://127.0.0.1:%d/server.thaw", port)); err != nil {
+	if out, err := thaw(t, "inspect", "--pubkey", pub, "--identity", c.identity, "--token-file", readTokenFile(t), fmt.Sprintf("http://127.0.0.1:%d/server.thaw", port)); err != nil || !strings.Contains(string(out), "encrypted, decrypted") {
 		t.Fatalf("inspect of the captured bundle over HTTP: %v %s", err, out)
 	}
 	checkMailboxInStream(t, bundlePath, pub)
@@ -125,7 +125,7 @@ func TestServerCapture(t *testing.T) {
 	// The image's swap (the swap LV) holds swapped-out pages: the resume
 	// image goes to the second disk's resume partition.
 	start := time.Now()
-	cmdline := restoreTo(t, fmt.Sprintf("http://127.0.0.1:%d/server.thaw", port), pub, target, s.Cmdline, "--resume", blank+"#2", "--token-file", readTokenFile(t))
+	cmdline := restoreTo(t, fmt.Sprintf("http://127.0.0.1:%d/server.thaw", port), pub, target, s.Cmdline, "--resume", blank+"#2", "--token-file", readTokenFile(t), "--identity", c.identity)
 	timing("restore over HTTP (verify + write)", start)
 	start = time.Now()
 	vm2 := serverVMWith(t, s, "capture-restored", cmdline, target, blank, tools)
@@ -165,8 +165,11 @@ func captureServerWith(t *testing.T, s *harness.Server, name string, before func
 	os.MkdirAll(store, 0o755)
 	port = startServe(t, name, store, "--token-file", token)
 
+	if _, err := thaw(t, "keygen", "--recipient", "--out", filepath.Join(dir, "r")); err != nil {
+		t.Fatal(err)
+	}
 	tools := filepath.Join(dir, "tools.img")
-	toolsDisk(t, tools, map[string]string{"thaw": thawBin, "k.key": filepath.Join(dir, "k.key"), "token": token})
+	toolsDisk(t, tools, map[string]string{"thaw": thawBin, "k.key": filepath.Join(dir, "k.key"), "token": token, "r.recipient": filepath.Join(dir, "r.recipient")})
 	disk = filepath.Join(dir, "server.img")
 	copyFile(t, s.Disk, disk)
 	blank = blankDisk(t, dir)
@@ -206,7 +209,7 @@ func captureServerWith(t *testing.T, s *harness.Server, name string, before func
 	}
 	h.last = lastCounter(vm.Console(), h.secret)
 	url := fmt.Sprintf("http://10.0.2.2:%d/server.thaw", port)
-	capArgs := " --to " + url + " --key /mnt/t/k.key --token-file /mnt/t/token --disks /dev/vda"
+	capArgs := " --to " + url + " --key /mnt/t/k.key --recipient /mnt/t/r.recipient --token-file /mnt/t/token --disks /dev/vda"
 	dry, status, err := vm.Run("timeout 120 /mnt/t/thaw capture --dry-run"+capArgs+" 2>&1", 3*time.Minute)
 	t.Logf("capture --dry-run (status %d): %s", status, dry)
 	if err != nil || status != 0 || !strings.Contains(dry, "dry run") {
@@ -229,7 +232,18 @@ func captureServerWith(t *testing.T, s *harness.Server, name string, before func
 	t.Logf("TIMING %-34s %6.1fs", name+" (freeze → power off)", time.Since(start).Seconds())
 
 	c = &capturedServer{s: s, h: h, blobSum: blobSum, dsdtSum: dsdtSum, tools: tools, redis: rm[1],
-		bundle: filepath.Join(store, "server.thaw"), pub: filepath.Join(dir, "k.pub")}
+		bundle: filepath.Join(store, "server.thaw"), pub: filepath.Join(dir, "k.pub"), identity: filepath.Join(dir, "r.identity")}
+	// Encrypted: what lived only in the server's RAM appears in no stored
+	// byte.
+	b, err := os.ReadFile(c.bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{c.redis, h.secret} {
+		if bytes.Contains(b, []byte(secret)) {
+			t.Errorf("the RAM-only value %s is in the stored bundle", secret)
+		}
+	}
 	return c, port, disk, blank
 }
 
@@ -239,6 +253,7 @@ var captured *capturedServer
 type capturedServer struct {
 	s                  *harness.Server
 	bundle, pub, tools string
+	identity           string // decrypts the bundle
 	h                  *hibernatedServer
 	blobSum            string
 	dsdtSum            string // md5 of the source's DSDT
@@ -265,7 +280,7 @@ func keepSuite(t *testing.T, c *capturedServer, suite string) *capturedServer {
 	os.RemoveAll(dir)
 	os.MkdirAll(dir, 0o755)
 	kept := *c
-	for _, f := range []*string{&kept.bundle, &kept.pub, &kept.tools} {
+	for _, f := range []*string{&kept.bundle, &kept.pub, &kept.tools, &kept.identity} {
 		dst := filepath.Join(dir, filepath.Base(*f))
 		if err := os.Link(*f, dst); err != nil {
 			copyFile(t, *f, dst)
@@ -316,7 +331,7 @@ func loadKept(t *testing.T, suite string) *capturedServer {
 		t.Fatal(err)
 	}
 	t.Logf("reusing the capture kept in %s", dir)
-	return &capturedServer{s: s, bundle: filepath.Join(dir, "server.thaw"), pub: filepath.Join(dir, "k.pub"), tools: filepath.Join(dir, "tools.img"),
+	return &capturedServer{s: s, bundle: filepath.Join(dir, "server.thaw"), pub: filepath.Join(dir, "k.pub"), tools: filepath.Join(dir, "tools.img"), identity: filepath.Join(dir, "r.identity"),
 		h: &hibernatedServer{s: s, secret: st.Secret, last: st.Last}, blobSum: st.BlobSum, dsdtSum: st.DSDTSum, redis: st.Redis}
 }
 

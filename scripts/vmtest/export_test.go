@@ -32,15 +32,19 @@ func TestServerExportRestore(t *testing.T) {
 	if _, err := thaw(t, "keygen", "--out", other); err != nil {
 		t.Fatal(err)
 	}
+	enc := filepath.Join(dir, "r")
+	if _, err := thaw(t, "keygen", "--recipient", "--out", enc); err != nil {
+		t.Fatal(err)
+	}
 	bundlePath := filepath.Join(dir, "server.thaw")
 	if _, err := thaw(t, "export", "--from", h.disk+"#2", "--disk", h.disk, "--to", bundlePath, "--key", key+".key",
-		"--kernel", h.s.Vmlinuz, "--initrd", h.s.Initrd); err != nil {
+		"--recipient", enc+".recipient", "--kernel", h.s.Vmlinuz, "--initrd", h.s.Initrd); err != nil {
 		t.Fatal(err)
 	}
 	st, _ := os.Stat(bundlePath)
 	t.Logf("bundle: %d MiB", st.Size()>>20)
 	// The bundle's memory is the image the kernel logged.
-	out, err := thaw(t, "inspect", "--json", "--pubkey", key+".pub", bundlePath)
+	out, err := thaw(t, "inspect", "--json", "--pubkey", key+".pub", "--identity", enc+".identity", bundlePath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,12 +80,17 @@ func TestServerExportRestore(t *testing.T) {
 	copyFile(t, bundlePath, bad)
 	flipInStream(t, bad, "disk0", 3)
 	for _, tc := range []struct {
-		name, image, pub, want string
+		name, image, pub, id, want string
 	}{
-		{"corrupt-chunk", bad, key + ".pub", "sha256 mismatch"},
-		{"wrong-key", bundlePath, other + ".pub", "signature does not verify"},
+		{"corrupt-chunk", bad, key + ".pub", enc + ".identity", "sha256 mismatch"},
+		{"wrong-key", bundlePath, other + ".pub", enc + ".identity", "signature does not verify"},
+		{"no-identity", bundlePath, key + ".pub", "", "encrypted to age1"},
 	} {
-		out, err = thaw(t, "restore", "--image", tc.image, "--pubkey", tc.pub, "--disk", target)
+		args := []string{"restore", "--image", tc.image, "--pubkey", tc.pub, "--disk", target}
+		if tc.id != "" {
+			args = append(args, "--identity", tc.id)
+		}
+		out, err = thaw(t, args...)
 		var ee *exec.ExitError
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "nothing was written") {
 			t.Fatalf("%s: restore %v %s, want a refusal naming %q", tc.name, err, out, tc.want)
@@ -92,7 +101,7 @@ func TestServerExportRestore(t *testing.T) {
 		}
 	}
 
-	cmdline := restoreTo(t, bundlePath, key+".pub", target, h.s.Cmdline)
+	cmdline := restoreTo(t, bundlePath, key+".pub", target, h.s.Cmdline, "--identity", enc+".identity")
 	vm := serverVM(t, h.s, "server-restored", cmdline, target, blankDisk(t, dir))
 	defer failWithConsole(t, vm)
 	checkResumed(t, vm, h)

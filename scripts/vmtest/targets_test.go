@@ -135,13 +135,18 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 	if ac.pubLine == "" {
 		ac.pubLine = pubKeyLine(t, c.pub)
 	}
+	// The capture's identity is baked into the agent, as mkinitramfs
+	// -identity does; with tls, a test CA too.
+	overlay := map[string]string{"etc/thaw/identities/0-capture.identity": c.identity}
 	scheme := "http"
 	var serveArgs []string
 	if ac.tls {
 		ca, cert, key := testCA(t)
 		serveArgs = []string{"--tls-cert", cert, "--tls-key", key}
-		initrd, scheme = withCA(t, initrd, ca), "https"
+		overlay["etc/ssl/certs/ca-certificates.crt"] = ca
+		scheme = "https"
 	}
+	initrd = withFiles(t, initrd, overlay)
 	port := startServe(t, ac.name, store, serveArgs...)
 	// A copy of the tools disk per machine: QEMU locks a disk image
 	// against a second writer, and the agent cases run two at a time.
@@ -584,7 +589,7 @@ func checkPreflight(t *testing.T, at *agentTarget, c *capturedServer, name strin
 	}
 	probeFile := filepath.Join(t.TempDir(), "target.json")
 	os.WriteFile(probeFile, rec("probe"), 0o644)
-	args := []string{"plan", "--image", c.bundle, "--pubkey", c.pub, "--target", probeFile, "--json"}
+	args := []string{"plan", "--image", c.bundle, "--pubkey", c.pub, "--identity", c.identity, "--target", probeFile, "--json"}
 	for _, d := range disks {
 		args = append(args, "--disk", d)
 	}

@@ -54,22 +54,25 @@ func testCA(t *testing.T) (ca, cert, key string) {
 	return write("ca.pem", "CERTIFICATE", caDER), write("cert.pem", "CERTIFICATE", srvDER), write("key.pem", "EC PRIVATE KEY", keyDER)
 }
 
-// withCA is the agent's initramfs with the test CA baked in as its CA
-// bundle: a second archive appended, which the kernel unpacks over the
-// first (as mkinitramfs -ca would bake it).
-func withCA(t *testing.T, initrd, ca string) string {
+// withFiles is the agent's initramfs with files baked in (path in the
+// initramfs → file on the host): a second archive appended, which the
+// kernel unpacks over the first, as mkinitramfs -identity and -ca would
+// bake them.
+func withFiles(t *testing.T, initrd string, files map[string]string) string {
 	t.Helper()
 	b, err := os.ReadFile(initrd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pemCA, err := os.ReadFile(ca)
-	if err != nil {
-		t.Fatal(err)
-	}
 	extra := harness.NewInitramfs()
-	extra.File("etc/ssl/certs/ca-certificates.crt", pemCA, 0o644)
-	out := filepath.Join(t.TempDir(), "initramfs-ca.cpio")
+	for dst, src := range files {
+		data, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		extra.File(dst, data, 0o600)
+	}
+	out := filepath.Join(t.TempDir(), "initramfs-extra.cpio")
 	if err := os.WriteFile(out, append(b, extra.Raw()...), 0o644); err != nil {
 		t.Fatal(err)
 	}
