@@ -510,15 +510,7 @@ const identitiesDir = "/etc/thaw/identities"
 func agentIdentities() ([]age.Identity, error) {
 	files, _ := filepath.Glob(identitiesDir + "/*")
 	sort.Strings(files)
-	var out []age.Identity
-	for _, f := range files {
-		ids, err := bundle.LoadIdentities(f)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, ids...)
-	}
-	return out, nil
+	return loadIdentities(files)
 }
 
 // allowCmdlineKey is in an initramfs built to take thaw.pubkey= beside

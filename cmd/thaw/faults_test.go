@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/thawlinux/thaw/images/blockdev"
-	"github.com/thawlinux/thaw/images/swsusp"
 	"github.com/thawlinux/thaw/netfetch/store"
 	"github.com/thawlinux/thaw/scripts/harness"
 )
@@ -150,12 +149,7 @@ func TestRestoreUnderTransferFaults(t *testing.T) {
 	}
 	dev.WriteAt(data, 0)
 	dev.Close()
-	swap, _ := blockdev.Open(disk+"#2", true)
-	w, _ := swsusp.NewWriter(swap, swap.Size, 0, swsusp.WriterOptions{Compression: swsusp.CompressLZO})
-	if _, err := w.WriteStream(bytes.NewReader(smallStream(200))); err != nil {
-		t.Fatal(err)
-	}
-	swap.Close()
+	writeImage(t, disk+"#2", 200)
 	key := filepath.Join(dir, "k")
 	run(t, "keygen", "--out", key)
 	enc := filepath.Join(dir, "r")

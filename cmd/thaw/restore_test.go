@@ -37,6 +37,23 @@ func smallStream(n int) []byte {
 	return out
 }
 
+// writeImage writes an LZO image of n pages into the swap area at ref.
+func writeImage(t *testing.T, ref string, n int) {
+	t.Helper()
+	swap, err := blockdev.Open(ref, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer swap.Close()
+	w, err := swsusp.NewWriter(swap, swap.Size, 0, swsusp.WriterOptions{Compression: swsusp.CompressLZO})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteStream(bytes.NewReader(smallStream(n))); err != nil {
+		t.Fatal(err)
+	}
+}
+
 var thawTestBin string
 
 func buildThaw(t *testing.T) string {
@@ -81,18 +98,7 @@ func TestExportRestoreRefusals(t *testing.T) {
 	}
 	dev.WriteAt(bytes.Repeat([]byte("root filesystem "), 1<<16), 0)
 	dev.Close()
-	swap, err := blockdev.Open(disk+"#2", true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := swsusp.NewWriter(swap, swap.Size, 0, swsusp.WriterOptions{Compression: swsusp.CompressLZO})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.WriteStream(bytes.NewReader(smallStream(60))); err != nil {
-		t.Fatal(err)
-	}
-	swap.Close()
+	writeImage(t, disk+"#2", 60)
 	key := filepath.Join(dir, "k")
 	if out, err := run(t, "keygen", "--out", key); err != nil {
 		t.Fatalf("%v %s", err, out)
@@ -231,18 +237,7 @@ func TestRewriteRefusesSameBytes(t *testing.T) {
 	if err := harness.MakeGPTDisk(img, 24, []harness.Part{{Name: "swap", SizeMB: 16, Swap: true}}); err != nil {
 		t.Fatal(err)
 	}
-	swap, err := blockdev.Open(img+"#1", true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := swsusp.NewWriter(swap, swap.Size, 0, swsusp.WriterOptions{Compression: swsusp.CompressLZO})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.WriteStream(bytes.NewReader(smallStream(60))); err != nil {
-		t.Fatal(err)
-	}
-	swap.Close()
+	writeImage(t, img+"#1", 60)
 	os.MkdirAll(filepath.Join(dir, "x"), 0o755)
 	os.Link(img, filepath.Join(dir, "hard.img"))
 	before := hashFile(t, img)

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -67,21 +66,28 @@ type agentCase struct {
 	tls     bool                       // thaw serve over https, with a test CA baked into the agent
 }
 
-// indexDigest is the index digest of a bundle file, what a pin names.
-func indexDigest(t *testing.T, path string) string {
+// openBundleFile opens a bundle file unverified; closing is left to the
+// test's end.
+func openBundleFile(t *testing.T, path string) *bundle.Reader {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	t.Cleanup(func() { f.Close() })
 	st, _ := f.Stat()
 	br, err := bundle.Open(f, st.Size(), nil)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("open %s: %v", path, err)
 	}
-	defer br.Close()
-	return br.Digest()
+	t.Cleanup(br.Close)
+	return br
+}
+
+// indexDigest is the index digest of a bundle file, what a pin names.
+func indexDigest(t *testing.T, path string) string {
+	t.Helper()
+	return openBundleFile(t, path).Digest()
 }
 
 // targetDisk is the agent kernel's name of the disk the bundle goes to.
@@ -656,19 +662,7 @@ func checkTakenOver(t *testing.T, at *agentTarget, c *capturedServer) {
 // sourceNIC is the first NIC with an address in a bundle's manifest.
 func sourceNIC(t *testing.T, path string) manifest.NIC {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	br, err := bundle.Open(f, st.Size(), nil)
-	if err != nil && !errors.Is(err, bundle.ErrUnsigned) && !errors.Is(err, bundle.ErrBadSignature) {
-		t.Fatal(err)
-	}
-	if br == nil {
-		t.Fatalf("open %s: %v", path, err)
-	}
+	br := openBundleFile(t, path)
 	for _, n := range br.Manifest.NICs {
 		if n.PCI != "" && len(n.Addresses) > 0 {
 			return n
