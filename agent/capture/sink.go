@@ -32,14 +32,14 @@ type fileSink struct {
 
 func openFileSink(path string) (*fileSink, error) {
 	partial := path + ".partial"
-	fd, err := syscall.Open(partial, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_TRUNC|syscall.O_CLOEXEC, 0o600)
+	// A new file of our own: a leftover partial (or a link planted in
+	// its place) is removed, never opened.
+	if err := syscall.Unlink(partial); err != nil && err != syscall.ENOENT {
+		return nil, fmt.Errorf("remove %s: %w", partial, err)
+	}
+	fd, err := syscall.Open(partial, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", partial, err)
-	}
-	// An existing partial file keeps its mode through O_CREAT.
-	if err := syscall.Fchmod(fd, 0o600); err != nil {
-		syscall.Close(fd)
-		return nil, fmt.Errorf("chmod %s: %w", partial, err)
 	}
 	return &fileSink{fd: fd, path: path, partial: partial}, nil
 }

@@ -268,6 +268,13 @@ func (c *Control) Create(name, uuid string) (Info, error) {
 	return parseReply(b).info(), nil
 }
 
+// Remove removes a device (DM_DEV_REMOVE): one this process created and
+// could not finish. An open device is not removed (EBUSY).
+func (c *Control) Remove(name string) error {
+	_, err := c.device("DM_DEV_REMOVE", cmdDevRemove, name, 0)
+	return err
+}
+
 // udevPrimarySource is libdevmapper's DM_UDEV_PRIMARY_SOURCE_FLAG in a udev
 // cookie (flags << DM_UDEV_FLAGS_SHIFT), with a zero base: the cookie
 // carries flags only and asks for no notification.

@@ -717,4 +717,10 @@ func TestCreateAndResumeUdev(t *testing.T) {
 	if err := c.Resume("thaw-root"); err != nil || k.cookies[len(k.cookies)-1] != 0 {
 		t.Errorf("plain Resume: %v, cookie %#x", err, k.cookies[len(k.cookies)-1])
 	}
+	if err := c.Remove("thaw-root"); err != nil || k.find("thaw-root") != nil {
+		t.Errorf("Remove: %v", err)
+	}
+	if err := c.Remove("thaw-root"); !errors.Is(err, unix.ENXIO) {
+		t.Errorf("Remove of a removed device: %v", err)
+	}
 }

@@ -64,6 +64,7 @@ const (
 	cmdVersion     = ioctlBase + 0  // DM_VERSION
 	cmdListDevices = ioctlBase | 2  // DM_LIST_DEVICES
 	cmdDevCreate   = ioctlBase | 3  // DM_DEV_CREATE
+	cmdDevRemove   = ioctlBase | 4  // DM_DEV_REMOVE
 	cmdDevSuspend  = ioctlBase | 6  // DM_DEV_SUSPEND: suspend or resume
 	cmdDevStatus   = ioctlBase | 7  // DM_DEV_STATUS
 	cmdTableLoad   = ioctlBase | 9  // DM_TABLE_LOAD

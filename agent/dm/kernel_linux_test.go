@@ -58,6 +58,20 @@ type fakeKernel struct {
 	cookies   []uint32 // event_nr of each DM_DEV_SUSPEND
 }
 
+// devRemove is dev_remove.
+func (k *fakeKernel) devRemove(p []byte) unix.Errno {
+	for i, d := range k.devs {
+		if d.name == cstr(p[48:176]) {
+			if d.open > 0 {
+				return unix.EBUSY
+			}
+			k.devs = append(k.devs[:i], k.devs[i+1:]...)
+			return 0
+		}
+	}
+	return unix.ENXIO
+}
+
 // devCreate is dev_create: a new device with the next minor of major 254.
 func (k *fakeKernel) devCreate(p []byte) unix.Errno {
 	name, uuid := cstr(p[48:176]), cstr(p[176:305])
@@ -158,6 +172,8 @@ func (k *fakeKernel) ioctl(fd int, req uintptr, user []byte) error {
 		k.listDevices(p, inputSize)
 	case 3:
 		err = k.devCreate(p)
+	case 4:
+		err = k.devRemove(p)
 	case 6:
 		k.cookies = append(k.cookies, le32(p, 32))
 		err = k.devSuspend(p)

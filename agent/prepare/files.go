@@ -12,6 +12,10 @@ const (
 	ScriptPath = "etc/initramfs-tools/scripts/local-top/thaw"
 	RulesPath  = "etc/udev/rules.d/61-thaw-prepare.rules"
 	ConfPath   = "etc/thaw/prepare.conf"
+	// DonePath is written once the initramfs holds the files, and removed
+	// once it no longer does: a run that failed half-way is finished by
+	// the next.
+	DonePath   = "etc/thaw/prepare.done"
 	BinaryPath = "usr/local/lib/thaw/thaw"
 )
 
@@ -48,10 +52,7 @@ case "$1" in prereqs) prereqs; exit 0 ;; esac
 [ -r /etc/thaw/prepare.conf ] || exit 0
 modprobe -q dm_mod
 wait_for_udev 10
-rootdev=""
-[ -n "$ROOT" ] && rootdev=$(resolve_device "$ROOT") && rootdev=$(readlink -f "$rootdev")
-args=""
-rootname=""
+pairs=""
 waited=0
 while read -r name partuuid rest; do
 	case "$name" in "" | \#*) continue ;; esac
@@ -64,16 +65,24 @@ while read -r name partuuid rest; do
 		log_warning_msg "thaw: no partition PARTUUID=$partuuid for $name: left alone"
 		continue
 	fi
-	dev=$(readlink -f "$dev")
-	args="$args $name=$dev"
-	[ "$dev" = "$rootdev" ] && rootname=$name
+	pairs="$pairs $name=$(readlink -f "$dev")"
 done </etc/thaw/prepare.conf
-[ -n "$args" ] || exit 0
+[ -n "$pairs" ] || exit 0
+# The root and resume devices, resolved now that the partitions are here
+# and before they are wrapped (blkid would then find the thaw-* devices).
+rootdev=""
+resumedev=""
+[ -n "$ROOT" ] && rootdev=$(resolve_device "$ROOT") && rootdev=$(readlink -f "$rootdev")
+[ -n "$resume" ] && resumedev=$(resolve_device "$resume") && resumedev=$(readlink -f "$resumedev")
 # shellcheck disable=SC2086
-/sbin/thaw prepare --initramfs $args || log_warning_msg "thaw: some partitions stay unwrapped"
-if [ -n "$rootname" ] && [ -b "/dev/mapper/$rootname" ]; then
-	echo "ROOT=/dev/mapper/$rootname" >>/conf/param.conf
-fi
+/sbin/thaw prepare --initramfs $pairs || log_warning_msg "thaw: some partitions stay unwrapped"
+for p in $pairs; do
+	name=${p%%=*}
+	dev=${p#*=}
+	[ -b "/dev/mapper/$name" ] || continue
+	[ "$dev" = "$rootdev" ] && echo "ROOT=/dev/mapper/$name" >>/conf/param.conf
+	[ "$dev" = "$resumedev" ] && echo "resume=/dev/mapper/$name" >>/conf/param.conf
+done
 exit 0
 `
 
@@ -108,17 +117,24 @@ func conf(es []Entry) string {
 	return b.String()
 }
 
-// parseConf reads what conf wrote: the name and PARTUUID of each line.
+// parseConf reads what conf wrote: the name and PARTUUID of each line,
+// and from its comment the partition and what it carries.
 func parseConf(s string) []Entry {
 	var es []Entry
 	for _, line := range strings.Split(s, "\n") {
+		var comment string
 		if i := strings.IndexByte(line, '#'); i >= 0 {
-			line = line[:i]
+			line, comment = line[:i], line[i+1:]
 		}
 		f := strings.Fields(line)
-		if len(f) >= 2 {
-			es = append(es, Entry{Name: f[0], PartUUID: f[1]})
+		if len(f) < 2 {
+			continue
 		}
+		e := Entry{Name: f[0], PartUUID: f[1]}
+		if c := strings.Fields(comment); len(c) == 2 {
+			e.Dev, e.Use = strings.TrimPrefix(c[0], "/dev/"), c[1]
+		}
+		es = append(es, e)
 	}
 	return es
 }

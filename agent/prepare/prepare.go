@@ -145,7 +145,7 @@ func entries(m *manifest.Manifest) ([]Entry, error) {
 		}
 	}
 	var out []Entry
-	seen := map[string]bool{}
+	seen, names := map[string]bool{}, map[string]bool{}
 	add := func(pt part, name, use string) error {
 		if seen[pt.p.Name] {
 			return nil
@@ -157,6 +157,16 @@ func entries(m *manifest.Manifest) ([]Entry, error) {
 		if pt.p.PartUUID == "" {
 			return fmt.Errorf("partition /dev/%s (%s) has no PARTUUID: its disk %s has no partition table thaw can name it by", pt.p.Name, use, pt.disk.Name)
 		}
+		// Two mount points can map to one name (/ and /root, /a b and
+		// /a-b): a suffix keeps each device its own.
+		base := name
+		for n := 2; names[name]; n++ {
+			name = fmt.Sprintf("%s-%d", base, n)
+		}
+		if len(name) > 127 {
+			return fmt.Errorf("%s: the device-mapper name %s is longer than 127 bytes", use, name)
+		}
+		names[name] = true
 		out = append(out, Entry{Name: name, PartUUID: pt.p.PartUUID, Dev: pt.p.Name, Use: use})
 		return nil
 	}
@@ -325,6 +335,11 @@ func Install(h *Host) (es []Entry, changed bool, err error) {
 	if len(rs) > 0 {
 		return es, false, &Refused{rs}
 	}
+	// What an earlier run wrapped is on thaw-* devices now and no longer
+	// shows as a partition: it stays in the list.
+	if old, err := os.ReadFile(h.path(ConfPath)); err == nil {
+		es = mergeEntries(parseConf(string(old)), es)
+	}
 	if len(es) == 0 {
 		h.logf("nothing sits on a plain partition: no change")
 		return nil, false, nil
@@ -345,13 +360,19 @@ func Install(h *Host) (es []Entry, changed bool, err error) {
 		if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, f.body) {
 			continue
 		}
+		if !changed {
+			// The initramfs no longer matches until it is rebuilt.
+			if err := os.Remove(h.path(DonePath)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return es, false, err
+			}
+		}
 		if err := writeAtomic(p, f.body, f.mode); err != nil {
 			return es, changed, err
 		}
 		h.logf("wrote /%s", f.rel)
 		changed = true
 	}
-	if !changed {
+	if _, err := os.Stat(h.path(DonePath)); err == nil && !changed {
 		h.logf("already prepared: nothing changed")
 		return es, false, nil
 	}
@@ -359,7 +380,31 @@ func Install(h *Host) (es []Entry, changed bool, err error) {
 	if err := h.Run("update-initramfs", "-u", "-k", "all"); err != nil {
 		return es, true, fmt.Errorf("update-initramfs: %w (the files are in place: run thaw prepare again, or thaw prepare --undo)", err)
 	}
+	if err := writeAtomic(h.path(DonePath), []byte("the initramfs holds thaw prepare's files\n"), 0o644); err != nil {
+		return es, true, err
+	}
 	return es, true, nil
+}
+
+// mergeEntries keeps the old entries (by PARTUUID) and adds the new ones.
+func mergeEntries(old, add []Entry) []Entry {
+	out := append([]Entry(nil), old...)
+	have, names := map[string]bool{}, map[string]bool{}
+	for _, e := range old {
+		have[e.PartUUID], names[e.Name] = true, true
+	}
+	for _, e := range add {
+		if have[e.PartUUID] {
+			continue
+		}
+		base := e.Name
+		for n := 2; names[e.Name]; n++ {
+			e.Name = fmt.Sprintf("%s-%d", base, n)
+		}
+		names[e.Name] = true
+		out = append(out, e)
+	}
+	return out
 }
 
 // Undo removes what Install wrote and rebuilds the initramfs. The running
@@ -379,13 +424,16 @@ func Undo(h *Host) (removed []string, err error) {
 			return removed, fmt.Errorf("remove /%s: %w", rel, err)
 		}
 	}
-	if len(removed) == 0 {
+	if _, err := os.Stat(h.path(DonePath)); len(removed) == 0 && err != nil {
 		h.logf("not prepared: nothing to undo")
 		return nil, nil
 	}
 	h.logf("update-initramfs -u -k all")
 	if err := h.Run("update-initramfs", "-u", "-k", "all"); err != nil {
-		return removed, fmt.Errorf("update-initramfs: %w", err)
+		return removed, fmt.Errorf("update-initramfs: %w (run thaw prepare --undo again)", err)
+	}
+	if err := os.Remove(h.path(DonePath)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return removed, err
 	}
 	return removed, nil
 }

@@ -262,6 +262,10 @@ func (f *fakeMapper) ResumeUdev(name string) error {
 	f.calls = append(f.calls, "resume "+name)
 	return nil
 }
+func (f *fakeMapper) Remove(name string) error {
+	f.calls = append(f.calls, "remove "+name)
+	return nil
+}
 
 func TestWrap(t *testing.T) {
 	dir := t.TempDir()
@@ -305,4 +309,58 @@ func FuzzParseFstab(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Review findings: a second run after the reboot keeps what the first
+// wrapped; a failed update-initramfs is finished by the next run; two
+// mount points that map to one name get two devices.
+func TestInstallAgain(t *testing.T) {
+	h, runs := testHost(t, plainServer(), plainFstab)
+	if _, _, err := Install(h); err != nil {
+		t.Fatal(err)
+	}
+	// Rebooted: root and swap on thaw-*; a new /root partition appears.
+	m := preparedServer()
+	m.Disks[0].Partitions = append(m.Disks[0].Partitions, manifest.Partition{Number: 3, Name: "vda3", Dev: "254:3", PartUUID: "33333333-3333-4333-8333-333333333333"})
+	m.Mounts = append(m.Mounts, manifest.Mount{Target: "/root", Dev: "254:3"})
+	h.Probe = func() (*manifest.Manifest, error) { return m, nil }
+	es, changed, err := Install(h)
+	if err != nil || !changed {
+		t.Fatalf("second Install: %v changed=%v", err, changed)
+	}
+	var names []string
+	for _, e := range es {
+		names = append(names, e.Name)
+	}
+	if want := []string{"thaw-root", "thaw-swap0", "thaw-root-2"}; !reflect.DeepEqual(names, want) {
+		t.Errorf("entries %v, want %v", names, want)
+	}
+	// update-initramfs fails: the next run, with nothing else to change,
+	// runs it again.
+	n := len(*runs)
+	h.Run = func(name string, args ...string) error {
+		*runs = append(*runs, name)
+		return errors.New("no space left")
+	}
+	os.WriteFile(filepath.Join(h.Root, "thaw"), []byte("THAW BINARY v2"), 0o755)
+	if _, _, err := Install(h); err == nil {
+		t.Fatal("a failed update-initramfs was not reported")
+	}
+	h.Run = func(name string, args ...string) error { *runs = append(*runs, name); return nil }
+	if _, changed, err := Install(h); err != nil || !changed || len(*runs) != n+2 {
+		t.Errorf("the run after a failed update-initramfs: %v changed=%v runs %v", err, changed, (*runs)[n:])
+	}
+	if _, changed, _ := Install(h); changed {
+		t.Error("a third run changed something")
+	}
+	// Undo whose update-initramfs fails is finished by the next undo.
+	h.Run = func(name string, args ...string) error { return errors.New("no space left") }
+	if _, err := Undo(h); err == nil {
+		t.Fatal("a failed update-initramfs was not reported")
+	}
+	ran := false
+	h.Run = func(name string, args ...string) error { ran = true; return nil }
+	if _, err := Undo(h); err != nil || !ran {
+		t.Errorf("the undo after a failed one: %v, ran %v", err, ran)
+	}
 }

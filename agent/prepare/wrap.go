@@ -16,6 +16,7 @@ type Mapper interface {
 	Create(name, uuid string) (dm.Info, error)
 	Load(name string, t []dm.Target, readOnly bool) error
 	ResumeUdev(name string) error
+	Remove(name string) error
 }
 
 // Initramfs is where Wrap runs: the initramfs's /sys and /dev.
@@ -69,10 +70,14 @@ func (b *Initramfs) wrap(name, part string) error {
 	if err != nil {
 		return err
 	}
+	// A device that cannot be made live is removed: the partition stays
+	// free for the boot to use directly, and a later try starts afresh.
 	if err := b.DM.Load(name, []dm.Target{{Start: 0, Length: sectors, Type: "linear", Params: devNum + " 0"}}, false); err != nil {
+		b.DM.Remove(name)
 		return err
 	}
 	if err := b.DM.ResumeUdev(name); err != nil {
+		b.DM.Remove(name)
 		return err
 	}
 	_, minor, _ := strings.Cut(dm.FormatDev(info.Dev), ":")
@@ -81,9 +86,11 @@ func (b *Initramfs) wrap(name, part string) error {
 	if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
 		return err
 	}
-	if _, err := os.Lstat(link); err != nil {
-		if err := os.Symlink("../"+node, link); err != nil {
-			return err
+	// udev may have made the link already (the distribution's dm rules
+	// or thaw's own): one to the same device is fine.
+	if err := os.Symlink("../"+node, link); err != nil {
+		if got, _ := filepath.EvalSymlinks(link); got != filepath.Join(b.Dev, node) {
+			return fmt.Errorf("%s: %w", link, err)
 		}
 	}
 	if b.Logf != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"aead.dev/minisign"
@@ -238,10 +239,16 @@ func runExport(args []string) error {
 	if err := m.Check(); err != nil {
 		return err
 	}
-	out, finish, err := openOutput(*to, *tokenFile)
+	out, finish, abort, err := openOutput(*to, *tokenFile)
 	if err != nil {
 		return err
 	}
+	done := false
+	defer func() {
+		if !done {
+			abort()
+		}
+	}()
 	bw, err := bundle.NewWriter(out, bundle.WriterOptions{Recipients: recipients})
 	if err != nil {
 		return err
@@ -293,6 +300,7 @@ func runExport(args []string) error {
 	if err := finish(); err != nil {
 		return err
 	}
+	done = true
 	var stored int64
 	for _, s := range ix.Streams {
 		stored += s.StoredSize()
@@ -304,25 +312,29 @@ func runExport(args []string) error {
 
 // openOutput returns a writer for a file or URL and a function that
 // completes it (rename, or the end of the upload).
-func openOutput(to, tokenFile string) (io.Writer, func() error, error) {
+// openOutput opens where a bundle goes. finish completes it; abort (after
+// a failure) removes what was written to a file. An upload that does not
+// finish is never stored by thaw serve.
+func openOutput(to, tokenFile string) (w io.Writer, finish func() error, abort func(), err error) {
 	if strings.HasPrefix(to, "http://") || strings.HasPrefix(to, "https://") {
 		token, err := readToken(tokenFile)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		return openUpload(context.Background(), to, token)
+		w, finish, err := openUpload(context.Background(), to, token)
+		return w, finish, func() {}, err
 	}
 	// The bundle holds the server's RAM: readable by its owner only,
 	// written beside the old one and renamed over it once synced.
 	tmp := to + ".partial"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, nil, nil, err
+	}
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return nil, nil, err
-	}
+	abort = func() { f.Close(); os.Remove(tmp) }
 	return f, func() error {
 		if err := f.Sync(); err != nil {
 			return err
@@ -339,7 +351,7 @@ func openOutput(to, tokenFile string) (io.Writer, func() error, error) {
 		}
 		defer d.Close()
 		return d.Sync()
-	}, nil
+	}, abort, nil
 }
 
 func readToken(path string) (string, error) {

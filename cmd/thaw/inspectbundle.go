@@ -36,6 +36,9 @@ func isBundleRef(ref string) bool {
 	if strings.HasPrefix(ref, "http://") || strings.HasPrefix(ref, "https://") {
 		return true
 	}
+	if plain, pin, err := bundle.SplitPin(ref); err == nil && pin != "" {
+		ref = plain
+	}
 	f, err := os.Open(ref)
 	if err != nil {
 		return false

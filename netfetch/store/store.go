@@ -399,8 +399,10 @@ func (s *Store) authorized(r *http.Request, need role) bool {
 
 // public reports whether anyone may read the URL path p.
 func (s *Store) public(p string) bool {
+	// Whole path segments: /boot covers /boot and /boot/x, not /bootstrap.
 	for _, pre := range s.opt.Public {
-		if pre == "/" || strings.HasPrefix(p, pre) || p+"/" == pre {
+		pre = strings.TrimSuffix(pre, "/")
+		if pre == "" || p == pre || strings.HasPrefix(p, pre+"/") {
 			return true
 		}
 	}

@@ -604,6 +604,7 @@ func TestAccess(t *testing.T) {
 	ts := newStore(t, Options{Token: token, ReadToken: read, LogToken: logTok, Public: []string{"/boot/"}, MaxLogFile: 300, MaxLogTotal: 500})
 	ts.write(t, "server.thaw", []byte("bundle bytes"))
 	ts.write(t, "boot/vmlinuz", []byte("kernel"))
+	ts.write(t, "bootstrap.thaw", []byte("another bundle"))
 	for _, tc := range []struct {
 		method, path, tok string
 		want              int
@@ -619,6 +620,7 @@ func TestAccess(t *testing.T) {
 		{"GET", "/", read, 200},
 		{"GET", "/boot/vmlinuz", "", 200},
 		{"GET", "/boot/", "", 200},
+		{"GET", "/bootstrap.thaw", "", 401},
 		{"GET", "/logs/", "", 401},
 		{"PUT", "/new.thaw", "", 401},
 		{"PUT", "/new.thaw", read, 401},
