@@ -109,13 +109,13 @@ func TestServerCapture(t *testing.T) {
 	captured = keep(t, c)
 	h, blobSum, tools, bundlePath, pub := c.h, c.blobSum, c.tools, c.bundle, c.pub
 	dir := t.TempDir()
-	if out, err := thaw(t, "inspect", "--pubkey", pub, fmt.Sprintf("http://127.0.0.1:%d/server.thaw", port)); err == nil || !strings.Contains(string(out), "401") {
+	if out, err := thaw(t, "inspect", "--pubkey", pub, fmt.Sprintf("http://127.0.0.1:%d/server.thaw", port)); err == nil || !strings.Contains(err.Error(), "HTTP 401") {
 		t.Fatalf("inspect of the captured bundle over HTTP without the read token: %v %s", err, out)
 	}
 	if out, err := thaw(t, "inspect", "--pubkey", pub, "--identity", c.identity, "--token-file", readTokenFile(t), fmt.Sprintf("http://127.0.0.1:%d/server.thaw", port)); err != nil || !strings.Contains(string(out), "encrypted, decrypted") {
 		t.Fatalf("inspect of the captured bundle over HTTP: %v %s", err, out)
 	}
-	checkMailboxInStream(t, bundlePath, pub)
+	checkMailboxInStream(t, bundlePath, pub, c.identity)
 	timing := func(stage string, since time.Time) { t.Logf("TIMING %-34s %6.1fs", stage, time.Since(since).Seconds()) }
 
 	target := filepath.Join(dir, "target.img")
@@ -368,7 +368,7 @@ func needCapturedSuite(t *testing.T, suite string) *capturedServer {
 
 // checkMailboxInStream: every mailbox PFN of the manifest appears exactly
 // once in the memory stream as a data page carrying its marker.
-func checkMailboxInStream(t *testing.T, path, pubPath string) {
+func checkMailboxInStream(t *testing.T, path, pubPath, identity string) {
 	t.Helper()
 	pub, err := bundle.LoadPublicKey(pubPath)
 	if err != nil {
@@ -382,6 +382,13 @@ func checkMailboxInStream(t *testing.T, path, pubPath string) {
 	st, _ := f.Stat()
 	br, err := bundle.Open(f, st.Size(), &pub)
 	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := bundle.LoadIdentities(identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := br.Unlock(ids...); err != nil {
 		t.Fatal(err)
 	}
 	mb := br.Manifest.Mailbox
