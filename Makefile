@@ -46,18 +46,11 @@ FUZZ := ./images/swsusp:FuzzReader ./images/swsusp:FuzzStreamReader \
 FUZZTIME ?= 6s
 FUZZLONG ?= 10m
 
-define fuzzrun
-	@set -e; for f in $(FUZZ); do \
-		echo "fuzz $${f#*:} in $${f%%:*} for $(1)"; \
-		$(GO) test -run='^$$' -fuzz="^$${f#*:}$$" -fuzztime=$(1) -fuzzminimizetime=50x "$${f%%:*}" 2>&1 | tail -4; \
-		test $${PIPESTATUS[0]} -eq 0; \
-	done
-endef
 
 unit:
 	$(GO) vet ./...
 	$(GO) test ./...
-	$(call fuzzrun,$(FUZZTIME))
+	./scripts/fuzz.sh $(FUZZTIME) $(FUZZ)
 
 vmtest: kernels server initramfs
 	$(GO) test -tags vm -timeout 80m -parallel 2 -v ./scripts/vmtest/ 2>&1 | tee build/vmtest.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)'; exit $${PIPESTATUS[0]}
@@ -66,7 +59,7 @@ vmtest: kernels server initramfs
 test: kernels unit vmtest
 
 fuzz:
-	$(call fuzzrun,$(FUZZLONG))
+	./scripts/fuzz.sh $(FUZZLONG) $(FUZZ)
 
 # Benchmarks: ratios against a baseline measured in the same run.
 bench:
