@@ -24,6 +24,12 @@ func Script(c Config) (string, error) {
 		if strings.ContainsAny(s, " \t\r\n") || strings.Contains(s, "${") {
 			return "", fmt.Errorf("pxe: %q holds white space or ${: iPXE would split or expand it", s)
 		}
+		// iPXE ends a command at a token that starts a comment or is a
+		// command separator (core/exec.c, command_terminator); a # inside
+		// a token (URL#sha256=…) is kept.
+		if strings.HasPrefix(s, "#") || s == "||" || s == "&&" || s == ";" {
+			return "", fmt.Errorf("pxe: %q would end the iPXE command", s)
+		}
 	}
 	var b strings.Builder
 	b.WriteString("#!ipxe\n")
