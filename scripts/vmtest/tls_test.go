@@ -72,6 +72,12 @@ func withFiles(t *testing.T, initrd string, files map[string]string) string {
 		}
 		extra.File(dst, data, 0o600)
 	}
+	// The kernel looks for the next archive's magic only at offsets that
+	// are a multiple of 4 from the start, and skips zeros in between: the
+	// compressed archive is padded.
+	if pad := len(b) % 512; pad != 0 {
+		b = append(b, make([]byte, 512-pad)...)
+	}
 	out := filepath.Join(t.TempDir(), "initramfs-extra.cpio")
 	if err := os.WriteFile(out, append(b, extra.Raw()...), 0o644); err != nil {
 		t.Fatal(err)
