@@ -670,3 +670,37 @@ func TestAccess(t *testing.T) {
 		t.Errorf("uploaded file: %v, mode %v; want 0600", err, fi.Mode().Perm())
 	}
 }
+
+// An upload may wait long for its first byte (thaw capture opens it
+// before the freeze), but once its body has started, a stall drops it and
+// nothing is stored.
+func TestUploadStall(t *testing.T) {
+	ts := newStore(t, Options{Token: token, Stall: 300 * time.Millisecond, FirstByte: 5 * time.Second})
+	put := func(name string, pauseFirst, pauseMid time.Duration) int {
+		pr, pw := io.Pipe()
+		go func() {
+			time.Sleep(pauseFirst)
+			pw.Write([]byte("first half "))
+			time.Sleep(pauseMid)
+			pw.Write([]byte("second half"))
+			pw.Close()
+		}()
+		req, _ := http.NewRequest("PUT", ts.url+"/"+name, pr)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := put("late.thaw", time.Second, 0); code/100 != 2 {
+		t.Errorf("an upload whose first byte comes after 1 s (stall 300 ms, first byte 5 s): %d", code)
+	}
+	if code := put("stalled.thaw", 0, 2*time.Second); code/100 == 2 {
+		t.Errorf("an upload that stalls 2 s in its body was stored: %d", code)
+	}
+	if _, err := os.Stat(filepath.Join(ts.dir, "stalled.thaw")); err == nil {
+		t.Error("the stalled upload left a file")
+	}
+}
