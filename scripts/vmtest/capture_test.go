@@ -220,7 +220,16 @@ func captureServerWith(t *testing.T, s *harness.Server, name string, before func
 		t.Fatalf("start capture: %v %d", err, status)
 	}
 	start := time.Now()
-	if err := vm.Wait(15 * time.Minute); err != nil {
+	// A capture that fails thaws the machine and says so: the test stops
+	// there rather than wait for a power-off that never comes.
+	m, _, err = vm.WaitFor(regexp.MustCompile(`thaw capture \[[ 0-9.]+s\]: (aborted, machine thawed.*|.*powering off)`), 0, 15*time.Minute)
+	if err != nil {
+		t.Fatalf("capture: %v", err)
+	}
+	if strings.Contains(m[0], "aborted") {
+		t.Fatalf("capture failed: %s", m[0])
+	}
+	if err := vm.Wait(2 * time.Minute); err != nil {
 		t.Fatalf("capture: %v", err)
 	}
 	console := vm.Console()
