@@ -209,13 +209,13 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 		// The boot files go under /boot/, which thaw serve makes public:
 		// iPXE sends no bearer token.
 		os.MkdirAll(filepath.Join(store, "boot"), 0o755)
-		for _, f := range []string{kernel, initrd} {
-			if err := os.Link(f, filepath.Join(store, "boot", "agent-"+filepath.Base(f))); err != nil {
-				copyFile(t, f, filepath.Join(store, "boot", "agent-"+filepath.Base(f)))
+		for f, name := range map[string]string{kernel: "agent-vmlinuz", initrd: "agent-initrd"} {
+			if err := os.Link(f, filepath.Join(store, "boot", name)); err != nil {
+				copyFile(t, f, filepath.Join(store, "boot", name))
 			}
 		}
 		script, err := pxe.Script(pxe.Config{KernelURL: fmt.Sprintf("http://10.0.2.2:%d/boot/agent-vmlinuz", port),
-			InitrdURL: fmt.Sprintf("http://10.0.2.2:%d/boot/agent-initramfs.cpio.gz", port),
+			InitrdURL: fmt.Sprintf("http://10.0.2.2:%d/boot/agent-initrd", port),
 			Args:      append([]string{"console=ttyS0", "panic=-1"}, strings.Fields(params)...)})
 		if err != nil {
 			t.Fatal(err)
