@@ -36,10 +36,9 @@ server's whole RAM, so nothing is served without a token:
                       Directories on the way are created. The file
                       appears whole or not at all: the body goes to
                       DIR/.../.thaw-upload-* first (mode 0600), is synced,
-                      then renamed over PATH; an upload whose body has
-                      started and then stalls for 60 s is dropped (its
-                      first byte may take 10 minutes: thaw capture sends
-                      it once the frozen machine has made its image)
+                      then renamed over PATH; an upload that sends
+                      nothing for 10 minutes is dropped (thaw capture
+                      pauses while the frozen machine makes its image)
   POST /log/NAME      appends agent log lines to DIR/logs/NAME.log, each
                       stamped with the UTC time and the sender's address;
                       needs the log, read or write token. One machine's

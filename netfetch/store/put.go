@@ -81,7 +81,7 @@ func (s *Store) put(w http.ResponseWriter, r *http.Request) {
 
 	// Each wait for the next bytes is bounded: an upload that stalls is
 	// dropped and its temporary file removed.
-	var body io.Reader = &stallReader{r: r.Body, rc: http.NewResponseController(w), d: s.opt.Stall, first: s.opt.FirstByte}
+	var body io.Reader = &stallReader{r: r.Body, rc: http.NewResponseController(w), d: s.opt.Stall}
 	if s.opt.MaxSize > 0 {
 		body = http.MaxBytesReader(w, io.NopCloser(body), s.opt.MaxSize)
 	}
@@ -148,24 +148,14 @@ func putFail(w http.ResponseWriter, p string, err error) {
 }
 
 // stallReader sets the connection's read deadline before each read of an
-// upload's body: first until the first byte, then d.
+// upload's body.
 type stallReader struct {
-	r       io.Reader
-	rc      *http.ResponseController
-	d       time.Duration
-	first   time.Duration
-	started bool
+	r  io.Reader
+	rc *http.ResponseController
+	d  time.Duration
 }
 
 func (s *stallReader) Read(p []byte) (int, error) {
-	d := s.d
-	if !s.started {
-		d = s.first
-	}
-	s.rc.SetReadDeadline(time.Now().Add(d))
-	n, err := s.r.Read(p)
-	if n > 0 {
-		s.started = true
-	}
-	return n, err
+	s.rc.SetReadDeadline(time.Now().Add(s.d))
+	return s.r.Read(p)
 }

@@ -46,11 +46,11 @@ type Options struct {
 	// MaxLogFile caps one machine's log and MaxLogTotal all logs
 	// together: a POST past them gets 413. 0 means 16 MiB and 512 MiB.
 	MaxLogFile, MaxLogTotal int64
-	// Stall bounds each wait for an upload's next bytes once its body has
-	// started: 0 means 60 s. FirstByte bounds the wait for the body's
-	// first byte: 0 means 10 minutes (thaw capture sends its request
-	// before it freezes and its first byte once the image is made).
-	Stall, FirstByte time.Duration
+	// Stall bounds each wait for an upload's next bytes: 0 means 10
+	// minutes. thaw capture sends its request and the bundle's header
+	// before it freezes, then nothing while the frozen machine makes its
+	// image (100 s for the Debian 12 server under TCG).
+	Stall time.Duration
 	// Logf receives one line per request; nil discards them.
 	Logf func(format string, args ...any)
 }
@@ -91,10 +91,7 @@ func New(dir string, opt Options) (*Store, error) {
 		opt.MaxLogTotal = 512 << 20
 	}
 	if opt.Stall <= 0 {
-		opt.Stall = 60 * time.Second
-	}
-	if opt.FirstByte <= 0 {
-		opt.FirstByte = 10 * time.Minute
+		opt.Stall = 10 * time.Minute
 	}
 	if opt.Logf == nil {
 		opt.Logf = func(string, ...any) {}
