@@ -59,7 +59,7 @@ func inspectBundle(ref, pubPath, token string, ids []age.Identity, quick bool) (
 		}
 		pub = &k
 	}
-	br, closeFn, err := openBundleLocked(ref, token, pub, ids, true)
+	br, closeFn, err := openBundleLocked(ref, token, pub, nil, true)
 	if err != nil && pub != nil && (errors.Is(err, bundle.ErrBadSignature) || errors.Is(err, bundle.ErrUnsigned)) {
 		res.Signature, res.Verdict, res.Reasons = "refused", "refused", []string{err.Error()}
 		if br2, c2, err2 := openBundleLocked(ref, token, nil, nil, true); err2 == nil {
