@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"strings"
 
 	"aead.dev/minisign"
@@ -130,7 +131,7 @@ func Open(r io.ReaderAt, size int64, pub *minisign.PublicKey) (*Reader, error) {
 	if br.Manifest, err = manifest.Parse(mb); err != nil {
 		return nil, fmt.Errorf("bundle: %w", err)
 	}
-	br.dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxChunkSize*2))
+	br.dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithDecoderMaxMemory(maxChunkSize*2))
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +167,7 @@ func (br *Reader) ReadChunk(s *Stream, i int, dst []byte) ([]byte, error) {
 func (br *Reader) decodeChunk(s *Stream, i int, stored, dst []byte) ([]byte, error) {
 	c := s.Chunks[i]
 	if sum := sha256.Sum256(stored); hex.EncodeToString(sum[:]) != c.SHA256 {
-		return nil, fmt.Errorf("bundle: stream %q chunk %d at byte %d: sha256 mismatch: the bundle is damaged", s.Name, i, c.At)
+		return nil, fmt.Errorf("bundle: stream %q chunk %d at byte %d: %w", s.Name, i, c.At, ErrDamaged)
 	}
 	if br.Index.Encryption != nil {
 		if br.aead == nil {
