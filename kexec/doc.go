@@ -9,7 +9,8 @@
 // (/sys/kernel/boot_params/data) with the source's e820 table in place of
 // the target's, the setup_data chain cleared and the ext_* fields zeroed.
 // Every segment goes where both maps say RAM, and a source whose RAM the
-// target does not have is refused ([CheckFits], [FitError]).
+// target does not have is refused ([CheckFits], [FitError]) by the fit rule
+// of images/memmap, the one thaw plan applies too.
 //
 // It composes u-root's exported building blocks (pkg/boot/bzimage,
 // pkg/boot/kexec and the purgatory of pkg/boot/purgatory) as

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/thawlinux/thaw/images/manifest"
+	"github.com/thawlinux/thaw/images/memmap"
 )
 
 // Default places of what LoadWithE820 reads from the running kernel.
@@ -115,10 +116,10 @@ func checkSource(src []manifest.E820Entry) error {
 	return nil
 }
 
-func entries(rs []span) []manifest.E820Entry {
+func entries(rs []memmap.Span) []manifest.E820Entry {
 	out := make([]manifest.E820Entry, len(rs))
 	for i, r := range rs {
-		out[i] = manifest.E820Entry{Start: r.start, End: r.end, Type: E820RAM, Name: TypeName(E820RAM)}
+		out[i] = manifest.E820Entry{Start: r.Start, End: r.End, Type: E820RAM, Name: TypeName(E820RAM)}
 	}
 	return out
 }

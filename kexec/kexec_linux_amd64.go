@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/thawlinux/thaw/images/manifest"
+	"github.com/thawlinux/thaw/images/memmap"
 )
 
 const (
@@ -55,9 +56,9 @@ func LoadWithE820(img Image, src []manifest.E820Entry, opt Options) (*Loaded, er
 	if err := CheckFits(src, dst); err != nil {
 		return nil, err
 	}
-	usable := pageInward(intersect(ramOf(src), ramOf(dst)))
+	usable := pageInward(intersect(memmap.RAM(src), memmap.RAM(dst)))
 	for _, r := range usable {
-		opt.logf("kexec: RAM of both maps [%#x-%#x]", r.start, r.end-1)
+		opt.logf("kexec: RAM of both maps [%#x-%#x]", r.Start, r.End-1)
 	}
 
 	bp, err := os.ReadFile(opt.bootParamsPath())
@@ -168,7 +169,7 @@ func LoadWithE820(img Image, src []manifest.E820Entry, opt Options) (*Loaded, er
 // holds only the RAM both maps agree on.
 type builder struct {
 	mem    *kexec.Memory
-	usable []span
+	usable []memmap.Span
 	names  map[uintptr]string // segment name by physical start
 }
 
@@ -424,10 +425,10 @@ func orNone(s string) string {
 	return s
 }
 
-func memoryMap(rs []span) kexec.MemoryMap {
+func memoryMap(rs []memmap.Span) kexec.MemoryMap {
 	mm := make(kexec.MemoryMap, len(rs))
 	for i, r := range rs {
-		mm[i] = kexec.TypedRange{Range: kexec.RangeFromInterval(uintptr(r.start), uintptr(r.end)), Type: kexec.RangeRAM}
+		mm[i] = kexec.TypedRange{Range: kexec.RangeFromInterval(uintptr(r.Start), uintptr(r.End)), Type: kexec.RangeRAM}
 	}
 	return mm
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/ulikunitz/xz/lzma"
 
 	"github.com/thawlinux/thaw/images/manifest"
+	"github.com/thawlinux/thaw/images/memmap"
 )
 
 // bz describes a minimal bzImage for tinyKernel.
@@ -185,7 +186,7 @@ func writeFile(t *testing.T, name string, size int) string {
 
 // inRAM reports whether [start, end) is RAM in m.
 func inRAM(m []manifest.E820Entry, start, end uint64) bool {
-	return inside(ramOf(m), start, end)
+	return inside(memmap.RAM(m), start, end)
 }
 
 func TestLoadWithE820DryRun(t *testing.T) {

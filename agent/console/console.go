@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/thawlinux/thaw/agent/plan"
 )
 
 // State of a stage.
@@ -131,12 +133,9 @@ func Bar(what string, done, total int64, elapsed time.Duration) string {
 	return fmt.Sprintf("%s [%s%s] %3d%% %d/%d MiB %.0f MB/s", what, strings.Repeat("#", n), strings.Repeat(".", width-n), pct, done>>20, total>>20, rate)
 }
 
-// Refusal is one reason with its fix.
-type Refusal struct{ Check, Reason, Hint string }
-
 // Refused prints the box that remote hands read: why nothing was restored,
 // what fixes it, and (footer) what state the disks are in.
-func (u *UI) Refused(title string, rs []Refusal, footer string) {
+func (u *UI) Refused(title string, rs []plan.Refusal, footer string) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.line(Box(title, rs, footer))
@@ -147,11 +146,11 @@ func (u *UI) Refused(title string, rs []Refusal, footer string) {
 const NothingWritten = "Nothing was written to any disk."
 
 // Box renders the refusal box.
-func Box(title string, rs []Refusal, footer string) string {
+func Box(title string, rs []plan.Refusal, footer string) string {
 	var body []string
 	body = append(body, title, "")
 	for _, r := range rs {
-		body = append(body, wrap(fmt.Sprintf("%s: %s", strings.ToUpper(r.Check), r.Reason), 68)...)
+		body = append(body, wrap(fmt.Sprintf("%s: %s", strings.ToUpper(string(r.Check)), r.Reason), 68)...)
 		if r.Hint != "" {
 			body = append(body, wrap("fix: "+r.Hint, 68)...)
 		}

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/thawlinux/thaw/agent/plan"
 )
 
 func TestStages(t *testing.T) {
@@ -49,7 +51,7 @@ func TestBar(t *testing.T) {
 }
 
 func TestBox(t *testing.T) {
-	b := Box("REFUSED", []Refusal{{"cpu", "the target CPU lacks " + strings.Repeat("avx512f ", 12), "boot a CPU with these flags"}}, NothingWritten)
+	b := Box("REFUSED", []plan.Refusal{{Check: plan.CheckCPU, Reason: "the target CPU lacks " + strings.Repeat("avx512f ", 12), Hint: "boot a CPU with these flags"}}, NothingWritten)
 	lines := strings.Split(b, "\n")
 	for _, l := range lines {
 		if len(l) != 74 {

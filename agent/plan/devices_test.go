@@ -119,7 +119,7 @@ func TestDevicePlan(t *testing.T) {
 			if !tc.ok {
 				found := false
 				for _, r := range p.Refusals {
-					found = found || r.Check == tc.check
+					found = found || r.Check == Check(tc.check)
 				}
 				if !found {
 					t.Errorf("no %q refusal in %+v", tc.check, p.Refusals)

@@ -6,14 +6,8 @@ import (
 	"strings"
 
 	"github.com/thawlinux/thaw/images/manifest"
+	"github.com/thawlinux/thaw/images/memmap"
 )
-
-// Refusal is one reason the bundle cannot be restored here, with the fix.
-type Refusal struct {
-	Check  string `json:"check"` // cpu, memory, disk, driver, kernel
-	Reason string `json:"reason"`
-	Hint   string `json:"hint"`
-}
 
 // DiskMap maps a source disk to a target disk.
 type DiskMap struct {
@@ -75,7 +69,7 @@ type Options struct {
 	HasData func(name string) bool
 }
 
-func (p *Plan) refuse(check, reason, hint string) {
+func (p *Plan) refuse(check Check, reason, hint string) {
 	p.Refusals = append(p.Refusals, Refusal{check, reason, hint})
 }
 
@@ -87,15 +81,6 @@ func ram(m []manifest.E820Entry) uint64 {
 		}
 	}
 	return n
-}
-
-func inRAM(m []manifest.E820Entry, start, end uint64) bool {
-	for _, e := range m {
-		if e.Type == 1 && e.Start <= start && end <= e.End {
-			return true
-		}
-	}
-	return false
 }
 
 func kindOf(class string) string {
@@ -132,7 +117,8 @@ func Make(src, dst *manifest.Manifest, aliases *Aliases, opt Options) *Plan {
 		p.refuse("cpu", fmt.Sprintf("the image ran on %s, this CPU is %s", src.CPU.Vendor, dst.CPU.Vendor), "restore on a CPU of the same vendor")
 	}
 
-	// Memory: every source RAM range must be RAM here.
+	// Memory: every source RAM range must be RAM here, by images/memmap's
+	// rule (RAM ranges here that touch count as one), as kexec checks it.
 	switch {
 	case len(src.E820) == 0:
 		p.SameMap = src.E820Digest != "" && src.E820Digest == dst.E820Digest
@@ -142,8 +128,9 @@ func Make(src, dst *manifest.Manifest, aliases *Aliases, opt Options) *Plan {
 		}
 	default:
 		p.SameMap = src.E820Digest == dst.E820Digest
+		here := memmap.RAM(dst.E820)
 		for _, e := range src.E820 {
-			if e.Type == 1 && !inRAM(dst.E820, e.Start, e.End) {
+			if e.Type == 1 && !memmap.Covers(here, e.Start, e.End) {
 				p.refuse("memory", fmt.Sprintf("source RAM %#x-%#x (%d MiB) is not RAM on this machine (%d MiB of RAM)", e.Start, e.End-1, (e.End-e.Start)>>20, p.TargetRAM>>20),
 					"restore on a machine with at least as much RAM at the same addresses")
 			}

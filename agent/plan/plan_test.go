@@ -130,6 +130,85 @@ func TestPlan(t *testing.T) {
 	}
 }
 
+// The memory check applies images/memmap's rule: RAM ranges here that
+// touch count as one, so a source range across two of them fits.
+func TestPlanMemory(t *testing.T) {
+	const mib = 1 << 20
+	low := manifest.E820Entry{Start: 0, End: 0x9fc00, Type: 1}
+	for _, tc := range []struct {
+		name string
+		dst  []manifest.E820Entry // the source is machine(512)'s map
+		// refused: the reason of the one "memory" refusal; "": none
+		refused string
+	}{
+		{name: "same RAM in one entry", dst: []manifest.E820Entry{low, {Start: 0x100000, End: 512 * mib, Type: 1}}},
+		{
+			name: "RAM split in touching entries",
+			dst: []manifest.E820Entry{
+				low,
+				{Start: 0x100000, End: 256 * mib, Type: 1},
+				{Start: 256 * mib, End: 1024 * mib, Type: 1},
+			},
+		},
+		{
+			name: "RAM split in overlapping entries",
+			dst: []manifest.E820Entry{
+				low,
+				{Start: 0x100000, End: 300 * mib, Type: 1},
+				{Start: 256 * mib, End: 1024 * mib, Type: 1},
+			},
+		},
+		{
+			name: "a reserved hole inside the source's RAM",
+			dst: []manifest.E820Entry{
+				low,
+				{Start: 0x100000, End: 256 * mib, Type: 1},
+				{Start: 256 * mib, End: 257 * mib, Type: 2},
+				{Start: 257 * mib, End: 1024 * mib, Type: 1},
+			},
+			refused: "source RAM 0x100000-0x1fffffff (511 MiB) is not RAM on this machine (1022 MiB of RAM)",
+		},
+		{
+			name: "a gap between two entries",
+			dst: []manifest.E820Entry{
+				low,
+				{Start: 0x100000, End: 256 * mib, Type: 1},
+				{Start: 257 * mib, End: 1024 * mib, Type: 1},
+			},
+			refused: "source RAM 0x100000-0x1fffffff (511 MiB) is not RAM on this machine (1022 MiB of RAM)",
+		},
+		{
+			name:    "less RAM",
+			dst:     []manifest.E820Entry{low, {Start: 0x100000, End: 256 * mib, Type: 1}},
+			refused: "source RAM 0x100000-0x1fffffff (511 MiB) is not RAM on this machine (255 MiB of RAM)",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src, dst := machine(512, "sse2"), machine(512, "sse2")
+			dst.E820, dst.E820Digest = tc.dst, "0x2"
+			p := Make(src, dst, aliases(t), Options{HasData: func(string) bool { return false }})
+			var reasons []string
+			for _, r := range p.Refusals {
+				if r.Check == "memory" {
+					reasons = append(reasons, r.Reason)
+				}
+			}
+			switch {
+			case tc.refused == "" && len(reasons) > 0:
+				t.Errorf("memory refused: %q", reasons)
+			case tc.refused != "" && (len(reasons) != 1 || reasons[0] != tc.refused):
+				t.Errorf("memory refusals %q, want [%q]", reasons, tc.refused)
+			}
+			if p.OK != (tc.refused == "") {
+				t.Errorf("ok = %v: %+v", p.OK, p.Refusals)
+			}
+			if p.Resume != "kexec" {
+				t.Errorf("resume %s, want kexec", p.Resume)
+			}
+		})
+	}
+}
+
 func TestAliases(t *testing.T) {
 	a := aliases(t)
 	for _, tc := range []struct {

@@ -53,18 +53,6 @@ func (h *Host) logf(format string, a ...any) {
 	}
 }
 
-// Refused is returned when thaw prepare will not change the system: every
-// check that failed, each with its fix. Nothing was written.
-type Refused struct{ Refusals []plan.Refusal }
-
-func (r *Refused) Error() string {
-	var s []string
-	for _, x := range r.Refusals {
-		s = append(s, x.Check+": "+x.Reason)
-	}
-	return "refused: " + strings.Join(s, "; ")
-}
-
 // Status is what Check finds.
 type Status struct {
 	Movable   bool     `json:"movable"`
@@ -333,7 +321,7 @@ func Install(h *Host) (es []Entry, changed bool, err error) {
 		rs = append(rs, plan.Refusal{Check: "binary", Reason: fmt.Sprintf("read the thaw binary: %v", err), Hint: "run thaw from a readable file"})
 	}
 	if len(rs) > 0 {
-		return es, false, &Refused{rs}
+		return es, false, &plan.Refused{Title: "thaw prepare refused", Refusals: rs}
 	}
 	// What an earlier run wrapped is on thaw-* devices now and no longer
 	// shows as a partition: it stays in the list.
@@ -411,7 +399,7 @@ func mergeEntries(old, add []Entry) []Entry {
 // system keeps its thaw-* devices until the next boot.
 func Undo(h *Host) (removed []string, err error) {
 	if os.Geteuid() != 0 && h.Root == "/" {
-		return nil, &Refused{[]plan.Refusal{{Check: "root", Reason: "thaw prepare --undo changes /etc and the initramfs", Hint: "run it as root"}}}
+		return nil, &plan.Refused{Title: "thaw prepare refused", Refusals: []plan.Refusal{{Check: "root", Reason: "thaw prepare --undo changes /etc and the initramfs", Hint: "run it as root"}}}
 	}
 	for _, rel := range Installed {
 		err := os.Remove(h.path(rel))

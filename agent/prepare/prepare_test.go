@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/thawlinux/thaw/agent/dm"
+	"github.com/thawlinux/thaw/agent/plan"
 	"github.com/thawlinux/thaw/images/manifest"
 )
 
@@ -209,8 +210,8 @@ func TestInstallRefusesWritingNothing(t *testing.T) {
 				os.Remove(filepath.Join(h.Root, tc.remove))
 			}
 			_, _, err := Install(h)
-			var r *Refused
-			if !errors.As(err, &r) || len(r.Refusals) == 0 || r.Refusals[0].Check != tc.check {
+			var r *plan.Refused
+			if !errors.As(err, &r) || len(r.Refusals) == 0 || r.Refusals[0].Check != plan.Check(tc.check) {
 				t.Fatalf("Install: %v, want a %q refusal", err, tc.check)
 			}
 			for _, rel := range Installed {

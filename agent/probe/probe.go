@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/thawlinux/thaw/images/manifest"
+	"github.com/thawlinux/thaw/images/memmap"
 	"github.com/thawlinux/thaw/images/swsusp"
 )
 
@@ -216,62 +217,12 @@ func hashFile(path string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// ReadMemmap reads a firmware memory map laid out as /sys/firmware/memmap:
-// numbered directories, in their order, holding start, end (inclusive) and
-// type. End is exclusive in the result. A type name the kernel does not
-// define gives Type 0 and keeps its name. A missing directory is an error.
-func ReadMemmap(dir string) ([]manifest.E820Entry, error) {
-	if _, err := os.Stat(dir); err != nil {
-		return nil, err
-	}
-	names, err := readDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	var idx []int
-	for _, n := range names {
-		i, err := strconv.Atoi(n)
-		if err != nil || i < 0 {
-			continue
-		}
-		idx = append(idx, i)
-	}
-	sort.Ints(idx)
-	var m []manifest.E820Entry
-	for _, i := range idx {
-		d := filepath.Join(dir, strconv.Itoa(i))
-		var v [2]uint64
-		for j, f := range []string{"start", "end"} {
-			path := filepath.Join(d, f)
-			b, err := os.ReadFile(path)
-			if err != nil {
-				return nil, err
-			}
-			if v[j], err = strconv.ParseUint(strings.TrimSpace(string(b)), 0, 64); err != nil {
-				return nil, fmt.Errorf("%s: %w", path, err)
-			}
-		}
-		start, last := v[0], v[1]
-		if last < start || last == ^uint64(0) {
-			return nil, fmt.Errorf("%s: range %#x-%#x", d, start, last)
-		}
-		b, err := os.ReadFile(filepath.Join(d, "type"))
-		if err != nil {
-			return nil, err
-		}
-		name := strings.TrimSpace(string(b))
-		t, _ := manifest.E820Type(name)
-		m = append(m, manifest.E820Entry{Start: start, End: last + 1, Type: t, Name: name})
-	}
-	return m, nil
-}
-
 func (p *prober) e820(m *manifest.Manifest) error {
 	dir := p.path("sys/firmware/memmap")
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	table, err := ReadMemmap(dir)
+	table, err := memmap.Read(dir)
 	if err != nil {
 		return err
 	}

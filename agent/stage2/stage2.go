@@ -45,6 +45,9 @@ func Load(path string) (*State, error) {
 	return s, nil
 }
 
+// Marshal encodes a State as Parse reads it.
+func Marshal(s *State) ([]byte, error) { return json.MarshalIndent(s, "", "  ") }
+
 // Parse decodes a State as Load reads it.
 func Parse(b []byte) (*State, error) {
 	var s State

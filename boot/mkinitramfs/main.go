@@ -30,7 +30,8 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/thawlinux/thaw/scripts/harness"
+	"github.com/thawlinux/thaw/boot/initramfs"
+	"github.com/thawlinux/thaw/boot/kernelcache"
 )
 
 // Commands are the u-root commands of the rescue shell.
@@ -80,7 +81,7 @@ func main() {
 }
 
 func run(out, kname string, pubkeys []string, withModules bool) error {
-	k, err := harness.LoadKernel(kname)
+	k, err := kernelcache.Load(kname)
 	if err != nil {
 		return err
 	}
@@ -94,7 +95,7 @@ func run(out, kname string, pubkeys []string, withModules bool) error {
 	defer os.RemoveAll(tmp)
 
 	// The base archive: what u-root does not build.
-	base := harness.NewInitramfs()
+	base := initramfs.New()
 	kernel, err := os.ReadFile(k.Vmlinuz)
 	if err != nil {
 		return err
@@ -178,7 +179,7 @@ func run(out, kname string, pubkeys []string, withModules bool) error {
 // addModules adds the driver modules, their dependencies and the depmod
 // files, compressed as the kernel package ships them (u-root's kmodule
 // reads .ko.xz), under lib/modules/RELEASE.
-func addModules(r *harness.Initramfs, k *harness.Kernel) (int, error) {
+func addModules(r *initramfs.Archive, k *kernelcache.Kernel) (int, error) {
 	dep, err := os.ReadFile(filepath.Join(k.Modules, "modules.dep"))
 	if err != nil {
 		return 0, err

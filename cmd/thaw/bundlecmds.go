@@ -365,17 +365,13 @@ func readToken(path string) (string, error) {
 	return strings.TrimSpace(string(b)), nil
 }
 
-// openBundle opens a bundle file or URL; pub nil opens it unverified. A
+// openBundleLocked opens a bundle file or URL; pub nil opens it unverified. A
 // reference ending in #sha256=DIGEST must name the bundle whose index
 // has that digest.
 //
 // An encrypted bundle is unlocked with the identities given; without one
 // that matches, the error wraps bundle.ErrEncrypted and names the
 // recipients (locked: unlocking is left to the caller).
-func openBundle(ref, token string, pub *minisign.PublicKey, ids []age.Identity) (*bundle.Reader, func(), error) {
-	return openBundleLocked(ref, token, pub, ids, false)
-}
-
 func openBundleLocked(ref, token string, pub *minisign.PublicKey, ids []age.Identity, locked bool) (*bundle.Reader, func(), error) {
 	ref, pin, err := bundle.SplitPin(ref)
 	if err != nil {

@@ -1,16 +1,14 @@
 package main
 
 import (
-	"encoding/json"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 
-	"aead.dev/minisign"
-
 	"github.com/thawlinux/thaw/agent/plan"
-	"github.com/thawlinux/thaw/agent/probe"
+	"github.com/thawlinux/thaw/agent/restore"
 	"github.com/thawlinux/thaw/images/bundle"
 	"github.com/thawlinux/thaw/images/manifest"
 )
@@ -68,97 +66,55 @@ func runPlan(args []string) error {
 		fs.Usage()
 		return &exitError{2, errors.New("--image is required")}
 	}
-	var pub *minisign.PublicKey
+	trust := restore.Trust{Unverified: *pubPath == ""}
 	if *pubPath != "" {
 		k, err := bundle.LoadPublicKey(*pubPath)
 		if err != nil {
 			return &exitError{2, err}
 		}
-		pub = &k
+		trust.Keys = []restore.NamedKey{{Key: k, Name: *pubPath}}
 	}
 	token, err := readToken(*tokenFile)
 	if err != nil {
 		return err
 	}
-	ids, err := loadIdentities(*idFiles)
-	if err != nil {
+	if trust.Identities, err = loadIdentities(*idFiles); err != nil {
 		return &exitError{2, err}
 	}
-	br, closeFn, err := openBundle(*image, token, pub, ids)
-	if err != nil {
-		return &exitError{3, err}
-	}
-	defer closeFn()
-	var target *manifest.Manifest
+	cfg := restore.Config{Mode: restore.Plan, Image: *image, Token: token, Disks: disks, Trust: trust}
 	if *targetFile != "" {
 		b, err := os.ReadFile(*targetFile)
 		if err != nil {
 			return &exitError{2, err}
 		}
-		if target, err = manifest.Parse(b); err != nil {
+		if cfg.Target, err = manifest.Parse(b); err != nil {
 			return &exitError{2, fmt.Errorf("%s: %w", *targetFile, err)}
 		}
-	} else if target, err = probe.Probe("/"); err != nil {
-		return err
 	}
-	aliases, err := bundleAliases(br)
-	if err != nil {
-		return err
+	st, err := restore.Run(context.Background(), restore.System(nil), restore.Discard, cfg)
+	if st != nil {
+		defer st.Close()
 	}
-	hasData := diskHasData
-	if *targetFile != "" {
-		// Another machine's disks cannot be read from here: the disks
-		// named by --disk are the consent, the others count as holding
-		// data.
-		hasData = nil
+	p := st.Plan
+	var r *plan.Refused
+	if p == nil || (err != nil && !errors.As(err, &r)) {
+		// Refused or failed before there was a plan to print.
+		return refusedExit(err, nil, *asJSON)
 	}
-	p := plan.Make(br.Manifest, target, aliases, plan.Options{Disks: disks, HasData: hasData})
-	if !br.Signed {
+	if !st.Bundle.Signed {
 		p.Notes = append(p.Notes, "the bundle's signature was not checked: give --pubkey")
 	}
 	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(p); err != nil {
+		if err := printJSON(p); err != nil {
 			return err
 		}
 	} else {
-		printPlan(os.Stdout, p, br.Manifest.Kernel.Release)
+		printPlan(os.Stdout, p, st.Bundle.Manifest.Kernel.Release)
 	}
 	if !p.OK {
 		return &exitError{3, errors.New("")}
 	}
 	return nil
-}
-
-// bundleAliases reads the image kernel's modalias table from the bundle's
-// modules tree; nil when the bundle carries none.
-func bundleAliases(br *bundle.Reader) (*plan.Aliases, error) {
-	if br.Index.Stream("modules") == nil {
-		return nil, nil
-	}
-	sr, err := br.OpenStream("modules")
-	if err != nil {
-		return nil, err
-	}
-	return plan.FromModulesTar(sr)
-}
-
-// diskHasData reports whether the first MiB of /dev/NAME holds anything
-// (a partition table, a filesystem); an unreadable disk counts as holding
-// data.
-func diskHasData(name string) bool {
-	f, err := os.Open("/dev/" + name)
-	if err != nil {
-		return true
-	}
-	defer f.Close()
-	b := make([]byte, 1<<20)
-	n, err := io.ReadFull(f, b)
-	if err != nil && n == 0 {
-		return true
-	}
-	return !bundle.IsZero(b[:n])
 }
 
 func printPlan(w io.Writer, p *plan.Plan, release string) {
@@ -178,7 +134,7 @@ func printPlan(w io.Writer, p *plan.Plan, release string) {
 		fmt.Fprintf(w, "  disk      %s (%d MiB) → %s (%d MiB)%s\n", d.Source, d.SourceSize>>20, orUnknown(d.Target), d.TargetSize>>20, map[bool]string{true: ", named", false: ""}[d.Consent])
 	}
 	for _, d := range p.Devices {
-		fmt.Fprintf(w, "  device    %s\n", deviceLine(d))
+		fmt.Fprintf(w, "  device    %s\n", restore.DeviceLine(d))
 	}
 	for _, d := range p.Drivers {
 		mod := d.Module

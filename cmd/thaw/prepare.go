@@ -10,6 +10,7 @@ import (
 
 	"github.com/thawlinux/thaw/agent/console"
 	"github.com/thawlinux/thaw/agent/dm"
+	"github.com/thawlinux/thaw/agent/plan"
 	"github.com/thawlinux/thaw/agent/prepare"
 	"github.com/thawlinux/thaw/agent/probe"
 	"github.com/thawlinux/thaw/images/manifest"
@@ -125,15 +126,11 @@ func runPrepare(args []string) error {
 
 // prepareErr renders a refusal as the console box, with nothing written.
 func prepareErr(err error) error {
-	var r *prepare.Refused
+	var r *plan.Refused
 	if !errors.As(err, &r) {
 		return err
 	}
-	var rs []console.Refusal
-	for _, x := range r.Refusals {
-		rs = append(rs, console.Refusal{Check: x.Check, Reason: x.Reason, Hint: x.Hint})
-	}
-	fmt.Fprint(os.Stderr, console.Box("REFUSED", rs, console.NothingWritten))
+	fmt.Fprint(os.Stderr, console.Box("REFUSED", r.Refusals, console.NothingWritten))
 	return &exitError{1, errors.New("")}
 }
 

@@ -26,15 +26,22 @@ const (
 	keyRetries  = "thaw.retries"
 	keyMinRate  = "thaw.minrate"
 	keyDeadline = "thaw.deadline"
+	keyVerify   = "thaw.verify"
 )
 
-var keys = []string{keyImage, keyPubKey, keyDisk, keyArea, keyToken, keyLog, keyResume, keyInsecure, keyStage, keyIface, keyRetries, keyMinRate, keyDeadline}
+var keys = []string{keyImage, keyPubKey, keyDisk, keyArea, keyToken, keyLog, keyResume, keyInsecure, keyStage, keyIface, keyRetries, keyMinRate, keyDeadline, keyVerify}
 
 // Resume modes for thaw.resume.
 const (
 	ResumeAuto   = ""       // the agent chooses
 	ResumeDirect = "direct" // through /dev/snapshot, by the agent's kernel
 	ResumeKexec  = "kexec"  // kexec the image's own kernel with resume=
+)
+
+// Verify modes for thaw.verify.
+const (
+	VerifyFirst  = "first"  // every chunk before the first write
+	VerifyStream = "stream" // each chunk as it is written, in one pass
 )
 
 // MaxCmdline is the x86 kernel's COMMAND_LINE_SIZE less its NUL: a longer
@@ -85,6 +92,10 @@ type Params struct {
 	// Deadline bounds the whole download (thaw.deadline, a Go duration:
 	// 90m, 24h); 0: the default.
 	Deadline time.Duration `json:"deadline,omitempty"`
+	// Verify is when chunks are checked against the signed index
+	// (thaw.verify): VerifyFirst, VerifyStream, or "" to let the agent
+	// choose (first when a target disk holds data).
+	Verify string `json:"verify,omitempty"`
 
 	// Warnings are things worth telling the operator that did not stop
 	// the parse: a parameter given twice, thaw.* arguments after "--",
@@ -303,6 +314,14 @@ func (p *Params) set(a Arg) *Error {
 			return invalid(k, v, "not a positive duration", "thaw.deadline=24h (the default), or 90m")
 		}
 		p.Deadline = d
+	case keyVerify:
+		if v != VerifyFirst && v != VerifyStream && v != "auto" {
+			return invalid(k, v, "not first or stream", "thaw.verify=first (every chunk checked before the first write) or thaw.verify=stream (each chunk checked as it is written), or leave it out: first when a target disk holds data")
+		}
+		if v == "auto" {
+			v = ""
+		}
+		p.Verify = v
 	}
 	return nil
 }
@@ -361,6 +380,8 @@ func (p *Params) clear(k string) {
 		p.MinRate = 0
 	case keyDeadline:
 		p.Deadline = 0
+	case keyVerify:
+		p.Verify = ""
 	}
 }
 
@@ -390,6 +411,8 @@ func placeholder(k string) string {
 		return "16k"
 	case keyDeadline:
 		return "24h"
+	case keyVerify:
+		return "first"
 	}
 	return "VALUE"
 }
@@ -640,6 +663,9 @@ func (p *Params) Args() []string {
 	}
 	if p.Deadline > 0 {
 		add(keyDeadline, p.Deadline.String())
+	}
+	if p.Verify != "" {
+		add(keyVerify, p.Verify)
 	}
 	return a
 }

@@ -3,89 +3,24 @@ package harness
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"fmt"
 	"io"
 	"os"
 	"path"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/ulikunitz/xz"
+
+	"github.com/thawlinux/thaw/boot/initramfs"
 )
 
-// Initramfs builds a newc cpio archive in memory.
-type Initramfs struct {
-	buf   bytes.Buffer
-	ino   uint32
-	dirs  map[string]bool
-	files map[string]bool
-}
+// Initramfs is a guest's initramfs: boot/initramfs's archive with a static
+// busybox and kernel modules laid out as guest-init.sh loads them.
+type Initramfs struct{ *initramfs.Archive }
 
 // NewInitramfs returns an empty archive with the usual top-level directories.
-func NewInitramfs() *Initramfs {
-	r := &Initramfs{dirs: map[string]bool{}, files: map[string]bool{}}
-	for _, d := range []string{"bin", "sbin", "dev", "proc", "sys", "tmp", "run", "mnt", "etc", "lib/modules"} {
-		r.Dir(d)
-	}
-	return r
-}
-
-func (r *Initramfs) header(name string, mode uint32, size int, nlink uint32) {
-	r.ino++
-	fmt.Fprintf(&r.buf, "070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X",
-		r.ino, mode, 0, 0, nlink, 0, size, 0, 0, 0, 0, len(name)+1, 0)
-	r.buf.WriteString(name)
-	r.buf.WriteByte(0)
-	r.pad()
-}
-
-func (r *Initramfs) pad() {
-	for r.buf.Len()%4 != 0 {
-		r.buf.WriteByte(0)
-	}
-}
-
-// Dir adds a directory and its parents.
-func (r *Initramfs) Dir(name string) {
-	name = strings.Trim(name, "/")
-	if name == "" || name == "." || r.dirs[name] {
-		return
-	}
-	r.Dir(path.Dir(name))
-	r.dirs[name] = true
-	r.header(name, 0o40755, 0, 2)
-}
-
-// File adds a regular file with the given contents and permissions.
-func (r *Initramfs) File(name string, data []byte, perm uint32) {
-	name = strings.Trim(name, "/")
-	r.Dir(path.Dir(name))
-	r.files[name] = true
-	r.header(name, 0o100000|perm, len(data), 1)
-	r.buf.Write(data)
-	r.pad()
-}
-
-// Symlink adds a symbolic link name → target.
-func (r *Initramfs) Symlink(name, target string) {
-	name = strings.Trim(name, "/")
-	r.Dir(path.Dir(name))
-	r.header(name, 0o120777, len(target), 1)
-	r.buf.WriteString(target)
-	r.pad()
-}
-
-// HostFile copies a file of the host into the archive.
-func (r *Initramfs) HostFile(name, hostPath string, perm uint32) error {
-	data, err := os.ReadFile(hostPath)
-	if err != nil {
-		return fmt.Errorf("initramfs: %w", err)
-	}
-	r.File(name, data, perm)
-	return nil
-}
+func NewInitramfs() *Initramfs { return &Initramfs{initramfs.New()} }
 
 // Busybox adds a static busybox and a link for each of its applets.
 func (r *Initramfs) Busybox(hostPath string) error {
@@ -191,31 +126,4 @@ func readModulesDep(dir string) (map[string][]string, error) {
 		deps[mod] = strings.Fields(rest)
 	}
 	return deps, s.Err()
-}
-
-// Bytes returns the gzip-compressed archive with its trailer.
-func (r *Initramfs) Bytes() []byte {
-	r.header("TRAILER!!!", 0, 0, 1)
-	var out bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&out, gzip.BestSpeed)
-	zw.Write(r.buf.Bytes())
-	zw.Close()
-	return out.Bytes()
-}
-
-// Names lists the regular files added so far (for tests of the builder).
-func (r *Initramfs) Names() []string {
-	var n []string
-	for f := range r.files {
-		n = append(n, f)
-	}
-	sort.Strings(n)
-	return n
-}
-
-// Raw returns the uncompressed archive with its trailer (for tools that
-// merge archives, such as u-root's -base). Nothing may be added after it.
-func (r *Initramfs) Raw() []byte {
-	r.header("TRAILER!!!", 0, 0, 1)
-	return r.buf.Bytes()
 }

@@ -1,66 +1,16 @@
 package harness
 
-import (
-	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
-)
+import "github.com/thawlinux/thaw/boot/kernelcache"
 
 // Kernel is a Debian kernel fetched by scripts/fetch-kernels.sh.
-type Kernel struct {
-	Name    string // debian13-cloud, debian12-full, ...
-	Dir     string
-	Release string // uname -r
-	Vmlinuz string
-	Modules string // the lib/modules/RELEASE directory, depmod'ed
-}
+type Kernel = kernelcache.Kernel
 
 // Kernels lists the names fetch-kernels.sh knows.
-var Kernels = []string{"debian13-cloud", "debian13-full", "debian12-cloud", "debian12-full"}
+var Kernels = kernelcache.Names
 
 // CacheDir is where kernels and built guests live: $THAW_CACHE, or build/cache
 // at the top of the module.
-func CacheDir() (string, error) {
-	if d := os.Getenv("THAW_CACHE"); d != "" {
-		return filepath.Abs(d)
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "build", "cache"), nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("harness: no go.mod above the working directory; set THAW_CACHE")
-		}
-		dir = parent
-	}
-}
+func CacheDir() (string, error) { return kernelcache.Dir() }
 
 // LoadKernel returns the cached kernel called name.
-func LoadKernel(name string) (*Kernel, error) {
-	cache, err := CacheDir()
-	if err != nil {
-		return nil, err
-	}
-	dir := filepath.Join(cache, "kernels", name)
-	rel, err := os.ReadFile(filepath.Join(dir, "release"))
-	if err != nil {
-		return nil, fmt.Errorf("harness: kernel %s is not in %s (run `make kernels`): %w", name, cache, err)
-	}
-	k := &Kernel{
-		Name:    name,
-		Dir:     dir,
-		Release: strings.TrimSpace(string(rel)),
-		Vmlinuz: filepath.Join(dir, "vmlinuz"),
-		Modules: filepath.Join(dir, "modules"),
-	}
-	if _, err := os.Stat(k.Vmlinuz); err != nil {
-		return nil, fmt.Errorf("harness: kernel %s: %w", name, err)
-	}
-	return k, nil
-}
+func LoadKernel(name string) (*Kernel, error) { return kernelcache.Load(name) }

@@ -1,4 +1,4 @@
-package main
+package restore
 
 import (
 	"slices"
@@ -14,9 +14,9 @@ func TestWithStage2(t *testing.T) {
 		{"a -- init-arg", "a thaw.stage=2 -- init-arg"},
 		{"a --", "a thaw.stage=2 --"},
 	} {
-		got := withStage2(c.in)
+		got := WithStage2(c.in)
 		if got != c.want {
-			t.Errorf("withStage2(%q) = %q, want %q", c.in, got, c.want)
+			t.Errorf("WithStage2(%q) = %q, want %q", c.in, got, c.want)
 		}
 		p, err := bootparam.Parse(got)
 		if err != nil || p.Stage != 2 {
@@ -26,7 +26,7 @@ func TestWithStage2(t *testing.T) {
 }
 
 func TestImageCmdline(t *testing.T) {
-	got := imageCmdline("BOOT_IMAGE=/vmlinuz root=UUID=1 ro resume=/dev/vda2 resume_offset=8 console=ttyS0 noresume", []string{"resume=PARTUUID=2"})
+	got := ImageCmdline("BOOT_IMAGE=/vmlinuz root=UUID=1 ro resume=/dev/vda2 resume_offset=8 console=ttyS0 noresume", []string{"resume=PARTUUID=2"})
 	if want := "root=UUID=1 ro console=ttyS0 resume=PARTUUID=2"; got != want {
 		t.Errorf("imageCmdline = %q, want %q", got, want)
 	}

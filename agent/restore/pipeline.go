@@ -1,0 +1,106 @@
+package restore
+
+import (
+	"context"
+	"time"
+
+	"github.com/thawlinux/thaw/netfetch/bootparam"
+)
+
+// Stages is the pipeline, in order. Each stage runs when its When says so
+// for the command and the state; see the package documentation.
+func Stages() []Stage {
+	return []Stage{
+		{"params", agentOnly, params},
+		{"drivers", agentOnly, drivers},
+		{"dhcp", agentOnly, network},
+		{"image", nil, openImage},
+		{"signature", nil, signature},
+		{"stage2", secondStage, loadStage2},
+		{"firmware", secondStage, firmware},
+		{"probe", needsProbe, probeMachine},
+		{"plan", firstStage, makePlan},
+		{"verify", verifiesFirst, verifyAll},
+		{"write", writes, writeDisks},
+		{"area", writesArea, writeArea},
+		{"handover", handsOver, handover},
+	}
+}
+
+// Run takes one bundle through the stages. The State is returned even on
+// error (what was written, the stages' times); Close it when done. A
+// refusal is a *plan.Refused.
+func Run(ctx context.Context, env Env, rep Reporter, cfg Config) (*State, error) {
+	st := &State{Config: cfg, Times: map[string]float64{}}
+	r := &run{env: env, rep: rep, st: st}
+	for _, s := range Stages() {
+		if s.When != nil && !s.When(r) {
+			continue
+		}
+		t0 := time.Now()
+		err := s.Do(ctx, r)
+		st.Times[s.Name] += time.Since(t0).Seconds()
+		if err != nil {
+			return st, err
+		}
+	}
+	return st, nil
+}
+
+func agentOnly(r *run) bool { return r.st.Mode == Agent }
+
+func secondStage(r *run) bool { return r.st.Params != nil && r.st.Params.Stage == 2 }
+
+func firstStage(r *run) bool { return !secondStage(r) }
+
+// needsProbe: the agent and thaw plan plan against this machine (or a
+// saved profile); thaw restore only when it hands over directly.
+func needsProbe(r *run) bool {
+	switch {
+	case secondStage(r):
+		return false
+	case r.st.Mode == Restore:
+		return r.st.Direct
+	}
+	return true
+}
+
+// writes: everything after the plan, which thaw plan and a dry run never
+// reach.
+func writes(r *run) bool {
+	return firstStage(r) && r.st.Mode != Plan && !r.st.DryRun
+}
+
+func verifiesFirst(r *run) bool { return writes(r) && r.st.verifyFirst() }
+
+func writesArea(r *run) bool {
+	return writes(r) && (r.st.Path == PathKexec || r.st.Path == PathArea)
+}
+
+func handsOver(r *run) bool {
+	switch {
+	case secondStage(r):
+		return true
+	case !writes(r):
+		return false
+	}
+	return r.st.Path == PathDirect || r.st.Path == PathKexec
+}
+
+// verifyFirst: every chunk is checked before the first write when asked,
+// or (by default) when a target disk holds data: a tampered bundle never
+// touches it.
+func (s *State) verifyFirst() bool {
+	switch s.Verify {
+	case bootparam.VerifyFirst:
+		return true
+	case bootparam.VerifyStream:
+		return false
+	}
+	for _, d := range s.devs {
+		if devHasData(d) {
+			return true
+		}
+	}
+	return false
+}

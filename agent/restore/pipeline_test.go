@@ -1,0 +1,336 @@
+package restore
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"aead.dev/minisign"
+	"filippo.io/age"
+
+	"github.com/thawlinux/thaw/agent/plan"
+	"github.com/thawlinux/thaw/images/manifest"
+)
+
+// TestAgentDirect: a blank disk is written in one pass (each chunk checked
+// as it is written), the memory image goes to /dev/snapshot, and nothing
+// of the agent runs when it freezes.
+func TestAgentDirect(t *testing.T) {
+	f := loadFixture(t)
+	for _, tc := range []struct {
+		name      string
+		params    string
+		hasData   bool
+		wantFirst bool
+		wantReads func(n int) bool
+	}{
+		{name: "blank disk: one pass", params: "thaw.disk=vda", wantFirst: false},
+		{name: "disk with data: verified first", params: "thaw.disk=vda", hasData: true, wantFirst: true},
+		{name: "disk with data, thaw.verify=stream", params: "thaw.disk=vda thaw.verify=stream", hasData: true, wantFirst: false},
+		{name: "blank disk, thaw.verify=first", params: "thaw.disk=vda thaw.verify=first", wantFirst: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, f, f.bundle)
+			if tc.hasData {
+				os.WriteFile(e.diskPath, []byte("an old partition table"), 0o644)
+				os.Truncate(e.diskPath, diskSize)
+			}
+			st, err := run1(t, e, agentConfig(f, tc.params))
+			if !errors.Is(err, errJumped) {
+				t.Fatalf("err %v, want the jump into the image", err)
+			}
+			if st.Verified != tc.wantFirst {
+				t.Errorf("verified first %v, want %v", st.Verified, tc.wantFirst)
+			}
+			got, _ := os.ReadFile(e.diskPath)
+			if !bytes.Equal(got, f.disk) {
+				t.Fatal("the disk differs from the source's")
+			}
+			if !bytes.Equal(e.snap.got, f.mem) {
+				t.Fatal("/dev/snapshot did not get the memory image")
+			}
+			if st.Path != PathDirect || st.Replay {
+				t.Errorf("path %s replay %v", st.Path, st.Replay)
+			}
+			if len(st.Written) != 1 || st.Written[0].ZeroChunks == 0 || st.Written[0].Zeroed != "offload" {
+				t.Errorf("written %+v: want zero chunks punched, not written", st.Written)
+			}
+		})
+	}
+}
+
+// TestRefusals: each check refuses with its own check name, before any
+// disk is opened for writing, and the disk keeps its bytes.
+func TestRefusals(t *testing.T) {
+	f := loadFixture(t)
+	_, otherPriv, _ := minisign.GenerateKey(nil)
+	otherSigned := writeBundle(t, &otherPriv, f.src, map[string][]byte{"memory": f.mem, "disk0": f.disk}, nil)
+	_, priv, _ := minisign.GenerateKey(nil)
+	rcp, _ := age.GenerateX25519Identity()
+	encrypted := writeBundle(t, &priv, f.src, map[string][]byte{"memory": f.mem, "disk0": f.disk}, []*age.X25519Recipient{rcp.Recipient()})
+	noDisk := sourceManifest()
+	noDisk.Disks[0].Stream = "disk9"
+	noStream := writeBundle(t, &priv, noDisk, map[string][]byte{"memory": f.mem, "disk0": f.disk}, nil)
+
+	for _, tc := range []struct {
+		name  string
+		b     []byte
+		cfg   func(Config) Config
+		env   func(*testEnv)
+		check plan.Check
+	}{
+		{name: "params", check: plan.CheckParams, cfg: func(c Config) Config { c.Cmdline = "thaw.image=ftp://x/b"; return c }},
+		{name: "pin", check: plan.CheckPin, cfg: func(c Config) Config {
+			c.Cmdline = strings.Replace(c.Cmdline, "b.thaw", "b.thaw#sha256="+strings.Repeat("ab", 32), 1)
+			return c
+		}},
+		{name: "signed by another key", b: otherSigned, check: plan.CheckSignature},
+		{name: "no key", check: plan.CheckSignature, cfg: func(c Config) Config { c.Trust.Keys = nil; return c }},
+		{name: "a key on the command line beside baked ones", check: plan.CheckPubkey, cfg: func(c Config) Config {
+			pub, _, _ := minisign.GenerateKey(nil)
+			text, _ := pub.MarshalText()
+			lines := strings.Split(strings.TrimSpace(string(text)), "\n")
+			c.Cmdline += " thaw.pubkey=" + lines[len(lines)-1]
+			return c
+		}},
+		{name: "truncated", b: f.bundle[:len(f.bundle)-100], check: plan.CheckImage},
+		{name: "encrypted to another", b: encrypted, check: plan.CheckIdentity, cfg: func(c Config) Config {
+			c.Trust.Keys = []NamedKey{{priv.Public().(minisign.PublicKey), "k"}}
+			return c
+		}},
+		{name: "no disk stream", b: noStream, check: plan.CheckImage, cfg: func(c Config) Config {
+			c.Trust.Keys = []NamedKey{{priv.Public().(minisign.PublicKey), "k"}}
+			return c
+		}},
+		{name: "cpu", check: plan.CheckCPU, env: func(e *testEnv) { e.target.CPU.Flags = []string{"fpu"} }},
+		{name: "memory", check: plan.CheckMemory, env: func(e *testEnv) {
+			e.target.E820 = []manifest.E820Entry{{Start: 0, End: 0x9fc00, Type: 1}, {Start: 0x100000, End: 0x4000000, Type: 1}}
+			e.target.E820Digest = "0x22222222"
+		}},
+		{name: "disk holds data, not named", check: plan.CheckDisk, cfg: func(c Config) Config {
+			c.Cmdline = strings.Replace(c.Cmdline, "thaw.disk=vda", "", 1)
+			return c
+		}, env: func(e *testEnv) { e.hasData["vda"] = true }},
+		{name: "disk too small", check: plan.CheckDisk, env: func(e *testEnv) { e.target.Disks[0].Size = 1 << 20 }},
+		{name: "no /dev/snapshot", check: plan.CheckResume, env: func(e *testEnv) { e.snap.unavailable = errors.New("no /dev/snapshot") }},
+		{name: "kexec without an area", check: plan.CheckResume, cfg: func(c Config) Config {
+			c.Cmdline += " thaw.resume=kexec thaw.area=vdb"
+			return c
+		}},
+		{name: "damaged chunk, verified first", check: plan.CheckVerify, cfg: func(c Config) Config {
+			c.Cmdline += " thaw.verify=first"
+			return c
+		}, env: func(e *testEnv) { e.store.flips[chunkAt(t, f.bundle, "memory", 2)] = -1 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := tc.b
+			if b == nil {
+				b = f.bundle
+			}
+			e := newEnv(t, f, b)
+			before := e.diskHash(t)
+			cfg := agentConfig(f, "thaw.disk=vda")
+			if tc.cfg != nil {
+				cfg = tc.cfg(cfg)
+			}
+			if tc.env != nil {
+				tc.env(e)
+			}
+			st, err := run1(t, e, cfg)
+			var r *plan.Refused
+			if !errors.As(err, &r) || !r.Has(tc.check) {
+				t.Fatalf("err %v, want a refusal with check %s", err, tc.check)
+			}
+			if len(st.Wrote) != 0 || e.diskHash(t) != before {
+				t.Fatalf("a refusal wrote (%v)", st.Wrote)
+			}
+			if e.snap.got != nil || len(e.kx.loaded) != 0 {
+				t.Fatal("a refusal reached the handover")
+			}
+		})
+	}
+}
+
+// chunkAt is the byte, inside the stored chunk i of stream name, that a
+// test damages.
+func chunkAt(t *testing.T, b []byte, name string, i int) int64 {
+	br, err := openUnverified(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := br.Index.Stream(name).Chunks[i]
+	if c.Stored == 0 {
+		t.Fatalf("stream %s chunk %d is not stored", name, i)
+	}
+	return c.At + c.Stored/2
+}
+
+// TestDamagedChunk: a chunk that fails its hash once is fetched again; one
+// that always fails is refused. In one pass the disk is then partly
+// written, and nothing resumable is on it.
+func TestDamagedChunk(t *testing.T) {
+	f := loadFixture(t)
+	for _, tc := range []struct {
+		name   string
+		stream string
+		times  int
+		ok     bool
+	}{
+		{"disk chunk damaged once", "disk0", 1, true},
+		{"memory chunk damaged twice", "memory", 2, true},
+		{"disk chunk damaged always", "disk0", -1, false},
+		{"memory chunk damaged always", "memory", -1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, f, f.bundle)
+			e.store.flips[chunkAt(t, f.bundle, tc.stream, 1)] = tc.times
+			st, err := run1(t, e, agentConfig(f, "thaw.disk=vda"))
+			if tc.ok {
+				if !errors.Is(err, errJumped) {
+					t.Fatalf("err %v, want the chunk fetched again and the jump", err)
+				}
+				return
+			}
+			var r *plan.Refused
+			if !errors.As(err, &r) || !r.Has(plan.CheckVerify) {
+				t.Fatalf("err %v, want a verify refusal", err)
+			}
+			if e.snap.frozen {
+				t.Fatal("the image was resumed from a damaged bundle")
+			}
+			if len(st.Wrote) == 0 {
+				t.Fatal("one pass: the refusal should name the disks it partly wrote")
+			}
+		})
+	}
+}
+
+// TestCutTransferResumed: the store cuts the first answers midway over
+// real HTTP; the reads resume where they stopped and the restore
+// completes.
+func TestCutTransferResumed(t *testing.T) {
+	f := loadFixture(t)
+	var cuts atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Range") != "" && cuts.Load() < 3 && r.Method == http.MethodGet {
+			cuts.Add(1)
+			// Announce the whole range, send a part, hang up.
+			w.Header().Set("Content-Length", "1000000")
+			w.WriteHeader(http.StatusPartialContent)
+			w.Write(bytes.Repeat([]byte{0}, 10))
+			panic(http.ErrAbortHandler)
+		}
+		http.ServeContent(w, r, "b.thaw", fixedTime, bytes.NewReader(f.bundle))
+	}))
+	defer srv.Close()
+	e := newEnv(t, f, f.bundle)
+	e.Store = Files{}
+	cfg := agentConfig(f, "thaw.disk=vda")
+	cfg.Cmdline = strings.Replace(cfg.Cmdline, "http://store/b.thaw", srv.URL+"/b.thaw", 1)
+	_, err := run1(t, e, cfg)
+	if !errors.Is(err, errJumped) {
+		t.Fatalf("err %v, want the restore to complete", err)
+	}
+	if cuts.Load() == 0 {
+		t.Fatal("no transfer was cut")
+	}
+	got, _ := os.ReadFile(e.diskPath)
+	if !bytes.Equal(got, f.disk) || !bytes.Equal(e.snap.got, f.mem) {
+		t.Fatal("the restore after cut transfers differs from the source")
+	}
+}
+
+// TestStage2RoundTrip: on a machine whose memory map differs, stage 1
+// writes the disks and kexecs the agent with the source's e820 and its
+// state; stage 2 reads the state back, writes the firmware ranges and
+// restores.
+func TestStage2RoundTrip(t *testing.T) {
+	f := loadFixture(t)
+	e := newEnv(t, f, f.bundle)
+	e.target.E820 = append([]manifest.E820Entry{}, f.src.E820...)
+	e.target.E820 = append(e.target.E820, manifest.E820Entry{Start: 0x100000000, End: 0x140000000, Type: 1})
+	e.target.E820Digest = "0x33333333"
+	st, err := run1(t, e, agentConfig(f, "thaw.disk=vda"))
+	if !errors.Is(err, errExeced) {
+		t.Fatalf("stage 1: %v, want the kexec into stage 2", err)
+	}
+	if !st.Replay || len(e.kx.loaded) != 1 || !strings.Contains(e.kx.loaded[0].Cmdline, "thaw.stage=2") || len(e.kx.e820) != len(f.src.E820) {
+		t.Fatalf("stage 1 loaded %+v with e820 %v", e.kx.loaded, e.kx.e820)
+	}
+	if e.snap.got != nil {
+		t.Fatal("stage 1 restored the image itself")
+	}
+	got, _ := os.ReadFile(e.diskPath)
+	if !bytes.Equal(got, f.disk) {
+		t.Fatal("stage 1 did not write the disk")
+	}
+	// Stage 2: the same machine, booted with the source's map.
+	os.WriteFile(e.diskPath+".keep", got, 0o644)
+	cfg := agentConfig(f, "thaw.disk=vda")
+	cfg.Cmdline = e.kx.loaded[0].Cmdline
+	st2, err := run1(t, e, cfg)
+	if !errors.Is(err, errJumped) {
+		t.Fatalf("stage 2: %v, want the jump", err)
+	}
+	if !equalStrings(st2.Wrote, []string{"/dev/vda"}) || st2.Path != PathDirect || st2.Times["1.write"] == 0 {
+		t.Errorf("stage 2 state: wrote %v path %s times %v", st2.Wrote, st2.Path, st2.Times)
+	}
+	if !bytes.Equal(e.snap.got, f.mem) {
+		t.Fatal("stage 2 did not hand over the memory image")
+	}
+	if len(e.disks.opened) != 1 {
+		t.Errorf("disks opened %v: stage 2 must not open the disks again", e.disks.opened)
+	}
+	// A bundle that changed between the stages is refused.
+	e2 := newEnv(t, f, f.bundle[:len(f.bundle):len(f.bundle)])
+	e2.s2.js = bytes.Replace(e.s2.js, []byte(`"index_sha256": "`), []byte(`"index_sha256": "00`), 1)
+	_, err = run1(t, e2, cfg)
+	var r *plan.Refused
+	if !errors.As(err, &r) || !r.Has(plan.CheckImage) {
+		t.Fatalf("changed bundle in stage 2: %v", err)
+	}
+}
+
+func equalStrings(a, b []string) bool { return strings.Join(a, "\x00") == strings.Join(b, "\x00") }
+
+// TestRestoreMode: thaw restore writes files, puts the resume image into
+// an area and names it; a second --disk is refused before anything is
+// written.
+func TestRestoreMode(t *testing.T) {
+	f := loadFixture(t)
+	e := newEnv(t, f, f.bundle)
+	area := filepath.Join(e.dir, "area.img")
+	swap := make([]byte, 4<<20)
+	copy(swap[4086:], "SWAPSPACE2")
+	binary.LittleEndian.PutUint32(swap[1024:], 1)                        // version
+	binary.LittleEndian.PutUint32(swap[1028:], uint32(len(swap)/4096-1)) // last_page
+	os.WriteFile(area, swap, 0o644)
+	cfg := Config{Mode: Restore, Disks: []string{e.diskPath}, Area: area, Trust: Trust{Keys: []NamedKey{{f.pub, "k"}}}}
+	st, err := run1(t, e, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.ResumeArgs) != 1 || st.ResumeArgs[0] != "resume="+area {
+		t.Errorf("resume args %v", st.ResumeArgs)
+	}
+	got, _ := os.ReadFile(e.diskPath)
+	if !bytes.Equal(got, f.disk) {
+		t.Fatal("the disk differs")
+	}
+	if e.snap.got != nil {
+		t.Fatal("thaw restore without --direct handed over")
+	}
+	cfg.Disks = append(cfg.Disks, e.diskPath)
+	_, err = run1(t, e, cfg)
+	var r *plan.Refused
+	if !errors.As(err, &r) || !r.Has(plan.CheckDisk) {
+		t.Fatalf("two --disk for one disk: %v", err)
+	}
+}

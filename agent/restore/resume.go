@@ -1,0 +1,265 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/thawlinux/thaw/agent/plan"
+	"github.com/thawlinux/thaw/images/blockdev"
+	"github.com/thawlinux/thaw/images/mailbox"
+	"github.com/thawlinux/thaw/images/manifest"
+	"github.com/thawlinux/thaw/images/swsusp"
+)
+
+// writeArea writes the resume image last and records the kernel
+// arguments that resume it: into the area in the kernel's format, or, for
+// an image carried inside a disk, its held header page back into that
+// disk. With an area, an image carried inside a disk keeps its neutralized
+// signature: one resumable copy only. What was written is read back and
+// verified; if it does not verify, its signature is removed.
+func writeArea(ctx context.Context, r *run) error {
+	st := r.st
+	where := "the disk that carries it"
+	if st.area != nil {
+		where = st.area.Ref
+	}
+	r.rep.Begin("area", "resume image → "+where)
+	args, err := r.writeResume(ctx)
+	if err != nil {
+		return r.damaged(err)
+	}
+	st.ResumeArgs = args
+	r.rep.Done("written and verified, " + strings.Join(args, " "))
+	return nil
+}
+
+func (r *run) writeResume(ctx context.Context) ([]string, error) {
+	st := r.st
+	m := st.Bundle.Manifest
+	var (
+		area       *blockdev.Dev // the swap device the kernel resumes from
+		headerPage int64
+		resumeArg  string
+		err        error
+	)
+	if st.area != nil {
+		area, resumeArg = st.area, st.area.ResumeArg()
+	} else {
+		if m.Resume == nil {
+			return nil, errors.New("the bundle carries no resume area: give one")
+		}
+		rdev := st.devs[m.Resume.Disk]
+		start, size := resumeWindow(m, rdev)
+		// Swap map entries count pages from the start of the swap device:
+		// the partition (resume=PARTUUID=…), not the disk.
+		if area, err = rdev.Window(start, size, fmt.Sprintf("%s (resume area)", rdev.Ref)); err != nil {
+			return nil, err
+		}
+		headerPage, resumeArg = (m.Resume.HeaderOffset-start)/swsusp.PageSize, resumeTarget(m)
+	}
+	if st.area == nil && m.Resume.InDisk {
+		if st.held == nil || swsusp.ParseHeader(st.held).Sig != swsusp.SigHibernate {
+			return nil, errors.New("the bundle's disk stream holds no hibernation signature at the resume header")
+		}
+		if _, err := area.WriteAt(st.held, headerPage*swsusp.PageSize); err != nil {
+			return nil, err
+		}
+		if err := area.Sync(); err != nil {
+			return nil, err
+		}
+	} else if err := r.writeResumeImage(ctx, area, headerPage); err != nil {
+		return nil, fmt.Errorf("writing the resume image to %s: %w", area.Ref, err)
+	}
+	if err := checkResumeImage(area, headerPage, m); err != nil {
+		neutralize(area, headerPage*swsusp.PageSize)
+		return nil, fmt.Errorf("the resume image written does not verify, its signature was removed: %w", err)
+	}
+	args := []string{"resume=" + resumeArg}
+	if headerPage != 0 {
+		args = append(args, fmt.Sprintf("resume_offset=%d", headerPage))
+	}
+	return args, nil
+}
+
+// writeResumeImage stores the bundle's memory stream (with the device
+// plan in its mailbox pages) in the area in the kernel's format,
+// signature last.
+func (r *run) writeResumeImage(ctx context.Context, area *blockdev.Dev, headerPage int64) error {
+	sr, closeFn, err := r.memoryImage(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	w, err := swsusp.NewWriter(area, area.Size, headerPage, swsusp.WriterOptions{Compression: swsusp.CompressLZO})
+	if err != nil {
+		return err
+	}
+	_, err = w.WriteStream(sr)
+	return err
+}
+
+// memoryImage is the bundle's memory stream, fetched ahead and checked
+// chunk by chunk, with the payload written into the mailbox pages.
+func (r *run) memoryImage(ctx context.Context) (io.Reader, func(), error) {
+	br := r.st.Bundle
+	m := br.Manifest
+	ar, err := br.OpenStreamAhead(ctx, m.Image.Stream, r.fetchOptions())
+	if err != nil {
+		return nil, nil, err
+	}
+	closeFn := func() { ar.Close() }
+	if r.st.Payload == nil || m.Mailbox == nil {
+		return ar, closeFn, nil
+	}
+	nonce, err := plan.Nonce(m)
+	if err != nil {
+		closeFn()
+		return nil, nil, err
+	}
+	inj, err := mailbox.NewInjector(ar, m.Mailbox.PFNs, nonce, r.st.Payload)
+	if err != nil {
+		closeFn()
+		return nil, nil, err
+	}
+	return inj, closeFn, nil
+}
+
+// checkResumeImage reads the resume image back and compares its counts
+// with the manifest.
+func checkResumeImage(area *blockdev.Dev, headerPage int64, m *manifest.Manifest) error {
+	rd, err := swsusp.NewReader(area, area.Size, headerPage)
+	if err != nil {
+		return err
+	}
+	rep, err := rd.Verify()
+	if err != nil {
+		return err
+	}
+	if m.Image != nil && (rep.DataPages != m.Image.DataPages || rep.Info.Pages != m.Image.Pages) {
+		return fmt.Errorf("%d data pages of %d, the manifest says %d of %d", rep.DataPages, rep.Info.Pages, m.Image.DataPages, m.Image.Pages)
+	}
+	return nil
+}
+
+func neutralize(dev *blockdev.Dev, off int64) {
+	pg := make([]byte, swsusp.PageSize)
+	if _, err := dev.ReadAt(pg, off); err != nil {
+		return
+	}
+	h := swsusp.ParseHeader(pg)
+	if h.Sig == swsusp.SigHibernate {
+		h.Sig = h.OrigSig
+		h.Put(pg)
+		dev.WriteAt(pg, off)
+		dev.Sync()
+	}
+}
+
+// OpenResumeArea opens a resume area and checks it: a swap area, on no
+// target disk, and not a swap the image uses.
+func OpenResumeArea(disks Disks, ref string, targets []string, m *manifest.Manifest) (*blockdev.Dev, error) {
+	path := ref
+	if i := strings.LastIndexByte(ref, '#'); i > 0 {
+		path = ref[:i]
+	}
+	// A partition device (/dev/sdb2) is opened as its disk's GPT partition
+	// (/dev/sdb#2): its disk is checked against the targets, and its
+	// PARTUUID names it to the image kernel.
+	if disk, n, ok := partitionOf(path); ok {
+		path, ref = disk, fmt.Sprintf("%s#%d", disk, n)
+	}
+	for _, d := range targets {
+		if sameFile(d, path) {
+			return nil, fmt.Errorf("the resume area %s lies on target disk %s, which the restore overwrites", ref, d)
+		}
+	}
+	dev, err := disks.Open(ref)
+	if err != nil {
+		return nil, err
+	}
+	page := make([]byte, swsusp.PageSize)
+	if _, err := dev.ReadAt(page, 0); err != nil {
+		dev.Close()
+		return nil, fmt.Errorf("resume area %s: %w", ref, err)
+	}
+	if h := swsusp.ParseHeader(page); h.Sig != swsusp.SigSwap2 && h.Sig != swsusp.SigSwap1 && h.Sig != swsusp.SigHibernate {
+		dev.Close()
+		return nil, fmt.Errorf("resume area %s holds no swap area (signature %q): run mkswap on it first", ref, h.Sig)
+	}
+	for _, d := range m.Disks {
+		for _, p := range d.Partitions {
+			if dev.PartUUID != "" && p.PartUUID == dev.PartUUID {
+				for _, s := range m.Swaps {
+					if s.Path == "/dev/"+partName(d.Name, p.Number) {
+						dev.Close()
+						return nil, fmt.Errorf("resume area %s (PARTUUID %s) is %s, a swap the image uses: its pages would be overwritten", ref, dev.PartUUID, s.Path)
+					}
+				}
+			}
+		}
+	}
+	return dev, nil
+}
+
+// partitionOf reports the disk and number of a partition block device.
+func partitionOf(path string) (disk string, n int, ok bool) {
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return "", 0, false
+	}
+	st, err := os.Stat(real)
+	if err != nil || st.Mode()&os.ModeDevice == 0 {
+		return "", 0, false
+	}
+	sys := "/sys/class/block/" + filepath.Base(real)
+	b, err := os.ReadFile(sys + "/partition")
+	if err != nil {
+		return "", 0, false
+	}
+	if n, err = strconv.Atoi(strings.TrimSpace(string(b))); err != nil {
+		return "", 0, false
+	}
+	link, err := filepath.EvalSymlinks(sys)
+	if err != nil {
+		return "", 0, false
+	}
+	return "/dev/" + filepath.Base(filepath.Dir(link)), n, true
+}
+
+func sameFile(a, b string) bool {
+	sa, err1 := os.Stat(a)
+	sb, err2 := os.Stat(b)
+	return err1 == nil && err2 == nil && os.SameFile(sa, sb)
+}
+
+func partName(disk string, n int) string {
+	if c := disk[len(disk)-1]; c >= '0' && c <= '9' {
+		return fmt.Sprintf("%sp%d", disk, n)
+	}
+	return fmt.Sprintf("%s%d", disk, n)
+}
+
+// resumeWindow is the swap area (partition, or the whole disk) holding
+// the resume header.
+func resumeWindow(m *manifest.Manifest, dev *blockdev.Dev) (start, size int64) {
+	d := m.Disks[m.Resume.Disk]
+	for _, p := range d.Partitions {
+		if p.Number == m.Resume.Partition {
+			return p.Start, p.Size
+		}
+	}
+	return 0, dev.Size
+}
+
+func resumeTarget(m *manifest.Manifest) string {
+	if m.Resume.PartUUID != "" {
+		return "PARTUUID=" + m.Resume.PartUUID
+	}
+	return "/dev/" + m.Disks[m.Resume.Disk].Name
+}

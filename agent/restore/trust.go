@@ -1,0 +1,46 @@
+package restore
+
+import (
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/thawlinux/thaw/images/bundle"
+)
+
+// Where the agent's initramfs keeps what it trusts (mkinitramfs -pubkey,
+// -identity, -allow-cmdline-key). Identities never come from the kernel
+// command line.
+const (
+	PubkeyDir       = "/etc/thaw/pubkeys"
+	IdentityDir     = "/etc/thaw/identities"
+	AllowCmdlineKey = "/etc/thaw/allow-cmdline-key"
+)
+
+// AgentTrust reads the keys and identities built into the agent under
+// root ("/" on the agent).
+func AgentTrust(root string) (Trust, error) {
+	var t Trust
+	keys, _ := filepath.Glob(filepath.Join(root, PubkeyDir, "*"))
+	sort.Strings(keys)
+	for _, f := range keys {
+		k, err := bundle.LoadPublicKey(f)
+		if err != nil {
+			return t, err
+		}
+		t.Keys = append(t.Keys, NamedKey{k, f})
+	}
+	if _, err := os.Stat(filepath.Join(root, AllowCmdlineKey)); err != nil {
+		t.Pinned = true
+	}
+	ids, _ := filepath.Glob(filepath.Join(root, IdentityDir, "*"))
+	sort.Strings(ids)
+	for _, f := range ids {
+		id, err := bundle.LoadIdentities(f)
+		if err != nil {
+			return t, err
+		}
+		t.Identities = append(t.Identities, id...)
+	}
+	return t, nil
+}
