@@ -81,23 +81,30 @@ func TestServerExportRestore(t *testing.T) {
 	flipInStream(t, bad, "disk0", 3)
 	for _, tc := range []struct {
 		name, image, pub, id, want string
+		extra                      []string
+		partly                     bool
 	}{
-		{"corrupt-chunk", bad, key + ".pub", enc + ".identity", "sha256 mismatch"},
-		{"wrong-key", bundlePath, other + ".pub", enc + ".identity", "signature does not verify"},
-		{"no-identity", bundlePath, key + ".pub", "", "encrypted to age1"},
+		{"corrupt-chunk", bad, key + ".pub", enc + ".identity", "sha256 mismatch", []string{"--verify", "first"}, false},
+		{"wrong-key", bundlePath, other + ".pub", enc + ".identity", "signature does not verify", nil, false},
+		{"no-identity", bundlePath, key + ".pub", "", "encrypted to age1", nil, false},
+		// One pass (the default onto a blank disk): written up to the
+		// damaged chunk, and said so.
+		{"corrupt-chunk-stream", bad, key + ".pub", enc + ".identity", "sha256 mismatch", nil, true},
 	} {
-		args := []string{"restore", "--image", tc.image, "--pubkey", tc.pub, "--disk", target}
+		args := append([]string{"restore", "--image", tc.image, "--pubkey", tc.pub, "--disk", target}, tc.extra...)
 		if tc.id != "" {
 			args = append(args, "--identity", tc.id)
 		}
 		out, err = thaw(t, args...)
-		var ee *exec.ExitError
-		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "nothing was written") {
-			t.Fatalf("%s: restore %v %s, want a refusal naming %q", tc.name, err, out, tc.want)
+		state := "nothing was written"
+		if tc.partly {
+			state = "were partly written, with nothing resumable on them"
 		}
-		_ = ee
-		if fileHash(t, target) != before {
-			t.Fatalf("%s: the refused restore changed the target disk", tc.name)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), state) {
+			t.Fatalf("%s: restore %v %s, want a refusal naming %q and %q", tc.name, err, out, tc.want, state)
+		}
+		if changed := fileHash(t, target) != before; changed != tc.partly {
+			t.Fatalf("%s: target changed %v, want %v", tc.name, changed, tc.partly)
 		}
 	}
 

@@ -383,6 +383,13 @@ func testOtherMachine(t *testing.T, ac agentCase) {
 // refusal boots the agent with a case that must be refused, and checks
 // that the disks are byte-identical afterwards.
 func refusal(t *testing.T, ac agentCase, want *regexp.Regexp) (console string) {
+	return refusalWrote(t, ac, want, false)
+}
+
+// refusalWrote is refusal; with partly, the refusal comes after the
+// target disk was partly written (one pass), and the box must say so:
+// then only the disk outside the plan must be byte-identical.
+func refusalWrote(t *testing.T, ac agentCase, want *regexp.Regexp, partly bool) (console string) {
 	var before [2][32]byte
 	c := ac.c
 	if c == nil {
@@ -398,7 +405,11 @@ func refusal(t *testing.T, ac agentCase, want *regexp.Regexp) (console string) {
 	if !strings.HasPrefix(m[0], "REFUSED") {
 		t.Fatalf("not refused: %s", m[0])
 	}
-	if _, _, err := at.vm.WaitFor(regexp.MustCompile(`Nothing was written to any disk`), 0, time.Minute); err != nil {
+	footer := `Nothing was written to any disk`
+	if partly {
+		footer = `THE DISKS WERE PARTLY WRITTEN \(/dev/vda\)`
+	}
+	if _, _, err := at.vm.WaitFor(regexp.MustCompile(footer), 0, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	con := at.vm.Console()
@@ -409,7 +420,12 @@ func refusal(t *testing.T, ac agentCase, want *regexp.Regexp) (console string) {
 	t.Logf("refused as wanted:\n%s", box)
 	at.vm.Kill()
 	after := [2][32]byte{fileHash(t, at.target), fileHash(t, at.blank)}
-	if before != after {
+	switch {
+	case partly && before[1] != after[1]:
+		t.Fatalf("the disk outside the plan changed")
+	case partly && before[0] == after[0]:
+		t.Fatalf("the box says the target was partly written, but it was not")
+	case !partly && before != after:
 		t.Fatalf("a disk changed although the agent refused")
 	}
 	return con
@@ -470,10 +486,24 @@ func TestAgentRefusesCorruptChunk(t *testing.T) {
 	copyFile(t, c.bundle, bad)
 	flipInStream(t, bad, "disk0", 3)
 	// Over https from thaw serve --tls-cert, with the test CA baked in.
-	con := refusal(t, agentCase{name: "e5-corrupt", bundle: "bad.thaw", from: bad, tls: true}, regexp.MustCompile(`VERIFY: .*disk0`))
+	// thaw.verify=first: every chunk is checked before the first write.
+	con := refusal(t, agentCase{name: "e5-corrupt", bundle: "bad.thaw", from: bad, tls: true, params: "thaw.verify=first"}, regexp.MustCompile(`VERIFY: .*disk0.*read 3 times`))
 	if !strings.Contains(con, "https://10.0.2.2") {
 		t.Error("the agent did not fetch over https")
 	}
+}
+
+// The same corrupt chunk on a blank target, in one pass (the default
+// there): the chunks before it are written, the damaged one is fetched
+// again and refused, the box says the disk was partly written, and the
+// server is not resumed.
+func TestAgentRefusesCorruptChunkStream(t *testing.T) {
+	agentCaseParallel(t)
+	c := needCaptured(t)
+	bad := filepath.Join(t.TempDir(), "bad.thaw")
+	copyFile(t, c.bundle, bad)
+	flipInStream(t, bad, "disk0", 3)
+	refusalWrote(t, agentCase{name: "e5-corrupt-stream", bundle: "bad.thaw", from: bad}, regexp.MustCompile(`VERIFY: .*disk0.*read 3 times`), true)
 }
 
 // A Debian 12 (6.1) server, captured while it runs, comes back on E3's

@@ -11,11 +11,9 @@
 package main
 
 import (
-	"encoding/binary"
 	"flag"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -24,99 +22,8 @@ import (
 	"github.com/thawlinux/thaw/images/bundle"
 	"github.com/thawlinux/thaw/images/manifest"
 	"github.com/thawlinux/thaw/images/swsusp"
+	"github.com/thawlinux/thaw/scripts/bench/synth"
 )
-
-// synth generates n bytes of page-structured data.
-type synth struct {
-	rng      *rand.Rand
-	left     int64
-	page     []byte
-	pend     []byte
-	zeroRuns bool // disk-like: long zero regions
-	run      int
-}
-
-func newSynth(seed uint64, n int64, disk bool) *synth {
-	return &synth{rng: rand.New(rand.NewPCG(seed, 7)), left: n, page: make([]byte, 4096), zeroRuns: disk}
-}
-
-func (s *synth) fill() {
-	p := s.page
-	if s.zeroRuns {
-		if s.run == 0 {
-			s.run = 1 + s.rng.IntN(2048)
-			if s.rng.IntN(2) == 0 {
-				s.run = -s.run
-			}
-		}
-		if s.run < 0 {
-			s.run++
-			clear(p)
-			return
-		}
-		s.run--
-	}
-	switch k := s.rng.IntN(10); {
-	case k < 2: // zero page
-		clear(p)
-	case k < 5: // random (compressed or encrypted data)
-		for i := 0; i < len(p); i += 8 {
-			binary.LittleEndian.PutUint64(p[i:], s.rng.Uint64())
-		}
-	default: // text and structures: compressible
-		w := []string{"GET /index.html ", "200 OK ", "session=", "user_id ", "\x00\x00\x01\x00", "redis ", "key:", "value "}
-		for i := 0; i < len(p); {
-			i += copy(p[i:], w[s.rng.IntN(len(w))])
-		}
-	}
-}
-
-func (s *synth) Read(b []byte) (int, error) {
-	if s.left == 0 {
-		return 0, io.EOF
-	}
-	if len(s.pend) == 0 {
-		s.fill()
-		s.pend = s.page
-	}
-	n := copy(b, s.pend[:min(int64(len(s.pend)), s.left)])
-	s.pend = s.pend[n:]
-	s.left -= int64(n)
-	return n, nil
-}
-
-// memoryStream wraps n data pages in a snapshot stream header and metadata.
-func memoryStream(seed uint64, pages int) io.Reader {
-	meta := (pages*8 + 4095) / 4096
-	info := make([]byte, 4096)
-	le := binary.LittleEndian
-	le.PutUint64(info[24:], swsusp.RestoreMagic)
-	le.PutUint64(info[400:], uint64(pages*2))
-	le.PutUint64(info[416:], uint64(pages))
-	le.PutUint64(info[424:], uint64(1+meta+pages))
-	le.PutUint64(info[432:], uint64(1+meta+pages)*4096)
-	mb := make([]byte, meta*4096)
-	for i := 0; i < pages; i++ {
-		le.PutUint64(mb[i*8:], uint64(0x100+i))
-	}
-	if pages*8 < len(mb) {
-		le.PutUint64(mb[pages*8:], ^uint64(0))
-	}
-	return io.MultiReader(bytesReader(info), bytesReader(mb), newSynth(seed, int64(pages)*4096, false))
-}
-
-func bytesReader(b []byte) io.Reader { return &sliceReader{b} }
-
-type sliceReader struct{ b []byte }
-
-func (r *sliceReader) Read(p []byte) (int, error) {
-	if len(r.b) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(p, r.b)
-	r.b = r.b[n:]
-	return n, nil
-}
 
 func maxRSS() int64 {
 	var ru syscall.Rusage
@@ -143,7 +50,7 @@ func main() {
 	t0 := time.Now()
 	w, err := swsusp.NewWriter(f, int64(areaPages)*4096, 0, swsusp.WriterOptions{Compression: swsusp.CompressLZO})
 	check(err)
-	wr, err := w.WriteStream(memoryStream(1, pages))
+	wr, err := w.WriteStream(synth.MemoryStream(1, pages))
 	check(err)
 	lzoSecs := time.Since(t0).Seconds()
 	lzoBytes := wr.SwapPages * 4096
@@ -162,7 +69,7 @@ func main() {
 	for _, s := range []struct {
 		name, kind string
 		r          io.Reader
-	}{{"memory", bundle.KindMemory, memoryStream(1, pages)}, {"disk0", bundle.KindDisk, newSynth(2, int64(*diskMB)<<20, true)}} {
+	}{{"memory", bundle.KindMemory, synth.MemoryStream(1, pages)}, {"disk0", bundle.KindDisk, synth.New(2, int64(*diskMB)<<20, true)}} {
 		sw, err := bw.Stream(s.name, s.kind)
 		check(err)
 		_, err = sw.ReadFrom(s.r)

@@ -1,0 +1,221 @@
+// Command restorebench measures thaw restore against the physical limit,
+// with the baseline measured in the same run:
+//
+//	P1 throughput: thaw restore of a bundle from thaw serve on loopback
+//	   to a file, against curl -o of the same bytes followed by dd of them
+//	   to a file (conv=fsync). The ratio is baseline time / restore time.
+//	P2 memory: the peak RSS of thaw restore of a small and a 4× larger
+//	   bundle (memory + disk): flat means the same at both sizes.
+//
+// The bundles are synthetic (scripts/bench/bundlebench's page mix: zero,
+// random and text-like pages, the disk with long zero regions), plaintext,
+// signed. Everything lives in a temporary directory that is removed.
+//
+//	go run ./scripts/bench/restorebench -p1-disk 2048 -p2-small 512
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/thawlinux/thaw/images/bundle"
+	"github.com/thawlinux/thaw/images/manifest"
+	"github.com/thawlinux/thaw/images/swsusp"
+	"github.com/thawlinux/thaw/scripts/bench/synth"
+)
+
+func main() {
+	p1Disk := flag.Int("p1-disk", 2048, "P1: MiB of disk in the bundle (its memory is 64 MiB)")
+	p2Small := flag.Int("p2-small", 512, "P2: MiB of memory and of disk in the small bundle; the large one has 4× as much")
+	dir := flag.String("dir", os.TempDir(), "where the temporary files go")
+	runs := flag.Int("runs", 2, "P1 runs of each (best of)")
+	flag.Parse()
+	work, err := os.MkdirTemp(*dir, "restorebench")
+	check(err)
+	defer os.RemoveAll(work)
+	b := &bench{dir: work}
+	b.setup()
+	defer b.stop()
+
+	// P1.
+	name := b.bundle("p1", 64, *p1Disk)
+	size := fileSize(filepath.Join(b.store, name))
+	var base, rest time.Duration
+	var rss int64
+	for i := 0; i < *runs; i++ {
+		bt := b.baseline(name)
+		rt, r := b.restore(name, 64, *p1Disk)
+		if base == 0 || bt < base {
+			base = bt
+		}
+		if rest == 0 || rt < rest {
+			rest, rss = rt, r
+		}
+	}
+	fmt.Printf("P1 bundle %d MiB (64 MiB memory + %d MiB disk) over loopback:\n", size>>20, *p1Disk)
+	fmt.Printf("  baseline curl -o + dd conv=fsync  %6.2f s  %7.1f MB/s\n", base.Seconds(), float64(size)/base.Seconds()/1e6)
+	fmt.Printf("  thaw restore                      %6.2f s  %7.1f MB/s  (peak RSS %d MiB)\n", rest.Seconds(), float64(size)/rest.Seconds()/1e6, rss>>20)
+	fmt.Printf("  ratio baseline/restore            %6.2f×  (goal ≥ 0.95×)\n", base.Seconds()/rest.Seconds())
+	os.Remove(filepath.Join(b.store, name))
+
+	// P2.
+	small := b.bundle("p2s", *p2Small, *p2Small)
+	_, rs := b.restore(small, *p2Small, *p2Small)
+	os.Remove(filepath.Join(b.store, small))
+	large := b.bundle("p2l", 4**p2Small, 4**p2Small)
+	_, rl := b.restore(large, 4**p2Small, 4**p2Small)
+	fmt.Printf("P2 peak RSS of thaw restore: %d MiB at %d+%d MiB, %d MiB at %d+%d MiB: ratio %.2f× (goal ≤ 64 MiB, flat: 1.0×)\n",
+		rs>>20, *p2Small, *p2Small, rl>>20, 4**p2Small, 4**p2Small, float64(rl)/float64(rs))
+}
+
+type bench struct {
+	dir, store, thaw, url string
+	serve                 *exec.Cmd
+}
+
+func (b *bench) setup() {
+	b.store = filepath.Join(b.dir, "store")
+	check(os.MkdirAll(b.store, 0o755))
+	b.thaw = filepath.Join(b.dir, "thaw")
+	run("go", "build", "-o", b.thaw, "./cmd/thaw")
+	run(b.thaw, "keygen", "--out", filepath.Join(b.dir, "k"))
+	check(os.WriteFile(filepath.Join(b.dir, "token"), []byte("bench-read-token\n"), 0o600))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	check(err)
+	addr := l.Addr().String()
+	l.Close()
+	b.serve = exec.Command(b.thaw, "serve", "--dir", b.store, "--listen", addr, "--read-token-file", filepath.Join(b.dir, "token"))
+	b.serve.Stderr = os.Stderr
+	check(b.serve.Start())
+	b.url = "http://" + addr
+	for i := 0; i < 100; i++ {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	check(fmt.Errorf("thaw serve did not listen on %s", addr))
+}
+
+func (b *bench) stop() {
+	if b.serve != nil && b.serve.Process != nil {
+		b.serve.Process.Kill()
+		b.serve.Wait()
+	}
+}
+
+// bundle writes a signed plaintext bundle of memMB of memory image and
+// diskMB of disk into the store.
+func (b *bench) bundle(name string, memMB, diskMB int) string {
+	key, err := bundle.LoadPrivateKey(filepath.Join(b.dir, "k.key"), "")
+	check(err)
+	name += ".thaw"
+	f, err := os.Create(filepath.Join(b.store, name))
+	check(err)
+	bw := bufio.NewWriterSize(f, 4<<20)
+	w, err := bundle.NewWriter(bw, bundle.WriterOptions{})
+	check(err)
+	pages := memMB << 8
+	for _, s := range []struct {
+		name, kind string
+		r          io.Reader
+	}{
+		{"memory", bundle.KindMemory, synth.MemoryStream(1, pages)},
+		{"disk0", bundle.KindDisk, synth.New(2, int64(diskMB)<<20, true)},
+	} {
+		sw, err := w.Stream(s.name, s.kind)
+		check(err)
+		_, err = sw.ReadFrom(s.r)
+		check(err)
+		check(sw.Close())
+	}
+	meta := (pages*8 + 4095) / 4096
+	m := &manifest.Manifest{Version: manifest.Version, Kind: "capture", Kernel: manifest.Kernel{Release: "bench"},
+		Disks: []manifest.Disk{{Name: "vda", Size: int64(diskMB) << 20, Stream: "disk0"}},
+		Image: &manifest.Image{Release: "bench", Pages: uint64(1 + meta + pages), DataPages: uint64(pages), Stream: "memory"}}
+	_, err = w.Finish(m, &key)
+	check(err)
+	check(bw.Flush())
+	check(f.Close())
+	return name
+}
+
+// baseline downloads the bundle with curl and writes it to a file with dd.
+func (b *bench) baseline(name string) time.Duration {
+	dl, out := filepath.Join(b.dir, "dl"), filepath.Join(b.dir, "dd.img")
+	dropCaches()
+	t0 := time.Now()
+	run("curl", "-sfS", "-H", "Authorization: Bearer bench-read-token", "-o", dl, b.url+"/"+name)
+	run("dd", "if="+dl, "of="+out, "bs=4M", "conv=fsync", "status=none")
+	d := time.Since(t0)
+	os.Remove(dl)
+	os.Remove(out)
+	return d
+}
+
+// restore runs thaw restore of the bundle onto a fresh sparse file and a
+// swap area, and returns its time and peak RSS.
+func (b *bench) restore(name string, memMB, diskMB int) (time.Duration, int64) {
+	target, area := filepath.Join(b.dir, "target.img"), filepath.Join(b.dir, "area.img")
+	check(os.WriteFile(target, nil, 0o644))
+	check(os.Truncate(target, int64(diskMB)<<20))
+	areaPages := uint32(memMB<<8 + memMB<<5 + 4096)
+	f, err := os.Create(area)
+	check(err)
+	check(f.Truncate(int64(areaPages) * 4096))
+	check(swsusp.FormatSwap(f, 0, areaPages, [16]byte{2}, "bench"))
+	check(f.Close())
+	defer os.Remove(target)
+	defer os.Remove(area)
+	dropCaches()
+	cmd := exec.CommandContext(context.Background(), b.thaw, "restore", "--image", b.url+"/"+name, "--pubkey", filepath.Join(b.dir, "k.pub"),
+		"--token-file", filepath.Join(b.dir, "token"), "--disk", target, "--resume", area, "--json")
+	var errb strings.Builder
+	cmd.Stderr = &errb
+	t0 := time.Now()
+	out, err := cmd.Output()
+	d := time.Since(t0)
+	if err != nil {
+		check(fmt.Errorf("thaw restore: %v\n%s\n%s", err, out, errb.String()))
+	}
+	return d, cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10
+}
+
+// dropCaches makes both runs start with a cold page cache where the
+// bench may (root); elsewhere both runs see the same warm cache.
+func dropCaches() {
+	syscall.Sync()
+	os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0)
+}
+
+func fileSize(p string) int64 {
+	st, err := os.Stat(p)
+	check(err)
+	return st.Size()
+}
+
+func run(name string, args ...string) {
+	cmd := exec.Command(name, args...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		check(fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), err))
+	}
+}
+
+func check(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "restorebench:", err)
+		os.Exit(1)
+	}
+}
