@@ -65,6 +65,7 @@ fuzz:
 bench:
 	$(GO) test -run='^$$' -bench=. ./images/swsusp/ ./images/lzo/
 	./scripts/bench/bundle.sh
+	$(GO) run ./scripts/bench/restorebench
 
 demo:
 	./scripts/demo.sh

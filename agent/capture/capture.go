@@ -198,39 +198,128 @@ func (s *snapReader) Read(p []byte) (int, error) {
 // Run captures the machine. In the capturing run it powers the machine off
 // and returns only on failure (with user space thawed and swap back on). In
 // the resumed run it returns Result.Resumed.
-func Run(o Options) (res *Result, err error) {
-	res = &Result{BundleTarget: o.To}
-	lg := &rawLog{fd: -1, t0: time.Now()}
-	logf := lg.logf
+//
+// The stages, in order: check, disks, mailbox (a dry run stops there),
+// open (everything the frozen phase needs), kernel files, lock (one
+// thread, no GC, memory locked), then the frozen phase: freeze, suspend
+// the dm devices, create the image — from which the resumed machine
+// returns — and stream memory, disks and the signed index, and power off.
+func Run(o Options) (*Result, error) {
+	c := &capture{o: o, res: &Result{BundleTarget: o.To}, lg: &rawLog{fd: -1, t0: time.Now()}}
+	defer c.close()
+	c.logf = c.lg.logf
 	if o.Logf != nil && o.DryRun {
-		logf = o.Logf
+		c.logf = o.Logf
 	}
-	if o.MailboxSize == 0 {
-		o.MailboxSize = 4 << 20
+	for _, stage := range []func() error{c.check, c.describeDisks, c.reserveMailbox} {
+		if err := stage(); err != nil {
+			return c.res, err
+		}
 	}
-	if o.Stall == 0 {
-		o.Stall = 30 * time.Second
+	if c.o.DryRun {
+		c.logf("dry run: %d mailbox pages reserved; stopping before the freeze", c.npages)
+		return c.res, nil
+	}
+	for _, stage := range []func() error{c.open, c.kernelFiles, c.lock} {
+		if err := stage(); err != nil {
+			return c.res, err
+		}
+	}
+	// The frozen phase: a failure thaws the machine (abort).
+	for _, stage := range []func() error{c.freeze, c.suspendDM} {
+		if err := stage(); err != nil {
+			return c.abort(err)
+		}
+	}
+	inSuspend, err := c.dev.CreateImage()
+	if err != nil {
+		return c.abort(err)
+	}
+	if !inSuspend {
+		c.res.Resumed = true
+		c.res.Mailbox = resumed(c.dev, c.mbox, c.nonce, c.m, c.logf)
+		c.logf("machine thawed; exiting")
+		return c.res, nil
+	}
+	for _, stage := range []func() error{c.streamMemory, c.streamDisks, c.finish} {
+		if err := stage(); err != nil {
+			return c.abort(err)
+		}
+	}
+	c.logf("bundle complete and acknowledged (%d memory pages, %d MiB of disks); powering off", c.sr.pages, c.res.DiskBytes>>20)
+	err = syscall.Reboot(syscall.LINUX_REBOOT_CMD_POWER_OFF)
+	return c.abort(fmt.Errorf("power off: %v", err))
+}
+
+// capture is one run of Run: what the stages share.
+type capture struct {
+	o    Options
+	res  *Result
+	lg   *rawLog
+	logf func(string, ...any)
+	m    *manifest.Manifest
+
+	swaps  []swapArea
+	mbox   []byte
+	nonce  [16]byte
+	npages int
+
+	out       sink
+	disks     []*diskReader
+	pm        int // /proc/self/pagemap
+	bw        *bundle.Writer
+	toSuspend []string
+	suspended []string
+	dmc       *dm.Control
+	dev       *snapshot.Device
+	pmRaw     []byte
+	sr        *snapReader
+	frozen    []uint64 // the mailbox's PFNs after the freeze
+	cleanup   []func()
+}
+
+func (c *capture) onClose(f func()) { c.cleanup = append(c.cleanup, f) }
+
+// close undoes what the stages set up, last first.
+func (c *capture) close() {
+	for i := len(c.cleanup) - 1; i >= 0; i-- {
+		c.cleanup[i]()
+	}
+}
+
+// check: root, /dev/snapshot, a profile of this machine.
+func (c *capture) check() error {
+	if c.o.MailboxSize == 0 {
+		c.o.MailboxSize = 4 << 20
+	}
+	if c.o.Stall == 0 {
+		c.o.Stall = 30 * time.Second
 	}
 	if os.Geteuid() != 0 {
-		return res, errors.New("capture needs root")
+		return errors.New("capture needs root")
 	}
 	if err := snapshot.Available(); err != nil {
-		return res, err
+		return err
 	}
-	m := o.Manifest
-	if m == nil {
-		return res, errors.New("no profile of this machine")
+	if c.m = c.o.Manifest; c.m == nil {
+		return errors.New("no profile of this machine")
 	}
-	m.Kind = "capture"
+	c.m.Kind = "capture"
+	return nil
+}
 
-	// Disks. Swap stays in use: the pages it holds travel in the disk
-	// streams byte for byte, and the kernel can still swap out while it
-	// makes room for the image. The resume image therefore goes to an area
-	// that is not a swap of the image, chosen at restore time.
+// describeDisks puts the captured disks into the manifest. Swap stays in
+// use: the pages it holds travel in the disk streams byte for byte, and
+// the kernel can still swap out while it makes room for the image. The
+// resume image therefore goes to an area that is not a swap of the image,
+// chosen at restore time.
+func (c *capture) describeDisks() error {
+	m := c.m
 	swaps, err := activeSwaps()
 	if err != nil {
-		return res, err
+		return err
 	}
+	c.swaps = swaps
 	var used int64
 	for _, s := range swaps {
 		used += s.used
@@ -242,10 +331,10 @@ func Run(o Options) (res *Result, err error) {
 		probed[d.Name] = d
 	}
 	m.Disks = nil
-	for i, d := range o.Disks {
+	for i, d := range c.o.Disks {
 		md, err := probe.DescribeDisk(d)
 		if err != nil {
-			return res, err
+			return err
 		}
 		if pd, ok := probed[md.Name]; ok {
 			// The partition table from the disk, each partition's kernel
@@ -263,237 +352,253 @@ func Run(o Options) (res *Result, err error) {
 		md.Stream = fmt.Sprintf("disk%d", i)
 		var why []string
 		if md.Movable, why = plan.Movable(m, *md); !md.Movable {
-			logf("warning: disk %s can only be restored onto the same controller at the same PCI address: %s (thaw prepare and a reboot make it movable)", md.Name, strings.Join(why, "; "))
+			c.logf("warning: disk %s can only be restored onto the same controller at the same PCI address: %s (thaw prepare and a reboot make it movable)", md.Name, strings.Join(why, "; "))
 		}
 		m.Disks = append(m.Disks, *md)
 	}
 	m.Resume = nil
-	logf("capturing %d disk(s) %v, %d active swap(s) with %d MiB in use (carried in the disk streams), to %s",
-		len(o.Disks), o.Disks, len(swaps), used>>20, o.To)
+	c.logf("capturing %d disk(s) %v, %d active swap(s) with %d MiB in use (carried in the disk streams), to %s",
+		len(c.o.Disks), c.o.Disks, len(swaps), used>>20, c.o.To)
 	for _, sw := range swaps {
 		if !onCaptured(m, sw.path) {
-			logf("warning: swap %s is on no captured disk: the pages it holds will be missing after a restore", sw.path)
+			c.logf("warning: swap %s is on no captured disk: the pages it holds will be missing after a restore", sw.path)
 		}
 	}
+	return nil
+}
 
-	// The mailbox: locked, no huge pages, every page marked.
-	mbox, err := syscall.Mmap(-1, 0, o.MailboxSize, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE|syscall.MAP_POPULATE)
+// reserveMailbox maps the mailbox: locked, no huge pages, every page
+// marked with the nonce and its number.
+func (c *capture) reserveMailbox() error {
+	mbox, err := syscall.Mmap(-1, 0, c.o.MailboxSize, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE|syscall.MAP_POPULATE)
 	if err != nil {
-		return res, fmt.Errorf("mailbox: mmap %d bytes: %w", o.MailboxSize, err)
+		return fmt.Errorf("mailbox: mmap %d bytes: %w", c.o.MailboxSize, err)
 	}
 	syscall.Madvise(mbox, 15 /* MADV_NOHUGEPAGE */)
 	if err := syscall.Mlock(mbox); err != nil {
-		return res, fmt.Errorf("mailbox: mlock: %w", err)
+		return fmt.Errorf("mailbox: mlock: %w", err)
 	}
-	var nonce [16]byte
-	rand.Read(nonce[:])
-	npages := o.MailboxSize / swsusp.PageSize
-	for i := 0; i < npages; i++ {
-		mailbox.Mark(mbox[i*swsusp.PageSize:(i+1)*swsusp.PageSize], nonce, i)
+	c.mbox = mbox
+	rand.Read(c.nonce[:])
+	c.npages = c.o.MailboxSize / swsusp.PageSize
+	for i := 0; i < c.npages; i++ {
+		mailbox.Mark(mbox[i*swsusp.PageSize:(i+1)*swsusp.PageSize], c.nonce, i)
 	}
-	if o.DryRun {
-		logf("dry run: %d mailbox pages reserved; stopping before the freeze", npages)
-		return res, nil
-	}
+	return nil
+}
 
-	// Everything the frozen phase needs is opened now.
+// open opens everything the frozen phase needs: the console, the
+// bundle's destination, the disks, the pagemap, the bundle writer, the
+// device-mapper control and /dev/snapshot.
+func (c *capture) open() error {
+	m := c.m
 	if fd, err := syscall.Open("/dev/console", syscall.O_WRONLY|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0); err == nil {
-		lg.fd = fd
+		c.lg.fd = fd
 	}
-	var out sink
-	if strings.HasPrefix(o.To, "http://") || strings.HasPrefix(o.To, "https://") {
-		out, err = openHTTPSink(o.To, o.Token, o.Stall)
+	var err error
+	if strings.HasPrefix(c.o.To, "http://") || strings.HasPrefix(c.o.To, "https://") {
+		c.out, err = openHTTPSink(c.o.To, c.o.Token, c.o.Stall)
 	} else {
-		if err := outsideCaptured(o.To, m); err != nil {
-			return res, err
+		if err := outsideCaptured(c.o.To, m); err != nil {
+			return err
 		}
-		out, err = openFileSink(o.To)
+		c.out, err = openFileSink(c.o.To)
 	}
 	if err != nil {
-		return res, err
+		return err
 	}
-	defer out.Close()
+	c.onClose(c.out.Close)
 	dbuf, err := syscall.Mmap(-1, 0, 1<<20, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
 	if err != nil {
-		return res, err
+		return err
 	}
-	var disks []*diskReader
-	for _, d := range o.Disks {
+	for _, d := range c.o.Disks {
 		dr, err := openDisk(d, dbuf)
 		if err != nil {
-			return res, err
+			return err
 		}
-		defer syscall.Close(dr.fd)
-		disks = append(disks, dr)
+		c.onClose(func() { syscall.Close(dr.fd) })
+		c.disks = append(c.disks, dr)
 	}
-	pm, err := syscall.Open("/proc/self/pagemap", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		return res, err
+	if c.pm, err = syscall.Open("/proc/self/pagemap", syscall.O_RDONLY|syscall.O_CLOEXEC, 0); err != nil {
+		return err
 	}
-	defer syscall.Close(pm)
-	bw, err := bundle.NewWriter(out, bundle.WriterOptions{Recipients: o.Recipients})
-	if err != nil {
-		return res, err
+	c.onClose(func() { syscall.Close(c.pm) })
+	if c.bw, err = bundle.NewWriter(c.out, bundle.WriterOptions{Recipients: c.o.Recipients}); err != nil {
+		return err
 	}
-	bw.Warm()
-	// The image kernel's files go first, while everything still runs.
-	if err := kernelStreams(bw, m.Kernel.Release, logf); err != nil {
-		return res, err
-	}
-	if err := nonRAMStreams(bw, m, logf); err != nil {
-		return res, err
-	}
+	c.bw.Warm()
 	// The dm devices with a mounted filesystem on a captured disk are
 	// suspended (filesystem frozen) once user space is: nothing reaches
 	// their disks after that, so the resumed kernel can let a dead
 	// controller go and be pointed at the disk's new place.
-	toSuspend := mountedDM(m)
-	var dmc *dm.Control
-	if len(toSuspend) > 0 {
-		if dmc, err = dm.Open(); err != nil {
-			return res, fmt.Errorf("device-mapper (to suspend %s): %w", strings.Join(toSuspend, ", "), err)
+	c.toSuspend = mountedDM(m)
+	if len(c.toSuspend) > 0 {
+		if c.dmc, err = dm.Open(); err != nil {
+			return fmt.Errorf("device-mapper (to suspend %s): %w", strings.Join(c.toSuspend, ", "), err)
 		}
-		defer dmc.Close()
+		c.onClose(func() { c.dmc.Close() })
 	}
-	var suspended []string
-	dev, err := snapshot.Open(false)
-	if err != nil {
-		return res, err
+	if c.dev, err = snapshot.Open(false); err != nil {
+		return err
 	}
-	defer dev.Close()
-	pmRaw := make([]byte, npages*8)
-	var pfns []uint64
-	sr := &snapReader{dev: dev, first: make([]byte, swsusp.PageSize), buf: make([]byte, swsusp.PageSize)}
+	c.onClose(func() { c.dev.Close() })
+	c.pmRaw = make([]byte, c.npages*8)
+	c.sr = &snapReader{dev: c.dev, first: make([]byte, swsusp.PageSize), buf: make([]byte, swsusp.PageSize)}
+	return nil
+}
 
-	// From here: one thread, no GC, memory locked.
+// kernelFiles writes the image kernel's files and the firmware ranges
+// first, while everything still runs.
+func (c *capture) kernelFiles() error {
+	if err := kernelStreams(c.bw, c.m.Kernel.Release, c.logf); err != nil {
+		return err
+	}
+	return nonRAMStreams(c.bw, c.m, c.logf)
+}
+
+// lock: from here one thread, no GC, memory locked.
+func (c *capture) lock() error {
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	c.onClose(runtime.UnlockOSThread)
+	procs := runtime.GOMAXPROCS(1)
+	c.onClose(func() { runtime.GOMAXPROCS(procs) })
+	gc := debug.SetGCPercent(-1)
+	c.onClose(func() { debug.SetGCPercent(gc) })
 	// Give the heap the probe and the kernel files used back to the kernel,
 	// then lock what is resident and whatever is touched from now on
 	// (MCL_ONFAULT: mapped but unused heap is not populated, which would
 	// take memory the image needs).
 	debug.FreeOSMemory()
 	if err := syscall.Mlockall(syscall.MCL_CURRENT | syscall.MCL_FUTURE | mclOnFault); err != nil {
-		return res, fmt.Errorf("mlockall: %w", err)
+		return fmt.Errorf("mlockall: %w", err)
 	}
-	defer syscall.Munlockall()
-	touched, err := faultIn(pm)
+	c.onClose(func() { syscall.Munlockall() })
+	touched, err := faultIn(c.pm)
 	if err != nil {
-		return res, fmt.Errorf("bringing this process's pages into RAM: %w", err)
+		return fmt.Errorf("bringing this process's pages into RAM: %w", err)
 	}
-	logf("memory locked: %s; %d pages brought back from swap or files", procStatus("VmRSS", "VmLck"), touched)
+	c.logf("memory locked: %s; %d pages brought back from swap or files", procStatus("VmRSS", "VmLck"), touched)
+	return c.dev.PlatformSupport(false)
+}
 
-	if err := dev.PlatformSupport(false); err != nil {
-		return res, err
-	}
-	abort := func(err error) (*Result, error) {
-		for i := len(suspended) - 1; i >= 0; i-- {
-			if rerr := dmc.Resume(suspended[i]); rerr != nil {
-				logf("resume %s: %v", suspended[i], rerr)
-			}
+// abort resumes what was suspended and thaws the machine.
+func (c *capture) abort(err error) (*Result, error) {
+	for i := len(c.suspended) - 1; i >= 0; i-- {
+		if rerr := c.dmc.Resume(c.suspended[i]); rerr != nil {
+			c.logf("resume %s: %v", c.suspended[i], rerr)
 		}
-		if terr := dev.Thaw(); terr != nil {
-			logf("thaw: %v", terr)
-		}
-		logf("aborted, machine thawed: %v", err)
-		return res, err
 	}
-	logf("freezing")
-	if err := dev.Freeze(); err != nil {
-		return abort(err)
+	if terr := c.dev.Thaw(); terr != nil {
+		c.logf("thaw: %v", terr)
 	}
-	// The mailbox's PFNs after the freeze, for a cross-check: reclaim and
-	// compaction while the kernel makes room for the image may still move
-	// (locked) pages, so the PFNs read after CREATE_IMAGE are the ones the
-	// image has.
-	frozenPFNs, err := readPFNs(pm, mbox, pmRaw)
-	if err != nil {
-		return abort(err)
+	c.logf("aborted, machine thawed: %v", err)
+	return c.res, err
+}
+
+// freeze stops user space. The mailbox's PFNs after the freeze are kept
+// for a cross-check: reclaim and compaction while the kernel makes room
+// for the image may still move (locked) pages, so the PFNs read after
+// CREATE_IMAGE are the ones the image has.
+func (c *capture) freeze() error {
+	c.logf("freezing")
+	if err := c.dev.Freeze(); err != nil {
+		return err
 	}
-	for _, name := range toSuspend {
+	var err error
+	c.frozen, err = readPFNs(c.pm, c.mbox, c.pmRaw)
+	return err
+}
+
+// suspendDM suspends the dm devices with a mounted filesystem on a
+// captured disk (their filesystems frozen).
+func (c *capture) suspendDM() error {
+	for _, name := range c.toSuspend {
 		t0 := time.Now()
-		if err := dmc.Suspend(name, 0); err != nil {
-			return abort(fmt.Errorf("suspend %s: %w", name, err))
+		if err := c.dmc.Suspend(name, 0); err != nil {
+			return fmt.Errorf("suspend %s: %w", name, err)
 		}
-		suspended = append(suspended, name)
-		logf("suspended %s (filesystem frozen) in %.2fs", name, time.Since(t0).Seconds())
-		for i := range m.DM {
-			if m.DM[i].Name == name {
-				m.DM[i].Suspended = true
+		c.suspended = append(c.suspended, name)
+		c.logf("suspended %s (filesystem frozen) in %.2fs", name, time.Since(t0).Seconds())
+		for i := range c.m.DM {
+			if c.m.DM[i].Name == name {
+				c.m.DM[i].Suspended = true
 			}
 		}
 	}
-	inSuspend, err := dev.CreateImage()
+	return nil
+}
+
+// streamMemory streams the image from /dev/snapshot into the bundle and
+// records it, with the mailbox's pages, in the manifest.
+func (c *capture) streamMemory() error {
+	pfns, err := readPFNs(c.pm, c.mbox, c.pmRaw)
 	if err != nil {
-		return abort(err)
-	}
-	if !inSuspend {
-		res.Resumed = true
-		res.Mailbox = resumed(dev, mbox, nonce, m, logf)
-		logf("machine thawed; exiting")
-		return res, nil
-	}
-	if pfns, err = readPFNs(pm, mbox, pmRaw); err != nil {
-		return abort(err)
+		return err
 	}
 	moved := 0
 	for i := range pfns {
-		if pfns[i] != frozenPFNs[i] {
+		if pfns[i] != c.frozen[i] {
 			moved++
 		}
 	}
-	size, _ := dev.ImageSize()
-	logf("image created: %d MiB; %d of %d mailbox pages moved while the kernel made room; streaming memory", size>>20, moved, len(pfns))
-	sw, err := bw.Stream("memory", bundle.KindMemory)
+	size, _ := c.dev.ImageSize()
+	c.logf("image created: %d MiB; %d of %d mailbox pages moved while the kernel made room; streaming memory", size>>20, moved, len(pfns))
+	sw, err := c.bw.Stream("memory", bundle.KindMemory)
 	if err != nil {
-		return abort(err)
+		return err
 	}
-	if _, err := sw.ReadFrom(sr); err != nil {
-		return abort(fmt.Errorf("memory stream: %w", err))
+	if _, err := sw.ReadFrom(c.sr); err != nil {
+		return fmt.Errorf("memory stream: %w", err)
 	}
 	if err := sw.Close(); err != nil {
-		return abort(err)
+		return err
 	}
-	res.MemoryPages = sr.pages
+	sr := c.sr
+	c.res.MemoryPages = sr.pages
 	info, err := swsusp.ParseInfo(sr.first)
 	if err != nil {
-		return abort(err)
+		return err
 	}
 	if info.Pages != sr.pages {
-		return abort(fmt.Errorf("/dev/snapshot gave %d pages, swsusp_info says %d", sr.pages, info.Pages))
+		return fmt.Errorf("/dev/snapshot gave %d pages, swsusp_info says %d", sr.pages, info.Pages)
 	}
-	m.Image = &manifest.Image{Release: m.Kernel.Release, Pages: info.Pages, DataPages: info.ImagePages, MetaPages: info.MetaPages(),
+	c.m.Image = &manifest.Image{Release: c.m.Kernel.Release, Pages: info.Pages, DataPages: info.ImagePages, MetaPages: info.MetaPages(),
 		NumPhysPages: info.NumPhysPages, E820Checksum: fmt.Sprintf("%#08x", info.Arch.E820Checksum), Stream: "memory"}
-	m.Image.ZeroPages = sr.zero
-	m.Mailbox = &manifest.Mailbox{Nonce: hex.EncodeToString(nonce[:]), PFNs: pfns}
-	logf("memory: %d pages; streaming %d disk(s)", sr.pages, len(disks))
-	for i, d := range disks {
-		sw, err := bw.Stream(fmt.Sprintf("disk%d", i), bundle.KindDisk)
+	c.m.Image.ZeroPages = sr.zero
+	c.m.Mailbox = &manifest.Mailbox{Nonce: hex.EncodeToString(c.nonce[:]), PFNs: pfns}
+	return nil
+}
+
+// streamDisks streams each captured disk, read while frozen.
+func (c *capture) streamDisks() error {
+	c.logf("memory: %d pages; streaming %d disk(s)", c.sr.pages, len(c.disks))
+	for i, d := range c.disks {
+		sw, err := c.bw.Stream(fmt.Sprintf("disk%d", i), bundle.KindDisk)
 		if err != nil {
-			return abort(err)
+			return err
 		}
-		d.logf, d.t0 = logf, time.Now()
+		d.logf, d.t0 = c.logf, time.Now()
 		n, err := sw.ReadFrom(d)
 		if err != nil {
-			return abort(fmt.Errorf("disk %s: %w", d.path, err))
+			return fmt.Errorf("disk %s: %w", d.path, err)
 		}
 		if err := sw.Close(); err != nil {
-			return abort(err)
+			return err
 		}
-		res.DiskBytes += n
-		logf("disk %s: %d MiB", d.path, n>>20)
+		c.res.DiskBytes += n
+		c.logf("disk %s: %d MiB", d.path, n>>20)
 	}
-	if _, err := bw.Finish(m, &o.Key); err != nil {
-		return abort(err)
+	return nil
+}
+
+// finish writes the manifest and the signed index, and waits for the
+// destination to acknowledge the whole bundle.
+func (c *capture) finish() error {
+	if _, err := c.bw.Finish(c.m, &c.o.Key); err != nil {
+		return err
 	}
-	if err := out.Finish(); err != nil {
-		return abort(err)
-	}
-	logf("bundle complete and acknowledged (%d memory pages, %d MiB of disks); powering off", sr.pages, res.DiskBytes>>20)
-	err = syscall.Reboot(syscall.LINUX_REBOOT_CMD_POWER_OFF)
-	return abort(fmt.Errorf("power off: %v", err))
+	return c.out.Finish()
 }
 
 // resumed runs in the resumed machine while every other process is still

@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/thawlinux/thaw/agent/plan"
 	"github.com/thawlinux/thaw/images/blockdev"
 	"github.com/thawlinux/thaw/images/swsusp"
 	"github.com/thawlinux/thaw/scripts/harness"
@@ -253,4 +257,66 @@ func TestRewriteRefusesSameBytes(t *testing.T) {
 	if out, err := run(t, "inspect", img+"#1"); err != nil {
 		t.Fatalf("inspect after the refused rewrites: %v %s", err, out)
 	}
+}
+
+// TestRefusalJSON: thaw restore --json and thaw plan --json print the
+// same refusal objects for the same bad bundle.
+func TestRefusalJSON(t *testing.T) {
+	dir := t.TempDir()
+	disk := filepath.Join(dir, "src.img")
+	if err := harness.MakeGPTDisk(disk, 40, []harness.Part{{Name: "root", SizeMB: 8}, {Name: "swap", SizeMB: 16, Swap: true}}); err != nil {
+		t.Fatal(err)
+	}
+	writeImage(t, disk+"#2", 30)
+	key, other := filepath.Join(dir, "k"), filepath.Join(dir, "other")
+	run(t, "keygen", "--out", key)
+	run(t, "keygen", "--out", other)
+	b := filepath.Join(dir, "b.thaw")
+	if out, err := run(t, "export", "--plaintext", "--from", disk+"#2", "--to", b, "--key", key+".key"); err != nil {
+		t.Fatalf("export: %v %s", err, out)
+	}
+	truncated := filepath.Join(dir, "truncated.thaw")
+	whole, _ := os.ReadFile(b)
+	os.WriteFile(truncated, whole[:len(whole)-200], 0o644)
+	target := filepath.Join(dir, "target.img")
+	os.WriteFile(target, nil, 0o644)
+	os.Truncate(target, 40<<20)
+	for _, tc := range []struct {
+		name, image, pub string
+		check            plan.Check
+	}{
+		{"signed by another key", b, other + ".pub", plan.CheckSignature},
+		{"truncated", truncated, key + ".pub", plan.CheckImage},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got [2][]plan.Refusal
+			for i, args := range [][]string{
+				{"plan", "--json", "--image", tc.image, "--pubkey", tc.pub},
+				{"restore", "--json", "--image", tc.image, "--pubkey", tc.pub, "--disk", target},
+			} {
+				out, err := thawStdout(t, args...)
+				var ee *exec.ExitError
+				if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+					t.Fatalf("%s: %v, want exit status 3", args[0], err)
+				}
+				var res struct {
+					OK       bool           `json:"ok"`
+					Refusals []plan.Refusal `json:"refusals"`
+				}
+				if err := json.Unmarshal(out, &res); err != nil || res.OK {
+					t.Fatalf("%s --json printed %s (%v)", args[0], out, err)
+				}
+				got[i] = res.Refusals
+			}
+			if !reflect.DeepEqual(got[0], got[1]) || len(got[0]) != 1 || got[0][0].Check != tc.check {
+				t.Fatalf("plan refusals %+v, restore refusals %+v; want the same one, check %s", got[0], got[1], tc.check)
+			}
+		})
+	}
+}
+
+// thawStdout runs thaw and returns its standard output alone.
+func thawStdout(t *testing.T, args ...string) ([]byte, error) {
+	t.Helper()
+	return exec.Command(buildThaw(t), args...).Output()
 }
