@@ -23,6 +23,7 @@ import (
 
 	"aead.dev/minisign"
 	"filippo.io/age"
+	"golang.org/x/sys/unix"
 
 	"github.com/thawlinux/thaw/agent/dm"
 	"github.com/thawlinux/thaw/agent/physmem"
@@ -220,7 +221,7 @@ func Run(o Options) (*Result, error) {
 		c.logf("dry run: %d mailbox pages reserved; stopping before the freeze", c.npages)
 		return c.res, nil
 	}
-	for _, stage := range []func() error{c.open, c.kernelFiles, c.lock} {
+	for _, stage := range []func() error{c.planOwnSwap, c.open, c.kernelFiles, c.lock} {
 		if err := stage(); err != nil {
 			return c.res, err
 		}
@@ -241,6 +242,7 @@ func Run(o Options) (*Result, error) {
 		c.logf("machine thawed; exiting")
 		return c.res, nil
 	}
+	c.reserveSlots()
 	for _, stage := range []func() error{c.streamMemory, c.streamDisks, c.finish} {
 		if err := stage(); err != nil {
 			return c.abort(err)
@@ -276,6 +278,11 @@ type capture struct {
 	sr        *snapReader
 	frozen    []uint64 // the mailbox's PFNs after the freeze
 	cleanup   []func()
+
+	// The swap in use that receives the image at restore time.
+	own     *manifest.Resume
+	ownPath string
+	ownDev  uint64
 }
 
 func (c *capture) onClose(f func()) { c.cleanup = append(c.cleanup, f) }
@@ -310,9 +317,10 @@ func (c *capture) check() error {
 
 // describeDisks puts the captured disks into the manifest. Swap stays in
 // use: the pages it holds travel in the disk streams byte for byte, and
-// the kernel can still swap out while it makes room for the image. The
-// resume image therefore goes to an area that is not a swap of the image,
-// chosen at restore time.
+// the kernel can still swap out while it makes room for the image. At
+// restore time the resume image goes into free pages of that swap that
+// the capture reserves once the image exists (planOwnSwap, reserveSlots),
+// or into an area of its own.
 func (c *capture) describeDisks() error {
 	m := c.m
 	swaps, err := activeSwaps()
@@ -480,6 +488,66 @@ func (c *capture) lock() error {
 	}
 	c.logf("memory locked: %s; %d pages brought back from swap or files", procStatus("VmRSS", "VmLck"), touched)
 	return c.dev.PlatformSupport(false)
+}
+
+// planOwnSwap chooses the swap in use that the image goes into at
+// restore time (ownSwap). Without one, a restore needs a resume area of
+// its own.
+func (c *capture) planOwnSwap() error {
+	devOf := func(path string) (string, error) {
+		var st syscall.Stat_t
+		if err := syscall.Stat(path, &st); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev)), nil
+	}
+	own, path, err := ownSwap(c.m, devOf)
+	if err != nil {
+		c.logf("warning: no swap in use can take the image at restore time (%v): a restore needs a resume area (--resume, thaw.area=)", err)
+		return nil
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return err
+	}
+	c.own, c.ownPath, c.ownDev = own, path, st.Rdev
+	c.logf("the image goes into swap %s (%s) at restore time: its free pages are reserved once the image exists", path, own.Device)
+	return nil
+}
+
+// reserveSlots takes, once the image exists, enough free pages of the
+// chosen swap for the image in the kernel's format (SNAPSHOT_ALLOC_SWAP_PAGE,
+// as s2disk does). The image predates them: the resumed kernel finds them
+// free. Failing here only costs the restore its own-swap path.
+func (c *capture) reserveSlots() {
+	if c.own == nil {
+		return
+	}
+	size, err := c.dev.ImageSize()
+	if err == nil {
+		err = c.dev.SetSwapArea(c.ownDev, 0)
+	}
+	if err != nil {
+		c.logf("warning: reserving swap for the image: %v: a restore needs a resume area", err)
+		return
+	}
+	need := slotsNeeded(size)
+	var ext extents
+	var got int64
+	for ; got < need; got++ {
+		off, err := c.dev.AllocSwapPage()
+		if err != nil {
+			c.logf("warning: %s: %d of %d pages reserved: %v", c.ownPath, got, need, err)
+			break
+		}
+		ext.add(uint64(off / swsusp.PageSize))
+	}
+	if got == 0 {
+		return
+	}
+	c.own.Slots = ext
+	c.m.Resume = c.own
+	c.logf("reserved %d pages (%d MiB, %d runs) of %s for the image", got, got*swsusp.PageSize>>20, len(ext), c.ownPath)
 }
 
 // abort resumes what was suspended and thaws the machine.

@@ -16,7 +16,9 @@ import (
 	"filippo.io/age"
 
 	"github.com/thawlinux/thaw/agent/plan"
+	"github.com/thawlinux/thaw/images/blockdev"
 	"github.com/thawlinux/thaw/images/manifest"
+	"github.com/thawlinux/thaw/images/swsusp"
 )
 
 // TestAgentDirect: a blank disk is written in one pass (each chunk checked
@@ -333,4 +335,102 @@ func TestRestoreMode(t *testing.T) {
 	if !errors.As(err, &r) || !r.Has(plan.CheckDisk) {
 		t.Fatalf("two --disk for one disk: %v", err)
 	}
+}
+
+// memFile is an in-memory device for FormatSwap.
+type memFile struct{ b []byte }
+
+func (m *memFile) ReadAt(p []byte, off int64) (int, error)  { return copy(p, m.b[off:]), nil }
+func (m *memFile) WriteAt(p []byte, off int64) (int, error) { return copy(m.b[off:], p), nil }
+func (m *memFile) Sync() error                              { return nil }
+
+// TestOwnSwap: a capture that reserved pages in its own swap (an LV in
+// two segments of the disk) is restored onto the disk alone: the image
+// goes into those pages and nowhere else, resume= names the swap, and the
+// kexec path needs no area.
+func TestOwnSwap(t *testing.T) {
+	pub, priv, _ := minisign.GenerateKey(nil)
+	segs := []manifest.Segment{{Start: 0, Length: 2 << 20, DiskOffset: 1 << 20}, {Start: 2 << 20, Length: 2 << 20, DiskOffset: 5 << 20}}
+	slots := []manifest.Extent{{Start: 100, Count: 100}, {Start: 600, Count: 300}}
+	// The swap in use: its header, and every other page "swapped out".
+	swap := &memFile{make([]byte, 4<<20)}
+	if err := swsusp.FormatSwap(swap, 0, 1024, [16]byte{9}, "swap"); err != nil {
+		t.Fatal(err)
+	}
+	pattern := bytes.Repeat([]byte("swapped "), swsusp.PageSize/8)
+	for p := 1; p < 1024; p++ {
+		copy(swap.b[p*swsusp.PageSize:], pattern)
+	}
+	disk := make([]byte, diskSize)
+	copy(disk, bytes.Repeat([]byte("lvm metadata "), 4096))
+	for _, s := range segs {
+		copy(disk[s.DiskOffset:s.DiskOffset+s.Length], swap.b[s.Start:s.Start+s.Length])
+	}
+	m := sourceManifest()
+	m.Resume = &manifest.Resume{Disk: 0, Device: "/dev/mapper/vg0-swap", HeaderOffset: segs[0].DiskOffset, Segments: segs, Slots: slots}
+	mem := smallStream(40)
+	b := writeBundle(t, &priv, m, map[string][]byte{"memory": mem, "disk0": disk, "vmlinuz": []byte("kernel"), "initrd": []byte("initrd")}, nil)
+	f := &fixture{pub: pub, src: m, disk: disk, mem: mem, bundle: b}
+
+	check := func(t *testing.T, e *testEnv) {
+		got, _ := os.ReadFile(e.diskPath)
+		dev, err := blockdev.Open(e.diskPath, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dev.Close()
+		v, err := newSegView(dev, segs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd, err := swsusp.NewReader(v, v.size, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep, err := rd.Verify(); err != nil || rep.DataPages != 40 {
+			t.Fatalf("the image in the swap: %v, %+v", err, rep)
+		}
+		reserved := map[int64]bool{0: true}
+		for _, s := range slots {
+			for p := s.Start; p < s.Start+s.Count; p++ {
+				reserved[int64(p)] = true
+			}
+		}
+		page := make([]byte, swsusp.PageSize)
+		for p := int64(0); p < 1024; p++ {
+			v.ReadAt(page, p*swsusp.PageSize)
+			if !reserved[p] && !bytes.Equal(page, pattern) {
+				t.Fatalf("swap page %d held a swapped-out page and was overwritten", p)
+			}
+		}
+		for _, r := range [][2]int64{{0, 1 << 20}, {3 << 20, 5 << 20}, {7 << 20, diskSize}} {
+			if !bytes.Equal(got[r[0]:r[1]], disk[r[0]:r[1]]) {
+				t.Fatalf("disk bytes %d-%d outside the swap differ", r[0], r[1])
+			}
+		}
+	}
+	t.Run("thaw restore onto the disk alone", func(t *testing.T) {
+		e := newEnv(t, f, b)
+		st, err := run1(t, e, Config{Mode: Restore, Disks: []string{e.diskPath}, Trust: Trust{Keys: []NamedKey{{pub, "k"}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.ResumeArgs) != 1 || st.ResumeArgs[0] != "resume=/dev/mapper/vg0-swap" {
+			t.Errorf("resume args %v", st.ResumeArgs)
+		}
+		check(t, e)
+	})
+	t.Run("agent kexec without thaw.area=", func(t *testing.T) {
+		e := newEnv(t, f, b)
+		cfg := agentConfig(f, "thaw.disk=vda thaw.resume=kexec")
+		cfg.Trust.Keys = []NamedKey{{pub, "k"}}
+		_, err := run1(t, e, cfg)
+		if !errors.Is(err, errExeced) {
+			t.Fatalf("err %v, want the kexec into the image kernel", err)
+		}
+		if len(e.kx.loaded) != 1 || !strings.Contains(e.kx.loaded[0].Cmdline, "resume=/dev/mapper/vg0-swap") || strings.Contains(e.kx.loaded[0].Cmdline, "resume_offset") {
+			t.Fatalf("loaded %+v", e.kx.loaded)
+		}
+		check(t, e)
+	})
 }

@@ -165,12 +165,12 @@ func (r *run) bundleChecks() []plan.Refusal {
 				rs = append(rs, plan.Refusal{Check: plan.CheckResume, Reason: "the bundle carries no " + f + " of the image kernel", Hint: "use thaw.resume=direct"})
 			}
 		}
-		if st.Area == "" && (m.Resume == nil || !m.Resume.InDisk) {
-			rs = append(rs, plan.Refusal{Check: plan.CheckResume, Reason: "thaw.resume=kexec needs a resume area for the image", Hint: "add thaw.area=DEV: a swap-formatted partition that is not on a thaw.disk= target, or use thaw.resume=direct"})
+		if st.Area == "" && m.Resume == nil {
+			rs = append(rs, plan.Refusal{Check: plan.CheckResume, Reason: "thaw.resume=kexec needs a resume area for the image: the bundle reserved none in the server's own swap", Hint: "add thaw.area=DEV: a swap-formatted partition that is not on a thaw.disk= target, or use thaw.resume=direct"})
 		}
 	case PathArea:
 		if st.Area == "" && m.Resume == nil {
-			rs = append(rs, plan.Refusal{Check: plan.CheckResume, Reason: "the bundle carries no resume area (thaw capture leaves swap in use)", Hint: "give --resume with a swap-formatted partition that is not a swap of the image"})
+			rs = append(rs, plan.Refusal{Check: plan.CheckResume, Reason: "the bundle reserved no room for the image in the server's own swap (no swap in use on a captured disk, or a capture older than this thaw)", Hint: "give --resume with a swap-formatted partition that is not a swap of the image"})
 		}
 	}
 	if st.Replay && len(m.NonRAM) == 0 {

@@ -39,28 +39,55 @@ func writeArea(ctx context.Context, r *run) error {
 	return nil
 }
 
+// swapDev is where a resume image is written: an area of its own, a
+// window of a restored disk, or a swap device mapped onto a restored disk
+// through its segments.
+type swapDev interface {
+	io.ReaderAt
+	io.WriterAt
+	Sync() error
+}
+
 func (r *run) writeResume(ctx context.Context) ([]string, error) {
 	st := r.st
 	m := st.Bundle.Manifest
 	var (
-		area       *blockdev.Dev // the swap device the kernel resumes from
+		area       swapDev // the swap device the kernel resumes from
+		size       int64
+		ref        string
 		headerPage int64
 		resumeArg  string
-		err        error
+		free       []swsusp.Extent
 	)
-	if st.area != nil {
-		area, resumeArg = st.area, st.area.ResumeArg()
-	} else {
-		if m.Resume == nil {
-			return nil, errors.New("the bundle carries no resume area: give one")
+	switch {
+	case st.area != nil:
+		area, size, ref, resumeArg = st.area, st.area.Size, st.area.Ref, st.area.ResumeArg()
+	case m.Resume == nil:
+		return nil, errors.New("the bundle carries no resume area: give one")
+	case len(m.Resume.Slots) > 0:
+		// The server's own swap: the pages the capture reserved in it.
+		if m.Resume.Disk < 0 || m.Resume.Disk >= len(st.devs) {
+			return nil, fmt.Errorf("the bundle's swap lies on disk %d of %d", m.Resume.Disk, len(st.devs))
 		}
 		rdev := st.devs[m.Resume.Disk]
-		start, size := resumeWindow(m, rdev)
-		// Swap map entries count pages from the start of the swap device:
-		// the partition (resume=PARTUUID=…), not the disk.
-		if area, err = rdev.Window(start, size, fmt.Sprintf("%s (resume area)", rdev.Ref)); err != nil {
+		v, err := newSegView(rdev, m.Resume.Segments)
+		if err != nil {
 			return nil, err
 		}
+		area, size, ref, resumeArg = v, v.size, fmt.Sprintf("%s (on %s)", m.Resume.Device, rdev.Ref), m.Resume.Device
+		for _, e := range m.Resume.Slots {
+			free = append(free, swsusp.Extent{Start: e.Start, Count: e.Count})
+		}
+	default:
+		rdev := st.devs[m.Resume.Disk]
+		start, n := resumeWindow(m, rdev)
+		// Swap map entries count pages from the start of the swap device:
+		// the partition (resume=PARTUUID=…), not the disk.
+		w, err := rdev.Window(start, n, fmt.Sprintf("%s (resume area)", rdev.Ref))
+		if err != nil {
+			return nil, err
+		}
+		area, size, ref = w, w.Size, w.Ref
 		headerPage, resumeArg = (m.Resume.HeaderOffset-start)/swsusp.PageSize, resumeTarget(m)
 	}
 	if st.area == nil && m.Resume.InDisk {
@@ -73,10 +100,10 @@ func (r *run) writeResume(ctx context.Context) ([]string, error) {
 		if err := area.Sync(); err != nil {
 			return nil, err
 		}
-	} else if err := r.writeResumeImage(ctx, area, headerPage); err != nil {
-		return nil, fmt.Errorf("writing the resume image to %s: %w", area.Ref, err)
+	} else if err := r.writeResumeImage(ctx, area, size, headerPage, free); err != nil {
+		return nil, fmt.Errorf("writing the resume image to %s: %w", ref, err)
 	}
-	if err := checkResumeImage(area, headerPage, m); err != nil {
+	if err := checkResumeImage(area, size, headerPage, m); err != nil {
 		neutralize(area, headerPage*swsusp.PageSize)
 		return nil, fmt.Errorf("the resume image written does not verify, its signature was removed: %w", err)
 	}
@@ -89,14 +116,14 @@ func (r *run) writeResume(ctx context.Context) ([]string, error) {
 
 // writeResumeImage stores the bundle's memory stream (with the device
 // plan in its mailbox pages) in the area in the kernel's format,
-// signature last.
-func (r *run) writeResumeImage(ctx context.Context, area *blockdev.Dev, headerPage int64) error {
+// signature last; free, if set, are the only pages it may use.
+func (r *run) writeResumeImage(ctx context.Context, area swapDev, size, headerPage int64, free []swsusp.Extent) error {
 	sr, closeFn, err := r.memoryImage(ctx)
 	if err != nil {
 		return err
 	}
 	defer closeFn()
-	w, err := swsusp.NewWriter(area, area.Size, headerPage, swsusp.WriterOptions{Compression: swsusp.CompressLZO})
+	w, err := swsusp.NewWriter(area, size, headerPage, swsusp.WriterOptions{Compression: swsusp.CompressLZO, Free: free})
 	if err != nil {
 		return err
 	}
@@ -132,8 +159,8 @@ func (r *run) memoryImage(ctx context.Context) (io.Reader, func(), error) {
 
 // checkResumeImage reads the resume image back and compares its counts
 // with the manifest.
-func checkResumeImage(area *blockdev.Dev, headerPage int64, m *manifest.Manifest) error {
-	rd, err := swsusp.NewReader(area, area.Size, headerPage)
+func checkResumeImage(area io.ReaderAt, size, headerPage int64, m *manifest.Manifest) error {
+	rd, err := swsusp.NewReader(area, size, headerPage)
 	if err != nil {
 		return err
 	}
@@ -147,7 +174,7 @@ func checkResumeImage(area *blockdev.Dev, headerPage int64, m *manifest.Manifest
 	return nil
 }
 
-func neutralize(dev *blockdev.Dev, off int64) {
+func neutralize(dev swapDev, off int64) {
 	pg := make([]byte, swsusp.PageSize)
 	if _, err := dev.ReadAt(pg, off); err != nil {
 		return
@@ -263,3 +290,83 @@ func resumeTarget(m *manifest.Manifest) string {
 	}
 	return "/dev/" + m.Disks[m.Resume.Disk].Name
 }
+
+// segView is a swap device laid out on a disk in segments (a partition,
+// or an LVM LV's linear table): its bytes, read and written at the
+// disk's offsets.
+type segView struct {
+	dev  *blockdev.Dev
+	segs []manifest.Segment
+	size int64
+}
+
+func newSegView(dev *blockdev.Dev, segs []manifest.Segment) (*segView, error) {
+	v := &segView{dev: dev, segs: segs}
+	for i, s := range segs {
+		if s.Start != v.size || s.Length <= 0 || s.DiskOffset < 0 || s.DiskOffset+s.Length > dev.Size {
+			return nil, fmt.Errorf("the swap's segment %d (bytes %d+%d at disk byte %d) does not fit %s (%d bytes)", i, s.Start, s.Length, s.DiskOffset, dev.Ref, dev.Size)
+		}
+		v.size += s.Length
+	}
+	if v.size == 0 {
+		return nil, errors.New("the swap has no segments")
+	}
+	return v, nil
+}
+
+// each calls f for the pieces of [off, off+n) with their disk offsets.
+func (v *segView) each(off int64, n int, f func(disk int64, lo, hi int) error) error {
+	if off < 0 || off+int64(n) > v.size {
+		return fmt.Errorf("bytes %d+%d outside the swap's %d bytes", off, n, v.size)
+	}
+	done := 0
+	for _, s := range v.segs {
+		if done == n {
+			break
+		}
+		at := off + int64(done)
+		if at < s.Start || at >= s.Start+s.Length {
+			continue
+		}
+		k := int(min(int64(n-done), s.Start+s.Length-at))
+		if err := f(s.DiskOffset+at-s.Start, done, done+k); err != nil {
+			return err
+		}
+		done += k
+	}
+	return nil
+}
+
+func (v *segView) ReadAt(p []byte, off int64) (int, error) {
+	if off >= v.size {
+		return 0, io.EOF
+	}
+	short := false
+	if int64(len(p)) > v.size-off {
+		p, short = p[:v.size-off], true
+	}
+	err := v.each(off, len(p), func(disk int64, lo, hi int) error {
+		_, err := v.dev.ReadAt(p[lo:hi], disk)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	if short {
+		return len(p), io.EOF
+	}
+	return len(p), nil
+}
+
+func (v *segView) WriteAt(p []byte, off int64) (int, error) {
+	err := v.each(off, len(p), func(disk int64, lo, hi int) error {
+		_, err := v.dev.WriteAt(p[lo:hi], disk)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (v *segView) Sync() error { return v.dev.Sync() }

@@ -6,6 +6,8 @@ import (
 	"os"
 	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // ioctl requests, include/uapi/linux/suspend_ioctls.h (magic '3').
@@ -17,6 +19,8 @@ const (
 	ioGetImageSize    = 0x8008330e // _IOR('3', 14, loff_t)
 	ioPlatformSupport = 0x330f     // _IO('3', 15)
 	ioCreateImage     = 0x40043311 // _IOW('3', 17, int)
+	ioSetSwapArea     = 0x400c330d // _IOW('3', 13, struct resume_swap_area): 12 bytes, packed
+	ioAllocSwapPage   = 0x80083314 // _IOR('3', 20, loff_t)
 )
 
 // Path is the snapshot device.
@@ -117,6 +121,32 @@ func (d *Device) ImageSize() (int64, error) {
 		return 0, errno("SNAPSHOT_GET_IMAGE_SIZE", e)
 	}
 	return n, nil
+}
+
+// SetSwapArea names the swap that AllocSwapPage allocates from: the
+// device rdev (as stat gives it) with its header at byte offset (0 for a
+// partition or an LV).
+func (d *Device) SetSwapArea(rdev uint64, offset int64) error {
+	var area [12]byte // struct resume_swap_area, packed
+	major, minor := unix.Major(rdev), unix.Minor(rdev)
+	enc := minor&0xff | major<<8 | (minor&^0xff)<<12 // new_encode_dev
+	*(*int64)(unsafe.Pointer(&area[0])) = offset
+	*(*uint32)(unsafe.Pointer(&area[8])) = enc
+	if e := d.ioctl(ioSetSwapArea, uintptr(unsafe.Pointer(&area[0]))); e != 0 {
+		return errno("SNAPSHOT_SET_SWAP_AREA", e)
+	}
+	return nil
+}
+
+// AllocSwapPage takes one free page of the swap set by SetSwapArea and
+// returns its byte offset in that swap. The image the kernel made before
+// knows nothing of it: the resumed kernel finds the page free.
+func (d *Device) AllocSwapPage() (int64, error) {
+	var off int64
+	if e := d.ioctl(ioAllocSwapPage, uintptr(unsafe.Pointer(&off))); e != 0 {
+		return 0, errno("SNAPSHOT_ALLOC_SWAP_PAGE", e)
+	}
+	return off, nil
 }
 
 // Read reads the next image page (the kernel hands out one page per call);

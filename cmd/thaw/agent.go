@@ -40,8 +40,10 @@ console:
             written (thaw.verify=stream: even onto disks holding data)
   restore   direct (default): the memory image goes to this kernel's
             /dev/snapshot, which jumps into it. kexec (thaw.resume=kexec):
-            the image is written in the kernel's format to thaw.area= and
-            the image kernel is booted with its own initrd and resume=.
+            the image is written in the kernel's format into the server's
+            own swap (the pages the capture reserved there) or to
+            thaw.area=, and the image kernel is booted with its own initrd
+            and resume=.
             When this machine's memory map differs from the source's, the
             agent first boots itself again with the source's e820 table
             (stage 2), writes the source's firmware ranges back, and then

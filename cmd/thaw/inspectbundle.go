@@ -145,8 +145,18 @@ func printBundle(w io.Writer, r *bundleInspect, asJSON bool) {
 		for i, d := range m.Disks {
 			fmt.Fprintf(w, "  disk %d        %s, %d MiB, %s, %d partitions\n", i, d.Name, d.Size>>20, orUnknown(d.Table), len(d.Partitions))
 		}
-		if m.Resume != nil {
+		switch {
+		case m.Resume != nil && len(m.Resume.Slots) > 0:
+			var pages uint64
+			for _, e := range m.Resume.Slots {
+				pages += e.Count
+			}
+			fmt.Fprintf(w, "  resume        into the server's own swap %s on disk %d: %d pages (%d MiB) reserved in %d runs, header at disk byte %d\n",
+				m.Resume.Device, m.Resume.Disk, pages, pages*4096>>20, len(m.Resume.Slots), m.Resume.HeaderOffset)
+		case m.Resume != nil:
 			fmt.Fprintf(w, "  resume        disk %d partition %d (PARTUUID %s), header at byte %d, image in disk: %v\n", m.Resume.Disk, m.Resume.Partition, m.Resume.PartUUID, m.Resume.HeaderOffset, m.Resume.InDisk)
+		case m.Kind == "capture":
+			fmt.Fprintf(w, "  resume        no room reserved in the server's own swap: a restore needs a resume area (--resume, thaw.area=)\n")
 		}
 	}
 	for _, s := range r.Streams {

@@ -33,10 +33,14 @@ it. In order, and stopping at the first failure:
   5 write the resume image (or, for an image carried inside a disk, its
     swap header) last, after a sync, read it back and verify it
 
-The resume image of a captured bundle goes to --resume: a swap-formatted
+The resume image of a captured bundle goes into the server's own swap, on
+the restored disk: into the free pages that thaw capture reserved there
+once the image existed (the image kernel finds them free after resume),
+and resume= names that swap (PARTUUID=…, or /dev/mapper/NAME for an LVM
+swap). --resume puts it into an area of its own instead: a swap-formatted
 area (mkswap; its label and UUID are kept) that is not a swap of the image
 and not on a --disk target, e.g. /dev/sdb2 or disk.img#2. A bundle made by
-thaw export carries its image inside its disk and needs no --resume.
+thaw export carries its image inside its disk.
 
 No disk other than those given with --disk (and --resume) is opened for
 writing. The result (--json) carries resume_args: the kernel arguments

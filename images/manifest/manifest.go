@@ -176,6 +176,32 @@ type Resume struct {
 	// place (an exported, kernel-written image): restore then writes the
 	// header page last instead of writing the image.
 	InDisk bool `json:"in_disk"`
+	// Device is the swap the image goes to, as the image kernel's resume=
+	// names it: PARTUUID=… for a partition, /dev/mapper/NAME for a
+	// device-mapper (LVM) swap. Set with Slots.
+	Device string `json:"device,omitempty"`
+	// Slots are the pages of a swap in use that the capture reserved for
+	// the image after the snapshot was taken (SNAPSHOT_ALLOC_SWAP_PAGE):
+	// the image, in the kernel's format, goes there and nowhere else, and
+	// the resumed kernel finds them free. In swap pages from the swap
+	// device's start; page 0 is its header.
+	Slots []Extent `json:"slots,omitempty"`
+	// Segments place the swap device's bytes on disk Disk (a partition: one
+	// segment; an LVM swap: its linear table). Set with Slots.
+	Segments []Segment `json:"segments,omitempty"`
+}
+
+// Extent is a run of pages.
+type Extent struct {
+	Start uint64 `json:"start"`
+	Count uint64 `json:"count"`
+}
+
+// Segment maps Length bytes at Start of a device to DiskOffset on a disk.
+type Segment struct {
+	Start      int64 `json:"start"`
+	Length     int64 `json:"length"`
+	DiskOffset int64 `json:"disk_offset"`
 }
 
 // PhysRange is a physical memory range and the name of its bundle stream.

@@ -25,7 +25,14 @@ type WriterOptions struct {
 	// Progress, if set, is called after every block with the stream pages
 	// written so far and the total.
 	Progress func(done, total uint64)
+	// Free, if set, are the only pages the image may use, in this order,
+	// counted from the header page: the slots reserved in a swap that is
+	// in use. Without it every page of the area after the header is free.
+	Free []Extent
 }
+
+// Extent is a run of Count pages from page Start.
+type Extent struct{ Start, Count uint64 }
 
 // Writer stores a snapshot stream in a swap area in the kernel's format.
 type Writer struct {
@@ -37,6 +44,7 @@ type Writer struct {
 	origSig    string
 	next       int64 // next free page, relative to the area
 	bad        map[int64]bool
+	free       []Extent // what is left of opts.Free
 
 	mapPage []byte
 	mapAt   int64
@@ -97,11 +105,26 @@ func NewWriter(dev Device, size int64, headerPage int64, opts WriterOptions) (*W
 		w.bad[int64(b)] = true
 	}
 	w.next = 1
+	for _, e := range opts.Free {
+		if e.Start == 0 || e.Count == 0 || e.Start+e.Count-1 > uint64(w.area.LastPage) {
+			return nil, fmt.Errorf("swsusp: free pages %d+%d: outside the swap area's pages 1..%d", e.Start, e.Count, w.area.LastPage)
+		}
+	}
+	w.free = append([]Extent(nil), opts.Free...)
 	return w, nil
 }
 
 // Capacity is the number of pages the area can hold besides its header.
-func (w *Writer) Capacity() int64 { return int64(w.area.LastPage) - int64(len(w.bad)) }
+func (w *Writer) Capacity() int64 {
+	if w.opts.Free != nil {
+		var n int64
+		for _, e := range w.opts.Free {
+			n += int64(e.Count)
+		}
+		return n
+	}
+	return int64(w.area.LastPage) - int64(len(w.bad))
+}
 
 // NeedPages is the worst case of swap pages a stream of pages pages needs in
 // the given compression, swap_map pages included.
@@ -116,6 +139,24 @@ func NeedPages(pages uint64, c Compression) int64 {
 }
 
 func (w *Writer) alloc() (int64, error) {
+	if w.opts.Free != nil {
+		for len(w.free) > 0 && (w.free[0].Count == 0 || w.bad[int64(w.free[0].Start)]) {
+			if w.free[0].Count > 0 {
+				w.free[0].Start++
+				w.free[0].Count--
+				continue
+			}
+			w.free = w.free[1:]
+		}
+		if len(w.free) == 0 {
+			return 0, fmt.Errorf("swsusp: the %d free pages (%d MiB) reserved in the swap area at page %d are used up after %d pages: the image does not fit; nothing resumable was written", w.Capacity(), w.Capacity()*PageSize>>20, w.headerPage, w.written)
+		}
+		p := w.headerPage + int64(w.free[0].Start)
+		w.free[0].Start++
+		w.free[0].Count--
+		w.written++
+		return p, nil
+	}
 	for w.bad[w.next] {
 		w.next++
 	}

@@ -469,9 +469,6 @@ func (p *Params) Validate(agent bool) error {
 		add(checkURL(keyLog, p.Log))
 	}
 	add(checkResume(p.Resume))
-	if agent && p.Resume == ResumeKexec && p.Area == "" {
-		add(&Error{Param: keyArea, Kind: ErrMissing, Reason: "thaw.resume=kexec needs a resume area to write the image to", Fix: "add thaw.area=DEV, a swap partition that is not on a thaw.disk target, or use thaw.resume=direct"})
-	}
 	add(checkStage(p.Stage))
 	if p.Iface != "" {
 		add(checkIface(p.Iface))
