@@ -143,6 +143,9 @@ type State struct {
 
 // Close releases the bundle and the disks.
 func (s *State) Close() {
+	if s == nil {
+		return
+	}
 	for i := len(s.closers) - 1; i >= 0; i-- {
 		s.closers[i]()
 	}

@@ -57,6 +57,7 @@ func runAgent(args []string) error {
 	fs := newFlags("agent", "[--cmdline STRING] [--dry-run]", agentHelp)
 	cmdline := fs.String("cmdline", "", "instructions instead of /proc/cmdline")
 	dry := fs.Bool("dry-run", false, "stop after the plan; write nothing")
+	asJSON := fs.Bool("json", false, "the stages as JSON lines and a refusal as JSON on stdout, instead of the console's stage list and box")
 	if _, err := parseInterspersed(fs, args); err != nil {
 		return err
 	}
@@ -74,41 +75,56 @@ func runAgent(args []string) error {
 		outs = append(outs, vga)
 	}
 	ui := console.New(rlog.Line, outs...)
-	ui.Banner("thaw restore agent")
+	var rep restore.Reporter = ui
+	if *asJSON {
+		rep = restore.NewJSONReporter(os.Stdout)
+	} else {
+		ui.Banner("thaw restore agent")
+	}
+	var st *restore.State
 	trust, err := restore.AgentTrust("/")
 	if err != nil {
-		return agentFailed(ui, rlog, plan.NewRefused("a key built into the agent", plan.CheckSignature, err.Error(),
-			"rebuild the agent with valid key files (make initramfs PUBKEY=, mkinitramfs -identity)"), nil)
-	}
-	cfg := restore.Config{Mode: restore.Agent, Cmdline: raw, DryRun: *dry, Trust: trust}
-	st, err := restore.Run(context.Background(), restore.System(rlog), ui, cfg)
-	if st != nil {
-		defer st.Close()
+		err = plan.NewRefused("a key built into the agent", plan.CheckSignature, err.Error(),
+			"rebuild the agent with valid key files (make initramfs PUBKEY=, mkinitramfs -identity)")
+	} else {
+		cfg := restore.Config{Mode: restore.Agent, Cmdline: raw, DryRun: *dry, Trust: trust}
+		st, err = restore.Run(context.Background(), restore.System(rlog), rep, cfg)
+		defer func() { st.Close() }()
 	}
 	if err != nil {
 		unix.Sync()
-		return agentFailed(ui, rlog, err, st.Wrote)
+		var wrote []string
+		if st != nil {
+			wrote = st.Wrote
+		}
+		return agentFailed(ui, rlog, err, wrote, *asJSON)
 	}
-	if *dry {
+	if *dry && !*asJSON {
 		ui.Banner("dry run: nothing written")
 	}
 	return nil
 }
 
 // agentFailed shows the box remote hands read: why, the fix, and what
-// state the disks are in. Exit status 3: refused; 1: failed.
-func agentFailed(ui *console.UI, rlog *restore.RemoteLog, err error, wrote []string) error {
-	footer := console.NothingWritten
-	if len(wrote) > 0 {
-		footer = "THE DISKS WERE PARTLY WRITTEN (" + strings.Join(wrote, ", ") + ") and nothing resumable was left on them: do not boot them; fix the cause and run the restore again."
-	}
+// state the disks are in; thaw.log= gets the box and the refusal as JSON
+// ("thaw-refusal-json"). Exit status 3: refused; 1: failed.
+func agentFailed(ui *console.UI, rlog *restore.RemoteLog, err error, wrote []string, asJSON bool) error {
 	defer rlog.Flush()
-	var r *plan.Refused
-	if errors.As(err, &r) {
-		ui.Refused("REFUSED: "+r.Title, r.Refusals, footer)
+	r, code := refusalOf(err, hintFor(err))
+	res := refusalResult{Title: r.Title, Refusals: r.Refusals, PartlyWritten: wrote}
+	rlog.Record("refusal", res)
+	if asJSON {
+		printJSON(res)
+	} else {
+		title := r.Title
+		if code == 3 {
+			title = "REFUSED: " + title
+		}
+		ui.Refused(title, r.Refusals, footerFor(wrote))
+	}
+	if code == 3 {
 		return &exitError{3, errors.New("refused")}
 	}
-	ui.Refused("FAILED", []plan.Refusal{{Check: plan.CheckError, Reason: err.Error(), Hint: hintFor(err)}}, footer)
 	return &exitError{1, err}
 }
 

@@ -144,17 +144,10 @@ func printJSON(v any) error {
 // stderr, or the refusal objects as JSON on stdout. Exit status 3:
 // refused; 1: failed.
 func refusedExit(err error, wrote []string, asJSON bool) error {
-	code := 1
-	r := &plan.Refused{Title: "FAILED", Refusals: []plan.Refusal{{Check: plan.CheckError, Reason: err.Error(), Hint: "see the lines above"}}}
-	var rr *plan.Refused
-	if errors.As(err, &rr) {
-		code, r = 3, rr
-	}
+	r, code := refusalOf(err, "see the lines above")
 	state := "nothing was written"
-	footer := console.NothingWritten
 	if len(wrote) > 0 {
 		state = "the disks " + strings.Join(wrote, ", ") + " were partly written, with nothing resumable on them"
-		footer = "THE DISKS WERE PARTLY WRITTEN (" + strings.Join(wrote, ", ") + ") and nothing resumable was left on them: do not boot them; fix the cause and restore again."
 	}
 	if asJSON {
 		printJSON(refusalResult{Title: r.Title, Refusals: r.Refusals, PartlyWritten: wrote})
@@ -163,7 +156,25 @@ func refusedExit(err error, wrote []string, asJSON bool) error {
 		if code == 3 {
 			title = "REFUSED: " + title
 		}
-		fmt.Fprintln(os.Stderr, console.Box(title, r.Refusals, footer))
+		fmt.Fprintln(os.Stderr, console.Box(title, r.Refusals, footerFor(wrote)))
 	}
 	return &exitError{code, fmt.Errorf("%w; %s", err, state)}
+}
+
+// refusalOf is the refusal an error carries (exit status 3), or a failure
+// rendered as one (check "error", exit status 1).
+func refusalOf(err error, hint string) (*plan.Refused, int) {
+	var r *plan.Refused
+	if errors.As(err, &r) {
+		return r, 3
+	}
+	return &plan.Refused{Title: "FAILED", Refusals: []plan.Refusal{{Check: plan.CheckError, Reason: err.Error(), Hint: hint}}}, 1
+}
+
+// footerFor is the refusal box's last line: the state of the disks.
+func footerFor(wrote []string) string {
+	if len(wrote) == 0 {
+		return console.NothingWritten
+	}
+	return "THE DISKS WERE PARTLY WRITTEN (" + strings.Join(wrote, ", ") + ") and nothing resumable was left on them: do not boot them; fix the cause and run the restore again."
 }

@@ -320,3 +320,30 @@ func thawStdout(t *testing.T, args ...string) ([]byte, error) {
 	t.Helper()
 	return exec.Command(buildThaw(t), args...).Output()
 }
+
+// TestAgentJSON: thaw agent --json prints its stages as JSON lines and a
+// refusal as the same object thaw plan and thaw restore print.
+func TestAgentJSON(t *testing.T) {
+	out, err := thawStdout(t, "agent", "--json", "--cmdline", "console=ttyS0 thaw.image=ftp://store/b.thaw")
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("%v, want exit status 3\n%s", err, out)
+	}
+	dec := json.NewDecoder(bytes.NewReader(out))
+	var events []map[string]any
+	for dec.More() {
+		var v map[string]any
+		if err := dec.Decode(&v); err != nil {
+			t.Fatalf("stdout is not JSON lines: %v\n%s", err, out)
+		}
+		events = append(events, v)
+	}
+	if len(events) < 2 || events[0]["event"] != "begin" || events[0]["stage"] != "params" {
+		t.Fatalf("events %v", events)
+	}
+	last := events[len(events)-1]
+	rs, _ := last["refusals"].([]any)
+	if last["ok"] != false || len(rs) != 1 || rs[0].(map[string]any)["check"] != string(plan.CheckParams) {
+		t.Fatalf("refusal %v", last)
+	}
+}
