@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"io"
 	"os"
@@ -23,10 +22,10 @@ import (
 	"github.com/thawlinux/thaw/images/blockdev"
 	"github.com/thawlinux/thaw/images/bundle"
 	"github.com/thawlinux/thaw/images/manifest"
-	"github.com/thawlinux/thaw/images/swsusp"
 	"github.com/thawlinux/thaw/kexec"
 	"github.com/thawlinux/thaw/netfetch/dhcp"
 	"github.com/thawlinux/thaw/netfetch/httpra"
+	"github.com/thawlinux/thaw/scripts/harness"
 )
 
 // The fakes: every system call of the pipeline, recorded.
@@ -180,27 +179,8 @@ func (f *fakeStage2) Load() (*stage2.State, error) {
 
 const diskSize = 8 << 20
 
-// smallStream is a snapshot stream of n data pages (x86 arch magic, PFNs
-// from 0x100).
-func smallStream(n int) []byte {
-	le := binary.LittleEndian
-	info := make([]byte, swsusp.PageSize)
-	le.PutUint64(info[24:], swsusp.RestoreMagic)
-	le.PutUint64(info[400:], uint64(4*n))
-	le.PutUint64(info[416:], uint64(n))
-	le.PutUint64(info[424:], uint64(n+2))
-	le.PutUint64(info[432:], uint64(n+2)*swsusp.PageSize)
-	meta := make([]byte, swsusp.PageSize)
-	for i := 0; i < n; i++ {
-		le.PutUint64(meta[i*8:], uint64(0x100+i))
-	}
-	le.PutUint64(meta[n*8:], ^uint64(0))
-	out := append(info, meta...)
-	for i := 0; i < n; i++ {
-		out = append(out, bytes.Repeat([]byte{byte(i + 1)}, swsusp.PageSize)...)
-	}
-	return out
-}
+// smallStream is a snapshot stream of n data pages.
+func smallStream(n int) []byte { return harness.SnapshotStream(n) }
 
 type fixture struct {
 	pub, other minisign.PublicKey

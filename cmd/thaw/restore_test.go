@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"os"
@@ -19,27 +18,8 @@ import (
 	"github.com/thawlinux/thaw/scripts/harness"
 )
 
-// smallStream is a snapshot stream of n data pages (x86 arch magic, PFNs
-// from 0x100).
-func smallStream(n int) []byte {
-	le := binary.LittleEndian
-	info := make([]byte, swsusp.PageSize)
-	le.PutUint64(info[24:], swsusp.RestoreMagic)
-	le.PutUint64(info[400:], uint64(4*n))
-	le.PutUint64(info[416:], uint64(n))
-	le.PutUint64(info[424:], uint64(n+2))
-	le.PutUint64(info[432:], uint64(n+2)*swsusp.PageSize)
-	meta := make([]byte, swsusp.PageSize)
-	for i := 0; i < n; i++ {
-		le.PutUint64(meta[i*8:], uint64(0x100+i))
-	}
-	le.PutUint64(meta[n*8:], ^uint64(0))
-	out := append(info, meta...)
-	for i := 0; i < n; i++ {
-		out = append(out, bytes.Repeat([]byte{byte(i + 1)}, swsusp.PageSize)...)
-	}
-	return out
-}
+// smallStream is a snapshot stream of n data pages.
+func smallStream(n int) []byte { return harness.SnapshotStream(n) }
 
 // writeImage writes an LZO image of n pages into the swap area at ref.
 func writeImage(t *testing.T, ref string, n int) {
