@@ -87,9 +87,9 @@ func TestServerExportRestore(t *testing.T) {
 		{"corrupt-chunk", bad, key + ".pub", enc + ".identity", "sha256 mismatch", []string{"--verify", "first"}, false},
 		{"wrong-key", bundlePath, other + ".pub", enc + ".identity", "signature does not verify", nil, false},
 		{"no-identity", bundlePath, key + ".pub", "", "encrypted to age1", nil, false},
-		// One pass (the default onto a blank disk): written up to the
-		// damaged chunk, and said so.
-		{"corrupt-chunk-stream", bad, key + ".pub", enc + ".identity", "sha256 mismatch", nil, true},
+		// One pass (--verify stream; the default onto a blank disk): written
+		// up to the damaged chunk, and said so.
+		{"corrupt-chunk-stream", bad, key + ".pub", enc + ".identity", "sha256 mismatch", []string{"--verify", "stream"}, true},
 	} {
 		args := append([]string{"restore", "--image", tc.image, "--pubkey", tc.pub, "--disk", target}, tc.extra...)
 		if tc.id != "" {
