@@ -103,17 +103,12 @@ func orNone(s string) string {
 func (r *run) writeDisk(ctx context.Context, dev *blockdev.Dev, hold *int64, res *DiskResult) ([]byte, error) {
 	br := r.st.Bundle
 	s := br.Index.Stream(res.Stream)
-	var held []byte
+	var held []byte // only the worker of the chunk that holds the header sets it
 	z := zeroer{dev: dev, logf: r.logf, res: res}
-	err := br.Fetch(ctx, s, 0, r.fetchOptions(), func(_ int, c bundle.Chunk, data []byte) error {
-		r.rep.Progress(res.Target, c.Off, s.Size)
-		if data == nil {
-			res.ZeroChunks++
-			return z.add(c.Off, c.Len)
-		}
-		if err := z.flush(); err != nil {
-			return err
-		}
+	opt := r.fetchOptions()
+	// Each checked chunk is written at its offset by the worker that
+	// fetched it: several writes at once.
+	opt.Sink = func(_ int, c bundle.Chunk, data []byte) error {
 		if hold != nil && *hold >= c.Off && *hold+swsusp.PageSize <= c.Off+c.Len {
 			pg := data[*hold-c.Off : *hold-c.Off+swsusp.PageSize]
 			held = bytes.Clone(pg)
@@ -122,11 +117,17 @@ func (r *run) writeDisk(ctx context.Context, dev *blockdev.Dev, hold *int64, res
 				h.Put(pg)
 			}
 		}
-		if _, err := dev.WriteAt(data, c.Off); err != nil {
-			return err
+		_, err := dev.WriteAt(data, c.Off)
+		return err
+	}
+	err := br.Fetch(ctx, s, 0, opt, func(_ int, c bundle.Chunk, _ []byte) error {
+		r.rep.Progress(res.Target, c.Off, s.Size)
+		if c.Zero {
+			res.ZeroChunks++
+			return z.add(c.Off, c.Len)
 		}
 		res.WrittenBytes += c.Len
-		return nil
+		return z.flush()
 	})
 	if err == nil {
 		err = z.flush()

@@ -69,6 +69,7 @@ func runAgent(args []string) error {
 		}
 		raw = strings.TrimSpace(string(b))
 	}
+	limitMemory()
 	rlog := restore.NewRemoteLog()
 	outs := []io.Writer{os.Stdout}
 	if vga, err := os.OpenFile("/dev/tty0", os.O_WRONLY, 0); err == nil && !sameFile("/dev/tty0", "/dev/console") {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"strings"
 
 	"github.com/thawlinux/thaw/agent/console"
@@ -107,6 +108,7 @@ func runRestore(args []string) error {
 	if err != nil {
 		return &exitError{2, err}
 	}
+	limitMemory()
 	cfg := restore.Config{Mode: restore.Restore, Image: *image, Token: token, Disks: disks, Area: *resumeRef, Direct: *direct, Verify: *verify,
 		Trust: restore.Trust{Keys: []restore.NamedKey{{Key: pub, Name: *pubPath}}, Identities: ids}}
 	st, err := restore.Run(context.Background(), restore.System(nil), reporter(*asJSON), cfg)
@@ -123,6 +125,18 @@ func runRestore(args []string) error {
 	}
 	fmt.Printf("restored %s (kernel %s) onto %s\nboot the image kernel with: %s\n", res.Image, res.Kernel, strings.Join(disks, ", "), strings.Join(res.ResumeArgs, " "))
 	return nil
+}
+
+// memoryLimit keeps thaw restore and the agent near their bounded
+// buffers (the fetch's chunks in flight, the resume image writer): the
+// collector runs before the heap reaches twice what is live. GOMEMLIMIT
+// overrides it.
+const memoryLimit = 48 << 20
+
+func limitMemory() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memoryLimit)
+	}
 }
 
 // reporter is the stage list on stderr: the console's lines, or JSON

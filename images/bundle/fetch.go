@@ -18,8 +18,9 @@ type FetchOptions struct {
 	// once; default 4, and at least the number of CPUs.
 	Workers int
 	// Ahead is how many chunks may be held ahead of the consumer (in
-	// flight or done); default 2×Workers. Memory is bounded by Ahead ×
-	// (stored + decoded chunk size), whatever the bundle's size.
+	// flight or done); default Workers+2. Memory is bounded by Workers ×
+	// the stored chunk size + Ahead × the decoded one (Workers × both with
+	// a Sink), whatever the bundle's size.
 	Ahead int
 	// Retries is how often a chunk whose bytes do not match the index is
 	// fetched again before the fetch fails with ErrDamaged; default 2, -1
@@ -27,6 +28,11 @@ type FetchOptions struct {
 	Retries int
 	// Logf, if set, is told of every refetch.
 	Logf func(format string, a ...any)
+	// Sink, if set, takes each stored chunk as soon as it is checked and
+	// decoded, in the worker that fetched it (so several at once, in any
+	// order): a writer at offsets. fn then gets every chunk with data nil,
+	// in order, once Sink has taken it; a Sink error ends the fetch.
+	Sink func(i int, c Chunk, data []byte) error
 }
 
 func (o FetchOptions) norm() FetchOptions {
@@ -34,7 +40,7 @@ func (o FetchOptions) norm() FetchOptions {
 		o.Workers = max(4, runtime.GOMAXPROCS(0))
 	}
 	if o.Ahead <= 0 {
-		o.Ahead = 2 * o.Workers
+		o.Ahead = o.Workers + 2
 	}
 	o.Ahead = max(o.Ahead, o.Workers)
 	if o.Retries == 0 {
@@ -96,6 +102,11 @@ func (br *Reader) Fetch(ctx context.Context, s *Stream, first int, opt FetchOpti
 			var stored []byte
 			for j := range jobs {
 				data, err := br.fetchChunk(ctx, s, j.i, &stored, get(), opt)
+				if err == nil && opt.Sink != nil {
+					err = opt.Sink(j.i, s.Chunks[j.i], data)
+					put(data)
+					data = nil
+				}
 				j.out <- fetched{data, err}
 			}
 		}()

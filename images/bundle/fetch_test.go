@@ -183,3 +183,64 @@ func TestAheadReader(t *testing.T) {
 		t.Fatal("read after Close succeeded")
 	}
 }
+
+// TestFetchSink: with a Sink, every stored chunk reaches it once, checked
+// and decoded, from several workers; fn still sees every chunk in order.
+func TestFetchSink(t *testing.T) {
+	pub, priv := testKey(t)
+	ss := specs()
+	b := writeBundle(t, &priv, ss)
+	for _, tc := range []struct {
+		name  string
+		times int
+		ok    bool
+	}{{"clean", 0, true}, {"damaged once", 1, true}, {"damaged always", -1, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			probe, _ := Open(bytes.NewReader(b), int64(len(b)), &pub)
+			c3 := probe.Index.Stream("disk0").Chunks
+			var victim int64 = -1
+			for _, c := range c3 {
+				if !c.Zero {
+					victim = c.At + c.Stored/2
+				}
+			}
+			br, err := Open(&flaky{b: b, at: victim, times: tc.times}, int64(len(b)), &pub)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := br.Index.Stream("disk0")
+			out := make([]byte, s.Size)
+			var mu sync.Mutex
+			sunk := map[int]int{}
+			next := 0
+			err = br.Fetch(context.Background(), s, 0, FetchOptions{Workers: 4, Sink: func(i int, c Chunk, data []byte) error {
+				mu.Lock()
+				defer mu.Unlock()
+				sunk[i]++
+				copy(out[c.Off:], data)
+				return nil
+			}}, func(i int, c Chunk, data []byte) error {
+				if i != next || data != nil {
+					t.Fatalf("fn got chunk %d (data %v), want %d with nil", i, data != nil, next)
+				}
+				mu.Lock()
+				n := sunk[i]
+				mu.Unlock()
+				if !c.Zero && n != 1 {
+					t.Fatalf("chunk %d handed to fn before the sink had it once (%d)", i, n)
+				}
+				next++
+				return nil
+			})
+			if !tc.ok {
+				if !errors.Is(err, ErrDamaged) {
+					t.Fatalf("err %v, want ErrDamaged", err)
+				}
+				return
+			}
+			if err != nil || !bytes.Equal(out, ss[1].data) {
+				t.Fatalf("err %v; the sunk stream differs: %v", err, !bytes.Equal(out, ss[1].data))
+			}
+		})
+	}
+}

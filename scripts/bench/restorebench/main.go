@@ -17,6 +17,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -52,28 +53,34 @@ func main() {
 	size := fileSize(filepath.Join(b.store, name))
 	var base, rest time.Duration
 	var rss int64
+	var stages map[string]float64
 	for i := 0; i < *runs; i++ {
 		bt := b.baseline(name)
-		rt, r := b.restore(name, 64, *p1Disk)
+		rt, r, st := b.restore(name, 64, *p1Disk)
 		if base == 0 || bt < base {
 			base = bt
 		}
 		if rest == 0 || rt < rest {
-			rest, rss = rt, r
+			rest, rss, stages = rt, r, st
 		}
 	}
 	fmt.Printf("P1 bundle %d MiB (64 MiB memory + %d MiB disk) over loopback:\n", size>>20, *p1Disk)
 	fmt.Printf("  baseline curl -o + dd conv=fsync  %6.2f s  %7.1f MB/s\n", base.Seconds(), float64(size)/base.Seconds()/1e6)
 	fmt.Printf("  thaw restore                      %6.2f s  %7.1f MB/s  (peak RSS %d MiB)\n", rest.Seconds(), float64(size)/rest.Seconds()/1e6, rss>>20)
 	fmt.Printf("  ratio baseline/restore            %6.2f×  (goal ≥ 0.95×)\n", base.Seconds()/rest.Seconds())
+	raw := b.rawDisk(*p1Disk)
+	disk := b.ddSparse(raw)
+	fmt.Printf("  the disk's own bytes: dd conv=fsync,sparse of the %d MiB raw disk  %6.2f s; restore/that %.2f×\n", *p1Disk, disk.Seconds(), disk.Seconds()/rest.Seconds())
+	os.Remove(raw)
+	fmt.Printf("  restore stages (s): %v\n", stages)
 	os.Remove(filepath.Join(b.store, name))
 
 	// P2.
 	small := b.bundle("p2s", *p2Small, *p2Small)
-	_, rs := b.restore(small, *p2Small, *p2Small)
+	_, rs, _ := b.restore(small, *p2Small, *p2Small)
 	os.Remove(filepath.Join(b.store, small))
 	large := b.bundle("p2l", 4**p2Small, 4**p2Small)
-	_, rl := b.restore(large, 4**p2Small, 4**p2Small)
+	_, rl, _ := b.restore(large, 4**p2Small, 4**p2Small)
 	fmt.Printf("P2 peak RSS of thaw restore: %d MiB at %d+%d MiB, %d MiB at %d+%d MiB: ratio %.2f× (goal ≤ 64 MiB, flat: 1.0×)\n",
 		rs>>20, *p2Small, *p2Small, rl>>20, 4**p2Small, 4**p2Small, float64(rl)/float64(rs))
 }
@@ -95,7 +102,6 @@ func (b *bench) setup() {
 	addr := l.Addr().String()
 	l.Close()
 	b.serve = exec.Command(b.thaw, "serve", "--dir", b.store, "--listen", addr, "--read-token-file", filepath.Join(b.dir, "token"))
-	b.serve.Stderr = os.Stderr
 	check(b.serve.Start())
 	b.url = "http://" + addr
 	for i := 0; i < 100; i++ {
@@ -164,9 +170,32 @@ func (b *bench) baseline(name string) time.Duration {
 	return d
 }
 
+// rawDisk writes the P1 bundle's disk stream as a plain file.
+func (b *bench) rawDisk(diskMB int) string {
+	p := filepath.Join(b.dir, "raw.img")
+	f, err := os.Create(p)
+	check(err)
+	_, err = io.Copy(f, synth.New(2, int64(diskMB)<<20, true))
+	check(err)
+	check(f.Close())
+	return p
+}
+
+// ddSparse times dd of a raw disk onto a fresh file, skipping zero blocks
+// and syncing: what writing the disk's own bytes costs here.
+func (b *bench) ddSparse(raw string) time.Duration {
+	out := filepath.Join(b.dir, "dd.img")
+	dropCaches()
+	t0 := time.Now()
+	run("dd", "if="+raw, "of="+out, "bs=4M", "conv=fsync,sparse", "status=none")
+	d := time.Since(t0)
+	os.Remove(out)
+	return d
+}
+
 // restore runs thaw restore of the bundle onto a fresh sparse file and a
-// swap area, and returns its time and peak RSS.
-func (b *bench) restore(name string, memMB, diskMB int) (time.Duration, int64) {
+// swap area, and returns its time, peak RSS and stages.
+func (b *bench) restore(name string, memMB, diskMB int) (time.Duration, int64, map[string]float64) {
 	target, area := filepath.Join(b.dir, "target.img"), filepath.Join(b.dir, "area.img")
 	check(os.WriteFile(target, nil, 0o644))
 	check(os.Truncate(target, int64(diskMB)<<20))
@@ -189,7 +218,11 @@ func (b *bench) restore(name string, memMB, diskMB int) (time.Duration, int64) {
 	if err != nil {
 		check(fmt.Errorf("thaw restore: %v\n%s\n%s", err, out, errb.String()))
 	}
-	return d, cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10
+	var res struct {
+		Stages map[string]float64 `json:"stage_seconds"`
+	}
+	check(json.Unmarshal(out, &res))
+	return d, cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10, res.Stages
 }
 
 // dropCaches makes both runs start with a cold page cache where the
