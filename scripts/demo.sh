@@ -17,8 +17,9 @@ in another PCI slot instead of virtio-net.
   2 in the server, `thaw capture` freezes it through /dev/snapshot and
     streams its memory and disk, signed, into thaw serve, then powers off
   3 the new machine boots the restore agent: drivers, DHCP, the bundle
-    over HTTP, signature, probe, the device plan, every chunk verified, the
-    disk written; the plan and the image kernel's own pvscsi and vmxnet3
+    over HTTP, signature, probe, the device plan, the disk written in one
+    pass (each chunk fetched once and checked against the signed index
+    before it is written); the plan and the image kernel's own pvscsi and vmxnet3
     modules go into the image's memory (the mailbox)
   4 the capture process wakes up first, loads those modules, re-points
     the LVM volumes to the disk's new place and gives the new NIC the old
