@@ -308,6 +308,8 @@ func equalStrings(a, b []string) bool { return strings.Join(a, "\x00") == string
 func TestRestoreMode(t *testing.T) {
 	f := loadFixture(t)
 	e := newEnv(t, f, f.bundle)
+	// An area without a UUID (a swap header written by hand) cannot be
+	// named to the image kernel: refused before any write.
 	area := filepath.Join(e.dir, "area.img")
 	swap := make([]byte, 4<<20)
 	copy(swap[4086:], "SWAPSPACE2")
@@ -315,12 +317,24 @@ func TestRestoreMode(t *testing.T) {
 	binary.LittleEndian.PutUint32(swap[1028:], uint32(len(swap)/4096-1)) // last_page
 	os.WriteFile(area, swap, 0o644)
 	cfg := Config{Mode: Restore, Disks: []string{e.diskPath}, Area: area, Trust: Trust{Keys: []NamedKey{{f.pub, "k"}}}}
+	before := e.diskHash(t)
+	_, err := run1(t, e, cfg)
+	var r *plan.Refused
+	if !errors.As(err, &r) || !r.Has(plan.CheckResume) || e.diskHash(t) != before {
+		t.Fatalf("an area without a UUID: %v", err)
+	}
+	// mkswap's header names the area by its UUID, on any machine.
+	af, _ := os.OpenFile(area, os.O_RDWR, 0)
+	if err := swsusp.FormatSwap(af, 0, 1024, [16]byte{0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, "area"); err != nil {
+		t.Fatal(err)
+	}
+	af.Close()
 	st, err := run1(t, e, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st.ResumeArgs) != 1 || st.ResumeArgs[0] != "resume="+area {
-		t.Errorf("resume args %v", st.ResumeArgs)
+	if want := "resume=UUID=deadbeef-0102-0304-0506-0708090a0b0c"; len(st.ResumeArgs) != 1 || st.ResumeArgs[0] != want {
+		t.Errorf("resume args %v, want %s", st.ResumeArgs, want)
 	}
 	got, _ := os.ReadFile(e.diskPath)
 	if !bytes.Equal(got, f.disk) {
@@ -331,7 +345,6 @@ func TestRestoreMode(t *testing.T) {
 	}
 	cfg.Disks = append(cfg.Disks, e.diskPath)
 	_, err = run1(t, e, cfg)
-	var r *plan.Refused
 	if !errors.As(err, &r) || !r.Has(plan.CheckDisk) {
 		t.Fatalf("two --disk for one disk: %v", err)
 	}

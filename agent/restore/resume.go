@@ -62,6 +62,9 @@ func (r *run) writeResume(ctx context.Context) ([]string, error) {
 	switch {
 	case st.area != nil:
 		area, size, ref, resumeArg = st.area, st.area.Size, st.area.Ref, st.area.ResumeArg()
+		if resumeArg == "" {
+			return nil, fmt.Errorf("the resume area %s has neither a PARTUUID nor a swap UUID to name it by to the image kernel: run mkswap on it, or give a GPT partition", ref)
+		}
 	case m.Resume == nil:
 		return nil, errors.New("the bundle carries no resume area: give one")
 	case len(m.Resume.Slots) > 0:
@@ -218,6 +221,10 @@ func OpenResumeArea(disks Disks, ref string, targets []string, m *manifest.Manif
 	if h := swsusp.ParseHeader(page); h.Sig != swsusp.SigSwap2 && h.Sig != swsusp.SigSwap1 && h.Sig != swsusp.SigHibernate {
 		dev.Close()
 		return nil, fmt.Errorf("resume area %s holds no swap area (signature %q): run mkswap on it first", ref, h.Sig)
+	}
+	if dev.ResumeArg() == "" {
+		dev.Close()
+		return nil, fmt.Errorf("resume area %s has neither a PARTUUID nor a swap UUID to name it by to the image kernel: run mkswap on it (it sets a UUID), or give a GPT partition", ref)
 	}
 	for _, d := range m.Disks {
 		for _, p := range d.Partitions {

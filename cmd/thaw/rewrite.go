@@ -102,8 +102,12 @@ func runRewrite(args []string) error {
 	if check.Verdict != "resumable" || check.Pages.Data != res.Pages.Data {
 		return fmt.Errorf("%s: the copy does not verify (%s): %v", *to, check.Verdict, check.Reasons)
 	}
+	name := dst.ResumeArg()
+	if name == "" {
+		name = dst.Path // neither a PARTUUID nor a swap UUID: only this machine knows it
+	}
 	out := rewriteResult{From: *from, To: *to, Compression: string(c), Pages: wr.Pages, SwapPages: wr.SwapPages,
-		Seconds: time.Since(start).Seconds(), ResumeArgs: []string{"resume=" + dst.ResumeArg()}}
+		Seconds: time.Since(start).Seconds(), ResumeArgs: []string{"resume=" + name}}
 	if *toOff != 0 {
 		out.ResumeArgs = append(out.ResumeArgs, fmt.Sprintf("resume_offset=%d", *toOff))
 	}

@@ -123,13 +123,36 @@ func (d *Dev) Sync() error { return d.f.Sync() }
 // Close closes it.
 func (d *Dev) Close() error { return d.f.Close() }
 
-// ResumeArg is the kernel's resume= value for this place: PARTUUID= for a
-// GPT partition, else the path.
+// ResumeArg is the resume= value that names this place to a kernel on
+// any machine: PARTUUID= for a GPT partition, else UUID= of the swap area
+// it holds (the initramfs resolves it); "" when it has neither (a path on
+// the machine that wrote it names nothing elsewhere).
 func (d *Dev) ResumeArg() string {
 	if d.PartUUID != "" {
 		return "PARTUUID=" + d.PartUUID
 	}
-	return d.Path
+	page := make([]byte, 4096)
+	if _, err := d.ReadAt(page, 0); err != nil {
+		return ""
+	}
+	// The swap header: "SWAPSPACE2" at 4086, the UUID at 1036.
+	if sig := string(page[4086:4096]); sig != "SWAPSPACE2" && sig != "SWAP-SPACE" && sig != "S1SUSPEND\x00" {
+		return ""
+	}
+	u := page[1036:1052]
+	if isZero(u) {
+		return ""
+	}
+	return fmt.Sprintf("UUID=%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+}
+
+func isZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // GPTPart is one entry of a disk's GPT.
