@@ -21,6 +21,7 @@ type synth struct {
 	page     []byte
 	pend     []byte
 	zeroRuns bool
+	random   bool // every page random: stored as large as it is
 	run      int
 }
 
@@ -29,8 +30,21 @@ func New(seed uint64, n int64, disk bool) io.Reader {
 	return &synth{rng: rand.New(rand.NewPCG(seed, 7)), left: n, page: make([]byte, 4096), zeroRuns: disk}
 }
 
+// Random returns n bytes of random pages: data that does not compress
+// (encrypted filesystems, media), so a bundle of it is as large as the
+// disk.
+func Random(seed uint64, n int64) io.Reader {
+	return &synth{rng: rand.New(rand.NewPCG(seed, 7)), left: n, page: make([]byte, 4096), random: true}
+}
+
 func (s *synth) fill() {
 	p := s.page
+	if s.random {
+		for i := 0; i < len(p); i += 8 {
+			binary.LittleEndian.PutUint64(p[i:], s.rng.Uint64())
+		}
+		return
+	}
 	if s.zeroRuns {
 		if s.run == 0 {
 			s.run = 1 + s.rng.IntN(2048)
