@@ -40,11 +40,12 @@ func main() {
 	p2Small := flag.Int("p2-small", 512, "P2: MiB of memory and of disk in the small bundle; the large one has 4× as much")
 	dir := flag.String("dir", os.TempDir(), "where the temporary files go")
 	runs := flag.Int("runs", 2, "P1 runs of each (best of)")
+	thawBin := flag.String("thaw", "", "measure this thaw binary instead of building ./cmd/thaw (an earlier version, for a before/after)")
 	flag.Parse()
 	work, err := os.MkdirTemp(*dir, "restorebench")
 	check(err)
 	defer os.RemoveAll(work)
-	b := &bench{dir: work}
+	b := &bench{dir: work, thaw: *thawBin}
 	b.setup()
 	defer b.stop()
 
@@ -93,8 +94,10 @@ type bench struct {
 func (b *bench) setup() {
 	b.store = filepath.Join(b.dir, "store")
 	check(os.MkdirAll(b.store, 0o755))
-	b.thaw = filepath.Join(b.dir, "thaw")
-	run("go", "build", "-o", b.thaw, "./cmd/thaw")
+	if b.thaw == "" {
+		b.thaw = filepath.Join(b.dir, "thaw")
+		run("go", "build", "-o", b.thaw, "./cmd/thaw")
+	}
 	run(b.thaw, "keygen", "--out", filepath.Join(b.dir, "k"))
 	check(os.WriteFile(filepath.Join(b.dir, "token"), []byte("bench-read-token\n"), 0o600))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
