@@ -508,7 +508,8 @@ func (c *capture) planOwnSwap() error {
 	}
 	var st syscall.Stat_t
 	if err := syscall.Stat(path, &st); err != nil {
-		return err
+		c.logf("warning: swap %s: %v: a restore needs a resume area (--resume, thaw.area=)", path, err)
+		return nil
 	}
 	c.own, c.ownPath, c.ownDev = own, path, st.Rdev
 	c.logf("the image goes into swap %s (%s) at restore time: its free pages are reserved once the image exists", path, own.Device)

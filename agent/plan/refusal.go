@@ -45,8 +45,8 @@ type Refusal struct {
 	Hint   string `json:"hint"`
 }
 
-// Refused is the error of a command that refused: nothing was written
-// (unless Wrote names what was).
+// Refused is the error of a command that refused; the caller says what
+// state the disks are in.
 type Refused struct {
 	Title    string    `json:"title"`
 	Refusals []Refusal `json:"refusals"`

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/thawlinux/thaw/agent/plan"
 	"github.com/thawlinux/thaw/agent/stage2"
 	"github.com/thawlinux/thaw/kexec"
 	"github.com/thawlinux/thaw/netfetch/httpra"
@@ -85,7 +84,7 @@ func ImageCmdline(src string, resumeArgs []string) string {
 // running kernel's memory map is the source's (same hardware, or stage 2).
 func (r *run) kexecImage() error {
 	st := r.st
-	br, m := st.Bundle, st.Bundle.Manifest
+	m := st.Bundle.Manifest
 	r.rep.Begin("kexec", "image kernel "+m.Kernel.Release)
 	dir, err := os.MkdirTemp("", "image")
 	if err != nil {
@@ -96,9 +95,6 @@ func (r *run) kexecImage() error {
 		stream string
 		dst    *string
 	}{{"vmlinuz", &img.Kernel}, {"initrd", &img.Initrd}} {
-		if br.Index.Stream(f.stream) == nil {
-			return r.refuse("the bundle carries no image kernel", plan.CheckKexec, "stream "+f.stream+" is missing", "use thaw.resume=direct")
-		}
 		*f.dst = filepath.Join(dir, f.stream)
 		if err := r.extractStream(f.stream, *f.dst); err != nil {
 			return r.damaged(err)

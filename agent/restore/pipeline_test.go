@@ -422,6 +422,18 @@ func TestOwnSwap(t *testing.T) {
 			}
 		}
 	}
+	t.Run("too few pages reserved: refused before any write", func(t *testing.T) {
+		short := sourceManifest()
+		short.Resume = &manifest.Resume{Disk: 0, Device: "/dev/mapper/vg0-swap", HeaderOffset: segs[0].DiskOffset, Segments: segs, Slots: []manifest.Extent{{Start: 100, Count: 20}}}
+		sb := writeBundle(t, &priv, short, map[string][]byte{"memory": mem, "disk0": disk}, nil)
+		e := newEnv(t, f, sb)
+		before := e.diskHash(t)
+		_, err := run1(t, e, Config{Mode: Restore, Disks: []string{e.diskPath}, Trust: Trust{Keys: []NamedKey{{pub, "k"}}}})
+		var r *plan.Refused
+		if !errors.As(err, &r) || !r.Has(plan.CheckResume) || e.diskHash(t) != before {
+			t.Fatalf("err %v: want a resume refusal with the disk untouched", err)
+		}
+	})
 	t.Run("thaw restore onto the disk alone", func(t *testing.T) {
 		e := newEnv(t, f, b)
 		st, err := run1(t, e, Config{Mode: Restore, Disks: []string{e.diskPath}, Trust: Trust{Keys: []NamedKey{{pub, "k"}}}})

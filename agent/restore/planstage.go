@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/thawlinux/thaw/agent/plan"
@@ -13,9 +14,9 @@ import (
 )
 
 // makePlan checks the bundle against this machine and the operator's
-// choices. Every refusal of the restore comes from here, before anything
-// is opened for writing; then the target disks (and the resume area) are
-// opened.
+// choices. Every refusal but a damaged chunk comes from here, before
+// anything is written; then the target disks are opened for writing (the
+// verify stage, when it runs, still comes before the first write).
 func makePlan(ctx context.Context, r *run) error {
 	st := r.st
 	m := st.Bundle.Manifest
@@ -37,7 +38,7 @@ func makePlan(ctx context.Context, r *run) error {
 		if st.Mode == Restore {
 			// thaw restore writes the files and devices it was given:
 			// the disk checks are its own (checkTargets).
-			pl.Refusals = slicesDeleteCheck(pl.Refusals, plan.CheckDisk)
+			pl.Refusals = slices.DeleteFunc(pl.Refusals, func(r plan.Refusal) bool { return r.Check == plan.CheckDisk })
 		}
 	} else {
 		pl = &plan.Plan{}
@@ -106,16 +107,6 @@ func makePlan(ctx context.Context, r *run) error {
 	return nil
 }
 
-func slicesDeleteCheck(rs []plan.Refusal, c plan.Check) []plan.Refusal {
-	var out []plan.Refusal
-	for _, x := range rs {
-		if x.Check != c {
-			out = append(out, x)
-		}
-	}
-	return out
-}
-
 // path is the handover: thaw restore's --direct or the area; the
 // agent's thaw.resume=, direct by default.
 func (r *run) path() string {
@@ -168,9 +159,15 @@ func (r *run) bundleChecks() []plan.Refusal {
 		if st.Area == "" && m.Resume == nil {
 			rs = append(rs, plan.Refusal{Check: plan.CheckResume, Reason: "thaw.resume=kexec needs a resume area for the image: the bundle reserved none in the server's own swap", Hint: "add thaw.area=DEV: a swap-formatted partition that is not on a thaw.disk= target, or use thaw.resume=direct"})
 		}
+		if st.Area == "" {
+			rs = append(rs, ownSwapCheck(m, "add thaw.area=DEV: a swap-formatted partition that is not on a thaw.disk= target, or use thaw.resume=direct")...)
+		}
 	case PathArea:
 		if st.Area == "" && m.Resume == nil {
 			rs = append(rs, plan.Refusal{Check: plan.CheckResume, Reason: "the bundle reserved no room for the image in the server's own swap (no swap in use on a captured disk, or a capture older than this thaw)", Hint: "give --resume with a swap-formatted partition that is not a swap of the image"})
+		}
+		if st.Area == "" {
+			rs = append(rs, ownSwapCheck(m, "give --resume with a swap-formatted partition that is not a swap of the image")...)
 		}
 	}
 	if st.Replay && len(m.NonRAM) == 0 {
@@ -190,7 +187,7 @@ func (r *run) checkTargets() []plan.Refusal {
 	}
 	var rs []plan.Refusal
 	for i, d := range st.Disks {
-		if slicesIndex(st.Disks, d) < i {
+		if slices.Index(st.Disks, d) < i {
 			rs = append(rs, plan.Refusal{Check: plan.CheckDisk, Reason: fmt.Sprintf("--disk %s given twice", d), Hint: "give each target disk once"})
 			continue
 		}
@@ -210,15 +207,6 @@ func (r *run) checkTargets() []plan.Refusal {
 		}
 	}
 	return rs
-}
-
-func slicesIndex(s []string, v string) int {
-	for i, x := range s {
-		if x == v {
-			return i
-		}
-	}
-	return -1
 }
 
 // openArea opens and checks the resume area, if one is named.

@@ -14,12 +14,12 @@ import (
 // log never blocks the restore: a line that finds the queue full is
 // dropped.
 type RemoteLog struct {
-	mu    sync.Mutex
-	q     chan string
-	buf   []string // lines before Start
-	n     sync.WaitGroup
-	ended chan struct{}
-	post  func(ctx context.Context, url string, line []byte, opt httpra.Options) error
+	mu      sync.Mutex
+	q       chan string
+	buf     []string // lines before Start
+	pending int      // lines queued and not yet sent
+	ended   chan struct{}
+	post    func(ctx context.Context, url string, line []byte, opt httpra.Options) error
 }
 
 // NewRemoteLog returns a log that keeps lines until Start.
@@ -35,11 +35,10 @@ func (l *RemoteLog) Line(line string) {
 		}
 		return
 	}
-	l.n.Add(1)
 	select {
 	case l.q <- line:
+		l.pending++
 	default:
-		l.n.Done()
 	}
 }
 
@@ -51,7 +50,7 @@ func (l *RemoteLog) Start(ctx context.Context, url, token string) {
 		return
 	}
 	q := make(chan string, 4096)
-	l.n.Add(len(l.buf))
+	l.pending += len(l.buf)
 	for _, s := range l.buf {
 		q <- s
 	}
@@ -63,7 +62,9 @@ func (l *RemoteLog) Start(ctx context.Context, url, token string) {
 			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			l.post(cctx, url, []byte(line), httpra.Options{Token: token, Retries: 1})
 			cancel()
-			l.n.Done()
+			l.mu.Lock()
+			l.pending--
+			l.mu.Unlock()
 		}
 	}()
 }
@@ -85,13 +86,17 @@ func (l *RemoteLog) Record(kind string, v any) {
 	l.Line("thaw-" + kind + "-json " + string(b))
 }
 
-// Flush waits (at most 5 s) until every queued line was sent.
+// Flush waits (at most 5 s) until every queued line was sent. Lines
+// may still be queued meanwhile (the fetch's workers log from their own
+// goroutines).
 func (l *RemoteLog) Flush() {
-	done := make(chan struct{})
-	go func() { l.n.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		l.mu.Lock()
+		n := l.pending
+		l.mu.Unlock()
+		if n == 0 {
+			return
+		}
 	}
 }
 

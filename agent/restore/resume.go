@@ -62,16 +62,11 @@ func (r *run) writeResume(ctx context.Context) ([]string, error) {
 	switch {
 	case st.area != nil:
 		area, size, ref, resumeArg = st.area, st.area.Size, st.area.Ref, st.area.ResumeArg()
-		if resumeArg == "" {
-			return nil, fmt.Errorf("the resume area %s has neither a PARTUUID nor a swap UUID to name it by to the image kernel: run mkswap on it, or give a GPT partition", ref)
-		}
 	case m.Resume == nil:
 		return nil, errors.New("the bundle carries no resume area: give one")
 	case len(m.Resume.Slots) > 0:
-		// The server's own swap: the pages the capture reserved in it.
-		if m.Resume.Disk < 0 || m.Resume.Disk >= len(st.devs) {
-			return nil, fmt.Errorf("the bundle's swap lies on disk %d of %d", m.Resume.Disk, len(st.devs))
-		}
+		// The server's own swap: the pages the capture reserved in it
+		// (ownSwapCheck passed in the plan).
 		rdev := st.devs[m.Resume.Disk]
 		v, err := newSegView(rdev, m.Resume.Segments)
 		if err != nil {
@@ -98,10 +93,10 @@ func (r *run) writeResume(ctx context.Context) ([]string, error) {
 			return nil, errors.New("the bundle's disk stream holds no hibernation signature at the resume header")
 		}
 		if _, err := area.WriteAt(st.held, headerPage*swsusp.PageSize); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("writing the resume header to %s: %w", ref, err)
 		}
 		if err := area.Sync(); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s: %w", ref, err)
 		}
 	} else if err := r.writeResumeImage(ctx, area, size, headerPage, free); err != nil {
 		return nil, fmt.Errorf("writing the resume image to %s: %w", ref, err)
@@ -296,6 +291,43 @@ func resumeTarget(m *manifest.Manifest) string {
 		return "PARTUUID=" + m.Resume.PartUUID
 	}
 	return "/dev/" + m.Disks[m.Resume.Disk].Name
+}
+
+// ownSwapCheck checks the room a capture reserved for the image in the
+// server's own swap, before anything is written: the swap lies on a disk
+// of the bundle, its segments inside that disk, the reserved pages inside
+// the swap, and there are enough of them for the image in the kernel's
+// format at its worst (a capture that found too few free pages records
+// what it got).
+func ownSwapCheck(m *manifest.Manifest, hint string) []plan.Refusal {
+	r := m.Resume
+	if r == nil || len(r.Slots) == 0 || m.Image == nil {
+		return nil
+	}
+	refuse := func(f string, a ...any) []plan.Refusal {
+		return []plan.Refusal{{Check: plan.CheckResume, Reason: "the server's own swap " + r.Device + ": " + fmt.Sprintf(f, a...), Hint: hint}}
+	}
+	if r.Disk < 0 || r.Disk >= len(m.Disks) {
+		return refuse("it lies on disk %d, the bundle carries %d", r.Disk, len(m.Disks))
+	}
+	var size int64
+	for i, s := range r.Segments {
+		if s.Start != size || s.Length <= 0 || s.DiskOffset < 0 || s.DiskOffset+s.Length > m.Disks[r.Disk].Size {
+			return refuse("segment %d (bytes %d+%d at disk byte %d) is not inside disk %s", i, s.Start, s.Length, s.DiskOffset, m.Disks[r.Disk].Name)
+		}
+		size += s.Length
+	}
+	var have uint64
+	for _, e := range r.Slots {
+		if e.Start == 0 || e.Count == 0 || (e.Start+e.Count)*swsusp.PageSize > uint64(size) {
+			return refuse("reserved pages %d+%d lie outside its %d pages", e.Start, e.Count, size/swsusp.PageSize)
+		}
+		have += e.Count
+	}
+	if need := swsusp.NeedPages(m.Image.Pages, swsusp.CompressLZO); int64(have) < need {
+		return refuse("the capture reserved %d pages (%d MiB), the image may need %d (%d MiB)", have, have*swsusp.PageSize>>20, need, need*swsusp.PageSize>>20)
+	}
+	return nil
 }
 
 // segView is a swap device laid out on a disk in segments (a partition,

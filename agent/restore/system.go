@@ -15,7 +15,6 @@ import (
 	"github.com/thawlinux/thaw/agent/snapshot"
 	"github.com/thawlinux/thaw/agent/stage2"
 	"github.com/thawlinux/thaw/images/blockdev"
-	"github.com/thawlinux/thaw/images/bundle"
 	"github.com/thawlinux/thaw/images/manifest"
 	"github.com/thawlinux/thaw/kexec"
 	"github.com/thawlinux/thaw/netfetch/dhcp"
@@ -90,17 +89,12 @@ func (sysMachine) HasData(name string) bool { return PathHasData("/dev/" + name)
 // holds anything (a partition table, a filesystem); an unreadable one
 // counts as holding data.
 func PathHasData(path string) bool {
-	f, err := os.Open(path)
+	d, err := blockdev.Open(path, false)
 	if err != nil {
 		return true
 	}
-	defer f.Close()
-	b := make([]byte, 1<<20)
-	n, err := io.ReadFull(f, b)
-	if err != nil && n == 0 {
-		return true
-	}
-	return !bundle.IsZero(b[:n])
+	defer d.Close()
+	return devHasData(d)
 }
 
 type sysDisks struct{}

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"sort"
 
+	"github.com/thawlinux/thaw/agent/plan"
 	"github.com/thawlinux/thaw/images/bundle"
 )
 
@@ -18,7 +19,8 @@ const (
 )
 
 // AgentTrust reads the keys and identities built into the agent under
-// root ("/" on the agent).
+// root ("/" on the agent). A file that does not parse is a refusal (a
+// *plan.Refused naming the file): the agent was built wrong.
 func AgentTrust(root string) (Trust, error) {
 	var t Trust
 	keys, _ := filepath.Glob(filepath.Join(root, PubkeyDir, "*"))
@@ -26,7 +28,7 @@ func AgentTrust(root string) (Trust, error) {
 	for _, f := range keys {
 		k, err := bundle.LoadPublicKey(f)
 		if err != nil {
-			return t, err
+			return t, plan.NewRefused("a key built into the agent", plan.CheckSignature, err.Error(), "rebuild the agent with a valid key (make initramfs PUBKEY=)")
 		}
 		t.Keys = append(t.Keys, NamedKey{k, f})
 	}
@@ -38,7 +40,7 @@ func AgentTrust(root string) (Trust, error) {
 	for _, f := range ids {
 		id, err := bundle.LoadIdentities(f)
 		if err != nil {
-			return t, err
+			return t, plan.NewRefused("an identity built into the agent", plan.CheckIdentity, err.Error(), "rebuild the agent with a valid identity (mkinitramfs -identity FILE)")
 		}
 		t.Identities = append(t.Identities, id...)
 	}

@@ -194,7 +194,7 @@ func (z *zeroer) flush() error {
 		if !bundle.IsZero(b) {
 			clear(b)
 			if _, err := z.dev.WriteAt(b, at+done); err != nil {
-				return err
+				return fmt.Errorf("writing zeros at byte %d: %w", at+done, err)
 			}
 			z.res.WrittenBytes += int64(len(b))
 		}

@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -124,14 +125,14 @@ func (d *Device) ImageSize() (int64, error) {
 }
 
 // SetSwapArea names the swap that AllocSwapPage allocates from: the
-// device rdev (as stat gives it) with its header at byte offset (0 for a
-// partition or an LV).
+// device rdev (as stat gives it) with its header at page offset (0 for a
+// partition or an LV; swap_type_of's offset).
 func (d *Device) SetSwapArea(rdev uint64, offset int64) error {
 	var area [12]byte // struct resume_swap_area, packed
 	major, minor := unix.Major(rdev), unix.Minor(rdev)
 	enc := minor&0xff | major<<8 | (minor&^0xff)<<12 // new_encode_dev
-	*(*int64)(unsafe.Pointer(&area[0])) = offset
-	*(*uint32)(unsafe.Pointer(&area[8])) = enc
+	binary.LittleEndian.PutUint64(area[0:], uint64(offset))
+	binary.LittleEndian.PutUint32(area[8:], enc)
 	if e := d.ioctl(ioSetSwapArea, uintptr(unsafe.Pointer(&area[0]))); e != 0 {
 		return errno("SNAPSHOT_SET_SWAP_AREA", e)
 	}

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/thawlinux/thaw/agent/console"
-	"github.com/thawlinux/thaw/agent/plan"
 	"github.com/thawlinux/thaw/agent/restore"
 	"github.com/thawlinux/thaw/netfetch/bootparam"
 	"github.com/thawlinux/thaw/netfetch/httpra"
@@ -84,10 +83,7 @@ func runAgent(args []string) error {
 	}
 	var st *restore.State
 	trust, err := restore.AgentTrust("/")
-	if err != nil {
-		err = plan.NewRefused("a key built into the agent", plan.CheckSignature, err.Error(),
-			"rebuild the agent with valid key files (make initramfs PUBKEY=, mkinitramfs -identity)")
-	} else {
+	if err == nil {
 		cfg := restore.Config{Mode: restore.Agent, Cmdline: raw, DryRun: *dry, Trust: trust}
 		st, err = restore.Run(context.Background(), restore.System(rlog), rep, cfg)
 		defer func() { st.Close() }()

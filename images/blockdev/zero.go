@@ -3,7 +3,6 @@ package blockdev
 import (
 	"errors"
 	"fmt"
-	"os"
 
 	"golang.org/x/sys/unix"
 )
@@ -24,17 +23,11 @@ func (d *Dev) ZeroRange(off, n int64) error {
 	if n == 0 {
 		return nil
 	}
-	st, err := d.f.Stat()
-	if err != nil {
-		return err
-	}
-	mode := uint32(unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE)
-	if st.Mode()&os.ModeDevice != 0 {
-		// blkdev_fallocate: ZERO_RANGE is blkdev_issue_zeroout with
-		// BLKDEV_ZERO_NOFALLBACK (EOPNOTSUPP when the device cannot).
-		mode = unix.FALLOC_FL_ZERO_RANGE | unix.FALLOC_FL_KEEP_SIZE
-	}
-	err = unix.Fallocate(int(d.f.Fd()), mode, d.Offset+off, n)
+	// A hole in a file; on a block device (blkdev_fallocate) PUNCH_HOLE is
+	// blkdev_issue_zeroout with BLKDEV_ZERO_NOFALLBACK: WRITE ZEROES or
+	// EOPNOTSUPP, never zero pages written by the kernel (ZERO_RANGE
+	// would fall back to writing them).
+	err := unix.Fallocate(int(d.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, d.Offset+off, n)
 	switch {
 	case err == nil:
 		return nil

@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync"
 	"testing"
+	"time"
 )
 
 // flaky serves a bundle and flips a byte of the reads that cover byte at,
@@ -243,4 +244,29 @@ func TestFetchSink(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAheadReaderCancelled: a reader whose context ends between chunks
+// returns an error; it does not wait for a fetch that stopped.
+func TestAheadReaderCancelled(t *testing.T) {
+	pub, priv := testKey(t)
+	b := writeBundle(t, &priv, specs())
+	br, _ := Open(bytes.NewReader(b), int64(len(b)), &pub)
+	ctx, cancel := context.WithCancel(context.Background())
+	ar, _ := br.OpenStreamAhead(ctx, "memory", FetchOptions{})
+	if _, err := ar.Read(make([]byte, 10)); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	done := make(chan error, 1)
+	go func() { _, err := io.ReadAll(ar); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a cancelled reader read to the end")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a cancelled reader hung")
+	}
+	ar.Close()
 }

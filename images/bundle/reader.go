@@ -246,7 +246,7 @@ func (br *Reader) VerifyStored(progress func(done, total int64)) error {
 				return fmt.Errorf("bundle: stream %q chunk %d at byte %d: %w", s.Name, i, c.At, err)
 			}
 			if sum := sha256.Sum256(stored); hex.EncodeToString(sum[:]) != c.SHA256 {
-				return fmt.Errorf("bundle: stream %q chunk %d at byte %d: sha256 mismatch: the bundle is damaged", s.Name, i, c.At)
+				return fmt.Errorf("bundle: stream %q chunk %d at byte %d: %w", s.Name, i, c.At, ErrDamaged)
 			}
 			done += c.Stored
 			if progress != nil {
