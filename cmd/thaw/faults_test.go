@@ -169,6 +169,9 @@ func TestRestoreUnderTransferFaults(t *testing.T) {
 	up := httptest.NewServer(st)
 	defer up.Close()
 	src, _ := os.ReadFile(disk)
+	swap, _ := blockdev.Open(disk+"#2", false)
+	held, swapSig := int(swap.Offset)+4086, "SWAPSPACE2"
+	swap.Close()
 
 	const runs = 100
 	completed, refused := 0, 0
@@ -197,6 +200,12 @@ func TestRestoreUnderTransferFaults(t *testing.T) {
 		default:
 			refused++
 			for i := range got {
+				// The image's resume header is written with the swap
+				// signature until the very end: a restore that stops
+				// midway leaves it unresumable, as it must.
+				if i >= held && i < held+len(swapSig) && got[i] == swapSig[i-held] {
+					continue
+				}
 				if got[i] != initial[i] && got[i] != src[i] {
 					t.Errorf("seed %d: refused (%v), and byte %d holds %#x, neither the old %#x nor the source's %#x (faults %v)\n%s",
 						seed, err, i, got[i], initial[i], src[i], p.seen, out)
