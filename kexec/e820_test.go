@@ -2,7 +2,6 @@ package kexec
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -97,24 +96,8 @@ func TestIntersect(t *testing.T) {
 func writeMemmap(t *testing.T, table []manifest.E820Entry) string {
 	t.Helper()
 	dir := t.TempDir()
-	for i, e := range table {
-		d := filepath.Join(dir, fmt.Sprint(i))
-		name := e.Name
-		if name == "" {
-			name = TypeName(e.Type)
-		}
-		for f, v := range map[string]string{
-			"start": fmt.Sprintf("%#x\n", e.Start),
-			"end":   fmt.Sprintf("%#x\n", e.End-1),
-			"type":  name + "\n",
-		} {
-			if err := os.MkdirAll(d, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(d, f), []byte(v), 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
+	if err := memmap.Write(dir, table); err != nil {
+		t.Fatal(err)
 	}
 	return dir
 }

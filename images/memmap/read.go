@@ -61,3 +61,33 @@ func Read(dir string) ([]manifest.E820Entry, error) {
 	}
 	return m, nil
 }
+
+// Write lays m out in dir as /sys/firmware/memmap does, for Read: one
+// numbered directory per entry with start, end (inclusive) and type (the
+// entry's name, or the kernel's name for its type). A machine's map saved
+// this way can stand in for the real one (kexec.Options.MemmapDir).
+func Write(dir string, m []manifest.E820Entry) error {
+	for i, e := range m {
+		if e.End <= e.Start {
+			return fmt.Errorf("memmap: entry %d: end %#x not above start %#x", i, e.End, e.Start)
+		}
+		d := filepath.Join(dir, strconv.Itoa(i))
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+		name := e.Name
+		if name == "" {
+			name = manifest.E820TypeName(e.Type)
+		}
+		for f, v := range map[string]string{
+			"start": fmt.Sprintf("%#x\n", e.Start),
+			"end":   fmt.Sprintf("%#x\n", e.End-1),
+			"type":  name + "\n",
+		} {
+			if err := os.WriteFile(filepath.Join(d, f), []byte(v), 0o644); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -1,7 +1,6 @@
 package memmap
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -15,24 +14,8 @@ import (
 func writeMemmap(t *testing.T, table []manifest.E820Entry) string {
 	t.Helper()
 	dir := t.TempDir()
-	for i, e := range table {
-		d := filepath.Join(dir, fmt.Sprint(i))
-		name := e.Name
-		if name == "" {
-			name = manifest.E820TypeName(e.Type)
-		}
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		for f, v := range map[string]string{
-			"start": fmt.Sprintf("%#x\n", e.Start),
-			"end":   fmt.Sprintf("%#x\n", e.End-1),
-			"type":  name + "\n",
-		} {
-			if err := os.WriteFile(filepath.Join(d, f), []byte(v), 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
+	if err := Write(dir, table); err != nil {
+		t.Fatal(err)
 	}
 	return dir
 }
@@ -130,5 +113,11 @@ func TestRead(t *testing.T) {
 				t.Errorf("Read:\n got %#v\nwant %#v", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestWriteRefusesEmptyRange(t *testing.T) {
+	if err := Write(t.TempDir(), []manifest.E820Entry{{Start: 5, End: 5, Type: 1}}); err == nil {
+		t.Fatal("an empty range was written")
 	}
 }
