@@ -40,9 +40,9 @@ once the image existed (the image kernel finds them free after resume),
 and resume= names that swap (PARTUUID=…, or /dev/mapper/NAME for an LVM
 swap). --resume puts it into an area of its own instead: a swap-formatted
 area (mkswap; its label and UUID are kept) that is not a swap of the image
-and not on a --disk target, e.g. /dev/sdb2 or disk.img#2; resume= names it
-by its PARTUUID, or by the swap's UUID (never by a path on this machine). A bundle made by
-thaw export carries its image inside its disk.
+and not on a --disk target, e.g. /dev/sdb2 or disk.img#2; resume= names
+it by its PARTUUID, or by the swap's UUID (never by a path on this
+machine). A bundle made by thaw export carries its image inside its disk.
 
 No disk other than those given with --disk (and --resume) is opened for
 writing. The result (--json) carries resume_args: the kernel arguments
