@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -473,6 +474,9 @@ func (c *capture) lock() error {
 	c.onClose(func() { runtime.GOMAXPROCS(procs) })
 	gc := debug.SetGCPercent(-1)
 	c.onClose(func() { debug.SetGCPercent(gc) })
+	// A memory limit would start the collector even with GOGC off.
+	limit := debug.SetMemoryLimit(math.MaxInt64)
+	c.onClose(func() { debug.SetMemoryLimit(limit) })
 	// Give the heap the probe and the kernel files used back to the kernel,
 	// then lock what is resident and whatever is touched from now on
 	// (MCL_ONFAULT: mapped but unused heap is not populated, which would

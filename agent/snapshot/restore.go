@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -79,6 +80,9 @@ func RestoreWith(stream io.Reader, platform bool, logf func(string, ...any), bef
 	defer runtime.UnlockOSThread()
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	// A memory limit (thaw restore and the agent set one) would start the
+	// collector even with GOGC off: lift it too.
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(math.MaxInt64))
 	dev.raw = true // one P, no collector: no other thread runs Go code now
 	if err := dev.Freeze(); err != nil {
 		return err
