@@ -8,7 +8,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"time"
 
 	"github.com/thawlinux/thaw/agent/stage2"
 	"github.com/thawlinux/thaw/kexec"
@@ -60,9 +62,29 @@ func (r *run) direct(ctx context.Context) error {
 				r.logf("released %s from %s for the image kernel's own driver", addr, drv)
 			}
 		}
+		// The fetch's connections end in goroutines of their own once
+		// closed: let them finish, so that none is runnable when the
+		// freezer stops this process's threads.
+		n := settle(3 * time.Second)
+		r.logf("%d goroutine(s) left; freezing", n)
 	})
 	closeImage()
 	return r.damaged(fmt.Errorf("direct restore: %w", err))
+}
+
+// settle waits, at most max, until the number of goroutines has not
+// changed for 200 ms, and returns it.
+func settle(max time.Duration) int {
+	n, since := runtime.NumGoroutine(), time.Now()
+	for end := time.Now().Add(max); time.Now().Before(end); {
+		time.Sleep(20 * time.Millisecond)
+		if m := runtime.NumGoroutine(); m != n {
+			n, since = m, time.Now()
+		} else if time.Since(since) >= 200*time.Millisecond {
+			break
+		}
+	}
+	return n
 }
 
 // ImageCmdline is the source's command line with the resume arguments
