@@ -137,13 +137,9 @@ func printPlan(w io.Writer, p *plan.Plan, release string) {
 		fmt.Fprintf(w, "  device    %s\n", restore.DeviceLine(d))
 	}
 	for _, d := range p.Drivers {
-		mod := d.Module
-		if mod == "" {
+		mod := restore.DriverText(d)
+		if d.Module == "" {
 			mod = "— none"
-		} else if d.Builtin {
-			mod += " (built in)"
-		} else if d.SeenOnSource {
-			mod += " (bound to this device on the source)"
 		}
 		if d.Kind != "other" || d.Module == "" {
 			fmt.Fprintf(w, "  driver    %s %-5s %s\n", d.PCI, d.Kind, mod)
