@@ -84,6 +84,19 @@ func RestoreWith(stream io.Reader, platform bool, logf func(string, ...any), bef
 	// collector even with GOGC off: lift it too.
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(math.MaxInt64))
 	dev.raw = true // one P, no collector: no other thread runs Go code now
+	if err := frozenRestore(dev); err != nil {
+		return fmt.Errorf("the kernel did not jump into the image: %w", err)
+	}
+	return errors.New("the kernel did not jump into the image")
+}
+
+// frozenRestore freezes the other processes and jumps into the image,
+// with this goroutine pinned to its P from before the freeze until after
+// the thaw (see procPin): nothing in between may block or be preempted.
+// It returns only when the kernel did not jump.
+func frozenRestore(dev *Device) (err error) {
+	procPin()
+	defer procUnpin()
 	if err := dev.Freeze(); err != nil {
 		return err
 	}
@@ -91,5 +104,5 @@ func RestoreWith(stream io.Reader, platform bool, logf func(string, ...any), bef
 	if terr := dev.Thaw(); terr != nil {
 		err = errors.Join(err, terr)
 	}
-	return fmt.Errorf("the kernel did not jump into the image: %w", err)
+	return err
 }

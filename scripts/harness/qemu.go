@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,6 +45,9 @@ type VMConfig struct {
 	// for Run: the server guest's testctl service reads commands there.
 	Control bool
 	Timeout time.Duration // hard bound on the VM's life; default 5 minutes
+	// Wrap runs QEMU through another command, such as
+	// ip netns exec NS (a tap device lives in its namespace).
+	Wrap []string
 	LogDir  string        // where the serial log is kept
 }
 
@@ -95,7 +99,9 @@ func Start(cfg VMConfig) (*VM, error) {
 		args = append(args, "-bios", cfg.Firmware)
 	}
 	if cfg.Kernel != "" {
-		args = append(args, "-kernel", cfg.Kernel, "-append", strings.TrimSpace("console=ttyS0 panic=-1 "+cfg.Append))
+		// THAW_VMTEST_APPEND adds kernel parameters to every VM booted with
+		// -kernel, for a look at a run (ignore_loglevel no_console_suspend).
+		args = append(args, "-kernel", cfg.Kernel, "-append", strings.TrimSpace("console=ttyS0 panic=-1 "+cfg.Append+" "+os.Getenv("THAW_VMTEST_APPEND")))
 	}
 	if cfg.Initrd != "" {
 		args = append(args, "-initrd", cfg.Initrd)
@@ -132,7 +138,8 @@ func Start(cfg VMConfig) (*VM, error) {
 	}
 	args = append(args, cfg.Extra...)
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
+	argv := append(append(slices.Clone(cfg.Wrap), "qemu-system-x86_64"), args...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	vm := &VM{cfg: cfg, cmd: cmd, done: make(chan struct{}), cancel: cancel, ctlPath: ctlPath}
 	vm.deadline = time.AfterFunc(cfg.Timeout, func() {
 		vm.mu.Lock()
