@@ -35,7 +35,8 @@ func Script(c Config) (string, error) {
 	b.WriteString("#!ipxe\n")
 	b.WriteString("echo thaw restore agent: network boot\n")
 	b.WriteString(":retry\n")
-	b.WriteString("dhcp || goto retry\n")
+	// Chained from a PXE ROM or the proxy, iPXE has its address already.
+	b.WriteString("isset ${net0/ip} || dhcp || goto retry\n")
 	fmt.Fprintf(&b, "kernel %s %s || goto failed\n", c.KernelURL, strings.Join(c.Args, " "))
 	fmt.Fprintf(&b, "initrd %s || goto failed\n", c.InitrdURL)
 	b.WriteString("boot\n")

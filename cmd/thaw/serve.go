@@ -10,12 +10,14 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/thawlinux/thaw/boot/pxe"
 	"github.com/thawlinux/thaw/netfetch/store"
 )
 
@@ -59,6 +61,9 @@ The tokens are the contents of their files (make one with
                       for the agent's kernel and initramfs fetched by
                       iPXE; repeatable. --public / opens the whole store,
                       for a lab
+  --boot DIR          serves the PXE tree that thaw media pxe wrote under
+                      /boot/, to anyone, read-only (iPXE sends no token):
+                      one process serves boot files, bundles and logs
 
 A store with no token and nothing public refuses to start: nobody could
 read it.
@@ -83,7 +88,7 @@ transfers get 30 s to finish (a second Ctrl-C stops at once).
 `
 
 func runServe(args []string) error {
-	fs := newFlags("serve", "--dir DIR [--listen ADDR] [--token-file FILE] [--read-token-file FILE] [--log-token-file FILE] [--public PREFIX …] [--tls-cert FILE --tls-key FILE]", serveHelp)
+	fs := newFlags("serve", "--dir DIR [--listen ADDR] [--token-file FILE] [--read-token-file FILE] [--log-token-file FILE] [--public PREFIX …] [--boot DIR] [--tls-cert FILE --tls-key FILE]", serveHelp)
 	dir := fs.String("dir", "", "the directory to serve (required)")
 	listen := fs.String("listen", ":8080", "address and port to listen on, e.g. :8080 or 10.0.0.5:8443")
 	tokenFile := fs.String("token-file", "", "file holding the write token (PUT; it also reads and posts logs); without it the store takes no uploads")
@@ -99,6 +104,7 @@ func runServe(args []string) error {
 	})
 	tlsCert := fs.String("tls-cert", "", "PEM certificate (chain) for HTTPS")
 	tlsKey := fs.String("tls-key", "", "PEM private key for HTTPS")
+	bootDir := fs.String("boot", "", "a PXE tree (thaw media pxe --out DIR) to serve under /boot/, public and read-only")
 	maxSize := fs.String("max-size", "4T", "largest upload taken, e.g. 200G (K, M, G, T are powers of 1024); 0: no limit")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -167,6 +173,21 @@ func runServe(args []string) error {
 		return err
 	}
 	defer st.Close()
+	var handler http.Handler = st
+	if *bootDir != "" {
+		if _, err := os.Stat(filepath.Join(*bootDir, pxe.ScriptName)); err != nil {
+			return fmt.Errorf("--boot %s: %w: write the tree with thaw media pxe --out %s", *bootDir, err, *bootDir)
+		}
+		boot, err := store.New(*bootDir, store.Options{Public: []string{"/"}, Logf: logger.Printf})
+		if err != nil {
+			return fmt.Errorf("--boot: %w", err)
+		}
+		defer boot.Close()
+		mux := http.NewServeMux()
+		mux.Handle("/boot/", http.StripPrefix("/boot", boot))
+		mux.Handle("/", st)
+		handler = mux
+	}
 
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -198,13 +219,16 @@ func runServe(args []string) error {
 	if limit > 0 {
 		fmt.Printf("  uploads up to %d bytes\n", limit)
 	}
+	if *bootDir != "" {
+		fmt.Printf("  /boot/… is the PXE tree in %s, readable by anyone\n", *bootDir)
+	}
 	fmt.Printf("  agent logs go to %s\n", strings.TrimSuffix(*dir, "/")+"/logs/NAME.log")
 	for _, u := range listenURLs(scheme, ln.Addr().(*net.TCPAddr)) {
 		fmt.Printf("  listening on %s\n", u)
 	}
 
 	srv := &http.Server{
-		Handler:           st,
+		Handler:           handler,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          logger,

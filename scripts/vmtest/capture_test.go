@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -65,12 +66,19 @@ func readTokenFile(t *testing.T) string {
 // duration, its log in logDir/NAME-serve.log, and returns the port. Reads
 // need readToken; /boot/ (the agent's files for iPXE) is public.
 func startServe(t *testing.T, name, store string, args ...string) int {
-	t.Helper()
 	port := freePort(t)
-	srvArgs := append([]string{"serve", "--dir", store, "--listen", fmt.Sprintf("127.0.0.1:%d", port),
+	startServeAt(t, nil, "127.0.0.1", port, name, store, args...)
+	return port
+}
+
+// startServeAt runs thaw serve on host:port, through wrap (ip netns exec NS).
+func startServeAt(t *testing.T, wrap []string, host string, port int, name, store string, args ...string) {
+	t.Helper()
+	srvArgs := append([]string{"serve", "--dir", store, "--listen", fmt.Sprintf("%s:%d", host, port),
 		"--read-token-file", readTokenFile(t), "--public", "/boot/"}, args...)
-	t.Logf("host$ thaw %s", strings.Join(srvArgs, " "))
-	srv := exec.Command(thawBin, srvArgs...)
+	t.Logf("host$ %sthaw %s", strings.Join(append(slices.Clone(wrap), ""), " "), strings.Join(srvArgs, " "))
+	argv := append(append(slices.Clone(wrap), thawBin), srvArgs...)
+	srv := exec.Command(argv[0], argv[1:]...)
 	srvLog, err := os.Create(filepath.Join(logDir, name+"-serve.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +88,6 @@ func startServe(t *testing.T, name, store string, args ...string) int {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Process.Kill(); srv.Wait(); srvLog.Close() })
-	return port
 }
 
 func freePort(t *testing.T) int {

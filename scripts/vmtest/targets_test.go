@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/thawlinux/thaw/boot/pxe"
 	"github.com/thawlinux/thaw/images/bundle"
 	"github.com/thawlinux/thaw/images/manifest"
 	"github.com/thawlinux/thaw/scripts/harness"
@@ -51,7 +50,7 @@ type agentCase struct {
 	cpu     string
 	nic     string                     // -nic model; "" with extra for a placed NIC
 	extra   []string                   // more QEMU arguments
-	pxe     bool                       // boot through iPXE from QEMU's TFTP, no -kernel
+	pxe     bool                       // boot by PXE on a network of its own (dnsmasq proxy-DHCP, thaw media pxe), no -kernel
 	slots   bool                       // the disks at the source's PCI slots 3, 4, 5 explicitly
 	bundle  string                     // store file name (default server.thaw)
 	from    string                     // the bundle file to serve (default the capture's)
@@ -153,7 +152,7 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 		scheme = "https"
 	}
 	initrd = withFiles(t, initrd, overlay)
-	port := startServe(t, ac.name, store, serveArgs...)
+	port := freePort(t)
 	// A copy of the tools disk per machine: QEMU locks a disk image
 	// against a second writer, and the agent cases run two at a time.
 	tools := filepath.Join(dir, "tools.img")
@@ -168,6 +167,8 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 		}
 	}
 	disk := ac.targetDisk()
+	var serveWrap []string
+	serveHost := "127.0.0.1"
 	// Every agent is pinned to the bundle it is given.
 	if ac.pin == "" {
 		ac.pin = indexDigest(t, ac.from)
@@ -204,26 +205,19 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 		cfg.NIC = "virtio-net-pci"
 	}
 	if ac.pxe {
-		tftp := filepath.Join(dir, "tftp")
-		os.MkdirAll(tftp, 0o755)
-		// The boot files go under /boot/, which thaw serve makes public:
-		// iPXE sends no bearer token.
-		os.MkdirAll(filepath.Join(store, "boot"), 0o755)
-		for f, name := range map[string]string{kernel: "agent-vmlinuz", initrd: "agent-initrd"} {
-			if err := os.Link(f, filepath.Join(store, "boot", name)); err != nil {
-				copyFile(t, f, filepath.Join(store, "boot", name))
-			}
-		}
-		script, err := pxe.Script(pxe.Config{KernelURL: fmt.Sprintf("http://10.0.2.2:%d/boot/agent-vmlinuz", port),
-			InitrdURL: fmt.Sprintf("http://10.0.2.2:%d/boot/agent-initrd", port),
-			Args:      append([]string{"console=ttyS0", "panic=-1"}, strings.Fields(params)...)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.WriteFile(filepath.Join(tftp, "boot.ipxe"), []byte(script), 0o644)
+		// M1: the target boots from its NIC on a network of its own, where
+		// the network's DHCP server knows nothing of PXE and thaw's tree
+		// is served by dnsmasq's proxy-DHCP and TFTP and by thaw serve.
+		pn := newPXENet(t, ac.name)
+		tree := writePXETree(t, dir, kernel, initrd, port, params)
+		pn.startProxy(t, tree)
+		serveArgs = append(serveArgs, "--boot", tree)
+		serveWrap, serveHost = pn.wrap(), pxeHost
+		cfg.Wrap = pn.wrap()
 		cfg.Kernel, cfg.Initrd, cfg.Append, cfg.NIC = "", "", "", ""
-		cfg.Extra = append(cfg.Extra, "-netdev", "user,id=n0,tftp="+tftp+",bootfile=boot.ipxe", "-device", "virtio-net-pci,netdev=n0", "-boot", "n")
+		cfg.Extra = append(cfg.Extra, "-netdev", "tap,id=n0,ifname="+pxeTap+",script=no,downscript=no", "-device", "virtio-net-pci,netdev=n0", "-boot", "n")
 	}
+	startServeAt(t, serveWrap, serveHost, port, ac.name, store, serveArgs...)
 	if ac.before != nil {
 		ac.before(at.target, at.blank)
 	}
@@ -318,9 +312,27 @@ func TestAgentPXE(t *testing.T) {
 	// had no -kernel.
 	log, _ := os.ReadFile(at.vm.LogPath)
 	first, _, _ := strings.Cut(string(log), "\n")
-	if strings.Contains(first, " -kernel ") || !strings.Contains(at.vm.Console(), "Command line: console=ttyS0 panic=-1 thaw.image=") {
+	if strings.Contains(first, " -kernel ") || strings.Contains(first, "tftp=") || !strings.Contains(at.vm.Console(), "Command line: console=ttyS0 thaw.image=") {
 		t.Errorf("the agent was not booted by the iPXE script: %s", first)
 	}
+	// The proxy answered the NIC's PXE request with the script's URL, the
+	// network's DHCP server leased the address, and the script and the
+	// agent came from thaw serve's /boot/.
+	for file, want := range map[string][]string{
+		"pxe-proxy.log":    {"proxy", "boot.ipxe"},
+		"e2-pxe-dhcp.log":  {"DHCPACK", "10.0.2.15"},
+		"e2-pxe-serve.log": {"GET /boot.ipxe 200", "GET /vmlinuz 200", "GET /initramfs.cpio.gz 200"},
+	} {
+		b, _ := os.ReadFile(filepath.Join(logDir, file))
+		for _, w := range want {
+			if !strings.Contains(string(b), w) {
+				t.Errorf("%s lacks %q:\n%s", file, w, b)
+			}
+		}
+	}
+	// QEMU's NIC firmware is iPXE itself, so it skips the loader: fetch
+	// the BIOS one from dnsmasq's TFTP as a PXE ROM would.
+	checkTFTPLoader(t)
 	checkResumed(t, at.vm, captured.h)
 }
 
@@ -336,9 +348,6 @@ func otherMachine(name, params string) agentCase {
 // back; then the server resumes with ACPI intact.
 func TestAgentOtherMachineDirect(t *testing.T) {
 	agentCaseParallel(t)
-	if os.Getenv("THAW_VMTEST_E3_DIRECT") != "1" {
-		t.Skip("E3 DIRECT HANGS (2 of the last 3 runs): the stage-2 agent prints \"freezing and jumping into the image\" and the kernel never restores; under investigation; set THAW_VMTEST_E3_DIRECT=1 to run it (E3 kexec, E6 and E7 cover the other paths)")
-	}
 	testOtherMachine(t, otherMachine("e3-direct", ""))
 }
 
@@ -513,11 +522,6 @@ func TestAgentRefusesCorruptChunkStream(t *testing.T) {
 // source's memory map, then the 6.12 kernel restores the 6.1 image.
 func TestAgentDebian12OtherMachine(t *testing.T) {
 	agentCaseParallel(t)
-	// The same stage-2 direct restore as E3 direct, and the same hang: seen
-	// here too (one run in this session, with four VMs on two cores).
-	if os.Getenv("THAW_VMTEST_E3_DIRECT") != "1" {
-		t.Skip("STAGE-2 DIRECT HANGS as in E3 direct: the agent prints \"freezing and jumping into the image\" and the 6.1 kernel never restores; set THAW_VMTEST_E3_DIRECT=1 to run it (E8 moves the Debian 12 server on the direct path without a stage 2)")
-	}
 	ac := otherMachine("d12-e3-direct", "")
 	ac.c = needCapturedSuite(t, "bookworm")
 	testOtherMachine(t, ac)
