@@ -100,6 +100,12 @@ type Stage2 interface {
 	Pack(state *stage2.State) (string, error)
 	// Load reads the state in the second stage.
 	Load() (*stage2.State, error)
+	// Kernel is the agent kernel the initramfs carries, or "".
+	Kernel() string
+	// KeepKernel stores a fetched agent kernel and returns its path;
+	// DropKernel removes it.
+	KeepKernel(r io.Reader) (string, error)
+	DropKernel(path string)
 }
 
 // Log is the remote log (thaw.log=).

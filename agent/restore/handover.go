@@ -165,7 +165,7 @@ func (r *run) kexecStage2() error {
 	if fi, err := os.Stat(initrd); err == nil {
 		r.logf("stage 2 initramfs: %d MiB", fi.Size()>>20)
 	}
-	img := kexec.Image{Kernel: "/boot/vmlinuz", Initrd: initrd, Cmdline: WithStage2(st.Cmdline)}
+	img := kexec.Image{Kernel: st.kernel, Initrd: initrd, Cmdline: WithStage2(st.Cmdline)}
 	if err := r.env.Kexec.LoadWithE820(img, st.Bundle.Manifest.E820, r.logf); err != nil {
 		return r.fail(err)
 	}

@@ -20,6 +20,7 @@ func Stages() []Stage {
 		{"firmware", secondStage, firmware},
 		{"probe", needsProbe, probeMachine},
 		{"plan", firstStage, makePlan},
+		{"kernel", needsKernel, agentKernel},
 		{"verify", verifiesFirst, verifyAll},
 		{"write", writes, writeDisks},
 		{"area", writesArea, writeArea},

@@ -2,7 +2,9 @@ package restore
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -458,4 +460,41 @@ func TestOwnSwap(t *testing.T) {
 		}
 		check(t, e)
 	})
+}
+
+// TestStage2Kernel: an initramfs without the agent kernel's copy takes it
+// from thaw.kernel=, checked against its digest before any write; without
+// one, or with another digest, the restore is refused and nothing written.
+func TestStage2Kernel(t *testing.T) {
+	f := loadFixture(t)
+	sum := sha256.Sum256(f.bundle) // the fake store serves the bundle's bytes for any URL
+	good := "http://store/boot/vmlinuz#sha256=" + hex.EncodeToString(sum[:])
+	bad := "http://store/boot/vmlinuz#sha256=" + strings.Repeat("ab", 32)
+	for _, tc := range []struct {
+		name, params string
+		refused      bool
+	}{
+		{"none", "", true},
+		{"other digest", " thaw.kernel=" + bad, true},
+		{"fetched", " thaw.kernel=" + good, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, f, f.bundle)
+			e.s2.noCopy = true
+			e.target.E820 = append(append([]manifest.E820Entry{}, f.src.E820...), manifest.E820Entry{Start: 0x100000000, End: 0x140000000, Type: 1})
+			e.target.E820Digest = "0x33333333"
+			before := e.diskHash(t)
+			_, err := run1(t, e, agentConfig(f, "thaw.disk=vda"+tc.params))
+			if tc.refused {
+				var r *plan.Refused
+				if !errors.As(err, &r) || !r.Has(plan.CheckKexec) || e.diskHash(t) != before || len(e.kx.loaded) != 0 {
+					t.Fatalf("err %v, disk unchanged %v, loaded %v: want a kexec refusal before any write", err, e.diskHash(t) == before, e.kx.loaded)
+				}
+				return
+			}
+			if !errors.Is(err, errExeced) || len(e.kx.loaded) != 1 || e.kx.loaded[0].Kernel != "/tmp/agent-vmlinuz" || !bytes.Equal(e.s2.kept, f.bundle) {
+				t.Fatalf("err %v, loaded %+v: want stage 2 booted with the fetched kernel", err, e.kx.loaded)
+			}
+		})
+	}
 }

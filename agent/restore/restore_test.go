@@ -159,8 +159,29 @@ func (f fakeFirmware) Write(addr uint64, b []byte) error {
 	return nil
 }
 
-// fakeStage2 carries the state as JSON, as the real initramfs does.
-type fakeStage2 struct{ js []byte }
+// fakeStage2 carries the state as JSON, as the real initramfs does. With
+// noCopy the initramfs has no agent kernel, and a fetched one is kept.
+type fakeStage2 struct {
+	js      []byte
+	noCopy  bool
+	kept    []byte
+	dropped bool
+}
+
+func (f *fakeStage2) Kernel() string {
+	if f.noCopy {
+		return ""
+	}
+	return "/boot/vmlinuz"
+}
+
+func (f *fakeStage2) KeepKernel(r io.Reader) (string, error) {
+	var err error
+	f.kept, err = io.ReadAll(r)
+	return "/tmp/agent-vmlinuz", err
+}
+
+func (f *fakeStage2) DropKernel(string) { f.dropped = true }
 
 func (f *fakeStage2) Pack(st *stage2.State) (string, error) {
 	var err error

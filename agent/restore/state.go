@@ -134,6 +134,7 @@ type State struct {
 	Verified   bool          // every chunk was checked before the first write
 
 	pin     string // the index digest asked for (#sha256=)
+	kernel  string // the agent kernel for stage 2 (the kernel stage)
 	blob    Blob
 	devs    []*blockdev.Dev
 	area    *blockdev.Dev

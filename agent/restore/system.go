@@ -156,3 +156,32 @@ func (sysStage2) Pack(st *stage2.State) (string, error) {
 }
 
 func (sysStage2) Load() (*stage2.State, error) { return stage2.Load(stage2.StatePath) }
+
+// agentKernelCopy is where mkinitramfs puts the agent kernel; a fetched
+// one goes under /tmp, which the stage-2 initramfs leaves out.
+const (
+	agentKernelCopy    = "/boot/vmlinuz"
+	agentKernelFetched = "/tmp/agent-vmlinuz"
+)
+
+func (sysStage2) Kernel() string {
+	if _, err := os.Stat(agentKernelCopy); err == nil {
+		return agentKernelCopy
+	}
+	return ""
+}
+
+func (sysStage2) KeepKernel(r io.Reader) (string, error) {
+	f, err := os.OpenFile(agentKernelFetched, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return "", err
+	}
+	if _, err := io.Copy(f, r); err != nil {
+		f.Close()
+		os.Remove(agentKernelFetched)
+		return "", err
+	}
+	return agentKernelFetched, f.Close()
+}
+
+func (sysStage2) DropKernel(path string) { os.Remove(path) }

@@ -4,14 +4,16 @@
 //	build/agent/initramfs.cpio.gz   u-root core commands, thaw as uinit
 //	                                ("thaw agent"), the agent kernel's NIC and
 //	                                disk controller modules with modules.alias
-//	                                for coldplug, the agent kernel itself at
-//	                                /boot/vmlinuz (for a second stage with a
-//	                                replayed memory map), trusted keys at
+//	                                for coldplug, with -kernel-copy the agent
+//	                                kernel itself at /boot/vmlinuz (for a
+//	                                second stage with a replayed memory map;
+//	                                without it the agent fetches
+//	                                thaw.kernel=), trusted keys at
 //	                                /etc/thaw/pubkeys, and the CA roots for
 //	                                https (Debian's ca-certificates, with
 //	                                -ca FILE added)
 //
-// Usage: go run ./boot/mkinitramfs [-out DIR] [-kernel NAME] [-pubkey FILE]… [-allow-cmdline-key] [-ca FILE]… [-identity FILE]…
+// Usage: go run ./boot/mkinitramfs [-out DIR] [-kernel NAME] [-pubkey FILE]… [-allow-cmdline-key] [-ca FILE]… [-identity FILE]… [-kernel-copy] [-no-modules]
 //
 // The kernel comes from the cache that scripts/fetch-kernels.sh fills
 // (make kernels). The u-root build runs `go run github.com/u-root/u-root`
@@ -56,6 +58,7 @@ var Drivers = []string{
 
 var (
 	allowCmdlineKey bool
+	kernelCopy      bool
 	extraCAs        []string
 	identities      []string
 )
@@ -68,6 +71,7 @@ func main() {
 	out := flag.String("out", "build/agent", "output directory")
 	kname := flag.String("kernel", "debian13-full", "agent kernel from the cache (make kernels)")
 	noModules := flag.Bool("no-modules", false, "leave the driver modules out (to measure their size)")
+	flag.BoolVar(&kernelCopy, "kernel-copy", false, "put a copy of the agent kernel at /boot/vmlinuz for a second stage (11.6 MiB); without it a second stage fetches thaw.kernel=, which thaw media pxe writes")
 	var pubkeys []string
 	flag.Func("pubkey", "minisign public key to trust (repeat); baked-in keys are a pin: thaw.pubkey= is then refused", func(s string) error { pubkeys = append(pubkeys, s); return nil })
 	flag.BoolVar(&allowCmdlineKey, "allow-cmdline-key", false, "trust thaw.pubkey= beside the baked-in keys")
@@ -100,7 +104,11 @@ func run(out, kname string, pubkeys []string, withModules bool) error {
 	if err != nil {
 		return err
 	}
-	base.File("boot/vmlinuz", kernel, 0o644)
+	copied := 0
+	if kernelCopy {
+		base.File("boot/vmlinuz", kernel, 0o644)
+		copied = len(kernel)
+	}
 	base.File("etc/thaw/agent-kernel", []byte(k.Release+"\n"), 0o644)
 	for i, p := range pubkeys {
 		b, err := os.ReadFile(p)
@@ -172,7 +180,7 @@ func run(out, kname string, pubkeys []string, withModules bool) error {
 	st, _ := os.Stat(gz)
 	fmt.Printf("agent kernel %s (%s)\n", k.Release, kname)
 	fmt.Printf("%s: %.1f MiB (%.1f MiB uncompressed; %d modules; agent kernel copy %.1f MiB)\n",
-		gz, float64(st.Size())/(1<<20), float64(len(raw))/(1<<20), nmod, float64(len(kernel))/(1<<20))
+		gz, float64(st.Size())/(1<<20), float64(len(raw))/(1<<20), nmod, float64(copied)/(1<<20))
 	return nil
 }
 

@@ -1,6 +1,8 @@
 package pxe
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -100,7 +103,21 @@ func Write(dir string, t Tree) ([]string, error) {
 	if err := t.check(); err != nil {
 		return nil, err
 	}
-	boot := Config{KernelURL: t.URL + KernelName, InitrdURL: t.URL + InitrdName, Args: t.Args}
+	// A second stage takes the agent kernel from the tree, checked by its
+	// digest (thaw.kernel=): the initramfs need not carry a copy.
+	kernel := filepath.Join(t.AgentDir, "vmlinuz")
+	if t.MAC != "" {
+		kernel = filepath.Join(dir, KernelName)
+	}
+	sum, err := fileSHA256(kernel)
+	if err != nil {
+		return nil, fmt.Errorf("pxe: the agent kernel: %w (build it with make initramfs; with --mac, write the tree first)", err)
+	}
+	args := slices.Clone(t.Args)
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "thaw.kernel=") }) {
+		args = append(args, "thaw.kernel="+t.URL+KernelName+"#sha256="+sum)
+	}
+	boot := Config{KernelURL: t.URL + KernelName, InitrdURL: t.URL + InitrdName, Args: args}
 	script, err := Script(boot)
 	if err != nil {
 		return nil, err
@@ -208,6 +225,19 @@ func dnsmasqConf(t Tree, dir string) string {
 	u, _ := url.Parse(t.URL)
 	b.WriteString("dhcp-boot=tag:ipxe," + t.URL + ScriptName + ",," + t.server(u) + "\n")
 	return b.String()
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // writeFile writes r to path through a new temporary file renamed over it.

@@ -18,7 +18,7 @@ const agentHelp = `
 The restore agent: the initramfs's uinit on the target machine. It reads
 its instructions from the kernel command line (thaw.image=, thaw.pubkey=,
 thaw.disk=, thaw.token=, thaw.log=, thaw.resume=, thaw.area=,
-thaw.insecure=; see netfetch/bootparam), and then, stage by stage on the
+thaw.kernel=, thaw.insecure=; see netfetch/bootparam), and then, stage by stage on the
 console:
 
   drivers   load the agent kernel's modules for the PCI and virtio devices
@@ -32,6 +32,9 @@ console:
   plan      the bundle's source against this machine: CPU flags, RAM,
             disks, drivers; a refusal stops here and says why and how to
             fix it, with nothing written
+  kernel    only when the memory maps differ (stage 2 below): the agent
+            kernel, from the initramfs's copy or fetched from
+            thaw.kernel=URL#sha256=DIGEST and checked, before any write
   verify    every chunk of the bundle, before anything is written: only
             when a target disk holds data, or with thaw.verify=first
   write     the disk streams onto the planned disks, each chunk fetched

@@ -27,9 +27,10 @@ const (
 	keyMinRate  = "thaw.minrate"
 	keyDeadline = "thaw.deadline"
 	keyVerify   = "thaw.verify"
+	keyKernel   = "thaw.kernel"
 )
 
-var keys = []string{keyImage, keyPubKey, keyDisk, keyArea, keyToken, keyLog, keyResume, keyInsecure, keyStage, keyIface, keyRetries, keyMinRate, keyDeadline, keyVerify}
+var keys = []string{keyImage, keyPubKey, keyDisk, keyArea, keyToken, keyLog, keyResume, keyInsecure, keyStage, keyIface, keyRetries, keyMinRate, keyDeadline, keyVerify, keyKernel}
 
 // Resume modes for thaw.resume.
 const (
@@ -96,6 +97,10 @@ type Params struct {
 	// (thaw.verify): VerifyFirst, VerifyStream, or "" to let the agent
 	// choose (first when a target disk holds data).
 	Verify string `json:"verify,omitempty"`
+	// Kernel is where a second stage gets the agent kernel when the
+	// initramfs carries none: an http(s) URL with #sha256= and the hex
+	// SHA-256 of the file (thaw.kernel; thaw media pxe writes it).
+	Kernel string `json:"kernel,omitempty"`
 
 	// Warnings are things worth telling the operator that did not stop
 	// the parse: a parameter given twice, thaw.* arguments after "--",
@@ -314,6 +319,14 @@ func (p *Params) set(a Arg) *Error {
 			return invalid(k, v, "not a positive duration", "thaw.deadline=24h (the default), or 90m")
 		}
 		p.Deadline = d
+	case keyKernel:
+		if e := checkURL(k, v); e != nil {
+			return e
+		}
+		if !strings.Contains(v, "#sha256=") {
+			return invalid(k, v, "no #sha256= digest: the agent boots only a kernel it can check", k+"="+v+"#sha256=DIGEST (sha256sum of the agent's vmlinuz)")
+		}
+		p.Kernel = v
 	case keyVerify:
 		if v != VerifyFirst && v != VerifyStream && v != "auto" {
 			return invalid(k, v, "not first or stream", "thaw.verify=first (every chunk checked before the first write) or thaw.verify=stream (each chunk checked as it is written), or leave it out: first when a target disk holds data")
@@ -382,6 +395,8 @@ func (p *Params) clear(k string) {
 		p.Deadline = 0
 	case keyVerify:
 		p.Verify = ""
+	case keyKernel:
+		p.Kernel = ""
 	}
 }
 
@@ -413,6 +428,8 @@ func placeholder(k string) string {
 		return "24h"
 	case keyVerify:
 		return "first"
+	case keyKernel:
+		return "http://HOST:PORT/boot/vmlinuz#sha256=DIGEST"
 	}
 	return "VALUE"
 }
@@ -524,8 +541,8 @@ func checkURL(k, v string) *Error {
 	}
 	if i := strings.IndexByte(v, '#'); i >= 0 {
 		d, ok := strings.CutPrefix(v[i+1:], "sha256=")
-		if k != keyImage || !ok || len(d) != 64 || strings.Trim(strings.ToLower(d), "0123456789abcdef") != "" {
-			return invalid(k, v, "after # the agent takes only sha256= and the 64 hex digits of the bundle's index digest", k+"="+v[:i]+"#sha256=DIGEST (thaw inspect shows it), or the URL alone")
+		if (k != keyImage && k != keyKernel) || !ok || len(d) != 64 || strings.Trim(strings.ToLower(d), "0123456789abcdef") != "" {
+			return invalid(k, v, "after # the agent takes only sha256= and 64 hex digits (of the bundle's index for thaw.image, of the file for thaw.kernel)", k+"="+v[:i]+"#sha256=DIGEST")
 		}
 	}
 	return nil
@@ -664,6 +681,7 @@ func (p *Params) Args() []string {
 	if p.Verify != "" {
 		add(keyVerify, p.Verify)
 	}
+	add(keyKernel, p.Kernel)
 	return a
 }
 

@@ -121,6 +121,14 @@
 //
 //	Bounds the whole download, as a Go duration (90m, 24h). Absent: 24h.
 //
+// thaw.kernel=URL#sha256=DIGEST
+//
+//	Where a second stage (the agent booting itself again with the
+//	source's memory map) gets the agent kernel when the initramfs carries
+//	none (mkinitramfs -kernel-copy=false): an http(s) URL and the SHA-256
+//	of the file. It is fetched and checked right after the plan, before
+//	any write. thaw media pxe writes it, for the tree's own vmlinuz.
+//
 // # Syntax
 //
 // The command line is split as the kernel splits it (see [Split]):

@@ -4,6 +4,8 @@ package vmtest
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -134,6 +136,8 @@ func writePXETree(t *testing.T, dir, kernel, initrd string, port int, params str
 			args = append(args, "--token-file", readTokenFile(t))
 		case "thaw.log":
 			args = append(args, "--log", v)
+		case "thaw.kernel":
+			// thaw media pxe names the tree's own kernel.
 		default:
 			args = append(args, "--arg", p)
 		}
@@ -144,4 +148,15 @@ func writePXETree(t *testing.T, dir, kernel, initrd string, port int, params str
 		t.Fatalf("thaw media pxe: %v\n%s", err, out)
 	}
 	return tree
+}
+
+// fileSHA256 is the hex SHA-256 of a file, for thaw.kernel=URL#sha256=.
+func fileSHA256(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }

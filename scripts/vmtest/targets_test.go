@@ -173,8 +173,14 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 	if ac.pin == "" {
 		ac.pin = indexDigest(t, ac.from)
 	}
-	params := fmt.Sprintf("thaw.image=%s://10.0.2.2:%d/%s#sha256=%s thaw.pubkey=%s thaw.disk=%s thaw.token=%s thaw.log=%s://10.0.2.2:%d/log/%s %s",
-		scheme, port, ac.bundle, ac.pin, ac.pubLine, disk, readToken, scheme, port, ac.name, ac.params)
+	// The initramfs carries no copy of the agent kernel: a second stage
+	// fetches it from the store's public /boot/, as from a PXE tree.
+	os.MkdirAll(filepath.Join(store, "boot"), 0o755)
+	if err := os.Link(kernel, filepath.Join(store, "boot", "vmlinuz")); err != nil {
+		copyFile(t, kernel, filepath.Join(store, "boot", "vmlinuz"))
+	}
+	params := fmt.Sprintf("thaw.image=%s://10.0.2.2:%d/%s#sha256=%s thaw.pubkey=%s thaw.disk=%s thaw.token=%s thaw.log=%s://10.0.2.2:%d/log/%s thaw.kernel=%s://10.0.2.2:%d/boot/vmlinuz#sha256=%s %s",
+		scheme, port, ac.bundle, ac.pin, ac.pubLine, disk, readToken, scheme, port, ac.name, scheme, port, fileSHA256(t, kernel), ac.params)
 	t.Logf("target: the agent boots with %s", strings.TrimSpace(params))
 	cfg := harness.VMConfig{Name: ac.name, Kernel: kernel, Initrd: initrd, Append: params,
 		MemoryMB: ac.memMB, CPUs: ac.cpus, CPU: ac.cpu, NIC: ac.nic, Extra: ac.extra, Control: true, LogDir: logDir, Timeout: 12 * time.Minute,
