@@ -145,10 +145,37 @@ func (u *UI) Refused(title string, rs []plan.Refusal, footer string) {
 // for writing.
 const NothingWritten = "Nothing was written to any disk."
 
+// Code is the short code of a refusal (R-CHECK) or failure (F-CHECK)
+// that remote hands read out over the phone: the first check at fault.
+func Code(rs []plan.Refusal, refused bool) string {
+	c := "F-"
+	if refused {
+		c = "R-"
+	}
+	if len(rs) == 0 {
+		return c + "ERROR"
+	}
+	c += strings.ToUpper(string(rs[0].Check))
+	if len(rs) > 1 {
+		c += fmt.Sprintf("+%d", len(rs)-1)
+	}
+	return c
+}
+
+// Where names the code and where the whole log is, for the box's last
+// line.
+func Where(code, logURL string) string {
+	if logURL == "" {
+		logURL = "this console only (no thaw.log=)"
+	}
+	return "code " + code + "   log: " + logURL
+}
+
 // Box renders the refusal box.
 func Box(title string, rs []plan.Refusal, footer string) string {
 	var body []string
-	body = append(body, title, "")
+	body = append(body, wrap(title, 68)...)
+	body = append(body, "")
 	for _, r := range rs {
 		body = append(body, wrap(fmt.Sprintf("%s: %s", strings.ToUpper(string(r.Check)), r.Reason), 68)...)
 		if r.Hint != "" {
@@ -156,7 +183,9 @@ func Box(title string, rs []plan.Refusal, footer string) string {
 		}
 		body = append(body, "")
 	}
-	body = append(body, wrap(footer, 68)...)
+	for _, f := range strings.Split(footer, "\n") {
+		body = append(body, wrap(f, 68)...)
+	}
 	var b strings.Builder
 	b.WriteString("+" + strings.Repeat("-", 72) + "+\n")
 	for _, l := range body {

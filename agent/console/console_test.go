@@ -62,3 +62,32 @@ func TestBox(t *testing.T) {
 		t.Errorf("box:\n%s", b)
 	}
 }
+
+func TestCodeAndWhere(t *testing.T) {
+	for _, tc := range []struct {
+		rs      []plan.Refusal
+		refused bool
+		want    string
+	}{
+		{[]plan.Refusal{{Check: plan.CheckCPU}}, true, "R-CPU"},
+		{[]plan.Refusal{{Check: plan.CheckCPU}, {Check: plan.CheckMemory}}, true, "R-CPU+1"},
+		{[]plan.Refusal{{Check: plan.CheckError}}, false, "F-ERROR"},
+		{nil, false, "F-ERROR"},
+	} {
+		if got := Code(tc.rs, tc.refused); got != tc.want {
+			t.Errorf("Code(%v, %v) = %q, want %q", tc.rs, tc.refused, got, tc.want)
+		}
+	}
+	box := Box("REFUSED: "+strings.Repeat("a long title ", 8), []plan.Refusal{{Check: plan.CheckCPU, Reason: "r"}}, NothingWritten+"\n"+Where("R-CPU", "http://10.0.0.5:8080/log/web1"))
+	for _, l := range strings.Split(box, "\n") {
+		if len(l) != 74 {
+			t.Errorf("box line of %d columns (want 74, inside 80×25): %q", len(l), l)
+		}
+	}
+	if !strings.Contains(box, "| code R-CPU   log: http://10.0.0.5:8080/log/web1") {
+		t.Errorf("box lacks the code and log line:\n%s", box)
+	}
+	if Where("F-ERROR", "") != "code F-ERROR   log: this console only (no thaw.log=)" {
+		t.Error(Where("F-ERROR", ""))
+	}
+}

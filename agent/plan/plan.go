@@ -117,6 +117,14 @@ func Make(src, dst *manifest.Manifest, aliases *Aliases, opt Options) *Plan {
 		p.refuse("cpu", fmt.Sprintf("the image ran on %s, this CPU is %s", src.CPU.Vendor, dst.CPU.Vendor), "restore on a CPU of the same vendor")
 	}
 
+	// Firmware: the resumed kernel keeps the boot's firmware interface
+	// (EFI runtime services and the EFI memory map, or the BIOS's ACPI
+	// layout); it cannot change under it.
+	if src.Firmware != "" && dst.Firmware != "" && src.Firmware != dst.Firmware {
+		p.refuse(CheckFirmware, fmt.Sprintf("the image was captured on a machine booted by %s, this machine booted by %s: the resumed kernel would call firmware that is not there", firmwareName(src.Firmware), firmwareName(dst.Firmware)),
+			fmt.Sprintf("boot this machine by %s (its firmware setup: legacy or CSM boot for BIOS), or restore on a machine that boots as the source did", firmwareName(src.Firmware)))
+	}
+
 	// Memory: every source RAM range must be RAM here, by images/memmap's
 	// rule (RAM ranges here that touch count as one), as kexec checks it.
 	switch {
@@ -224,4 +232,11 @@ func diskNames(ds []manifest.Disk) string {
 		n = append(n, fmt.Sprintf("%s (%d MiB)", d.Name, d.Size>>20))
 	}
 	return strings.Join(n, ", ")
+}
+
+func firmwareName(f string) string {
+	if f == "uefi" {
+		return "UEFI"
+	}
+	return "BIOS"
 }

@@ -98,6 +98,9 @@ func TestPlan(t *testing.T) {
 			m := "pci:v00001AF4d00001042sv00001AF4sd00001100bc01sc00i00"
 			src.PCI[0].Modalias, src.PCI[0].Driver, dst.PCI[0].Modalias = m, "virtio_blk", m
 		}, true, "", "direct"},
+		{"BIOS source on a UEFI machine", func(src, dst *manifest.Manifest, opt *Options) { src.Firmware, dst.Firmware = "bios", "uefi" }, false, "captured on a machine booted by BIOS, this machine booted by UEFI", "direct"},
+		{"firmware not known", func(src, dst *manifest.Manifest, opt *Options) { dst.Firmware = "uefi" }, true, "", "direct"},
+		{"UEFI on UEFI", func(src, dst *manifest.Manifest, opt *Options) { src.Firmware, dst.Firmware = "uefi", "uefi" }, true, "", "direct"},
 		{"no driver for the NIC", func(src, dst *manifest.Manifest, opt *Options) {
 			dst.PCI[1].Modalias = "pci:v000010ECd00008139sv00000000sd00000000bc02sc00i00"
 		}, true, "no driver for the NIC 0000:00:03.0", "direct"},

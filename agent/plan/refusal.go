@@ -19,6 +19,7 @@ const (
 	CheckSignature Check = "signature" // the index signature
 	CheckIdentity  Check = "identity"  // decrypting an encrypted bundle
 	CheckCPU       Check = "cpu"
+	CheckFirmware  Check = "firmware" // BIOS against UEFI
 	CheckMemory    Check = "memory"
 	CheckDisk      Check = "disk"
 	CheckDriver    Check = "driver"

@@ -44,6 +44,7 @@ func Probe(root string) (*manifest.Manifest, error) {
 	for _, step := range []func(*manifest.Manifest) error{
 		p.host,
 		p.kernel,
+		p.firmware,
 		p.e820,
 		p.memory,
 		p.cpu,
@@ -153,6 +154,20 @@ func (p *prober) host(m *manifest.Manifest) error {
 	h, err := optional(p.path("proc/sys/kernel/hostname"))
 	m.Hostname = h
 	return err
+}
+
+// firmware tells UEFI from BIOS by /sys/firmware/efi, which a kernel
+// started by UEFI firmware (or by its EFI stub) creates; without sysfs
+// it says nothing.
+func (p *prober) firmware(m *manifest.Manifest) error {
+	if _, err := os.Stat(p.path("sys/firmware")); err != nil {
+		return nil
+	}
+	m.Firmware = "bios"
+	if _, err := os.Stat(p.path("sys/firmware/efi")); err == nil {
+		m.Firmware = "uefi"
+	}
+	return nil
 }
 
 func (p *prober) kernel(m *manifest.Manifest) error {

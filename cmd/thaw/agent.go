@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -97,7 +98,11 @@ func runAgent(args []string) error {
 		if st != nil {
 			wrote = st.Wrote
 		}
-		return agentFailed(ui, rlog, err, wrote, *asJSON)
+		logURL := ""
+		if p, _ := bootparam.Parse(raw); p != nil {
+			logURL = p.Log
+		}
+		return agentFailed(ui, rlog, err, wrote, logURL, *asJSON)
 	}
 	if *dry && !*asJSON {
 		ui.Banner("dry run: nothing written")
@@ -108,10 +113,11 @@ func runAgent(args []string) error {
 // agentFailed shows the box remote hands read: why, the fix, and what
 // state the disks are in; thaw.log= gets the box and the refusal as JSON
 // ("thaw-refusal-json"). Exit status 3: refused; 1: failed.
-func agentFailed(ui *console.UI, rlog *restore.RemoteLog, err error, wrote []string, asJSON bool) error {
+func agentFailed(ui *console.UI, rlog *restore.RemoteLog, err error, wrote []string, logURL string, asJSON bool) error {
 	defer rlog.Flush()
 	r, code := refusalOf(err, hintFor(err))
-	res := refusalResult{Title: r.Title, Refusals: r.Refusals, PartlyWritten: wrote}
+	short := console.Code(r.Refusals, code == 3)
+	res := refusalResult{Title: r.Title, Code: short, Refusals: r.Refusals, PartlyWritten: wrote}
 	rlog.Record("refusal", res)
 	if asJSON {
 		printJSON(res)
@@ -120,12 +126,27 @@ func agentFailed(ui *console.UI, rlog *restore.RemoteLog, err error, wrote []str
 		if code == 3 {
 			title = "REFUSED: " + title
 		}
-		ui.Refused(title, r.Refusals, footerFor(wrote))
+		ui.Refused(title, r.Refusals, footerFor(wrote)+"\n"+console.Where(short, logURL))
+		ui.Logf("To try again once fixed: thaw agent (the same thaw.* parameters,")
+		ui.Logf("from /proc/cmdline); thaw agent --dry-run plans and writes nothing.")
+		holdScreen(ui)
 	}
 	if code == 3 {
 		return &exitError{3, errors.New("refused")}
 	}
 	return &exitError{1, err}
+}
+
+// holdScreen keeps the box on the screen until someone presses Enter,
+// when the agent is the initramfs's uinit on a console: after it exits,
+// init starts the rescue shell, and with no shell to start it would end
+// (a kernel panic that scrolls the box away, or reboots the machine).
+func holdScreen(ui *console.UI) {
+	if os.Getppid() != 1 || !isTerminal(os.Stdin) {
+		return
+	}
+	ui.Logf("Press Enter for the rescue shell.")
+	bufio.NewReader(os.Stdin).ReadString('\n')
 }
 
 func hintFor(err error) string {

@@ -66,6 +66,7 @@ type restoreResult struct {
 type refusalResult struct {
 	OK       bool           `json:"ok"`
 	Title    string         `json:"title"`
+	Code     string         `json:"code,omitempty"` // the box's short code (agent)
 	Refusals []plan.Refusal `json:"refusals"`
 	// PartlyWritten names the disks a failure left partly written
 	// (nothing resumable on them).

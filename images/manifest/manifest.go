@@ -15,7 +15,10 @@ type Manifest struct {
 	Hostname string `json:"hostname,omitempty"`
 	Created  string `json:"created,omitempty"` // RFC 3339
 
-	Kernel      Kernel      `json:"kernel"`
+	Kernel Kernel `json:"kernel"`
+	// Firmware is how the machine booted: "uefi" or "bios" ("" : not
+	// known, a manifest from before this field or a probe without sysfs).
+	Firmware    string      `json:"firmware,omitempty"`
 	E820        []E820Entry `json:"e820"`                  // /sys/firmware/memmap in order
 	E820Digest  string      `json:"e820_digest,omitempty"` // crc32 as the kernel hashes it, %#08x
 	MemoryBytes uint64      `json:"memory_bytes"`          // MemTotal

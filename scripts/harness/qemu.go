@@ -45,10 +45,15 @@ type VMConfig struct {
 	// for Run: the server guest's testctl service reads commands there.
 	Control bool
 	Timeout time.Duration // hard bound on the VM's life; default 5 minutes
+	// VGA adds a standard VGA card and a monitor socket, for Screendump.
+	VGA bool
+	// Interactive keeps the serial console's input open (otherwise it
+	// reads end-of-file): a shell on it waits, as for a person.
+	Interactive bool
 	// Wrap runs QEMU through another command, such as
 	// ip netns exec NS (a tap device lives in its namespace).
-	Wrap []string
-	LogDir  string        // where the serial log is kept
+	Wrap   []string
+	LogDir string // where the serial log is kept
 }
 
 // VM is a running QEMU process whose serial console is captured.
@@ -64,6 +69,8 @@ type VM struct {
 	cancel  context.CancelFunc
 	ctlPath string
 	ctl     net.Conn
+	monPath string // the monitor's socket (VGA)
+	stdin   io.WriteCloser
 	// deadline kills QEMU when the VM outlives its timeout.
 	deadline *time.Timer
 	timedOut bool
@@ -136,11 +143,19 @@ func Start(cfg VMConfig) (*VM, error) {
 		os.Remove(ctlPath)
 		args = append(args, "-chardev", "socket,id=ctl,path="+ctlPath+",server=on,wait=off", "-serial", "chardev:ctl")
 	}
+	monPath := ""
+	if cfg.VGA {
+		monPath = filepath.Join(cfg.LogDir, cfg.Name+".mon")
+		os.Remove(monPath)
+		// The card at a high slot: the other devices keep their places.
+		args = append(args, "-device", "VGA,addr=0x1e")
+		args[slices.Index(args, "-monitor")+1] = "unix:" + monPath + ",server=on,wait=off"
+	}
 	args = append(args, cfg.Extra...)
 	ctx, cancel := context.WithCancel(context.Background())
 	argv := append(append(slices.Clone(cfg.Wrap), "qemu-system-x86_64"), args...)
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	vm := &VM{cfg: cfg, cmd: cmd, done: make(chan struct{}), cancel: cancel, ctlPath: ctlPath}
+	vm := &VM{cfg: cfg, cmd: cmd, done: make(chan struct{}), cancel: cancel, ctlPath: ctlPath, monPath: monPath}
 	vm.deadline = time.AfterFunc(cfg.Timeout, func() {
 		vm.mu.Lock()
 		vm.timedOut = true
@@ -165,7 +180,14 @@ func Start(cfg VMConfig) (*VM, error) {
 		return nil, err
 	}
 	cmd.Stderr = cmd.Stdout
-	cmd.Stdin = nil
+	// The serial console's input stays open, as a terminal nobody types
+	// on would: a shell on it (the agent's rescue shell) waits for input
+	// instead of reading end-of-file and exiting.
+	if cfg.Interactive {
+		if stdin, err := cmd.StdinPipe(); err == nil {
+			vm.stdin = stdin
+		}
+	}
 	if err := cmd.Start(); err != nil {
 		cancel()
 		logf.Close()
@@ -282,6 +304,9 @@ func (vm *VM) Kill() {
 	}
 	vm.cancel()
 	<-vm.done
+	if vm.stdin != nil {
+		vm.stdin.Close()
+	}
 }
 
 // Tail returns the last n lines of the console, for failure messages.

@@ -12,6 +12,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/thawlinux/thaw/scripts/harness"
 )
 
 // M1's network, built by the test: a namespace holding a bridge with the
@@ -159,4 +162,28 @@ func fileSHA256(t *testing.T, path string) string {
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
+}
+
+// checkScreen dumps the VM's VGA screen to logDir/NAME.vga.png (kept as
+// an artefact) and reads it as a person would, by OCR: each line wanted
+// must be in the picture's text. Case and spaces are ignored, as OCR
+// splits and joins words at the VGA font's wide spacing.
+func checkScreen(t *testing.T, vm *harness.VM, name string, want ...string) {
+	t.Helper()
+	time.Sleep(2 * time.Second) // the VGA console is written after the serial one
+	png := filepath.Join(logDir, name+".vga.png")
+	if err := vm.Screendump(png, 2); err != nil {
+		t.Fatal(err)
+	}
+	text, err := harness.OCR(png)
+	if err != nil {
+		t.Fatal(err)
+	}
+	norm := func(s string) string { return strings.ToLower(strings.Join(strings.Fields(s), "")) }
+	got := norm(text)
+	for _, w := range want {
+		if !strings.Contains(got, norm(w)) {
+			t.Errorf("the VGA screen (%s) lacks %q; OCR read:\n%s", png, w, text)
+		}
+	}
 }

@@ -63,6 +63,11 @@ type agentCase struct {
 	redis   int                        // host port forwarded to the guest's redis (vmware)
 	pin     string                     // thaw.image=URL#sha256=: default the served bundle's index digest
 	tls     bool                       // thaw serve over https, with a test CA baked into the agent
+	vga     bool                       // a VGA card and a monitor, for screendumps
+	uefi    bool                       // with pxe: OVMF on q35, booting by UEFI PXE
+	// onRefused runs once a refusal's box is on the console, before the
+	// VM is stopped.
+	onRefused func(vm *harness.VM)
 }
 
 // openBundleFile opens a bundle file unverified; closing is left to the
@@ -183,7 +188,7 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 		scheme, port, ac.bundle, ac.pin, ac.pubLine, disk, readToken, scheme, port, ac.name, scheme, port, fileSHA256(t, kernel), ac.params)
 	t.Logf("target: the agent boots with %s", strings.TrimSpace(params))
 	cfg := harness.VMConfig{Name: ac.name, Kernel: kernel, Initrd: initrd, Append: params,
-		MemoryMB: ac.memMB, CPUs: ac.cpus, CPU: ac.cpu, NIC: ac.nic, Extra: ac.extra, Control: true, LogDir: logDir, Timeout: 12 * time.Minute,
+		MemoryMB: ac.memMB, CPUs: ac.cpus, CPU: ac.cpu, NIC: ac.nic, Extra: ac.extra, Control: true, VGA: ac.vga, Interactive: ac.vga, LogDir: logDir, Timeout: 12 * time.Minute,
 		Disks: []harness.Disk{{Path: at.target}, {Path: at.blank}, {Path: tools}}}
 	if ac.slots {
 		for i := range cfg.Disks {
@@ -221,7 +226,16 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 		serveWrap, serveHost = pn.wrap(), pxeHost
 		cfg.Wrap = pn.wrap()
 		cfg.Kernel, cfg.Initrd, cfg.Append, cfg.NIC = "", "", "", ""
-		cfg.Extra = append(cfg.Extra, "-netdev", "tap,id=n0,ifname="+pxeTap+",script=no,downscript=no", "-device", "virtio-net-pci,netdev=n0", "-boot", "n")
+		cfg.Extra = append(cfg.Extra, "-netdev", "tap,id=n0,ifname="+pxeTap+",script=no,downscript=no")
+		if ac.uefi {
+			// OVMF on q35 with its own network stack (no iPXE option ROM):
+			// its PXE client fetches ipxe.efi from dnsmasq's TFTP, which
+			// then fetches the script, as on a UEFI server.
+			cfg.Firmware = ovmf
+			cfg.Extra = append(cfg.Extra, "-machine", "q35", "-device", "virtio-net-pci,netdev=n0,romfile=,bootindex=1")
+		} else {
+			cfg.Extra = append(cfg.Extra, "-device", "virtio-net-pci,netdev=n0", "-boot", "n")
+		}
 	}
 	startServeAt(t, serveWrap, serveHost, port, ac.name, store, serveArgs...)
 	if ac.before != nil {
@@ -342,6 +356,28 @@ func TestAgentPXE(t *testing.T) {
 	checkResumed(t, at.vm, captured.h)
 }
 
+// ovmf is Debian's OVMF build with its code and variables in one file.
+const ovmf = "/usr/share/ovmf/OVMF.fd"
+
+// M2, as far as it goes with a source captured on SeaBIOS: a UEFI target
+// boots by UEFI PXE (OVMF's own PXE client, ipxe.efi over dnsmasq's TFTP,
+// the script over HTTP) into the agent, which refuses the BIOS image by
+// name before writing anything.
+func TestAgentPXEUEFIRefusesBIOSImage(t *testing.T) {
+	agentCaseParallel(t)
+	if _, err := os.Stat(ovmf); err != nil {
+		t.Fatalf("OVMF: %v (install ovmf)", err)
+	}
+	refusal(t, agentCase{name: "m2-uefi", pxe: true, uefi: true},
+		regexp.MustCompile(`FIRMWARE: the image was captured on a machine booted by BIOS, this machine booted by UEFI`))
+	for file, want := range map[string]string{"pxe-proxy.log": "PXEClient:Arch:00007", "m2-uefi-serve.log": "GET /boot.ipxe 200"} {
+		b, _ := os.ReadFile(filepath.Join(logDir, file))
+		if !strings.Contains(string(b), want) {
+			t.Errorf("%s lacks %q: not booted by UEFI PXE", file, want)
+		}
+	}
+}
+
 // otherMachine is E3's target: twice the RAM, two vCPUs, an e1000 NIC in
 // another PCI slot; the disks on the same controller in the same slots.
 func otherMachine(name, params string) agentCase {
@@ -435,6 +471,9 @@ func refusalWrote(t *testing.T, ac agentCase, want *regexp.Regexp, partly bool) 
 		t.Fatalf("refusal box does not say %s:\n%s", want, box)
 	}
 	t.Logf("refused as wanted:\n%s", box)
+	if ac.onRefused != nil {
+		ac.onRefused(at.vm)
+	}
 	at.vm.Kill()
 	after := [2][32]byte{fileHash(t, at.target), fileHash(t, at.blank)}
 	switch {
@@ -465,7 +504,11 @@ func TestAgentRefusesCPU(t *testing.T) {
 	agentCaseParallel(t)
 	// qemu64 has no RDRAND, and the machine no hardware RNG: the kernel's
 	// random pool stays uninitialised, and DHCP must not wait for it.
-	con := refusal(t, agentCase{name: "e4-cpu", cpu: "qemu64", nic: "virtio-net-pci", slots: true},
+	// M5: remote hands read the box on the VGA screen.
+	vga := func(vm *harness.VM) {
+		checkScreen(t, vm, "e4-cpu", "REFUSED", "this machine cannot take the image", "code R-CPU", "log: http", "Nothing was written", "To try again")
+	}
+	con := refusal(t, agentCase{name: "e4-cpu", cpu: "qemu64", nic: "virtio-net-pci", slots: true, vga: true, onRefused: vga},
 		regexp.MustCompile(`^REFUSED: this machine cannot take the image CPU: this CPU .*lacks \d+ feature\(s\) the image kernel uses: .*avx2.* fix: restore on a CPU model with these features \(a VM: a CPU model that passes them through\); a resumed kernel would hang without a word Nothing was written`))
 	m := regexp.MustCompile(`dhcp: configured \S+ .* in (\S+)`).FindStringSubmatch(con)
 	if m == nil {
