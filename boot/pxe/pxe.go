@@ -2,6 +2,8 @@ package pxe
 
 import (
 	"fmt"
+	"path"
+	"slices"
 	"strings"
 )
 
@@ -37,7 +39,10 @@ func Script(c Config) (string, error) {
 	b.WriteString(":retry\n")
 	// Chained from a PXE ROM or the proxy, iPXE has its address already.
 	b.WriteString("isset ${net0/ip} || dhcp || goto retry\n")
-	fmt.Fprintf(&b, "kernel %s %s || goto failed\n", c.KernelURL, strings.Join(c.Args, " "))
+	// initrd=NAME: a kernel booted through its EFI stub (ipxe.efi) finds
+	// the initramfs iPXE loaded by that name; BIOS kernels ignore it.
+	args := append(slices.Clone(c.Args), "initrd="+path.Base(c.InitrdURL))
+	fmt.Fprintf(&b, "kernel %s %s || goto failed\n", c.KernelURL, strings.Join(args, " "))
 	fmt.Fprintf(&b, "initrd %s || goto failed\n", c.InitrdURL)
 	b.WriteString("boot\n")
 	b.WriteString(":failed\n")

@@ -11,7 +11,7 @@ func TestScript(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"#!ipxe\n", "\nkernel http://10.0.2.2:80/vmlinuz console=ttyS0 thaw.image=http://10.0.2.2/s.thaw#sha256=00 || goto failed\n", "\ninitrd http://10.0.2.2:80/initramfs.cpio.gz || goto failed\nboot\n"} {
+	for _, want := range []string{"#!ipxe\n", "\nkernel http://10.0.2.2:80/vmlinuz console=ttyS0 thaw.image=http://10.0.2.2/s.thaw#sha256=00 initrd=initramfs.cpio.gz || goto failed\n", "\ninitrd http://10.0.2.2:80/initramfs.cpio.gz || goto failed\nboot\n"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("script lacks %q:\n%s", want, s)
 		}

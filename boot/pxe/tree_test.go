@@ -48,7 +48,7 @@ func TestWriteTree(t *testing.T) {
 	}
 	for name, wants := range map[string][]string{
 		ScriptName: {"#!ipxe\n", "chain --autofree http://10.0.0.5:8080/boot/machines/${net0/mac:hexhyp}.ipxe || goto default\n:default\n",
-			"kernel http://10.0.0.5:8080/boot/vmlinuz console=ttyS0 thaw.image=http://10.0.0.5:8080/s.thaw thaw.disk=sda thaw.kernel=http://10.0.0.5:8080/boot/vmlinuz#sha256=" + sha("content of vmlinuz") + " || goto failed\n",
+			"kernel http://10.0.0.5:8080/boot/vmlinuz console=ttyS0 thaw.image=http://10.0.0.5:8080/s.thaw thaw.disk=sda thaw.kernel=http://10.0.0.5:8080/boot/vmlinuz#sha256=" + sha("content of vmlinuz") + " initrd=initramfs.cpio.gz || goto failed\n",
 			"initrd http://10.0.0.5:8080/boot/initramfs.cpio.gz"},
 		DnsmasqConf: {"\nport=0\n", "\ndhcp-range=10.0.0.0,proxy\n", "\ninterface=eth1\n", "\ntftp-root=" + filepath.Join(dir, "tftp") + "\n",
 			"dhcp-match=set:ipxe,175\n", `pxe-service=tag:!ipxe,x86PC,"thaw restore agent (BIOS)",undionly.kpxe`,

@@ -36,7 +36,9 @@ thaw media pxe --out DIR --url URL --subnet NET [flags]
 
 The agent's parameters come from --image, --disk, --token-file, --log,
 --pubkey and --arg; the agent refuses, with its reason on the console,
-whatever they leave out. Nothing is written until every input was checked.
+whatever they leave out. The script also names the tree's kernel with its
+SHA-256 (thaw.kernel=), which a second stage boots. Nothing is written
+until every input was checked.
 `
 
 func runMedia(args []string) error {

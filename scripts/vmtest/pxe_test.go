@@ -28,23 +28,24 @@ const (
 	pxeTap  = "tap0"
 )
 
-type pxeNet struct {
-	ns, dhcpNS string
-}
-
 func (n *pxeNet) wrap() []string { return []string{"ip", "netns", "exec", n.ns} }
 
-// thePXENet names this test process's namespaces.
-func thePXENet() *pxeNet {
+type pxeNet struct {
+	name, ns, dhcpNS string
+}
+
+// pxeNetFor names a case's namespaces (unique to this test process: the
+// PXE cases run two at a time).
+func pxeNetFor(name string) *pxeNet {
 	id := fmt.Sprintf("%d", os.Getpid()%100000)
-	return &pxeNet{ns: "thaw-pxe-" + id, dhcpNS: "thaw-dhcp-" + id}
+	return &pxeNet{name: name, ns: "thaw-" + name + "-" + id, dhcpNS: "thaw-" + name + "-dhcp-" + id}
 }
 
 // checkTFTPLoader fetches the BIOS loader from dnsmasq's TFTP, as a PXE
 // ROM that is not iPXE would, and compares it with Debian's.
-func checkTFTPLoader(t *testing.T) {
+func checkTFTPLoader(t *testing.T, name string) {
 	t.Helper()
-	out, err := exec.Command("ip", "netns", "exec", thePXENet().ns, "curl", "-sf", "tftp://"+pxeHost+"/undionly.kpxe").Output()
+	out, err := exec.Command("ip", "netns", "exec", pxeNetFor(name).ns, "curl", "-sf", "tftp://"+pxeHost+"/undionly.kpxe").Output()
 	want, _ := os.ReadFile("/usr/lib/ipxe/undionly.kpxe")
 	if err != nil || len(want) == 0 || !bytes.Equal(out, want) {
 		t.Errorf("undionly.kpxe over dnsmasq's TFTP: %d bytes, %v (want the %d bytes of Debian's)", len(out), err, len(want))
@@ -58,7 +59,7 @@ func newPXENet(t *testing.T, name string) *pxeNet {
 			t.Fatalf("%s: %v (install iproute2 and dnsmasq-base)", tool, err)
 		}
 	}
-	n := thePXENet()
+	n := pxeNetFor(name)
 	// Deleted last: every process in them is stopped by the cleanups
 	// registered after this one.
 	t.Cleanup(func() {
@@ -94,7 +95,7 @@ func newPXENet(t *testing.T, name string) *pxeNet {
 
 // startProxy runs dnsmasq with the tree's own dnsmasq.conf.
 func (n *pxeNet) startProxy(t *testing.T, tree string) {
-	startDaemon(t, "pxe-proxy", "ip", "netns", "exec", n.ns, "dnsmasq", "--no-daemon", "--user=root",
+	startDaemon(t, n.name+"-proxy", "ip", "netns", "exec", n.ns, "dnsmasq", "--no-daemon", "--user=root",
 		"--pid-file="+filepath.Join(t.TempDir(), "proxy.pid"), "--conf-file="+filepath.Join(tree, "dnsmasq.conf"))
 }
 

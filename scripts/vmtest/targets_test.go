@@ -339,7 +339,7 @@ func TestAgentPXE(t *testing.T) {
 	// network's DHCP server leased the address, and the script and the
 	// agent came from thaw serve's /boot/.
 	for file, want := range map[string][]string{
-		"pxe-proxy.log":    {"proxy", "boot.ipxe"},
+		"e2-pxe-proxy.log": {"proxy", "boot.ipxe"},
 		"e2-pxe-dhcp.log":  {"DHCPACK", "10.0.2.15"},
 		"e2-pxe-serve.log": {"GET /boot.ipxe 200", "GET /vmlinuz 200", "GET /initramfs.cpio.gz 200"},
 	} {
@@ -352,7 +352,7 @@ func TestAgentPXE(t *testing.T) {
 	}
 	// QEMU's NIC firmware is iPXE itself, so it skips the loader: fetch
 	// the BIOS one from dnsmasq's TFTP as a PXE ROM would.
-	checkTFTPLoader(t)
+	checkTFTPLoader(t, "e2-pxe")
 	checkResumed(t, at.vm, captured.h)
 }
 
@@ -370,7 +370,7 @@ func TestAgentPXEUEFIRefusesBIOSImage(t *testing.T) {
 	}
 	refusal(t, agentCase{name: "m2-uefi", pxe: true, uefi: true},
 		regexp.MustCompile(`FIRMWARE: the image was captured on a machine booted by BIOS, this machine booted by UEFI`))
-	for file, want := range map[string]string{"pxe-proxy.log": "PXEClient:Arch:00007", "m2-uefi-serve.log": "GET /boot.ipxe 200"} {
+	for file, want := range map[string]string{"m2-uefi-proxy.log": "PXEClient:Arch:00007", "m2-uefi-serve.log": "GET /boot.ipxe 200"} {
 		b, _ := os.ReadFile(filepath.Join(logDir, file))
 		if !strings.Contains(string(b), want) {
 			t.Errorf("%s lacks %q: not booted by UEFI PXE", file, want)
