@@ -5,7 +5,7 @@
 set -euo pipefail
 PKGS=(qemu-system-x86 qemu-utils cpio kmod busybox-static mmdebstrap e2fsprogs
 	xz-utils zstd util-linux fdisk ca-certificates make minisign curl ipxe-qemu
-	ipxe dnsmasq-base iproute2 tesseract-ocr)
+	ipxe dnsmasq-base iproute2 tesseract-ocr ovmf)
 missing=()
 for p in "${PKGS[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
