@@ -49,7 +49,9 @@ func makePlan(ctx context.Context, r *run) error {
 			r.logf("driver %s %-5s %s → %s", d.PCI, d.Kind, d.Modalias, DriverText(d))
 		}
 		for _, d := range pl.Devices {
-			r.logf("device %s", DeviceLine(d))
+			where, what := DeviceLine(d)
+			r.logf("device %s", where)
+			r.logf("         %s", what)
 		}
 		for _, n := range pl.Notes {
 			r.logf("note: %s", n)
@@ -310,8 +312,10 @@ func DriverText(d plan.Driver) string {
 	return mod
 }
 
-// DeviceLine renders one row of the device plan for the console.
-func DeviceLine(d plan.Device) string {
+// DeviceLine renders one row of the device plan for the console, in two
+// lines that each fit 80 columns in most cases: the device and where it
+// goes, then what is done and why.
+func DeviceLine(d plan.Device) (where, what string) {
 	src := d.Source.Name
 	if d.Source.PCI != "" {
 		src += " @" + d.Source.PCI
@@ -326,9 +330,9 @@ func DeviceLine(d plan.Device) string {
 			tgt += " " + d.Target.Driver + " (" + d.Target.Origin + ")"
 		}
 	}
-	s := fmt.Sprintf("%-4s %-22s → %-40s %-8s %s", d.Kind, src, tgt, strings.ToUpper(d.Action), d.Why)
+	what = strings.ToUpper(d.Action) + ": " + d.Why
 	if d.Fix != "" {
-		s += "; fix: " + d.Fix
+		what += "; fix: " + d.Fix
 	}
-	return s
+	return fmt.Sprintf("%-4s %s → %s", d.Kind, src, tgt), what
 }

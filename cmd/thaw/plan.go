@@ -134,7 +134,8 @@ func printPlan(w io.Writer, p *plan.Plan, release string) {
 		fmt.Fprintf(w, "  disk      %s (%d MiB) → %s (%d MiB)%s\n", d.Source, d.SourceSize>>20, orUnknown(d.Target), d.TargetSize>>20, map[bool]string{true: ", named", false: ""}[d.Consent])
 	}
 	for _, d := range p.Devices {
-		fmt.Fprintf(w, "  device    %s\n", restore.DeviceLine(d))
+		where, what := restore.DeviceLine(d)
+		fmt.Fprintf(w, "  device    %s\n              %s\n", where, what)
 	}
 	for _, d := range p.Drivers {
 		mod := restore.DriverText(d)

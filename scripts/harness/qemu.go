@@ -47,9 +47,6 @@ type VMConfig struct {
 	Timeout time.Duration // hard bound on the VM's life; default 5 minutes
 	// VGA adds a standard VGA card and a monitor socket, for Screendump.
 	VGA bool
-	// Interactive keeps the serial console's input open (otherwise it
-	// reads end-of-file): a shell on it waits, as for a person.
-	Interactive bool
 	// Wrap runs QEMU through another command, such as
 	// ip netns exec NS (a tap device lives in its namespace).
 	Wrap   []string
@@ -70,7 +67,6 @@ type VM struct {
 	ctlPath string
 	ctl     net.Conn
 	monPath string // the monitor's socket (VGA)
-	stdin   io.WriteCloser
 	// deadline kills QEMU when the VM outlives its timeout.
 	deadline *time.Timer
 	timedOut bool
@@ -180,14 +176,7 @@ func Start(cfg VMConfig) (*VM, error) {
 		return nil, err
 	}
 	cmd.Stderr = cmd.Stdout
-	// The serial console's input stays open, as a terminal nobody types
-	// on would: a shell on it (the agent's rescue shell) waits for input
-	// instead of reading end-of-file and exiting.
-	if cfg.Interactive {
-		if stdin, err := cmd.StdinPipe(); err == nil {
-			vm.stdin = stdin
-		}
-	}
+	cmd.Stdin = nil
 	if err := cmd.Start(); err != nil {
 		cancel()
 		logf.Close()
@@ -304,9 +293,6 @@ func (vm *VM) Kill() {
 	}
 	vm.cancel()
 	<-vm.done
-	if vm.stdin != nil {
-		vm.stdin.Close()
-	}
 }
 
 // Tail returns the last n lines of the console, for failure messages.

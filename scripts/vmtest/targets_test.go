@@ -188,7 +188,7 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 		scheme, port, ac.bundle, ac.pin, ac.pubLine, disk, readToken, scheme, port, ac.name, scheme, port, fileSHA256(t, kernel), ac.params)
 	t.Logf("target: the agent boots with %s", strings.TrimSpace(params))
 	cfg := harness.VMConfig{Name: ac.name, Kernel: kernel, Initrd: initrd, Append: params,
-		MemoryMB: ac.memMB, CPUs: ac.cpus, CPU: ac.cpu, NIC: ac.nic, Extra: ac.extra, Control: true, VGA: ac.vga, Interactive: ac.vga, LogDir: logDir, Timeout: 12 * time.Minute,
+		MemoryMB: ac.memMB, CPUs: ac.cpus, CPU: ac.cpu, NIC: ac.nic, Extra: ac.extra, Control: true, VGA: ac.vga, LogDir: logDir, Timeout: 12 * time.Minute,
 		Disks: []harness.Disk{{Path: at.target}, {Path: at.blank}, {Path: tools}}}
 	if ac.slots {
 		for i := range cfg.Disks {
