@@ -122,16 +122,16 @@ func Write(dir string, t Tree) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var files []struct {
+	// What goes into the tree, all opened or made before the first write.
+	type treeFile struct {
 		name string
-		src  *os.File
-		text string
+		r    io.Reader
 	}
+	var files []treeFile
+	var opened []*os.File
 	defer func() {
-		for _, f := range files {
-			if f.src != nil {
-				f.src.Close()
-			}
+		for _, f := range opened {
+			f.Close()
 		}
 	}()
 	for _, s := range t.sources() {
@@ -143,28 +143,18 @@ func Write(dir string, t Tree) ([]string, error) {
 			}
 			return nil, fmt.Errorf("pxe: %s: %w: %s", s[0], err, hint)
 		}
-		files = append(files, struct {
-			name string
-			src  *os.File
-			text string
-		}{s[0], f, ""})
-	}
-	add := func(name, text string) {
-		files = append(files, struct {
-			name string
-			src  *os.File
-			text string
-		}{name, nil, text})
+		opened = append(opened, f)
+		files = append(files, treeFile{s[0], f})
 	}
 	if t.MAC != "" {
 		name, err := MachineScript(t.MAC)
 		if err != nil {
 			return nil, err
 		}
-		add(name, script)
+		files = append(files, treeFile{name, strings.NewReader(script)})
 	} else {
-		add(ScriptName, chainScript(t.URL, script))
-		add(DnsmasqConf, dnsmasqConf(t, dir))
+		files = append(files, treeFile{ScriptName, strings.NewReader(chainScript(t.URL, script))},
+			treeFile{DnsmasqConf, strings.NewReader(dnsmasqConf(t, dir))})
 	}
 
 	var wrote []string
@@ -173,11 +163,7 @@ func Write(dir string, t Tree) ([]string, error) {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return wrote, err
 		}
-		var r io.Reader = strings.NewReader(f.text)
-		if f.src != nil {
-			r = f.src
-		}
-		if err := writeFile(path, r); err != nil {
+		if err := writeFile(path, f.r); err != nil {
 			return wrote, err
 		}
 		wrote = append(wrote, f.name)
