@@ -33,7 +33,7 @@ type Config struct {
 	Modules string                           // default /lib/modules/$(uname -r)
 	Load    func(module string) error        // default kmodule.Probe
 	Logf    func(format string, args ...any) // progress
-	Buses   []string                         // default pci, virtio, scsi
+	Buses   []string                         // default pci, virtio, scsi, usb
 	// Settle is how long to wait for more devices after a round that
 	// loaded a module (host adapters scan their buses asynchronously);
 	// default 1 s.
@@ -61,8 +61,10 @@ func Run(c Config) (*Result, error) {
 	}
 	if len(c.Buses) == 0 {
 		// scsi: a host adapter's disks need the disk driver (sd_mod),
-		// found by the SCSI device's own modalias.
-		c.Buses = []string{"pci", "virtio", "scsi"}
+		// found by the SCSI device's own modalias. usb: a USB
+		// controller's devices (the thaw stick: usb-storage; a
+		// keyboard: usbhid).
+		c.Buses = []string{"pci", "virtio", "scsi", "usb"}
 	}
 	if c.Settle == 0 {
 		c.Settle = time.Second

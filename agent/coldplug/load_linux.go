@@ -16,6 +16,10 @@ func release() (string, error) {
 	return unix.ByteSliceToString(u.Release[:]), nil
 }
 
+// Load loads a module and its dependencies from the running kernel's
+// tree; a module already loaded, or built in, is not an error.
+func Load(name string) error { return probe(name) }
+
 // probe loads a module and its dependencies; a module already loaded is
 // not an error.
 func probe(name string) error {

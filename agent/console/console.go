@@ -95,6 +95,13 @@ func (u *UI) Fail(detail string) {
 	u.endLocked(Failed, detail)
 }
 
+// Skip ends the current stage as skipped, saying why.
+func (u *UI) Skip(why string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.endLocked(Skipped, why)
+}
+
 func (u *UI) endLocked(st State, detail string) {
 	s := u.cur
 	if s == nil {

@@ -161,15 +161,18 @@ func Make(src, dst *manifest.Manifest, aliases *Aliases, opt Options) *Plan {
 		var t *manifest.Disk
 		if i < len(opt.Disks) {
 			name := strings.TrimPrefix(opt.Disks[i], "/dev/")
-			if d, ok := byName[name]; ok {
+			if d, ok := byName[name]; ok && d.Medium != "" {
+				p.refuse(CheckMedium, fmt.Sprintf("thaw.disk= names %s, the %s this agent runs from", opt.Disks[i], d.Medium),
+					"name the server's target disk instead (this machine's disks: "+diskNames(writable(dst.Disks))+"); the stick is only read, never written")
+			} else if ok {
 				t, dm.Consent = &d, true
 			} else {
-				p.refuse("disk", fmt.Sprintf("thaw.disk= names %s, which this machine does not have", opt.Disks[i]), "name one of: "+diskNames(dst.Disks))
+				p.refuse("disk", fmt.Sprintf("thaw.disk= names %s, which this machine does not have", opt.Disks[i]), "name one of: "+diskNames(writable(dst.Disks)))
 			}
 		} else if len(opt.Disks) == 0 {
 			var fits []manifest.Disk
 			for _, d := range dst.Disks {
-				if !used[d.Name] && d.Size >= s.Size {
+				if !used[d.Name] && d.Size >= s.Size && d.Medium == "" {
 					fits = append(fits, d)
 				}
 			}
@@ -224,6 +227,17 @@ func Make(src, dst *manifest.Manifest, aliases *Aliases, opt Options) *Plan {
 	p.shield(src, dst, aliases)
 	p.OK = len(p.Refusals) == 0
 	return p
+}
+
+// writable is ds without the disks thaw runs from.
+func writable(ds []manifest.Disk) []manifest.Disk {
+	var out []manifest.Disk
+	for _, d := range ds {
+		if d.Medium == "" {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 func diskNames(ds []manifest.Disk) string {

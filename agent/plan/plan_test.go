@@ -81,6 +81,13 @@ func TestPlan(t *testing.T) {
 			dst.Disks = append(dst.Disks, manifest.Disk{Name: "vdb", Size: 8 << 30, PCI: "0000:00:04.0", Driver: "virtio_blk"})
 			opt.Disks = []string{"/dev/vdb"}
 		}, true, "", "direct"},
+		{"stick not chosen", func(src, dst *manifest.Manifest, opt *Options) {
+			dst.Disks = append(dst.Disks, manifest.Disk{Name: "sda", Size: 8 << 30, Medium: "thaw stick"})
+		}, true, "", "direct"},
+		{"stick named", func(src, dst *manifest.Manifest, opt *Options) {
+			dst.Disks = append(dst.Disks, manifest.Disk{Name: "sda", Size: 8 << 30, Medium: "thaw stick"})
+			opt.Disks = []string{"sda"}
+		}, false, "MEDIUM thaw.disk= names sda, the thaw stick this agent runs from / name the server's target disk instead (this machine's disks: vda (4096 MiB))", "direct"},
 		{"data without consent", func(src, dst *manifest.Manifest, opt *Options) { opt.HasData = nil }, false, "holds data and was not named", "direct"},
 		{"controller moved", func(src, dst *manifest.Manifest, opt *Options) {
 			dst.Disks[0].PCI, dst.Disks[0].Driver = "0000:00:1f.2", "ahci"
@@ -115,7 +122,7 @@ func TestPlan(t *testing.T) {
 			}
 			var text []string
 			for _, r := range p.Refusals {
-				text = append(text, r.Reason+" / "+r.Hint)
+				text = append(text, strings.ToUpper(string(r.Check))+" "+r.Reason+" / "+r.Hint)
 			}
 			text = append(text, p.Notes...)
 			if tc.want != "" && !strings.Contains(strings.Join(text, "\n"), tc.want) {

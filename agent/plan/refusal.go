@@ -22,6 +22,7 @@ const (
 	CheckFirmware  Check = "firmware" // BIOS against UEFI
 	CheckMemory    Check = "memory"
 	CheckDisk      Check = "disk"
+	CheckMedium    Check = "medium" // thaw.disk= naming the thaw stick
 	CheckDriver    Check = "driver"
 	CheckSlot      Check = "slot"
 	CheckPCIWindow Check = "pciwindow"

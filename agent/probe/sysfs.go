@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/thawlinux/thaw/agent/stick"
 	"github.com/thawlinux/thaw/images/manifest"
 )
 
@@ -235,6 +236,9 @@ func (p *prober) disk(d, name string) (manifest.Disk, error) {
 			readTable(&disk, f, lbs)
 			f.Close()
 		}
+	}
+	if stick.IsMedium(disk) {
+		disk.Medium = stick.Medium
 	}
 	return disk, nil
 }

@@ -26,7 +26,22 @@ type Env struct {
 	Kexec    Kexec
 	Firmware Firmware
 	Stage2   Stage2
+	Stick    Stick
 	Log      Log
+}
+
+// Stick is the thaw stick (thaw media usb): mounted read-only, and
+// written only for the agent's log under thaw-logs/.
+type Stick interface {
+	// Mount finds the stick, calling rescan while it waits for it to
+	// appear, and mounts its partitions read-only (the data partition
+	// on StickDir). It returns the whole disk's name under /dev and the
+	// data partition's device.
+	Mount(ctx context.Context, rescan func()) (disk, dev string, err error)
+	// WriteLog writes b as thaw-logs/name and returns its path on the
+	// stick.
+	WriteLog(name string, b []byte) (string, error)
+	Unmount()
 }
 
 // Drivers loads the agent kernel's drivers and lets devices go.

@@ -46,6 +46,7 @@ func (r *run) direct(ctx context.Context) error {
 	err = r.env.Snapshot.Restore(sr, st.Bundle.Manifest.Image.Platform, r.logf, func() {
 		// Nothing of this process may run while it freezes itself.
 		closeImage()
+		r.stickLog("handed-over")
 		if r.env.Log != nil {
 			r.env.Log.Stop()
 		}
@@ -128,6 +129,7 @@ func (r *run) kexecImage() error {
 	}
 	r.rep.Done("loaded; rebooting into it")
 	r.logf("timing: %s", st.Timing())
+	r.stickLog("handed-over")
 	if r.env.Log != nil {
 		r.env.Log.Flush()
 	}
@@ -172,6 +174,7 @@ func (r *run) kexecStage2() error {
 	os.Remove(initrd)
 	r.rep.Done("loaded; rebooting into stage 2")
 	r.logf("timing: %s", st.Timing())
+	r.stickLog("stage1")
 	if r.env.Log != nil {
 		r.env.Log.Flush()
 	}

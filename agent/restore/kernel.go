@@ -42,6 +42,7 @@ func agentKernel(ctx context.Context, r *run) error {
 	if sameHost(ref, st.Image) {
 		opt.Token = st.Token
 	}
+	ref = stickRef(ref)
 	blob, err := r.env.Store.Open(ctx, ref, opt)
 	if err != nil {
 		return r.refuse("agent kernel unavailable", plan.CheckKexec, fmt.Sprintf("thaw.kernel: %v", err), "serve the agent's vmlinuz at that URL (thaw serve --boot), or fix the URL")

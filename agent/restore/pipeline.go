@@ -13,6 +13,7 @@ func Stages() []Stage {
 	return []Stage{
 		{"params", agentOnly, params},
 		{"drivers", agentOnly, drivers},
+		{"stick", needsStick, mountStick},
 		{"dhcp", agentOnly, network},
 		{"image", nil, openImage},
 		{"signature", nil, signature},

@@ -17,6 +17,8 @@ type Reporter interface {
 	Done(detail string)
 	// Fail ends the current stage as failed.
 	Fail(detail string)
+	// Skip ends the current stage as skipped, saying why.
+	Skip(why string)
 	// Logf adds a line under the current stage.
 	Logf(format string, a ...any)
 	// Progress reports done of total bytes of the current stage's work.
@@ -26,7 +28,7 @@ type Reporter interface {
 // Event is one line of a JSONReporter.
 type Event struct {
 	Time   string `json:"time"`
-	Event  string `json:"event"` // begin, done, fail, log, progress
+	Event  string `json:"event"` // begin, done, fail, skip, log, progress
 	Stage  string `json:"stage,omitempty"`
 	Detail string `json:"detail,omitempty"`
 	What   string `json:"what,omitempty"`
@@ -76,6 +78,12 @@ func (j *JSONReporter) Fail(detail string) {
 	j.emit(Event{Event: "fail", Detail: detail})
 }
 
+func (j *JSONReporter) Skip(why string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.emit(Event{Event: "skip", Detail: why})
+}
+
 func (j *JSONReporter) Logf(format string, a ...any) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -100,5 +108,6 @@ type discard struct{}
 func (discard) Begin(string, string)          {}
 func (discard) Done(string)                   {}
 func (discard) Fail(string)                   {}
+func (discard) Skip(string)                   {}
 func (discard) Logf(string, ...any)           {}
 func (discard) Progress(string, int64, int64) {}

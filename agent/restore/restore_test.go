@@ -59,11 +59,15 @@ type memStore struct {
 	mu    sync.Mutex
 	flips map[int64]int
 	reads int
+	refs  []string // every ref opened
 }
 
 type memBlob struct{ s *memStore }
 
 func (s *memStore) Open(_ context.Context, ref string, _ httpra.Options) (Blob, error) {
+	s.mu.Lock()
+	s.refs = append(s.refs, ref)
+	s.mu.Unlock()
 	if strings.Contains(ref, "missing") {
 		return nil, &httpra.StatusError{Code: 404}
 	}

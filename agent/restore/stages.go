@@ -71,6 +71,10 @@ func drivers(ctx context.Context, r *run) error {
 // network brings a link up with DHCP and starts the remote log.
 func network(ctx context.Context, r *run) error {
 	r.rep.Begin("dhcp", "DHCPv4 on every link with carrier")
+	if !needsNet(r.st.Params) {
+		r.rep.Skip("no network needed: the image is a local file and no thaw.log=")
+		return nil
+	}
 	if r.env.Net == nil {
 		return r.fail(errors.New("no network"))
 	}

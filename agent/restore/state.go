@@ -99,6 +99,9 @@ type Config struct {
 	// Params is the agent's parsed command line (set by the params
 	// stage).
 	Params *bootparam.Params
+	// Transcript returns the console's lines so far: the log the agent
+	// writes to the thaw stick. May be nil.
+	Transcript func() []byte
 }
 
 // DiskResult is what was written to one disk.
@@ -132,6 +135,8 @@ type State struct {
 	Times      map[string]float64
 	Stage2     *stage2.State // read in the second stage
 	Verified   bool          // every chunk was checked before the first write
+	StickDisk  string        // the thaw stick's disk, when mounted
+	StickLog   string        // the log written to the stick (thaw-logs/…)
 
 	pin     string // the index digest asked for (#sha256=)
 	kernel  string // the agent kernel for stage 2 (the kernel stage)

@@ -14,9 +14,11 @@ import (
 	"github.com/thawlinux/thaw/agent/probe"
 	"github.com/thawlinux/thaw/agent/snapshot"
 	"github.com/thawlinux/thaw/agent/stage2"
+	"github.com/thawlinux/thaw/agent/stick"
 	"github.com/thawlinux/thaw/images/blockdev"
 	"github.com/thawlinux/thaw/images/manifest"
 	"github.com/thawlinux/thaw/kexec"
+	"github.com/thawlinux/thaw/netfetch/bootparam"
 	"github.com/thawlinux/thaw/netfetch/dhcp"
 	"github.com/thawlinux/thaw/netfetch/httpra"
 )
@@ -33,6 +35,7 @@ func System(log Log) Env {
 		Kexec:    sysKexec{},
 		Firmware: sysFirmware{},
 		Stage2:   sysStage2{},
+		Stick:    &sysStick{},
 		Log:      log,
 	}
 }
@@ -60,6 +63,9 @@ func (Files) Open(ctx context.Context, ref string, opt httpra.Options) (Blob, er
 	if strings.HasPrefix(ref, "http://") || strings.HasPrefix(ref, "https://") {
 		return httpra.Open(ctx, ref, opt)
 	}
+	if path, ok := strings.CutPrefix(ref, bootparam.SchemeFile); ok {
+		return openLocal(path)
+	}
 	f, err := os.Open(ref)
 	if err != nil {
 		return nil, err
@@ -78,6 +84,41 @@ type fileBlob struct {
 }
 
 func (f fileBlob) Size() int64 { return f.size }
+
+// sysStick is the real stick: found in /sys, mounted with the vfat
+// driver.
+type sysStick struct{ s *stick.Stick }
+
+func (k *sysStick) Mount(ctx context.Context, rescan func()) (disk, dev string, err error) {
+	s, err := stick.Find(ctx, "/sys", stickWait, rescan)
+	if err != nil {
+		return "", "", err
+	}
+	for _, m := range []string{"vfat", "nls_cp437", "nls_ascii", "nls_utf8"} {
+		if err := coldplug.Load(m); err != nil {
+			return "", "", fmt.Errorf("load %s for the stick's FAT filesystem: %w", m, err)
+		}
+	}
+	if err := s.Mount(StickDir, StickESPDir); err != nil {
+		s.Unmount()
+		return "", "", err
+	}
+	k.s = s
+	return s.Disk, s.Data, nil
+}
+
+func (k *sysStick) WriteLog(name string, b []byte) (string, error) {
+	if k.s == nil {
+		return "", fmt.Errorf("no stick mounted")
+	}
+	return k.s.WriteLog(name, b)
+}
+
+func (k *sysStick) Unmount() {
+	if k.s != nil {
+		k.s.Unmount()
+	}
+}
 
 type sysMachine struct{}
 

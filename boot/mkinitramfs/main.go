@@ -54,6 +54,9 @@ var Drivers = []string{
 	"e1000", "e1000e", "igb", "igc", "ixgbe", "i40e", "ice", "tg3", "bnxt_en", "r8169", "mlx4_en", "mlx5_core",
 	// disk controllers and disks
 	"ahci", "ata_piix", "nvme", "sd_mod", "megaraid_sas", "mpt3sas", "smartpqi",
+	// the thaw stick (USB mass storage, FAT) and a USB keyboard
+	"xhci_pci", "ehci_pci", "ohci_pci", "uhci_hcd", "usb_storage", "uas", "usbhid", "hid_generic",
+	"vfat", "nls_cp437", "nls_ascii", "nls_utf8",
 }
 
 var (

@@ -2,14 +2,18 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/thawlinux/thaw/agent/console"
 	"github.com/thawlinux/thaw/agent/restore"
+	"github.com/thawlinux/thaw/agent/stick"
 	"github.com/thawlinux/thaw/netfetch/bootparam"
 	"github.com/thawlinux/thaw/netfetch/httpra"
 	"golang.org/x/sys/unix"
@@ -60,9 +64,14 @@ func runAgent(args []string) error {
 	fs := newFlags("agent", "[--cmdline STRING] [--dry-run]", agentHelp)
 	cmdline := fs.String("cmdline", "", "instructions instead of /proc/cmdline")
 	dry := fs.Bool("dry-run", false, "stop after the plan; write nothing")
+	rescue := fs.Bool("rescue", false, "print how to run the agent by hand and exit (the stick's rescue entry: uroot.uinitargs=--rescue), so that the rescue shell starts")
 	asJSON := fs.Bool("json", false, "the stages as JSON lines and a refusal as JSON on stdout, instead of the console's stage list and box")
 	if _, err := parseInterspersed(fs, args); err != nil {
 		return err
+	}
+	if *rescue {
+		printRescue()
+		return nil
 	}
 	raw := *cmdline
 	if raw == "" {
@@ -78,7 +87,8 @@ func runAgent(args []string) error {
 	if vga, err := os.OpenFile("/dev/tty0", os.O_WRONLY, 0); err == nil && !sameFile("/dev/tty0", "/dev/console") {
 		outs = append(outs, vga)
 	}
-	ui := console.New(rlog.Line, outs...)
+	var tr transcript
+	ui := console.New(func(line string) { rlog.Line(line); tr.line(line) }, outs...)
 	var rep restore.Reporter = ui
 	if *asJSON {
 		rep = restore.NewJSONReporter(os.Stdout)
@@ -86,10 +96,11 @@ func runAgent(args []string) error {
 		ui.Banner("thaw restore agent")
 	}
 	var st *restore.State
+	env := restore.System(rlog)
 	trust, err := restore.AgentTrust("/")
 	if err == nil {
-		cfg := restore.Config{Mode: restore.Agent, Cmdline: raw, DryRun: *dry, Trust: trust}
-		st, err = restore.Run(context.Background(), restore.System(rlog), rep, cfg)
+		cfg := restore.Config{Mode: restore.Agent, Cmdline: raw, DryRun: *dry, Trust: trust, Transcript: tr.bytes}
+		st, err = restore.Run(context.Background(), env, rep, cfg)
 		defer func() { st.Close() }()
 	}
 	if err != nil {
@@ -102,31 +113,105 @@ func runAgent(args []string) error {
 		if p, _ := bootparam.Parse(raw); p != nil {
 			logURL = p.Log
 		}
-		return agentFailed(ui, rlog, err, wrote, logURL, *asJSON)
+		return agentFailed(ui, rlog, err, wrote, logURL, *asJSON, func(outcome string) (string, func()) { return stickLog(ui, env, st, outcome) })
 	}
 	if *dry && !*asJSON {
 		ui.Banner("dry run: nothing written")
+		if where, save := stickLog(ui, env, st, "dry-run"); where != "" {
+			ui.Logf("log: %s", where)
+			save()
+		}
 	}
 	return nil
+}
+
+// stickLog names the file under thaw-logs/ on the thaw stick that save
+// writes the console's lines to, when the agent runs from a stick ("" if
+// not).
+func stickLog(ui *console.UI, env restore.Env, st *restore.State, outcome string) (where string, save func()) {
+	name := restore.StickLogName(st, outcome)
+	if name == "" {
+		return "", func() {}
+	}
+	return stick.LogDir + "/" + name + " on the stick", func() {
+		if _, err := restore.SaveStickLog(env, st, name); err != nil {
+			ui.Logf("warning: the log could not be written to the stick: %v", err)
+		}
+	}
+}
+
+// transcript keeps the console's lines for the stick's log, up to 8 MiB
+// (the first lines: they say what was asked and what was found).
+type transcript struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+const transcriptMax = 8 << 20
+
+func (t *transcript) line(s string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.buf.Len()+len(s)+1 > transcriptMax {
+		return
+	}
+	t.buf.WriteString(s)
+	t.buf.WriteByte('\n')
+}
+
+func (t *transcript) bytes() []byte {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]byte(nil), t.buf.Bytes()...)
+}
+
+// printRescue is the rescue entry's message: how to run the agent by hand.
+func printRescue() {
+	fmt.Print(`thaw rescue shell.
+
+  thaw agent --dry-run     plan against this machine and write nothing
+                           (the thaw.* parameters of /proc/cmdline)
+  thaw agent --cmdline 'thaw.image=usb:NAME thaw.disk=DEV'
+                           restore with other parameters
+  thaw probe               this machine's CPU, memory map, PCI devices, disks
+  ls /dev; cat /proc/partitions
+
+The stick's data partition is named THAWDATA; the agent mounts it
+read-only on /run/thaw/stick when thaw.image=usb:NAME.
+`)
 }
 
 // agentFailed shows the box remote hands read: why, the fix, and what
 // state the disks are in; thaw.log= gets the box and the refusal as JSON
 // ("thaw-refusal-json"). Exit status 3: refused; 1: failed.
-func agentFailed(ui *console.UI, rlog *restore.RemoteLog, err error, wrote []string, logURL string, asJSON bool) error {
+func agentFailed(ui *console.UI, rlog *restore.RemoteLog, err error, wrote []string, logURL string, asJSON bool, stickLog func(outcome string) (string, func())) error {
 	defer rlog.Flush()
 	r, code := refusalOf(err, hintFor(err))
 	short := console.Code(r.Refusals, code == 3)
 	res := refusalResult{Title: r.Title, Code: short, Refusals: r.Refusals, PartlyWritten: wrote}
 	rlog.Record("refusal", res)
+	outcome := "failed"
+	if code == 3 {
+		outcome = "refused"
+	}
+	// The box names the stick's log file, which is written after it so
+	// that it holds the box too.
+	where, save := logURL, func() {}
+	if stickLog != nil {
+		if name, save1 := stickLog(outcome); name != "" {
+			where, save = name, save1
+		}
+	}
 	if asJSON {
 		printJSON(res)
+		save()
 	} else {
 		title := r.Title
 		if code == 3 {
 			title = "REFUSED: " + title
 		}
-		ui.Refused(title, r.Refusals, footerFor(wrote)+"\n"+console.Where(short, logURL))
+		ui.Refused(title, r.Refusals, footerFor(wrote)+"\n"+console.Where(short, where))
+		save()
 		ui.Logf("To try again once fixed: thaw agent (the same thaw.* parameters,")
 		ui.Logf("from /proc/cmdline); thaw agent --dry-run plans and writes nothing.")
 		holdScreen(ui)

@@ -28,7 +28,7 @@ var commands = map[string]command{
 	"export":  {"turn a kernel-written hibernation image and its disks into a signed bundle", runExport},
 	"agent":   {"the restore agent (initramfs uinit): netboot, verify, plan, write, resume", runAgent},
 	"restore": {"verify a bundle, write its disks and its resume image, print resume arguments", runRestore},
-	"media":   {"write boot media for the agent: a PXE tree with dnsmasq proxy-DHCP", runMedia},
+	"media":   {"write boot media for the agent: a PXE tree with dnsmasq proxy-DHCP, or a USB stick", runMedia},
 	"prepare": {"make this server movable to another disk controller from its next boot (root and swap behind device-mapper)", runPrepare},
 }
 

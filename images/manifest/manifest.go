@@ -110,6 +110,9 @@ type Disk struct {
 	// sits directly on the disk or its partitions (they are reached
 	// through device-mapper), so the disk can move to another controller.
 	Movable bool `json:"movable,omitempty"`
+	// Medium is set by the probe for a disk that boots or carries thaw
+	// itself ("thaw stick"): the plan never writes it.
+	Medium string `json:"medium,omitempty"`
 }
 
 // Partition is one partition of a Disk.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -236,7 +237,7 @@ func (p *Params) set(a Arg) *Error {
 	}
 	switch k {
 	case keyImage:
-		if e := checkURL(k, v); e != nil {
+		if e := checkRef(k, v); e != nil {
 			return e
 		}
 		p.Image = v
@@ -320,7 +321,7 @@ func (p *Params) set(a Arg) *Error {
 		}
 		p.Deadline = d
 	case keyKernel:
-		if e := checkURL(k, v); e != nil {
+		if e := checkRef(k, v); e != nil {
 			return e
 		}
 		if !strings.Contains(v, "#sha256=") {
@@ -462,7 +463,7 @@ func (p *Params) Validate(agent bool) error {
 	}
 	if p.Image != "" {
 		add(checkChars(keyImage, p.Image))
-		add(checkURL(keyImage, p.Image))
+		add(checkRef(keyImage, p.Image))
 	} else if agent {
 		add(&Error{Param: keyImage, Kind: ErrMissing, Reason: "the agent has no bundle to restore", Fix: "add thaw.image=http://HOST:PORT/BUNDLE (the bundle's URL, as thaw serve or any HTTP server serves it)"})
 	}
@@ -484,6 +485,10 @@ func (p *Params) Validate(agent bool) error {
 	if p.Log != "" {
 		add(checkChars(keyLog, p.Log))
 		add(checkURL(keyLog, p.Log))
+	}
+	if p.Kernel != "" {
+		add(checkChars(keyKernel, p.Kernel))
+		add(checkRef(keyKernel, p.Kernel))
 	}
 	add(checkResume(p.Resume))
 	add(checkStage(p.Stage))
@@ -520,9 +525,54 @@ func checkChars(k, v string) *Error {
 	return nil
 }
 
+// Local references for thaw.image and thaw.kernel: a file on the thaw
+// stick's data partition, or a file in the agent's own tree.
+const (
+	SchemeUSB  = "usb:"
+	SchemeFile = "file:"
+)
+
+// IsLocal reports whether ref (thaw.image or thaw.kernel) names a file on
+// the stick or in the agent's tree rather than a URL.
+func IsLocal(ref string) bool {
+	return strings.HasPrefix(ref, SchemeUSB) || strings.HasPrefix(ref, SchemeFile)
+}
+
+// checkRef checks an http(s) URL, usb:NAME (a file at the top of the
+// stick's data partition) or file:/PATH, each with an optional #sha256=.
+func checkRef(k, v string) *Error {
+	switch {
+	case strings.HasPrefix(v, SchemeUSB):
+		name, _, _ := strings.Cut(strings.TrimPrefix(v, SchemeUSB), "#")
+		if !stickName(name) {
+			return invalid(k, v, "usb: takes the name of a file at the top of the stick's data partition: letters, digits, '.', '_' and '-', not starting with '.'", k+"=usb:web1.thaw")
+		}
+		return checkPin(k, v)
+	case strings.HasPrefix(v, SchemeFile):
+		path, _, _ := strings.Cut(strings.TrimPrefix(v, SchemeFile), "#")
+		if !strings.HasPrefix(path, "/") || slices.Contains(strings.Split(path, "/"), "..") {
+			return invalid(k, v, "file: takes an absolute path in the agent's tree, without ..", k+"=file:/run/thaw/stick/web1.thaw")
+		}
+		return checkPin(k, v)
+	}
+	return checkURL(k, v)
+}
+
+func stickName(n string) bool {
+	if n == "" || n[0] == '.' || len(n) > 200 {
+		return false
+	}
+	for _, r := range n {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
 func checkURL(k, v string) *Error {
 	if !strings.Contains(v, "://") {
-		return invalid(k, v, "not a URL: no http:// or https://", k+"=http://"+v)
+		return invalid(k, v, "not a URL: no http:// or https:// (or usb:NAME, file:/PATH for a file on the stick or in the agent)", k+"=http://"+v)
 	}
 	u, err := url.Parse(v)
 	if err != nil {
@@ -539,6 +589,11 @@ func checkURL(k, v string) *Error {
 			return invalid(k, v, fmt.Sprintf("port %s out of range", p), "a port between 1 and 65535")
 		}
 	}
+	return checkPin(k, v)
+}
+
+// checkPin checks what follows a '#': sha256= and 64 hex digits.
+func checkPin(k, v string) *Error {
 	if i := strings.IndexByte(v, '#'); i >= 0 {
 		d, ok := strings.CutPrefix(v[i+1:], "sha256=")
 		if (k != keyImage && k != keyKernel) || !ok || len(d) != 64 || strings.Trim(strings.ToLower(d), "0123456789abcdef") != "" {

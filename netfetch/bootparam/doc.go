@@ -17,6 +17,15 @@
 //	honours Range requests. Required by the agent.
 //	Example: thaw.image=http://192.0.2.10:8080/web1.thaw
 //
+//	Or a file, for a restore without any network: usb:NAME is the file
+//	NAME at the top of the thaw stick's data partition (the partition
+//	named THAWDATA, which the agent mounts read-only; a bundle over 4 GiB
+//	is stored as NAME.000, NAME.001, … and read as one), and file:/PATH a
+//	file in the agent's own tree. Either may carry a #sha256= pin. With a
+//	local image the dhcp stage is skipped, unless thaw.log= or
+//	thaw.kernel= is a URL.
+//	Example: thaw.image=usb:web1.thaw
+//
 // thaw.pubkey=KEY
 //
 //	The minisign public key that the bundle's signature must verify
@@ -126,8 +135,10 @@
 //	Where a second stage (the agent booting itself again with the
 //	source's memory map) gets the agent kernel when the initramfs carries
 //	none (mkinitramfs -kernel-copy=false): an http(s) URL and the SHA-256
-//	of the file. It is fetched and checked right after the plan, before
-//	any write. thaw media pxe writes it, for the tree's own vmlinuz.
+//	of the file, or file:/PATH#sha256=DIGEST. It is fetched and checked
+//	right after the plan, before any write. thaw media pxe writes it for
+//	the tree's own vmlinuz; thaw media usb for the stick's, which the
+//	agent finds on the stick's ESP under /run/thaw/stick-esp.
 //
 // # Syntax
 //
