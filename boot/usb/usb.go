@@ -263,6 +263,10 @@ func Write(dst string, cfg Config, progress func(done, total int64)) (Layout, er
 	if err := writeFiles(espFS, files, text, copied); err != nil {
 		return l, fmt.Errorf("%s: ESP: %w", dst, err)
 	}
+	if len(cfg.InitrdAppend) > 0 {
+		n, _ := fileSize(cfg.Initrd)
+		copied(n) // written as text, with the archive appended
+	}
 
 	dataFS, err := createFAT32(d, 2, stick.DataLabel)
 	if err != nil {
