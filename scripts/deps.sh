@@ -5,7 +5,8 @@
 set -euo pipefail
 PKGS=(qemu-system-x86 qemu-utils cpio kmod busybox-static mmdebstrap e2fsprogs
 	xz-utils zstd util-linux fdisk ca-certificates make minisign curl ipxe-qemu
-	ipxe dnsmasq-base iproute2 tesseract-ocr ovmf)
+	ipxe dnsmasq-base iproute2 tesseract-ocr ovmf systemd-boot-efi syslinux
+	syslinux-common mtools dosfstools)
 missing=()
 for p in "${PKGS[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
