@@ -39,6 +39,7 @@ func params(ctx context.Context, r *run) error {
 	st.Image, st.Token, st.Area, st.Resume, st.Verify = p.Image, p.Token, p.Area, p.Resume, p.Verify
 	st.Retries, st.MinRate, st.Deadline = p.Retries, p.MinRate, p.Deadline
 	st.Disks = p.Disks
+	st.DryRun = st.DryRun || p.DryRun
 	st.Trust.Unverified = st.Trust.Unverified || p.Insecure
 	r.rep.Done(fmt.Sprintf("stage %d, image %s, disks %s, resume %s", max(p.Stage, 1), p.Image, orAuto(strings.Join(p.Disks, ",")), orAuto(p.Resume)))
 	return nil

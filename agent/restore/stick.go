@@ -47,7 +47,7 @@ func mountStick(ctx context.Context, r *run) error {
 	}
 	rescan := func() {
 		if r.env.Drivers != nil {
-			r.env.Drivers.Coldplug(r.logf)
+			r.env.Drivers.Coldplug(func(string, ...any) {})
 		}
 	}
 	disk, dev, err := r.env.Stick.Mount(ctx, rescan)

@@ -36,9 +36,9 @@ func testConfig(t *testing.T, dir string) Config {
 		SystemdBoot: writeFile(t, dir, "sd-boot.efi", 90<<10, 3),
 		Bundles:     []Bundle{{"web1.thaw", writeFile(t, dir, "b1", 5<<20+123, 4)}, {"big.thaw", writeFile(t, dir, "b2", 10<<20+5, 5)}},
 		Entries: []Entry{
-			{ID: "plan-web1", Title: "plan web1 (writes nothing)", Args: "console=ttyS0 thaw.image=usb:web1.thaw uroot.uinitargs=--dry-run"},
+			{ID: "plan-web1", Title: "plan web1 (writes nothing)", Args: "console=ttyS0 thaw.image=usb:web1.thaw thaw.dryrun=1"},
 			{ID: "restore-web1", Title: "restore web1", Args: "console=ttyS0 thaw.image=usb:web1.thaw thaw.disk=vda"},
-			{ID: "rescue", Title: "rescue shell", Args: "console=ttyS0 uroot.uinitargs=--rescue"},
+			{ID: "rescue", Title: "rescue shell", Args: "console=ttyS0 thaw.rescue=1"},
 		},
 		Timeout: 3,
 		Readme:  "thaw stick\n",

@@ -64,14 +64,9 @@ func runAgent(args []string) error {
 	fs := newFlags("agent", "[--cmdline STRING] [--dry-run]", agentHelp)
 	cmdline := fs.String("cmdline", "", "instructions instead of /proc/cmdline")
 	dry := fs.Bool("dry-run", false, "stop after the plan; write nothing")
-	rescue := fs.Bool("rescue", false, "print how to run the agent by hand and exit (the stick's rescue entry: uroot.uinitargs=--rescue), so that the rescue shell starts")
 	asJSON := fs.Bool("json", false, "the stages as JSON lines and a refusal as JSON on stdout, instead of the console's stage list and box")
 	if _, err := parseInterspersed(fs, args); err != nil {
 		return err
-	}
-	if *rescue {
-		printRescue()
-		return nil
 	}
 	raw := *cmdline
 	if raw == "" {
@@ -80,6 +75,10 @@ func runAgent(args []string) error {
 			return err
 		}
 		raw = strings.TrimSpace(string(b))
+	}
+	if p, _ := bootparam.Parse(raw); p != nil && p.Rescue && *cmdline == "" {
+		printRescue()
+		return rescueShell()
 	}
 	limitMemory()
 	rlog := restore.NewRemoteLog()
@@ -115,7 +114,7 @@ func runAgent(args []string) error {
 		}
 		return agentFailed(ui, rlog, err, wrote, logURL, *asJSON, func(outcome string) (string, func()) { return stickLog(ui, env, st, outcome) })
 	}
-	if *dry && !*asJSON {
+	if (*dry || st.DryRun) && !*asJSON {
 		ui.Banner("dry run: nothing written")
 		if where, save := stickLog(ui, env, st, "dry-run"); where != "" {
 			ui.Logf("log: %s", where)
@@ -167,19 +166,22 @@ func (t *transcript) bytes() []byte {
 
 // printRescue is the rescue entry's message: how to run the agent by hand.
 func printRescue() {
-	fmt.Print(`thaw rescue shell.
+	fmt.Print(`thaw rescue shell. To restore by hand:
 
-  thaw agent --dry-run     plan against this machine and write nothing
-                           (the thaw.* parameters of /proc/cmdline)
   thaw agent --cmdline 'thaw.image=usb:NAME thaw.disk=DEV'
-                           restore with other parameters
-  thaw probe               this machine's CPU, memory map, PCI devices, disks
-  ls /dev; cat /proc/partitions
+        restore the bundle NAME from the thaw stick onto the disk DEV
+  thaw agent --cmdline 'thaw.image=usb:NAME thaw.dryrun=1'
+        plan only: check NAME against this machine, write nothing
+  thaw agent --cmdline 'thaw.image=http://HOST:PORT/NAME thaw.token=T ...'
+        the same over the network
+  thaw probe               this machine: CPU, memory map, PCI devices, disks
 
-The stick's data partition is named THAWDATA; the agent mounts it
-read-only on /run/thaw/stick when thaw.image=usb:NAME.
+The stick's bundles are on its partition named THAWDATA; thaw.pubkey=
+and thaw.kernel= are on the other entries' command lines (/proc/cmdline
+shows this entry's only).
 `)
 }
+
 
 // agentFailed shows the box remote hands read: why, the fix, and what
 // state the disks are in; thaw.log= gets the box and the refusal as JSON
@@ -223,15 +225,37 @@ func agentFailed(ui *console.UI, rlog *restore.RemoteLog, err error, wrote []str
 }
 
 // holdScreen keeps the box on the screen until someone presses Enter,
-// when the agent is the initramfs's uinit on a console: after it exits,
-// init starts the rescue shell, and with no shell to start it would end
-// (a kernel panic that scrolls the box away, or reboots the machine).
+// when the agent is the initramfs's uinit on a console, and then becomes
+// the rescue shell.
 func holdScreen(ui *console.UI) {
-	if os.Getppid() != 1 || !isTerminal(os.Stdin) {
+	if !isUinit() {
 		return
 	}
 	ui.Logf("Press Enter for the rescue shell.")
 	bufio.NewReader(os.Stdin).ReadString('\n')
+	if err := rescueShell(); err != nil {
+		ui.Logf("%v", err)
+	}
+}
+
+// isUinit: the agent is the initramfs's uinit, on a console.
+func isUinit() bool { return os.Getppid() == 1 && isTerminal(os.Stdin) }
+
+// rescueShell replaces the agent, as the initramfs's uinit, with the
+// rescue shell, in the same session on the same console. (Started by
+// init after the agent exits, the shell dies at once: the console was
+// hung up when the agent, its session's leader, exited.) Elsewhere it
+// does nothing.
+func rescueShell() error {
+	if !isUinit() {
+		return nil
+	}
+	for _, sh := range []string{"/bin/defaultsh", "/bin/sh"} {
+		if _, err := os.Stat(sh); err == nil {
+			return fmt.Errorf("rescue shell %s: %w", sh, unix.Exec(sh, []string{sh}, os.Environ()))
+		}
+	}
+	return errors.New("no rescue shell in this initramfs (/bin/defaultsh, /bin/sh)")
 }
 
 func hintFor(err error) string {

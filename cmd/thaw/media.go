@@ -257,13 +257,13 @@ func runMediaUSB(args []string) error {
 			onto = strings.Join(disks, ",")
 		}
 		cfg.Entries = append(cfg.Entries,
-			usb.Entry{ID: "plan-" + stem, Title: "thaw: plan " + stem + " (writes nothing)", Args: args + " uroot.uinitargs=--dry-run"},
+			usb.Entry{ID: "plan-" + stem, Title: "thaw: plan " + stem + " (writes nothing)", Args: args + " thaw.dryrun=1"},
 			usb.Entry{ID: "restore-" + stem, Title: "thaw: restore " + stem + " onto " + onto, Args: args})
 		if *def == name || *def == stem {
 			cfg.Default = "restore-" + stem
 		}
 	}
-	cfg.Entries = append(cfg.Entries, usb.Entry{ID: "rescue", Title: "thaw: rescue shell", Args: strings.Join(consoles2args(consoles), " ") + " uroot.uinitargs=--rescue"})
+	cfg.Entries = append(cfg.Entries, usb.Entry{ID: "rescue", Title: "thaw: rescue shell", Args: strings.Join(consoles2args(consoles), " ") + " thaw.rescue=1"})
 	if *def != "" && cfg.Default == "" {
 		return usageErr("--default %s: no --bundle of that name", *def)
 	}

@@ -29,9 +29,11 @@ const (
 	keyDeadline = "thaw.deadline"
 	keyVerify   = "thaw.verify"
 	keyKernel   = "thaw.kernel"
+	keyDryRun   = "thaw.dryrun"
+	keyRescue   = "thaw.rescue"
 )
 
-var keys = []string{keyImage, keyPubKey, keyDisk, keyArea, keyToken, keyLog, keyResume, keyInsecure, keyStage, keyIface, keyRetries, keyMinRate, keyDeadline, keyVerify, keyKernel}
+var keys = []string{keyImage, keyPubKey, keyDisk, keyArea, keyToken, keyLog, keyResume, keyInsecure, keyStage, keyIface, keyRetries, keyMinRate, keyDeadline, keyVerify, keyKernel, keyDryRun, keyRescue}
 
 // Resume modes for thaw.resume.
 const (
@@ -102,6 +104,12 @@ type Params struct {
 	// initramfs carries none: an http(s) URL with #sha256= and the hex
 	// SHA-256 of the file (thaw.kernel; thaw media pxe writes it).
 	Kernel string `json:"kernel,omitempty"`
+	// DryRun: plan and write nothing (thaw.dryrun; a stick's "plan"
+	// entry).
+	DryRun bool `json:"dryrun,omitempty"`
+	// Rescue: the agent prints how to run it by hand and exits, and the
+	// rescue shell starts (thaw.rescue; a stick's "rescue" entry).
+	Rescue bool `json:"rescue,omitempty"`
 
 	// Warnings are things worth telling the operator that did not stop
 	// the parse: a parameter given twice, thaw.* arguments after "--",
@@ -225,7 +233,7 @@ func unknown(a Arg) *Error {
 // set stores one parameter in p after checking its value.
 func (p *Params) set(a Arg) *Error {
 	k, v := a.Name, a.Value
-	if !a.HasValue && k != keyInsecure {
+	if !a.HasValue && k != keyInsecure && k != keyDryRun && k != keyRescue {
 		return &Error{Param: k, Kind: ErrInvalid, Reason: "no value", Fix: k + "=" + placeholder(k)}
 	}
 	if a.HasValue && v == "" {
@@ -282,6 +290,16 @@ func (p *Params) set(a Arg) *Error {
 			return invalid(k, v, "not a yes or no", "thaw.insecure=1 to allow an unsigned bundle, or leave it out")
 		}
 		p.Insecure = b
+	case keyDryRun, keyRescue:
+		b, ok := parseBool(v, a.HasValue)
+		if !ok {
+			return invalid(k, v, "not a yes or no", k+"=1, or leave it out")
+		}
+		if k == keyDryRun {
+			p.DryRun = b
+		} else {
+			p.Rescue = b
+		}
 	case keyStage:
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
@@ -384,6 +402,10 @@ func (p *Params) clear(k string) {
 		p.Resume = ResumeAuto
 	case keyInsecure:
 		p.Insecure = false
+	case keyDryRun:
+		p.DryRun = false
+	case keyRescue:
+		p.Rescue = false
 	case keyStage:
 		p.Stage = 0
 	case keyIface:
@@ -431,6 +453,8 @@ func placeholder(k string) string {
 		return "first"
 	case keyKernel:
 		return "http://HOST:PORT/boot/vmlinuz#sha256=DIGEST"
+	case keyDryRun, keyRescue:
+		return "1"
 	}
 	return "VALUE"
 }
@@ -737,6 +761,12 @@ func (p *Params) Args() []string {
 		add(keyVerify, p.Verify)
 	}
 	add(keyKernel, p.Kernel)
+	if p.DryRun {
+		add(keyDryRun, "1")
+	}
+	if p.Rescue {
+		add(keyRescue, "1")
+	}
 	return a
 }
 

@@ -140,6 +140,17 @@
 //	the tree's own vmlinuz; thaw media usb for the stick's, which the
 //	agent finds on the stick's ESP under /run/thaw/stick-esp.
 //
+// thaw.dryrun=1
+//
+//	Plan and write nothing, as thaw agent --dry-run: the "plan" entry of
+//	a thaw stick's menu.
+//
+// thaw.rescue=1
+//
+//	The agent prints how to run it by hand and exits, so that the rescue
+//	shell starts: the stick's "rescue shell" entry. It needs no other
+//	parameter.
+//
 // # Syntax
 //
 // The command line is split as the kernel splits it (see [Split]):

@@ -3,6 +3,7 @@ package harness
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -47,6 +48,9 @@ type VMConfig struct {
 	Timeout time.Duration // hard bound on the VM's life; default 5 minutes
 	// VGA adds a standard VGA card and a monitor socket, for Screendump.
 	VGA bool
+	// Input lets Type write to the first serial port (the guest's
+	// console), as someone at it would.
+	Input bool
 	// Wrap runs QEMU through another command, such as
 	// ip netns exec NS (a tap device lives in its namespace).
 	Wrap   []string
@@ -71,6 +75,22 @@ type VM struct {
 	deadline *time.Timer
 	timedOut bool
 	ctlBuf   []byte
+	input    io.WriteCloser // the console's input (Input)
+}
+
+// Type writes s to the guest's console (VMConfig.Input), a byte at a time
+// with a pause between, as typed.
+func (vm *VM) Type(s string) error {
+	if vm.input == nil {
+		return errors.New("harness: the VM was started without Input")
+	}
+	for i := 0; i < len(s); i++ {
+		if _, err := vm.input.Write([]byte{s[i]}); err != nil {
+			return fmt.Errorf("harness: type into %s: %w", vm.cfg.Name, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
 }
 
 // Start launches QEMU.
@@ -187,6 +207,12 @@ func Start(cfg VMConfig) (*VM, error) {
 	}
 	cmd.Stderr = cmd.Stdout
 	cmd.Stdin = nil
+	if cfg.Input {
+		if vm.input, err = cmd.StdinPipe(); err != nil {
+			cancel()
+			return nil, err
+		}
+	}
 	if err := cmd.Start(); err != nil {
 		cancel()
 		logf.Close()

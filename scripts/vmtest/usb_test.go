@@ -262,3 +262,47 @@ func keys(m map[string]string) []string {
 	}
 	return out
 }
+
+// The rescue shell on the serial console, as remote hands reach it: the
+// stick's "rescue shell" entry (thaw.rescue=1), and Enter after a
+// refusal's box. A command typed at it runs.
+func TestAgentRescueShell(t *testing.T) {
+	agentCaseParallel(t)
+	kernel, initrd := agentFiles(t)
+	for _, tc := range []struct {
+		name, params, first string
+		enter                bool
+	}{
+		{"rescue-entry", "thaw.rescue=1", "thaw rescue shell. To restore by hand:", false},
+		{"after-refusal", "thaw.image=ftp://10.0.2.2/server.thaw", "Press Enter for the rescue shell.", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vm, err := harness.Start(harness.VMConfig{Name: "rescue-" + tc.name, Kernel: kernel, Initrd: initrd, Append: tc.params,
+				MemoryMB: 512, Input: true, LogDir: logDir, Timeout: 3 * time.Minute})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer vm.Kill()
+			defer failWithConsole(t, vm)
+			if _, _, err := vm.WaitFor(regexp.MustCompile(regexp.QuoteMeta(tc.first)), 0, 2*time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			if tc.enter {
+				time.Sleep(time.Second)
+				vm.Type("\r")
+			}
+			// gosh's line editor shows its key help under the prompt
+			if _, _, err := vm.WaitFor(regexp.MustCompile(`toggle key help`), 0, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Second)
+			vm.Type("echo RESCUE-$((40+2))\r")
+			if _, _, err := vm.WaitFor(regexp.MustCompile(`RESCUE-42`), 0, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(vm.Console(), "Attempted to kill init") {
+				t.Fatal("init died")
+			}
+		})
+	}
+}
