@@ -182,7 +182,6 @@ shows this entry's only).
 `)
 }
 
-
 // agentFailed shows the box remote hands read: why, the fix, and what
 // state the disks are in; thaw.log= gets the box and the refusal as JSON
 // ("thaw-refusal-json"). Exit status 3: refused; 1: failed.

@@ -271,7 +271,7 @@ func TestAgentRescueShell(t *testing.T) {
 	kernel, initrd := agentFiles(t)
 	for _, tc := range []struct {
 		name, params, first string
-		enter                bool
+		enter               bool
 	}{
 		{"rescue-entry", "thaw.rescue=1", "thaw rescue shell. To restore by hand:", false},
 		{"after-refusal", "thaw.image=ftp://10.0.2.2/server.thaw", "Press Enter for the rescue shell.", true},
