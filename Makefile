@@ -42,7 +42,8 @@ FUZZ := ./images/swsusp:FuzzReader ./images/swsusp:FuzzStreamReader \
 	./agent/plan:FuzzParseModulesAlias ./agent/dm:FuzzParseTable ./agent/nicmove:FuzzParseRoute \
 	./agent/probe:FuzzParseIomem ./agent/probe:FuzzParseMBR ./agent/prepare:FuzzParseFstab \
 	./netfetch/store:FuzzResolve ./netfetch/store:FuzzFormatLog ./agent/stage2:FuzzParse \
-	./images/swsusp:FuzzTargetArea ./agent/plan:FuzzFromModulesTar ./kexec:FuzzVmlinux
+	./images/swsusp:FuzzTargetArea ./agent/plan:FuzzFromModulesTar ./kexec:FuzzVmlinux \
+	./kexec:FuzzParseSystab ./agent/physmem:FuzzFADTPointers
 FUZZTIME ?= 6s
 FUZZLONG ?= 10m
 

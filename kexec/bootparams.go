@@ -3,6 +3,8 @@ package kexec
 import (
 	"encoding/binary"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/thawlinux/thaw/images/manifest"
 )
@@ -89,6 +91,7 @@ type params struct {
 	initrdStart, initrdSize uint32 // 0, 0: no initrd
 	cmdLinePtr, cmdLineSize uint32 // cmdLineSize counts the NUL
 	keepEFI                 bool   // keep efi_info (else zeroed)
+	rsdp                    uint64 // acpi_rsdp_addr when boot_params has none
 }
 
 // patch writes p into the boot_params page bp: ramdisk and command line
@@ -108,4 +111,29 @@ func (p params) patch(bp []byte) {
 	if !p.keepEFI {
 		clear(bp[offEFIInfo : offEFIInfo+sizeEFIInfo])
 	}
+	if p.rsdp != 0 && le.Uint64(bp[offACPIRSDPAddr:]) == 0 {
+		le.PutUint64(bp[offACPIRSDPAddr:], p.rsdp)
+	}
+}
+
+// ParseSystab reads the ACPI RSDP's address from the EFI system table
+// summary (/sys/firmware/efi/systab: "ACPI20=0x…", or "ACPI=0x…" for
+// ACPI 1.0), or returns 0 when it names none.
+func ParseSystab(b []byte) (uint64, error) {
+	var acpi1 uint64
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), "=")
+		if !ok || (k != "ACPI20" && k != "ACPI") {
+			continue
+		}
+		n, err := strconv.ParseUint(strings.TrimPrefix(v, "0x"), 16, 64)
+		if err != nil || n == 0 {
+			return 0, fmt.Errorf("kexec: EFI system table: %s=%s is not an address", k, v)
+		}
+		if k == "ACPI20" {
+			return n, nil
+		}
+		acpi1 = n
+	}
+	return acpi1, nil
 }

@@ -130,3 +130,40 @@ func TestPatch(t *testing.T) {
 		}
 	}
 }
+
+// An EFI stub boot leaves acpi_rsdp_addr 0: the RSDP from the EFI system
+// table goes there; one already set is kept.
+func TestPatchRSDP(t *testing.T) {
+	le := binary.LittleEndian
+	for _, tc := range []struct{ have, rsdp, want uint64 }{
+		{0, 0x3fb7e014, 0x3fb7e014},
+		{0xf5a40, 0x3fb7e014, 0xf5a40},
+		{0, 0, 0},
+	} {
+		bp := make([]byte, BootParamsSize)
+		le.PutUint64(bp[0x70:], tc.have)
+		params{rsdp: tc.rsdp}.patch(bp)
+		if got := le.Uint64(bp[0x70:]); got != tc.want {
+			t.Errorf("%+v: acpi_rsdp_addr %#x", tc, got)
+		}
+	}
+}
+
+func TestParseSystab(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want uint64
+		err  bool
+	}{
+		{"ACPI20=0x3fb7e014\nACPI=0x3fb7e000\nSMBIOS=0x3f918000\n", 0x3fb7e014, false},
+		{"ACPI=0x3fb7e000\nSMBIOS=0x3f918000\n", 0x3fb7e000, false},
+		{"SMBIOS=0x3f918000\n", 0, false},
+		{"ACPI20=zz\n", 0, true},
+		{"ACPI20=0x0\n", 0, true},
+	} {
+		got, err := ParseSystab([]byte(tc.in))
+		if got != tc.want || (err != nil) != tc.err {
+			t.Errorf("%q: %#x %v", tc.in, got, err)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 // Default places of what LoadWithE820 reads from the running kernel.
 const (
 	DefaultBootParamsPath = "/sys/kernel/boot_params/data"
+	DefaultSystabPath     = "/sys/firmware/efi/systab"
 	DefaultMemmapDir      = "/sys/firmware/memmap"
 )
 
@@ -35,8 +36,13 @@ type Options struct {
 	// KeepEFI keeps efi_info in boot_params. By default it is zeroed: the
 	// running kernel's EFI memory map pointer is stale and no SETUP_EFI
 	// data is passed, so the next kernel boots as from a BIOS and finds
-	// ACPI through acpi_rsdp_addr, which is kept.
+	// ACPI through acpi_rsdp_addr: kept when set, else (an EFI boot
+	// through the kernel's EFI stub leaves it 0) the ACPI 2.0 RSDP that
+	// the EFI system table names (SystabPath).
 	KeepEFI bool
+	// SystabPath is the running kernel's EFI system table summary
+	// (DefaultSystabPath when "").
+	SystabPath string
 	// Logf, when set, is told what is built.
 	Logf func(format string, args ...any)
 }

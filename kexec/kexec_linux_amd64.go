@@ -93,6 +93,20 @@ func LoadWithE820(img Image, src []manifest.E820Entry, opt Options) (*Loaded, er
 
 	l := &Loaded{KernelEntry: k.entry, Entry: pentry}
 	p := params{keepEFI: opt.KeepEFI}
+	if !opt.KeepEFI && binary.LittleEndian.Uint64(bp[offACPIRSDPAddr:]) == 0 {
+		path := opt.SystabPath
+		if path == "" {
+			path = DefaultSystabPath
+		}
+		if st, err := os.ReadFile(path); err == nil {
+			if p.rsdp, err = ParseSystab(st); err != nil {
+				return nil, err
+			}
+			if p.rsdp != 0 {
+				opt.logf("kexec: ACPI RSDP at %#x (from %s) for the next kernel's acpi_rsdp_addr", p.rsdp, path)
+			}
+		}
+	}
 	if img.Initrd != "" {
 		rd, err := os.ReadFile(img.Initrd)
 		if err != nil {

@@ -976,6 +976,7 @@ func nonRAMStreams(bw *bundle.Writer, m *manifest.Manifest, logf func(string, ..
 		logf("note: %v: firmware ranges not carried", err)
 		return nil
 	}
+	var unread []manifest.E820Entry
 	for i, r := range rs {
 		// Tables are KiB to a few MiB; bigger reserved ranges are device
 		// windows (a q35 machine's 256 MiB MMCONFIG), not carried.
@@ -986,6 +987,7 @@ func nonRAMStreams(bw *bundle.Writer, m *manifest.Manifest, logf func(string, ..
 		b, err := physmem.Read(r.Start, r.End-r.Start)
 		if err != nil {
 			logf("note: firmware range %#x-%#x not carried: %v", r.Start, r.End, err)
+			unread = append(unread, r)
 			continue
 		}
 		name := fmt.Sprintf("nonram%d", i)
@@ -1001,5 +1003,60 @@ func nonRAMStreams(bw *bundle.Writer, m *manifest.Manifest, logf func(string, ..
 		}
 		m.NonRAM = append(m.NonRAM, manifest.PhysRange{Start: r.Start, End: r.End, Type: r.Type, Stream: name})
 	}
+	return dsdtStream(bw, m, unread, "/sys/firmware/acpi/tables", logf)
+}
+
+// dsdtStream carries the DSDT from the kernel's copy of the tables (dir)
+// when the range that holds it could not be read (UEFI: /dev/mem refuses
+// the ranges typed ACPI): the resumed kernel executes its AML in place,
+// at the address the FADT names. The ACPI NVS ranges (and the FACS in
+// them) the kernel saves in its image itself.
+func dsdtStream(bw *bundle.Writer, m *manifest.Manifest, unread []manifest.E820Entry, dir string, logf func(string, ...any)) error {
+	if len(unread) == 0 {
+		return nil
+	}
+	facp, err := os.ReadFile(filepath.Join(dir, "FACP"))
+	if err != nil {
+		logf("note: the DSDT is not carried: %v", err)
+		return nil
+	}
+	addr, _, err := physmem.FADTPointers(facp)
+	if err != nil || addr == 0 {
+		logf("note: the DSDT is not carried: no address in the FADT (%v)", err)
+		return nil
+	}
+	var in *manifest.E820Entry
+	for i := range unread {
+		if addr >= unread[i].Start && addr < unread[i].End {
+			in = &unread[i]
+		}
+	}
+	if in == nil {
+		return nil // its range was carried, or lies outside the window
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "DSDT"))
+	if err == nil {
+		_, err = physmem.TableLength("DSDT", b)
+	}
+	if err != nil {
+		logf("note: the DSDT is not carried: %v", err)
+		return nil
+	}
+	if addr+uint64(len(b)) > in.End {
+		logf("note: the DSDT is not carried: %d bytes at %#x run past its range's end %#x", len(b), addr, in.End)
+		return nil
+	}
+	sw, err := bw.Stream("acpi-dsdt", bundle.KindFile)
+	if err != nil {
+		return err
+	}
+	if _, err := sw.Write(b); err != nil {
+		return err
+	}
+	if err := sw.Close(); err != nil {
+		return err
+	}
+	m.NonRAM = append(m.NonRAM, manifest.PhysRange{Start: addr, End: addr + uint64(len(b)), Type: in.Type, Stream: "acpi-dsdt"})
+	logf("firmware range %#x-%#x: the DSDT (%d bytes at %#x) carried from %s", in.Start, in.End, len(b), addr, dir)
 	return nil
 }

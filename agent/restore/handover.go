@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -181,12 +182,19 @@ func (r *run) kexecStage2() error {
 	return r.env.Kexec.Exec()
 }
 
-// WithStage2 adds thaw.stage=2 to a kernel command line, before a "--"
-// (after it, arguments go to init, not to the kernel's parameters).
+// WithStage2 adds thaw.stage=2 and iomem=relaxed to a kernel command
+// line, before a "--" (after it, arguments go to init, not to the
+// kernel's parameters). iomem=relaxed lets the firmware stage write the
+// source's ranges typed ACPI, which the kernel claims and /dev/mem
+// otherwise refuses (IO_STRICT_DEVMEM).
 func WithStage2(cmdline string) string {
+	add := " thaw.stage=2"
+	if !slices.Contains(strings.Fields(cmdline), "iomem=relaxed") {
+		add += " iomem=relaxed"
+	}
 	padded := " " + cmdline + " "
 	if i := strings.Index(padded, " -- "); i >= 0 {
-		return strings.TrimSpace(padded[:i] + " thaw.stage=2" + padded[i:])
+		return strings.TrimSpace(padded[:i] + add + padded[i:])
 	}
-	return strings.TrimSpace(cmdline) + " thaw.stage=2"
+	return strings.TrimSpace(cmdline) + add
 }

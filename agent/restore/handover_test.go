@@ -10,9 +10,10 @@ import (
 
 func TestWithStage2(t *testing.T) {
 	for _, c := range []struct{ in, want string }{
-		{"console=ttyS0 thaw.image=http://x/b", "console=ttyS0 thaw.image=http://x/b thaw.stage=2"},
-		{"a -- init-arg", "a thaw.stage=2 -- init-arg"},
-		{"a --", "a thaw.stage=2 --"},
+		{"console=ttyS0 thaw.image=http://x/b", "console=ttyS0 thaw.image=http://x/b thaw.stage=2 iomem=relaxed"},
+		{"a -- init-arg", "a thaw.stage=2 iomem=relaxed -- init-arg"},
+		{"a --", "a thaw.stage=2 iomem=relaxed --"},
+		{"a iomem=relaxed", "a iomem=relaxed thaw.stage=2"},
 	} {
 		got := WithStage2(c.in)
 		if got != c.want {

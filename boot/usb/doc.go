@@ -16,7 +16,13 @@
 //	             thaw-logs/               the only folder the agent writes
 //	             README.txt
 //
-// The boot menu has, per bundle, a "plan" entry that writes nothing and a
-// "restore" entry, and a rescue-shell entry. Unless Config.Default names
-// a restore entry, the default (after the timeout) is the first plan.
+// The boot menu is Config.Entries (thaw media usb makes, per bundle, a
+// "plan" entry that writes nothing and a "restore" entry, and a
+// rescue-shell entry). The default, after the timeout, is Config.Default,
+// or the first entry.
+//
+// go-diskfs writes the GPT and both FAT32 filesystems; fixFAT32 then
+// mends what its FAT32 writer leaves for dosfstools' fsck.fat to fix (the
+// ".." entries of directories in the root, the free-cluster count, the
+// backup boot sector), so that fsck.fat -n passes.
 package usb

@@ -165,6 +165,12 @@ func captureServer(t *testing.T, s *harness.Server, name string) (c *capturedSer
 // captureServerWith is captureServer; before runs in the source once its
 // services are up, before the memory pressure and the capture.
 func captureServerWith(t *testing.T, s *harness.Server, name string, before func(*harness.VM)) (c *capturedServer, port int, disk, blank string) {
+	return captureServerOn(t, s, name, "", before)
+}
+
+// captureServerOn is captureServerWith on a firmware: "" for SeaBIOS,
+// ovmf for UEFI.
+func captureServerOn(t *testing.T, s *harness.Server, name, firmware string, before func(*harness.VM)) (c *capturedServer, port int, disk, blank string) {
 	t.Helper()
 	dir := t.TempDir()
 	if _, err := thaw(t, "keygen", "--out", filepath.Join(dir, "k")); err != nil {
@@ -185,7 +191,7 @@ func captureServerWith(t *testing.T, s *harness.Server, name string, before func
 	copyFile(t, s.Disk, disk)
 	blank = blankDisk(t, dir)
 
-	vm := serverVMWith(t, s, name+"-source", s.Cmdline, disk, blank, tools)
+	vm := serverVMOn(t, s, name+"-source", s.Cmdline, firmware, disk, blank, tools)
 	vm.SetTimeout(20 * time.Minute)
 	defer failWithConsole(t, vm)
 	m, _, err := vm.WaitFor(workloadRE, 0, 4*time.Minute)
@@ -346,7 +352,8 @@ func loadKept(t *testing.T, suite string) *capturedServer {
 	if err := json.Unmarshal(b, &st); err != nil {
 		t.Fatal(err)
 	}
-	s, err := harness.LoadServerSuite(suite)
+	distro, _ := strings.CutSuffix(suite, "-uefi")
+	s, err := harness.LoadServerSuite(distro)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -377,11 +384,17 @@ func needCapturedSuite(t *testing.T, suite string) *capturedServer {
 			return capturedSuites[suite]
 		}
 	}
-	s, err := harness.LoadServerSuite(suite)
+	// SUITE-uefi: the suite's server captured on OVMF.
+	distro, uefi := strings.CutSuffix(suite, "-uefi")
+	s, err := harness.LoadServerSuite(distro)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _, _, _ := captureServer(t, s, suite+"-capture")
+	firmware := ""
+	if uefi {
+		firmware = ovmf
+	}
+	c, _, _, _ := captureServerOn(t, s, suite+"-capture", firmware, nil)
 	capturedSuites[suite] = keepSuite(t, c, suite)
 	return capturedSuites[suite]
 }

@@ -30,12 +30,18 @@ func serverVM(t *testing.T, s *harness.Server, name, cmdline string, disks ...st
 // network (the host's loopback is 10.0.2.2) and the given disks.
 func serverVMWith(t *testing.T, s *harness.Server, name, cmdline string, disks ...string) *harness.VM {
 	t.Helper()
+	return serverVMOn(t, s, name, cmdline, "", disks...)
+}
+
+// serverVMOn is serverVMWith on a firmware ("" for SeaBIOS).
+func serverVMOn(t *testing.T, s *harness.Server, name, cmdline, firmware string, disks ...string) *harness.VM {
+	t.Helper()
 	var d []harness.Disk
 	for _, p := range disks {
 		d = append(d, harness.Disk{Path: p})
 	}
 	vm, err := harness.Start(harness.VMConfig{Name: name, Kernel: s.Vmlinuz, Initrd: s.Initrd, Append: cmdline,
-		MemoryMB: 512, Disks: d, NIC: "virtio-net-pci", Control: true, LogDir: logDir, Timeout: 10 * time.Minute})
+		MemoryMB: 512, Disks: d, NIC: "virtio-net-pci", Control: true, LogDir: logDir, Timeout: 10 * time.Minute, Firmware: firmware})
 	if err != nil {
 		t.Fatal(err)
 	}

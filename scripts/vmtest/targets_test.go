@@ -64,7 +64,7 @@ type agentCase struct {
 	pin     string                     // thaw.image=URL#sha256=: default the served bundle's index digest
 	tls     bool                       // thaw serve over https, with a test CA baked into the agent
 	vga     bool                       // a VGA card and a monitor, for screendumps
-	uefi    bool                       // with pxe: OVMF on q35, booting by UEFI PXE
+	uefi    bool                       // OVMF; with pxe: on q35, booting by UEFI PXE
 	// onRefused runs once a refusal's box is on the console, before the
 	// VM is stopped.
 	onRefused func(vm *harness.VM)
@@ -211,6 +211,9 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 	}
 	if cfg.MemoryMB == 0 {
 		cfg.MemoryMB = 512
+	}
+	if ac.uefi && !ac.pxe {
+		cfg.Firmware = ovmf // the agent kernel through OVMF and its EFI stub
 	}
 	if ac.nic == "" && len(ac.extra) == 0 && !ac.vmware {
 		cfg.NIC = "virtio-net-pci"
@@ -427,6 +430,49 @@ func testOtherMachine(t *testing.T, ac agentCase) {
 	}
 	after := at.vm.Console()[resumedAt:]
 	if m := regexp.MustCompile(`(?i)ACPI (BIOS )?Error.*|DSDT has been corrupted.*`).FindString(after); m != "" {
+		t.Errorf("ACPI error after resume: %s", m)
+	}
+	checkResumed(t, at.vm, c.h)
+	fsckRoot(t, at.target)
+}
+
+// U1: UEFI on both sides. The server captured on OVMF moves to an OVMF
+// machine with twice the RAM: the agent (EFI-booted) boots itself again
+// with the source's memory map (stage 2 without EFI: efi_info cleared,
+// ACPI through acpi_rsdp_addr), writes the source's firmware ranges back
+// and restores; the server resumes with its EFI runtime.
+func TestAgentUEFIBiggerMachine(t *testing.T) {
+	agentCaseParallel(t)
+	if _, err := os.Stat(ovmf); err != nil {
+		t.Fatalf("OVMF: %v (install ovmf)", err)
+	}
+	c := needCapturedSuite(t, "trixie-uefi")
+	at := agentResume(t, agentCase{name: "u1-uefi", c: c, uefi: true, memMB: 1024})
+	con := at.vm.Console()
+	if !strings.Contains(con, "rebooting into stage 2") {
+		t.Error("the agent did not boot itself with the source's memory map")
+	}
+	if !strings.Contains(con, "for the next kernel's acpi_rsdp_addr") || strings.Contains(con, "A valid RSDP was not found") {
+		t.Error("stage 2 did not get the ACPI RSDP from the EFI system table")
+	}
+	if !regexp.MustCompile(`written back`).MatchString(con) {
+		t.Error("stage 2 wrote no firmware range back")
+	}
+	// The DSDT the resumed kernel executes in place is the source's, and
+	// AML runs: a virtio device unbound and bound again (its interrupt
+	// link's _SRS) reads its disk.
+	resumedAt := resumedRE.FindStringIndex(con)[0]
+	out, status, err := at.vm.Run("md5sum </sys/firmware/acpi/tables/DSDT; "+
+		"p=$(basename $(readlink -f /sys/block/vdb/device/..)); echo $p >/sys/bus/pci/drivers/virtio-pci/unbind && sleep 1 && echo $p >/sys/bus/pci/drivers/virtio-pci/bind && sleep 2 && "+
+		"dd if=/dev/vdb of=/dev/null bs=1M count=4 iflag=direct 2>&1 | tail -1", 2*time.Minute)
+	if err != nil || status != 0 {
+		t.Fatalf("ACPI checks after resume: %v %d %s", err, status, out)
+	}
+	t.Logf("after resume: %s", out)
+	if c.dsdtSum == "" || !strings.Contains(out, c.dsdtSum) || !strings.Contains(out, "copied") {
+		t.Errorf("after resume %q: want the source's DSDT (md5 %s) and the rebound disk read", out, c.dsdtSum)
+	}
+	if m := regexp.MustCompile(`(?i)ACPI (BIOS )?Error.*|DSDT has been corrupted.*`).FindString(at.vm.Console()[resumedAt:]); m != "" {
 		t.Errorf("ACPI error after resume: %s", m)
 	}
 	checkResumed(t, at.vm, c.h)
