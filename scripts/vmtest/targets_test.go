@@ -442,13 +442,27 @@ func testOtherMachine(t *testing.T, ac agentCase) {
 // ACPI through acpi_rsdp_addr), writes the source's firmware ranges back
 // and restores; the server resumes with its EFI runtime.
 func TestAgentUEFIBiggerMachine(t *testing.T) {
+	testUEFIBigger(t, agentCase{name: "u1-uefi", uefi: true, memMB: 1024})
+}
+
+// U2: U1 on the kexec path: stage 2 boots the image kernel (as from a
+// BIOS) with the source's memory map, and it resumes from its own swap.
+func TestAgentUEFIBiggerMachineKexec(t *testing.T) {
+	testUEFIBigger(t, agentCase{name: "u2-uefi-kexec", uefi: true, memMB: 1024, params: "thaw.resume=kexec"})
+}
+
+func testUEFIBigger(t *testing.T, ac agentCase) {
 	agentCaseParallel(t)
 	if _, err := os.Stat(ovmf); err != nil {
 		t.Fatalf("OVMF: %v (install ovmf)", err)
 	}
 	c := needCapturedSuite(t, "trixie-uefi")
-	at := agentResume(t, agentCase{name: "u1-uefi", c: c, uefi: true, memMB: 1024})
+	ac.c = c
+	at := agentResume(t, ac)
 	con := at.vm.Console()
+	if strings.Contains(ac.params, "thaw.resume=kexec") && !strings.Contains(con, "loaded; rebooting into it") {
+		t.Error("stage 2 did not take the kexec path")
+	}
 	if !strings.Contains(con, "rebooting into stage 2") {
 		t.Error("the agent did not boot itself with the source's memory map")
 	}
