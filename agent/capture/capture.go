@@ -991,19 +991,24 @@ func nonRAMStreams(bw *bundle.Writer, m *manifest.Manifest, logf func(string, ..
 			continue
 		}
 		name := fmt.Sprintf("nonram%d", i)
-		sw, err := bw.Stream(name, bundle.KindFile)
-		if err != nil {
-			return err
-		}
-		if _, err := sw.Write(b); err != nil {
-			return err
-		}
-		if err := sw.Close(); err != nil {
+		if err := fileStream(bw, name, b); err != nil {
 			return err
 		}
 		m.NonRAM = append(m.NonRAM, manifest.PhysRange{Start: r.Start, End: r.End, Type: r.Type, Stream: name})
 	}
 	return dsdtStream(bw, m, unread, "/sys/firmware/acpi/tables", logf)
+}
+
+// fileStream writes b as the file stream name.
+func fileStream(bw *bundle.Writer, name string, b []byte) error {
+	sw, err := bw.Stream(name, bundle.KindFile)
+	if err != nil {
+		return err
+	}
+	if _, err := sw.Write(b); err != nil {
+		return err
+	}
+	return sw.Close()
 }
 
 // dsdtStream carries the DSDT from the kernel's copy of the tables (dir)
@@ -1046,14 +1051,7 @@ func dsdtStream(bw *bundle.Writer, m *manifest.Manifest, unread []manifest.E820E
 		logf("note: the DSDT is not carried: %d bytes at %#x run past its range's end %#x", len(b), addr, in.End)
 		return nil
 	}
-	sw, err := bw.Stream("acpi-dsdt", bundle.KindFile)
-	if err != nil {
-		return err
-	}
-	if _, err := sw.Write(b); err != nil {
-		return err
-	}
-	if err := sw.Close(); err != nil {
+	if err := fileStream(bw, "acpi-dsdt", b); err != nil {
 		return err
 	}
 	m.NonRAM = append(m.NonRAM, manifest.PhysRange{Start: addr, End: addr + uint64(len(b)), Type: in.Type, Stream: "acpi-dsdt"})

@@ -19,6 +19,7 @@ import (
 	"github.com/diskfs/go-diskfs/partition/gpt"
 
 	"github.com/thawlinux/thaw/agent/stick"
+	"github.com/thawlinux/thaw/netfetch/bootparam"
 )
 
 const (
@@ -118,7 +119,7 @@ func Plan(cfg Config, size int64) (Layout, error) {
 	names := map[string]bool{}
 	dataNeed := 16 * mib // directories, README, logs
 	for _, b := range cfg.Bundles {
-		if !validName(b.Name) {
+		if !bootparam.StickName(b.Name) {
 			return Layout{}, fmt.Errorf("bundle name %q: letters, digits, '.', '_' and '-' only, not starting with '.' (it becomes thaw.image=usb:NAME)", b.Name)
 		}
 		if names[strings.ToLower(b.Name)] {
@@ -482,18 +483,6 @@ func fileSize(p string) (int64, error) {
 }
 
 func roundUp(n, to int64) int64 { return (n + to - 1) / to * to }
-
-func validName(n string) bool {
-	if n == "" || n[0] == '.' || len(n) > 200 {
-		return false
-	}
-	for _, r := range n {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
-			return false
-		}
-	}
-	return true
-}
 
 // FileSHA256 is the hex SHA-256 of a file (thaw.kernel='s digest).
 func FileSHA256(p string) (string, error) {

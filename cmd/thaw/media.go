@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -94,19 +95,13 @@ func runMediaPXE(args []string) error {
 	pubPath := fs.String("pubkey", "", "a minisign public key for thaw.pubkey= (the agent takes it only if its initramfs was built with -allow-cmdline-key)")
 	mac := fs.String("mac", "", "write only the script of the machine with this MAC address")
 	console := fs.String("console", "ttyS0", "the agent's console= (ttyS0, tty0, …)")
-	var disks, extra []string
-	fs.Func("disk", "a target disk for thaw.disk= (consent to overwrite it); repeatable", func(v string) error {
-		disks = append(disks, v)
-		return nil
-	})
-	fs.Func("arg", "another agent parameter, e.g. thaw.resume=kexec; repeatable", func(v string) error {
-		extra = append(extra, v)
-		return nil
-	})
+	disksFlag := listFlag(fs, "disk", "a target disk for thaw.disk= (consent to overwrite it); repeatable")
+	extraFlag := listFlag(fs, "arg", "another agent parameter, e.g. thaw.resume=kexec; repeatable")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return &exitError{2, err}
 	}
+	disks, extra := *disksFlag, *extraFlag
 	usageErr := func(format string, a ...any) error {
 		fs.Usage()
 		return &exitError{2, fmt.Errorf(format, a...)}
@@ -175,31 +170,16 @@ func runMediaUSB(args []string) error {
 	sdboot := fs.String("systemd-boot", usb.SystemdBoot, "systemd-boot's EFI binary (Debian's systemd-boot-efi); \"\" leaves UEFI boot out")
 	syslinux := fs.String("syslinux", usb.SyslinuxBin, "the syslinux installer (Debian's syslinux and mtools), for BIOS boot; \"\" leaves BIOS boot out")
 	gptmbr := fs.String("gptmbr", usb.SyslinuxGPTMBR, "syslinux's gptmbr.bin (Debian's syslinux-common)")
-	var bundles, disks, extra, consoles, identities []string
-	fs.Func("bundle", "a bundle to carry, as FILE or NAME=FILE (NAME: its file name on the stick, for thaw.image=usb:NAME); repeatable", func(v string) error {
-		bundles = append(bundles, v)
-		return nil
-	})
-	fs.Func("disk", "a target disk for the restore entries' thaw.disk= (consent to overwrite it); repeatable", func(v string) error {
-		disks = append(disks, v)
-		return nil
-	})
-	fs.Func("arg", "another agent parameter for every entry, e.g. thaw.resume=kexec; repeatable", func(v string) error {
-		extra = append(extra, v)
-		return nil
-	})
-	fs.Func("console", "a console= for the agent, repeatable; the last one is the interactive console (default: ttyS0,115200 then tty0)", func(v string) error {
-		consoles = append(consoles, v)
-		return nil
-	})
-	fs.Func("identity", "an age identity that decrypts the bundles, added to the stick's initramfs (the stick then holds a secret key); repeatable", func(v string) error {
-		identities = append(identities, v)
-		return nil
-	})
+	bundlesFlag := listFlag(fs, "bundle", "a bundle to carry, as FILE or NAME=FILE (NAME: its file name on the stick, for thaw.image=usb:NAME); repeatable")
+	disksFlag := listFlag(fs, "disk", "a target disk for the restore entries' thaw.disk= (consent to overwrite it); repeatable")
+	extraFlag := listFlag(fs, "arg", "another agent parameter for every entry, e.g. thaw.resume=kexec; repeatable")
+	consolesFlag := listFlag(fs, "console", "a console= for the agent, repeatable; the last one is the interactive console (default: ttyS0,115200 then tty0)")
+	identitiesFlag := listFlag(fs, "identity", "an age identity that decrypts the bundles, added to the stick's initramfs (the stick then holds a secret key); repeatable")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return &exitError{2, err}
 	}
+	bundles, disks, extra, consoles, identities := *bundlesFlag, *disksFlag, *extraFlag, *consolesFlag, *identitiesFlag
 	usageErr := func(format string, a ...any) error {
 		fs.Usage()
 		return &exitError{2, fmt.Errorf(format, a...)}
@@ -305,6 +285,16 @@ func runMediaUSB(args []string) error {
 		fmt.Fprintln(os.Stderr, "note: the stick's initramfs holds the identities given: whoever has the stick can decrypt its bundles; keep it like the key itself")
 	}
 	return nil
+}
+
+// listFlag is a repeatable string flag: each use appends its value.
+func listFlag(fs *flag.FlagSet, name, usage string) *[]string {
+	var l []string
+	fs.Func(name, usage, func(v string) error {
+		l = append(l, v)
+		return nil
+	})
+	return &l
 }
 
 func consoles2args(cs []string) []string {

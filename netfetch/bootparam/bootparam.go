@@ -568,7 +568,7 @@ func checkRef(k, v string) *Error {
 	switch {
 	case strings.HasPrefix(v, SchemeUSB):
 		name, _, _ := strings.Cut(strings.TrimPrefix(v, SchemeUSB), "#")
-		if !stickName(name) {
+		if !StickName(name) {
 			return invalid(k, v, "usb: takes the name of a file at the top of the stick's data partition: letters, digits, '.', '_' and '-', not starting with '.'", k+"=usb:web1.thaw")
 		}
 		return checkPin(k, v)
@@ -582,7 +582,10 @@ func checkRef(k, v string) *Error {
 	return checkURL(k, v)
 }
 
-func stickName(n string) bool {
+// StickName reports whether n may name a file in thaw.image=usb:NAME:
+// letters, digits, '.', '_' and '-', not starting with '.', at most 200
+// bytes.
+func StickName(n string) bool {
 	if n == "" || n[0] == '.' || len(n) > 200 {
 		return false
 	}
