@@ -45,8 +45,14 @@ func makePlan(ctx context.Context, r *run) error {
 	}
 	st.Plan = pl
 	if st.Mode == Agent {
+		// Two lines a row, within 80 columns; bridges and other devices
+		// no driver claims are left to the plan in the remote log.
 		for _, d := range pl.Drivers {
-			r.logf("driver %s %-5s %s → %s", d.PCI, d.Kind, d.Modalias, DriverText(d))
+			if d.Kind == "other" && d.Module == "" {
+				continue
+			}
+			r.logf("driver %s %-5s → %s", d.PCI, d.Kind, DriverText(d))
+			r.logf("         %s", d.Modalias)
 		}
 		for _, d := range pl.Devices {
 			where, what := DeviceLine(d)
@@ -307,7 +313,7 @@ func DriverText(d plan.Driver) string {
 	case d.Builtin:
 		return mod + " (built in)"
 	case d.SeenOnSource:
-		return mod + " (bound to this device on the source)"
+		return mod + " (bound to it on the source)"
 	}
 	return mod
 }

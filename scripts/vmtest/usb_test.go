@@ -113,7 +113,7 @@ func sameStick(t *testing.T, before, after stickState) {
 
 // stickTarget is a machine without any NIC whose firmware boots the
 // stick from USB: the target disks at the source's slots.
-func stickTarget(t *testing.T, name, img string, c *capturedServer, uefi bool, memMB int) (*harness.VM, string, string) {
+func stickTarget(t *testing.T, name, img string, c *capturedServer, uefi, q35 bool, memMB int) (*harness.VM, string, string) {
 	t.Helper()
 	dir := t.TempDir()
 	target, blank, tools := filepath.Join(dir, "target.img"), blankDisk(t, dir), filepath.Join(dir, "tools.img")
@@ -127,6 +127,8 @@ func stickTarget(t *testing.T, name, img string, c *capturedServer, uefi bool, m
 			"-device", "usb-storage,bus=xhci.0,drive=stick,bootindex=1"}}
 	if uefi {
 		cfg.Firmware = ovmf
+	}
+	if q35 {
 		cfg.Extra = append(cfg.Extra, "-machine", "q35")
 	}
 	vm, err := harness.Start(cfg)
@@ -137,21 +139,36 @@ func stickTarget(t *testing.T, name, img string, c *capturedServer, uefi bool, m
 	return vm, target, blank
 }
 
-// M3: the recovery stick restores offline. The target has no NIC; its
-// BIOS boots the stick (syslinux), whose default entry (--default) is the
-// restore of the bundle on it. The server resumes with its state, the
-// stick holds the agent's log afterwards, and nothing else on it changed.
+// M3: the recovery stick restores offline. The target has no NIC; OVMF
+// boots the stick from USB (systemd-boot), whose default entry
+// (--default) is the restore of the bundle on it, a server captured on
+// OVMF. The server resumes with its state, the stick holds the agent's
+// logs afterwards, and nothing else on it changed.
 func TestAgentUSBOffline(t *testing.T) {
 	agentCaseParallel(t)
-	c := needCaptured(t)
+	if _, err := os.Stat(ovmf); err != nil {
+		t.Fatalf("OVMF: %v (install ovmf)", err)
+	}
+	testUSBOffline(t, "m3-usb", needCapturedSuite(t, "trixie-uefi"), true)
+}
+
+// M3 on BIOS: SeaBIOS boots the same kind of stick through gptmbr.bin and
+// syslinux, with the server captured on SeaBIOS.
+func TestAgentUSBOfflineBIOS(t *testing.T) {
+	agentCaseParallel(t)
+	testUSBOffline(t, "m3-usb-bios", needCaptured(t), false)
+}
+
+// testUSBOffline: the target has more RAM than the source (SeaBIOS and
+// OVMF keep more memory for themselves with a USB controller, so the
+// source's RAM fits only in more): the agent boots itself again with the
+// source's memory map, taking its kernel from the stick's ESP
+// (thaw.kernel=file:…).
+func testUSBOffline(t *testing.T, name string, c *capturedServer, uefi bool) {
 	img := writeStick(t, t.TempDir(), c, "--default", "server", "--disk", "vda")
 	before := readStick(t, img)
 	start := time.Now()
-	// SeaBIOS keeps more memory for itself with a USB controller: the
-	// source's RAM fits only in more, and the agent boots itself again
-	// with the source's memory map, taking its kernel from the stick's
-	// ESP (thaw.kernel=file:…).
-	vm, target, _ := stickTarget(t, "m3-usb", img, c, false, 640)
+	vm, target, _ := stickTarget(t, name, img, c, uefi, false, 768)
 	defer failWithConsole(t, vm)
 	m, _, err := vm.WaitFor(regexp.MustCompile(resumedRE.String()+`|`+refusedRE.String()), 0, 10*time.Minute)
 	if err != nil {
@@ -160,7 +177,7 @@ func TestAgentUSBOffline(t *testing.T) {
 	if !resumedRE.MatchString(m[0]) {
 		t.Fatalf("the agent stopped: %s", m[0])
 	}
-	t.Logf("TIMING %-34s %6.1fs", "m3-usb: stick boot → resumed", time.Since(start).Seconds())
+	t.Logf("TIMING %-34s %6.1fs", name+": stick boot → resumed", time.Since(start).Seconds())
 	con := vm.Console()
 	for _, want := range []string{"[ ok ] stick", "[skip] dhcp", "no network needed", "log written to the stick: thaw-logs/", "SHA-256 checked"} {
 		if !strings.Contains(con, want) {
@@ -211,7 +228,7 @@ func TestAgentUSBStickAsTarget(t *testing.T) {
 	c := needCaptured(t)
 	img := writeStick(t, t.TempDir(), c, "--default", "server", "--disk", "sda")
 	before := readStick(t, img)
-	vm, target, blank := stickTarget(t, "m4-usb", img, c, true, 512)
+	vm, target, blank := stickTarget(t, "m4-usb", img, c, true, true, 512)
 	defer failWithConsole(t, vm)
 	disks := [2][32]byte{fileHash(t, target), fileHash(t, blank)}
 	m, _, err := vm.WaitFor(regexp.MustCompile(refusedRE.String()+`|`+resumedRE.String()+`|memory image →`), 0, 10*time.Minute)
