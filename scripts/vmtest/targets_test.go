@@ -231,11 +231,11 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 		cfg.Kernel, cfg.Initrd, cfg.Append, cfg.NIC = "", "", "", ""
 		cfg.Extra = append(cfg.Extra, "-netdev", "tap,id=n0,ifname="+pxeTap+",script=no,downscript=no")
 		if ac.uefi {
-			// OVMF on q35 with its own network stack (no iPXE option ROM):
+			// OVMF with its own network stack (no iPXE option ROM):
 			// its PXE client fetches ipxe.efi from dnsmasq's TFTP, which
 			// then fetches the script, as on a UEFI server.
 			cfg.Firmware = ovmf
-			cfg.Extra = append(cfg.Extra, "-machine", "q35", "-device", "virtio-net-pci,netdev=n0,romfile=,bootindex=1")
+			cfg.Extra = append(cfg.Extra, "-device", "virtio-net-pci,netdev=n0,romfile=,bootindex=1")
 		} else {
 			cfg.Extra = append(cfg.Extra, "-device", "virtio-net-pci,netdev=n0", "-boot", "n")
 		}
@@ -362,23 +362,26 @@ func TestAgentPXE(t *testing.T) {
 // ovmf is Debian's OVMF build with its code and variables in one file.
 const ovmf = "/usr/share/ovmf/OVMF.fd"
 
-// M2, as far as it goes with a source captured on SeaBIOS: a UEFI target
-// boots by UEFI PXE (OVMF's own PXE client, ipxe.efi over dnsmasq's TFTP,
-// the script over HTTP) into the agent, which refuses the BIOS image by
-// name before writing anything.
-func TestAgentPXEUEFIRefusesBIOSImage(t *testing.T) {
+// M2: M1 on UEFI. The target boots by UEFI PXE (OVMF's own PXE client,
+// ipxe.efi over dnsmasq's TFTP, the script over HTTP) into the agent,
+// which restores the server captured on OVMF (twice the RAM: stage 2
+// fetches the agent kernel from the tree). A BIOS-captured image on a
+// UEFI machine is refused by name: M4.
+func TestAgentPXEUEFI(t *testing.T) {
 	agentCaseParallel(t)
 	if _, err := os.Stat(ovmf); err != nil {
 		t.Fatalf("OVMF: %v (install ovmf)", err)
 	}
-	refusal(t, agentCase{name: "m2-uefi", pxe: true, uefi: true},
-		regexp.MustCompile(`FIRMWARE: the image was captured on a machine booted by BIOS, this machine booted by UEFI`))
+	c := needCapturedSuite(t, "trixie-uefi")
+	at := agentResume(t, agentCase{name: "m2-uefi", pxe: true, uefi: true, c: c, memMB: 1024})
 	for file, want := range map[string]string{"m2-uefi-proxy.log": "PXEClient:Arch:00007", "m2-uefi-serve.log": "GET /boot.ipxe 200"} {
 		b, _ := os.ReadFile(filepath.Join(logDir, file))
 		if !strings.Contains(string(b), want) {
 			t.Errorf("%s lacks %q: not booted by UEFI PXE", file, want)
 		}
 	}
+	checkResumed(t, at.vm, c.h)
+	fsckRoot(t, at.target)
 }
 
 // otherMachine is E3's target: twice the RAM, two vCPUs, an e1000 NIC in
@@ -443,6 +446,23 @@ func testOtherMachine(t *testing.T, ac agentCase) {
 // and restores; the server resumes with its EFI runtime.
 func TestAgentUEFIBiggerMachine(t *testing.T) {
 	testUEFIBigger(t, agentCase{name: "u1-uefi", uefi: true, memMB: 1024})
+}
+
+// U0: UEFI, the same machine: the agent kernel, booted by OVMF, restores
+// the image itself through /dev/snapshot when the memory maps agree.
+func TestAgentUEFISameMachine(t *testing.T) {
+	agentCaseParallel(t)
+	if _, err := os.Stat(ovmf); err != nil {
+		t.Fatalf("OVMF: %v (install ovmf)", err)
+	}
+	c := needCapturedSuite(t, "trixie-uefi")
+	at := agentResume(t, agentCase{name: "u0-uefi", c: c, uefi: true})
+	con := at.vm.Console()
+	if strings.Contains(con, "rebooting into stage 2") || !strings.Contains(con, "memory image → /dev/snapshot") {
+		t.Error("the agent did not restore directly, without a second stage")
+	}
+	checkResumed(t, at.vm, c.h)
+	fsckRoot(t, at.target)
 }
 
 // U2: U1 on the kexec path: stage 2 boots the image kernel (as from a
