@@ -203,10 +203,7 @@ func runMediaUSB(args []string) error {
 	if len(consoles) == 0 {
 		consoles = []string{"ttyS0,115200", "tty0"}
 	}
-	var common []string
-	for _, c := range consoles {
-		common = append(common, "console="+c)
-	}
+	common := consoles2args(consoles)
 	if *pubPath != "" {
 		k, err := bundle.LoadPublicKey(*pubPath)
 		if err != nil {
@@ -297,6 +294,7 @@ func listFlag(fs *flag.FlagSet, name, usage string) *[]string {
 	return &l
 }
 
+// consoles2args is a console= argument for each console, in order.
 func consoles2args(cs []string) []string {
 	var out []string
 	for _, c := range cs {
