@@ -122,17 +122,9 @@ func (r *run) stickLog(outcome string) {
 // openLocal opens a file:PATH, or PATH.000, PATH.001, … when PATH is
 // absent (a bundle split to fit a FAT filesystem).
 func openLocal(path string) (Blob, error) {
-	f, err := os.Open(path)
-	if err == nil {
-		st, err := f.Stat()
-		if err != nil {
-			f.Close()
-			return nil, err
-		}
-		return fileBlob{f, st.Size()}, nil
-	}
+	b, err := openFile(path)
 	if !os.IsNotExist(err) {
-		return nil, err
+		return b, err
 	}
 	parts, perr := openParts(path)
 	if perr != nil {

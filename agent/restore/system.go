@@ -66,7 +66,12 @@ func (Files) Open(ctx context.Context, ref string, opt httpra.Options) (Blob, er
 	if path, ok := strings.CutPrefix(ref, bootparam.SchemeFile); ok {
 		return openLocal(path)
 	}
-	f, err := os.Open(ref)
+	return openFile(ref)
+}
+
+// openFile opens a local file as a Blob.
+func openFile(path string) (Blob, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}

@@ -92,6 +92,20 @@ func readStick(t *testing.T, img string) stickState {
 	return st
 }
 
+// stickLogsAfter reads the stick again, fails unless it is before plus n
+// logs, and returns the logs.
+func stickLogsAfter(t *testing.T, img string, before stickState, n int) map[string]string {
+	t.Helper()
+	after := readStick(t, img)
+	logs := after.logs
+	after.logs = nil
+	sameStick(t, before, after)
+	if len(logs) != n {
+		t.Fatalf("logs on the stick: %v, want %d", keys(logs), n)
+	}
+	return logs
+}
+
 // sameStick fails unless after is before plus logs.
 func sameStick(t *testing.T, before, after stickState) {
 	t.Helper()
@@ -195,14 +209,8 @@ func testUSBOffline(t *testing.T, name string, c *capturedServer, uefi bool) {
 	vm.Kill()
 	fsckRoot(t, target)
 
-	after := readStick(t, img)
-	logs := after.logs
-	after.logs = nil
-	sameStick(t, before, after)
 	// stage 1's, then stage 2's
-	if len(logs) != 2 {
-		t.Fatalf("logs on the stick: %v", keys(logs))
-	}
+	logs := stickLogsAfter(t, img, before, 2)
 	for name, text := range logs {
 		if strings.HasSuffix(name, "-server-stage1.log") {
 			if !strings.Contains(text, "[ ok ] write") {
@@ -258,13 +266,7 @@ func TestAgentUSBStickAsTarget(t *testing.T) {
 	if [2][32]byte{fileHash(t, target), fileHash(t, blank)} != disks {
 		t.Error("a target disk changed although the agent refused")
 	}
-	after := readStick(t, img)
-	logs := after.logs
-	after.logs = nil
-	sameStick(t, before, after)
-	if len(logs) != 1 {
-		t.Fatalf("logs on the stick: %v", keys(logs))
-	}
+	logs := stickLogsAfter(t, img, before, 1)
 	for name, text := range logs {
 		if !strings.Contains(text, "REFUSED") || !strings.Contains(text, "MEDIUM") {
 			t.Errorf("log %s:\n%s", name, text)
