@@ -2,6 +2,7 @@ package restore
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -107,6 +108,25 @@ func TestRefusals(t *testing.T) {
 		{name: "truncated", b: f.bundle[:len(f.bundle)-100], check: plan.CheckImage},
 		{name: "encrypted to another", b: encrypted, check: plan.CheckIdentity, cfg: func(c Config) Config {
 			c.Trust.Keys = []NamedKey{{priv.Public().(minisign.PublicKey), "k"}}
+			return c
+		}},
+		{name: "identity over https, another recipient's", b: encrypted, check: plan.CheckIdentity, cfg: func(c Config) Config {
+			c.Trust.Keys = []NamedKey{{priv.Public().(minisign.PublicKey), "k"}}
+			c.Cmdline += " thaw.identity=https://store/other.identity"
+			return c
+		}, env: func(e *testEnv) { e.store.files["https://store/other.identity"] = []byte(f.id.String() + "\n") }},
+		{name: "identity not there", b: encrypted, check: plan.CheckIdentity, cfg: func(c Config) Config {
+			c.Trust.Keys = []NamedKey{{priv.Public().(minisign.PublicKey), "k"}}
+			c.Cmdline += " thaw.identity=https://store/missing.identity"
+			return c
+		}},
+		{name: "identity not an identity", b: encrypted, check: plan.CheckIdentity, cfg: func(c Config) Config {
+			c.Trust.Keys = []NamedKey{{priv.Public().(minisign.PublicKey), "k"}}
+			c.Cmdline += " thaw.identity=https://store/x.identity"
+			return c
+		}, env: func(e *testEnv) { e.store.files["https://store/x.identity"] = []byte("hello\n") }},
+		{name: "identity over plain http", b: encrypted, check: plan.CheckParams, cfg: func(c Config) Config {
+			c.Cmdline += " thaw.identity=http://store/r.identity"
 			return c
 		}},
 		{name: "no disk stream", b: noStream, check: plan.CheckImage, cfg: func(c Config) Config {
@@ -496,5 +516,35 @@ func TestStage2Kernel(t *testing.T) {
 				t.Fatalf("err %v, loaded %+v: want stage 2 booted with the fetched kernel", err, e.kx.loaded)
 			}
 		})
+	}
+}
+
+// TestIdentityFetched: an agent with no identity built in decrypts the
+// bundle with the one thaw.identity= names, and the identity appears in
+// none of its output.
+func TestIdentityFetched(t *testing.T) {
+	f := loadFixture(t)
+	_, priv, _ := minisign.GenerateKey(nil)
+	rcp, _ := age.GenerateX25519Identity()
+	encrypted := writeBundle(t, &priv, f.src, map[string][]byte{"memory": f.mem, "disk0": f.disk}, []*age.X25519Recipient{rcp.Recipient()})
+	e := newEnv(t, f, encrypted)
+	e.store.files["https://store/keys/web1.identity"] = []byte("# created by thaw keygen\n" + rcp.String() + "\n")
+	cfg := agentConfig(f, "thaw.disk=vda thaw.identity=https://store/keys/web1.identity")
+	cfg.Trust = Trust{Keys: []NamedKey{{priv.Public().(minisign.PublicKey), "k"}}, Pinned: true}
+	var out bytes.Buffer
+	st, err := Run(context.Background(), e.Env, NewJSONReporter(&out), cfg)
+	st.Close()
+	if !errors.Is(err, errJumped) {
+		t.Fatalf("err %v, want the jump into the image", err)
+	}
+	if got, _ := os.ReadFile(e.diskPath); !bytes.Equal(got, f.disk) {
+		t.Fatal("the disk differs from the source's")
+	}
+	if !strings.Contains(out.String(), "identity from https://store/keys/web1.identity: 1 key(s)") {
+		t.Errorf("the log does not say where the identity came from:\n%s", out.String())
+	}
+	secret := strings.TrimPrefix(rcp.String(), "AGE-SECRET-KEY-1")
+	if strings.Contains(strings.ToUpper(out.String()), secret) {
+		t.Fatal("the identity is in the agent's output")
 	}
 }

@@ -59,7 +59,8 @@ type memStore struct {
 	mu    sync.Mutex
 	flips map[int64]int
 	reads int
-	refs  []string // every ref opened
+	refs  []string          // every ref opened
+	files map[string][]byte // other files by ref, such as an identity
 }
 
 type memBlob struct{ s *memStore }
@@ -70,6 +71,9 @@ func (s *memStore) Open(_ context.Context, ref string, _ httpra.Options) (Blob, 
 	s.mu.Unlock()
 	if strings.Contains(ref, "missing") {
 		return nil, &httpra.StatusError{Code: 404}
+	}
+	if b, ok := s.files[ref]; ok {
+		return memBlob{&memStore{b: b}}, nil
 	}
 	return memBlob{s}, nil
 }
@@ -301,7 +305,7 @@ func newEnv(t *testing.T, f *fixture, b []byte) *testEnv {
 	dir := t.TempDir()
 	target := sourceManifest()
 	target.Kind, target.Image = "probe", nil
-	e := &testEnv{dir: dir, store: &memStore{b: b, flips: map[int64]int{}}, snap: &fakeSnapshot{}, kx: &fakeKexec{}, s2: &fakeStage2{},
+	e := &testEnv{dir: dir, store: &memStore{b: b, flips: map[int64]int{}, files: map[string][]byte{}}, snap: &fakeSnapshot{}, kx: &fakeKexec{}, s2: &fakeStage2{},
 		drivers: &fakeDrivers{}, disks: &fakeDisks{dir: dir}, target: target, hasData: map[string]bool{}, diskPath: filepath.Join(dir, "vda")}
 	if err := os.WriteFile(e.diskPath, nil, 0o644); err != nil {
 		t.Fatal(err)

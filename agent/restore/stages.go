@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"filippo.io/age"
 	"github.com/thawlinux/thaw/agent/plan"
 	"github.com/thawlinux/thaw/images/bundle"
 	"github.com/thawlinux/thaw/images/manifest"
@@ -172,9 +173,17 @@ func signature(ctx context.Context, r *run) error {
 		return r.refuse("not the bundle asked for", plan.CheckPin, err.Error(), "give the URL of the bundle you mean, or its current digest after #sha256= (thaw inspect shows it)")
 	}
 	if br.Encrypted() {
-		if err := br.Unlock(st.Trust.Identities...); err != nil {
+		ids := st.Trust.Identities
+		if st.Params != nil && st.Params.Identity != "" {
+			fetched, err := r.fetchIdentity(ctx, st.Params.Identity)
+			if err != nil {
+				return err
+			}
+			ids = append(fetched, ids...)
+		}
+		if err := br.Unlock(ids...); err != nil {
 			return r.refuse("the image cannot be decrypted here", plan.CheckIdentity, err.Error(),
-				"give the identity of one of the bundle's recipients (--identity FILE; for the agent: mkinitramfs -identity FILE)")
+				"give the identity of one of the bundle's recipients (--identity FILE; for the agent: mkinitramfs -identity FILE, or thaw.identity=https://…)")
 		}
 		r.logf("bundle encrypted to %s: decrypted with the identity given", strings.Join(br.Recipients(), ", "))
 	} else {
@@ -185,6 +194,37 @@ func signature(ctx context.Context, r *run) error {
 	r.logf("bundle: %s, kernel %s, %d disk(s), %d MiB of memory image", m.Kind, m.Kernel.Release, len(m.Disks), imageBytes(br)>>20)
 	r.rep.Done(by)
 	return nil
+}
+
+// maxIdentity bounds what is read from thaw.identity=: an age identity
+// file is a few hundred bytes.
+const maxIdentity = 64 << 10
+
+// fetchIdentity reads the age identities at ref (thaw.identity=: https://
+// with the store's token, or a file on the stick). The bytes are parsed in
+// memory and never logged.
+func (r *run) fetchIdentity(ctx context.Context, ref string) ([]age.Identity, error) {
+	ref = stickRef(ref)
+	fix := "check thaw.identity= (the file thaw keygen --recipient wrote as PREFIX.identity, served over https with the read token, or on the stick)"
+	blob, err := r.env.Store.Open(ctx, ref, httpra.Options{Token: r.st.Token, Logf: r.logf, Retries: r.st.Retries, MinRate: r.st.MinRate, Deadline: 5 * time.Minute})
+	if err != nil {
+		return nil, r.refuse("the identity cannot be read", plan.CheckIdentity, fmt.Sprintf("thaw.identity=%s: %v", ref, err), fix)
+	}
+	defer blob.Close()
+	if blob.Size() > maxIdentity {
+		return nil, r.refuse("the identity cannot be read", plan.CheckIdentity, fmt.Sprintf("thaw.identity=%s: %d bytes, more than an identity file (%d at most)", ref, blob.Size(), maxIdentity), fix)
+	}
+	buf := make([]byte, blob.Size())
+	if _, err := blob.ReadAt(buf, 0); err != nil && !errors.Is(err, io.EOF) {
+		return nil, r.refuse("the identity cannot be read", plan.CheckIdentity, fmt.Sprintf("thaw.identity=%s: %v", ref, err), fix)
+	}
+	defer clear(buf)
+	ids, err := age.ParseIdentities(bytes.NewReader(buf))
+	if err != nil {
+		return nil, r.refuse("the identity cannot be read", plan.CheckIdentity, fmt.Sprintf("thaw.identity=%s: not an age identity file: %v", ref, err), fix)
+	}
+	r.logf("identity from %s: %d key(s)", ref, len(ids))
+	return ids, nil
 }
 
 // openError turns a failure to open the bundle into a refusal (its bytes

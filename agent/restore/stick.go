@@ -23,12 +23,13 @@ const (
 // disks appear some seconds after their controller's driver loads.
 const stickWait = 30 * time.Second
 
-// needsStick: thaw.image= or thaw.kernel= names a file on the stick.
+// needsStick: thaw.image=, thaw.kernel= or thaw.identity= names a file on
+// the stick.
 func needsStick(r *run) bool {
 	if r.st.Mode != Agent || r.st.Params == nil {
 		return false
 	}
-	for _, ref := range []string{r.st.Params.Image, r.st.Params.Kernel} {
+	for _, ref := range []string{r.st.Params.Image, r.st.Params.Kernel, r.st.Params.Identity} {
 		if strings.HasPrefix(ref, bootparam.SchemeUSB) ||
 			strings.HasPrefix(ref, bootparam.SchemeFile+StickDir+"/") || strings.HasPrefix(ref, bootparam.SchemeFile+StickESPDir+"/") {
 			return true
@@ -75,7 +76,8 @@ func needsNet(p *bootparam.Params) bool {
 	if p == nil {
 		return true
 	}
-	return !bootparam.IsLocal(p.Image) || p.Log != "" || (p.Kernel != "" && !bootparam.IsLocal(p.Kernel))
+	return !bootparam.IsLocal(p.Image) || p.Log != "" || (p.Kernel != "" && !bootparam.IsLocal(p.Kernel)) ||
+		(p.Identity != "" && !bootparam.IsLocal(p.Identity))
 }
 
 // StickLogName is the name of the log file for outcome ("refused",

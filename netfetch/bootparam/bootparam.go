@@ -19,6 +19,7 @@ const (
 	keyDisk     = "thaw.disk"
 	keyArea     = "thaw.area"
 	keyToken    = "thaw.token"
+	keyIdentity = "thaw.identity"
 	keyLog      = "thaw.log"
 	keyResume   = "thaw.resume"
 	keyInsecure = "thaw.insecure"
@@ -33,7 +34,7 @@ const (
 	keyRescue   = "thaw.rescue"
 )
 
-var keys = []string{keyImage, keyPubKey, keyDisk, keyArea, keyToken, keyLog, keyResume, keyInsecure, keyStage, keyIface, keyRetries, keyMinRate, keyDeadline, keyVerify, keyKernel, keyDryRun, keyRescue}
+var keys = []string{keyImage, keyPubKey, keyDisk, keyArea, keyToken, keyLog, keyResume, keyInsecure, keyStage, keyIface, keyRetries, keyMinRate, keyDeadline, keyVerify, keyKernel, keyDryRun, keyRescue, keyIdentity}
 
 // Resume modes for thaw.resume.
 const (
@@ -110,6 +111,11 @@ type Params struct {
 	// Rescue: the agent prints how to run it by hand and exits, and the
 	// rescue shell starts (thaw.rescue; a stick's "rescue" entry).
 	Rescue bool `json:"rescue,omitempty"`
+	// Identity is where the agent gets the age identity that decrypts
+	// the bundle, beside those built into it (thaw.identity): an https://
+	// URL of the store (with thaw.token), usb:NAME on the stick or
+	// file:/PATH. Never plain http: the identity is a secret.
+	Identity string `json:"identity,omitempty"`
 
 	// Warnings are things worth telling the operator that did not stop
 	// the parse: a parameter given twice, thaw.* arguments after "--",
@@ -346,6 +352,11 @@ func (p *Params) set(a Arg) *Error {
 			return invalid(k, v, "no #sha256= digest: the agent boots only a kernel it can check", k+"="+v+"#sha256=DIGEST (sha256sum of the agent's vmlinuz)")
 		}
 		p.Kernel = v
+	case keyIdentity:
+		if e := checkIdentity(v); e != nil {
+			return e
+		}
+		p.Identity = v
 	case keyVerify:
 		if v != VerifyFirst && v != VerifyStream && v != "auto" {
 			return invalid(k, v, "not first or stream", "thaw.verify=first (every chunk checked before the first write) or thaw.verify=stream (each chunk checked as it is written), or leave it out: first when a target disk holds data")
@@ -420,6 +431,8 @@ func (p *Params) clear(k string) {
 		p.Verify = ""
 	case keyKernel:
 		p.Kernel = ""
+	case keyIdentity:
+		p.Identity = ""
 	}
 }
 
@@ -453,6 +466,8 @@ func placeholder(k string) string {
 		return "first"
 	case keyKernel:
 		return "http://HOST:PORT/boot/vmlinuz#sha256=DIGEST"
+	case keyIdentity:
+		return "https://HOST:PORT/NAME.identity"
 	case keyDryRun, keyRescue:
 		return "1"
 	}
@@ -513,6 +528,10 @@ func (p *Params) Validate(agent bool) error {
 	if p.Kernel != "" {
 		add(checkChars(keyKernel, p.Kernel))
 		add(checkRef(keyKernel, p.Kernel))
+	}
+	if p.Identity != "" {
+		add(checkChars(keyIdentity, p.Identity))
+		add(checkIdentity(p.Identity))
 	}
 	add(checkResume(p.Resume))
 	add(checkStage(p.Stage))
@@ -580,6 +599,16 @@ func checkRef(k, v string) *Error {
 		return checkPin(k, v)
 	}
 	return checkURL(k, v)
+}
+
+// checkIdentity accepts where an identity may come from: https://, usb:
+// or file:, never plain http (it would cross the network in clear).
+func checkIdentity(v string) *Error {
+	if strings.HasPrefix(strings.ToLower(v), "http://") {
+		return invalid(keyIdentity, v, "an identity is a secret: over plain http it would cross the network in clear",
+			keyIdentity+"=https://… (thaw serve --tls-cert), usb:NAME on the stick, or bake it into the agent (mkinitramfs -identity FILE)")
+	}
+	return checkRef(keyIdentity, v)
 }
 
 // StickName reports whether n may name a file in thaw.image=usb:NAME:
@@ -764,6 +793,7 @@ func (p *Params) Args() []string {
 		add(keyVerify, p.Verify)
 	}
 	add(keyKernel, p.Kernel)
+	add(keyIdentity, p.Identity)
 	if p.DryRun {
 		add(keyDryRun, "1")
 	}

@@ -46,6 +46,8 @@ func TestParse(t *testing.T) {
 		{name: "stage 1", in: "thaw.stage=1", want: Params{Stage: 1}},
 		{name: "stick image", in: "thaw.image=usb:web1.thaw thaw.kernel=file:/run/thaw/stick-esp/thaw/vmlinuz#sha256=" + strings.Repeat("ab", 32),
 			want: Params{Image: "usb:web1.thaw", Kernel: "file:/run/thaw/stick-esp/thaw/vmlinuz#sha256=" + strings.Repeat("ab", 32)}},
+		{name: "identity https", in: "thaw.identity=https://h:8443/keys/web1.identity", want: Params{Identity: "https://h:8443/keys/web1.identity"}},
+		{name: "identity stick", in: "thaw.identity=usb:web1.identity", want: Params{Identity: "usb:web1.identity"}},
 		{name: "file image pinned", in: "thaw.image=file:/mnt/b.thaw#sha256=" + strings.Repeat("0f", 32), want: Params{Image: "file:/mnt/b.thaw#sha256=" + strings.Repeat("0f", 32)}},
 		{name: "empty values are absent", in: "thaw.image= thaw.pubkey= thaw.token= thaw.log= thaw.area= thaw.disk= thaw.resume= thaw.insecure= thaw.stage= thaw.iface="},
 		{
@@ -139,6 +141,8 @@ func TestParseErrors(t *testing.T) {
 		{"usb empty", "thaw.image=usb:", ErrInvalid, []string{"usb: takes the name"}},
 		{"usb dot", "thaw.image=usb:.hidden", ErrInvalid, []string{"not starting with '.'"}},
 		{"usb pin", "thaw.image=usb:a.thaw#sha256=12", ErrInvalid, []string{"64 hex digits"}},
+		{"identity http", "thaw.identity=http://h/k.identity", ErrInvalid, []string{"cross the network in clear", "thaw.identity=https://"}},
+		{"identity HTTP", "thaw.identity=HTTP://h/k.identity", ErrInvalid, []string{"in clear"}},
 		{"file relative", "thaw.image=file:b.thaw", ErrInvalid, []string{"absolute path"}},
 		{"file dotdot", "thaw.kernel=file:/run/../etc/x#sha256=" + strings.Repeat("ab", 32), ErrInvalid, []string{"without .."}},
 		{"no host", "thaw.log=http:///log/x", ErrInvalid, []string{"thaw.log=http:///log/x", "no host"}},

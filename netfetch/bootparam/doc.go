@@ -69,6 +69,15 @@
 //	read bundles and post logs. The parsed value is never printed: errors
 //	and [Params.String] hide it.
 //
+// thaw.identity=https://HOST:PORT/PATH | usb:NAME | file:/PATH
+//
+//	Where the agent gets an age identity (the secret half of a thaw keygen
+//	--recipient pair) that decrypts the bundle, beside the identities built
+//	into the agent: from the store over https (with thaw.token), from the
+//	stick's data partition, or from a file. Plain http:// is refused: the
+//	identity decrypts the server's RAM. Optional.
+//	Example: thaw.identity=https://store.example:8443/keys/web1.identity
+//
 // thaw.log=URL
 //
 //	Where the agent POSTs its log lines (`thaw serve` collects them under
