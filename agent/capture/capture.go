@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bufio"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -40,8 +41,11 @@ import (
 
 // Options say what to capture and where to.
 type Options struct {
-	To    string // a file path or an http:// URL
+	To    string // a file path or an http:// or https:// URL
 	Token string // bearer token for the URL
+	// Roots are the CAs an https:// To is checked against; nil: the
+	// system's.
+	Roots *x509.CertPool
 	Key   minisign.PrivateKey
 	// Recipients encrypt the bundle's chunks (age X25519); none writes
 	// them in plaintext.
@@ -406,7 +410,14 @@ func (c *capture) open() error {
 	}
 	var err error
 	if strings.HasPrefix(c.o.To, "http://") || strings.HasPrefix(c.o.To, "https://") {
-		c.out, err = openHTTPSink(c.o.To, c.o.Token, c.o.Stall)
+		var hs *httpSink
+		hs, err = openHTTPSink(c.o.To, SinkOptions{Token: c.o.Token, Roots: c.o.Roots, Stall: c.o.Stall})
+		if err == nil {
+			c.out = hs
+			if !hs.TLS() {
+				c.logf("warning: %s is plain http: the bundle is encrypted (unless --plaintext), but the token crosses the network in clear; use https:// (thaw serve --tls-cert) or a one-use token (thaw grant)", c.o.To)
+			}
+		}
 	} else {
 		if err := outsideCaptured(c.o.To, m); err != nil {
 			return err

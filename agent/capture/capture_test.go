@@ -2,10 +2,13 @@ package capture
 
 import (
 	"bytes"
+	"crypto/x509"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,62 +21,96 @@ import (
 )
 
 // TestHTTPSink: the raw-socket chunked PUT that capture uses while the
-// machine is frozen lands a bundle in thaw serve's store that verifies; a
-// wrong token is reported with the server's answer.
+// machine is frozen lands a bundle in thaw serve's store that verifies,
+// over plain http and over TLS on the same raw socket; a wrong token and
+// an unknown CA are reported.
 func TestHTTPSink(t *testing.T) {
-	dir := t.TempDir()
-	st, err := store.New(dir, store.Options{Token: "tok"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(st)
-	defer srv.Close()
-	pub, key, _ := minisign.GenerateKey(nil)
+	for _, tc := range []struct {
+		name string
+		tls  bool
+	}{{"http", false}, {"https", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			st, err := store.New(dir, store.Options{Token: "tok"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var seenTLS atomic.Bool
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				seenTLS.Store(r.TLS != nil)
+				st.ServeHTTP(w, r)
+			})
+			srv := httptest.NewUnstartedServer(h)
+			var roots *x509.CertPool
+			if tc.tls {
+				srv.StartTLS()
+				roots = x509.NewCertPool()
+				roots.AddCert(srv.Certificate())
+			} else {
+				srv.Start()
+			}
+			defer srv.Close()
+			pub, key, _ := minisign.GenerateKey(nil)
+			o := SinkOptions{Token: "tok", Roots: roots, Stall: 5 * time.Second}
+			s, err := openHTTPSink(srv.URL+"/sub/b.thaw", o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.TLS() != tc.tls {
+				t.Fatalf("TLS %v", s.TLS())
+			}
+			bw, err := bundle.NewWriter(s, bundle.WriterOptions{ChunkSize: 8192})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sw, _ := bw.Stream("memory", bundle.KindMemory)
+			data := bytes.Repeat([]byte("page of memory "), 50000)
+			sw.Write(data)
+			sw.Close()
+			if _, err := bw.Finish(&manifest.Manifest{Version: manifest.Version, Kind: "capture"}, &key); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Finish(); err != nil {
+				t.Fatalf("finish: %v", err)
+			}
+			s.Close()
+			if seenTLS.Load() != tc.tls {
+				t.Fatalf("the server saw TLS %v", seenTLS.Load())
+			}
+			f, err := os.Open(filepath.Join(dir, "sub", "b.thaw"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			fi, _ := f.Stat()
+			br, err := bundle.Open(f, fi.Size(), &pub)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := br.Verify(nil); err != nil {
+				t.Fatal(err)
+			}
 
-	s, err := openHTTPSink(srv.URL+"/sub/b.thaw", "tok", 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
+			o.Token = "wrong"
+			bad, err := openHTTPSink(srv.URL+"/c.thaw", o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer bad.Close()
+			bad.Write([]byte("x"))
+			if err := bad.Finish(); err == nil || !strings.Contains(err.Error(), "401") {
+				t.Fatalf("wrong token: %v", err)
+			}
+			if tc.tls {
+				o.Roots = x509.NewCertPool()
+				if _, err := openHTTPSink(srv.URL+"/d.thaw", o); err == nil || !strings.Contains(err.Error(), "--ca-file") {
+					t.Fatalf("unknown CA: %v", err)
+				}
+			}
+		})
 	}
-	bw, err := bundle.NewWriter(s, bundle.WriterOptions{ChunkSize: 8192})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sw, _ := bw.Stream("memory", bundle.KindMemory)
-	data := bytes.Repeat([]byte("page of memory "), 5000)
-	sw.Write(data)
-	sw.Close()
-	if _, err := bw.Finish(&manifest.Manifest{Version: manifest.Version, Kind: "capture"}, &key); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Finish(); err != nil {
-		t.Fatalf("finish: %v", err)
-	}
-	s.Close()
-	f, err := os.Open(filepath.Join(dir, "sub", "b.thaw"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	fi, _ := f.Stat()
-	br, err := bundle.Open(f, fi.Size(), &pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := br.Verify(nil); err != nil {
-		t.Fatal(err)
-	}
-
-	bad, err := openHTTPSink(srv.URL+"/c.thaw", "wrong", 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bad.Close()
-	bad.Write([]byte("x"))
-	if err := bad.Finish(); err == nil || !strings.Contains(err.Error(), "401") {
-		t.Fatalf("wrong token: %v", err)
-	}
-	if _, err := openHTTPSink("https://example.invalid/x", "", time.Second); err == nil || !strings.Contains(err.Error(), "plain http") {
-		t.Fatalf("https: %v", err)
+	if _, err := openHTTPSink("ftp://example.invalid/x", SinkOptions{Stall: time.Second}); err == nil || !strings.Contains(err.Error(), "not an http") {
+		t.Fatalf("ftp: %v", err)
 	}
 }
 

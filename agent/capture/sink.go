@@ -2,7 +2,10 @@ package capture
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"strconv"
@@ -92,24 +95,37 @@ func (s *fileSink) Close() {
 }
 
 // httpSink streams an HTTP/1.1 PUT with chunked encoding over a raw TCP
-// socket connected before the freeze.
+// socket connected before the freeze; for https, TLS runs over that
+// socket in this goroutine (crypto/tls starts no goroutine of its own
+// once the handshake, done before the freeze, is over), so the token and
+// the bundle cross the network encrypted even while the machine is
+// frozen.
 type httpSink struct {
-	fd    int
+	raw   *fdConn
+	conn  io.ReadWriter // raw, or TLS over raw
+	tls   *tls.Conn
 	url   string
 	stall time.Duration
 }
 
-func openHTTPSink(rawURL, token string, stall time.Duration) (*httpSink, error) {
+// SinkOptions say how the capture reaches thaw serve.
+type SinkOptions struct {
+	Token string         // bearer token
+	Roots *x509.CertPool // CAs for https; nil: the system's
+	Stall time.Duration  // longest wait for the network
+}
+
+func openHTTPSink(rawURL string, o SinkOptions) (*httpSink, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, err
 	}
-	if u.Scheme != "http" {
-		return nil, fmt.Errorf("%s: capture streams over plain http only (nothing can do TLS while the machine is frozen); use a trusted network, or --to a file", rawURL)
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("%s: not an http:// or https:// URL", rawURL)
 	}
 	host, port := u.Hostname(), u.Port()
 	if port == "" {
-		port = "80"
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
 	}
 	ips, err := net.LookupIP(host)
 	if err != nil {
@@ -132,8 +148,9 @@ func openHTTPSink(rawURL, token string, stall time.Duration) (*httpSink, error) 
 	if err != nil {
 		return nil, err
 	}
-	s := &httpSink{fd: fd, url: rawURL, stall: stall}
-	tv := syscall.NsecToTimeval(int64(stall))
+	raw := &fdConn{fd: fd, url: rawURL, stall: o.Stall}
+	s := &httpSink{raw: raw, conn: raw, url: rawURL, stall: o.Stall}
+	tv := syscall.NsecToTimeval(int64(o.Stall))
 	syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_SNDTIMEO, &tv)
 	syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv)
 	sa := &syscall.SockaddrInet4{Port: pn}
@@ -142,10 +159,20 @@ func openHTTPSink(rawURL, token string, stall time.Duration) (*httpSink, error) 
 		syscall.Close(fd)
 		return nil, fmt.Errorf("connect to %s (%s:%d): %w", u.Host, ip4, pn, err)
 	}
+	raw.local, _ = syscall.Getsockname(fd)
+	raw.remote = sa
+	if u.Scheme == "https" {
+		s.tls = tls.Client(raw, &tls.Config{ServerName: host, RootCAs: o.Roots, MinVersion: tls.VersionTLS12})
+		if err := s.tls.Handshake(); err != nil {
+			syscall.Close(fd)
+			return nil, fmt.Errorf("TLS with %s: %w (give the store's CA with --ca-file)", u.Host, err)
+		}
+		s.conn = s.tls
+	}
 	var req strings.Builder
 	fmt.Fprintf(&req, "PUT %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: thaw-capture\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n", u.RequestURI(), u.Host)
-	if token != "" {
-		fmt.Fprintf(&req, "Authorization: Bearer %s\r\n", token)
+	if o.Token != "" {
+		fmt.Fprintf(&req, "Authorization: Bearer %s\r\n", o.Token)
 	}
 	req.WriteString("\r\n")
 	if err := s.send([]byte(req.String())); err != nil {
@@ -155,20 +182,12 @@ func openHTTPSink(rawURL, token string, stall time.Duration) (*httpSink, error) 
 	return s, nil
 }
 
+// TLS reports whether the upload is encrypted in transit.
+func (s *httpSink) TLS() bool { return s.tls != nil }
+
 func (s *httpSink) send(p []byte) error {
-	for len(p) > 0 {
-		n, _, e := syscall.Syscall6(syscall.SYS_SENDTO, uintptr(s.fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), syscall.MSG_NOSIGNAL, 0, 0)
-		switch e {
-		case 0:
-			p = p[n:]
-		case syscall.EINTR:
-		case syscall.EAGAIN:
-			return fmt.Errorf("upload to %s: no progress for %v: the server stalled", s.url, s.stall)
-		default:
-			return fmt.Errorf("upload to %s: %w", s.url, e)
-		}
-	}
-	return nil
+	_, err := s.conn.Write(p)
+	return err
 }
 
 func (s *httpSink) Write(p []byte) (int, error) {
@@ -195,17 +214,14 @@ func (s *httpSink) Finish() error {
 	var resp []byte
 	buf := make([]byte, 1024)
 	for !bytes.Contains(resp, []byte("\r\n\r\n")) && len(resp) < 16384 {
-		n, err := syscall.Read(s.fd, buf)
-		if err == syscall.EINTR {
-			continue
+		n, err := s.conn.Read(buf)
+		resp = append(resp, buf[:n]...)
+		if err == io.EOF || n == 0 && err == nil {
+			break
 		}
 		if err != nil {
 			return fmt.Errorf("upload to %s: no answer from the server: %w", s.url, err)
 		}
-		if n == 0 {
-			break
-		}
-		resp = append(resp, buf[:n]...)
 	}
 	line, _, _ := bytes.Cut(resp, []byte("\r\n"))
 	f := strings.Fields(string(line))
@@ -215,4 +231,62 @@ func (s *httpSink) Finish() error {
 	return nil
 }
 
-func (s *httpSink) Close() { syscall.Close(s.fd) }
+func (s *httpSink) Close() { syscall.Close(s.raw.fd) }
+
+// fdConn is a net.Conn on a blocking socket through raw system calls: no
+// netpoller, whose other threads are frozen with the machine. Deadlines
+// are the socket's send and receive timeouts, set once.
+type fdConn struct {
+	fd            int
+	url           string
+	stall         time.Duration
+	local, remote syscall.Sockaddr
+}
+
+func (c *fdConn) Write(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		k, _, e := syscall.Syscall6(syscall.SYS_SENDTO, uintptr(c.fd), uintptr(unsafe.Pointer(&p[n])), uintptr(len(p)-n), syscall.MSG_NOSIGNAL, 0, 0)
+		switch e {
+		case 0:
+			n += int(k)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return n, fmt.Errorf("upload to %s: no progress for %v: the server stalled", c.url, c.stall)
+		default:
+			return n, fmt.Errorf("upload to %s: %w", c.url, e)
+		}
+	}
+	return n, nil
+}
+
+func (c *fdConn) Read(p []byte) (int, error) {
+	for {
+		n, err := syscall.Read(c.fd, p)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return 0, fmt.Errorf("%s: no answer for %v", c.url, c.stall)
+		case err != nil:
+			return 0, err
+		case n == 0 && len(p) > 0:
+			return 0, io.EOF
+		}
+		return n, nil
+	}
+}
+
+func (c *fdConn) Close() error                     { return syscall.Close(c.fd) }
+func (c *fdConn) LocalAddr() net.Addr              { return sockAddr(c.local) }
+func (c *fdConn) RemoteAddr() net.Addr             { return sockAddr(c.remote) }
+func (c *fdConn) SetDeadline(time.Time) error      { return nil }
+func (c *fdConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *fdConn) SetWriteDeadline(time.Time) error { return nil }
+
+func sockAddr(sa syscall.Sockaddr) net.Addr {
+	if a, ok := sa.(*syscall.SockaddrInet4); ok {
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
+	}
+	return &net.TCPAddr{}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -26,7 +27,11 @@ Hibernates this machine into a signed bundle, as root, while it runs:
     then the disks (read while frozen: consistent) into the bundle, signed
     with --key and encrypted to --recipient (age X25519; --plaintext for a
     lab), to a file on a disk that is not captured or by HTTP PUT to
-    thaw serve (plain http, with the bearer token of --token-file)
+    thaw serve with the bearer token of --token-file: over https
+    (thaw serve --tls-cert; the connection and its TLS handshake are made
+    before the freeze, and TLS goes on while the machine is frozen), or
+    plain http, where the token crosses the network in clear: give the
+    source a one-use token for its one bundle then (thaw grant)
   4 power off once the bundle is complete (and, for a URL, acknowledged)
 
 When the bundle is resumed later, this command continues where it froze:
@@ -36,10 +41,11 @@ everything except the freeze.
 `
 
 func runCapture(args []string) error {
-	fs := newFlags("capture", "--to FILE|URL --key FILE --recipient FILE|--plaintext [--token-file FILE] [--disks auto|none|DEV,…] [--dry-run]", captureHelp)
-	to := fs.String("to", "", "where the bundle goes: a file (not on a captured disk) or an http:// URL of thaw serve")
+	fs := newFlags("capture", "--to FILE|URL --key FILE --recipient FILE|--plaintext [--token-file FILE] [--ca-file FILE] [--disks auto|none|DEV,…] [--dry-run]", captureHelp)
+	to := fs.String("to", "", "where the bundle goes: a file (not on a captured disk) or an https:// (or http://) URL of thaw serve")
+	caFile := fs.String("ca-file", "", "PEM file of the CAs that sign thaw serve's certificate, for an https:// --to (default: the system's)")
 	keyPath := fs.String("key", "", "minisign secret key that signs the bundle (THAW_KEY_PASSWORD if encrypted)")
-	tokenFile := fs.String("token-file", "", "bearer token file for an http:// --to")
+	tokenFile := fs.String("token-file", "", "bearer token file for a URL --to: the store's write token, or a one-use token from thaw grant")
 	disks := fs.String("disks", "auto", "auto, none, or a comma-separated list of whole disks (/dev/vda,/dev/vdb)")
 	dry := fs.Bool("dry-run", false, "check and plan everything, reserve the mailbox, but do not freeze")
 	mbox := fs.Int("mailbox-size", 4<<20, "bytes of the mailbox region")
@@ -64,6 +70,10 @@ func runCapture(args []string) error {
 	if err != nil {
 		return err
 	}
+	roots, err := loadRoots(*caFile)
+	if err != nil {
+		return err
+	}
 	m, err := probe.Probe("/")
 	if err != nil {
 		return err
@@ -76,7 +86,7 @@ func runCapture(args []string) error {
 	default:
 		list = strings.Split(*disks, ",")
 	}
-	res, err := capture.Run(capture.Options{To: *to, Token: token, Key: key, Recipients: recipients, Disks: list, MailboxSize: *mbox, DryRun: *dry, Manifest: m,
+	res, err := capture.Run(capture.Options{To: *to, Token: token, Roots: roots, Key: key, Recipients: recipients, Disks: list, MailboxSize: *mbox, DryRun: *dry, Manifest: m,
 		Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, "thaw capture: "+f+"\n", a...) }})
 	if err != nil {
 		return err
@@ -85,4 +95,20 @@ func runCapture(args []string) error {
 		fmt.Printf("resumed from the bundle; %s\n", res.Mailbox)
 	}
 	return nil
+}
+
+// loadRoots reads a PEM file of CA certificates; "" is the system's.
+func loadRoots(path string) (*x509.CertPool, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("--ca-file %s: no PEM certificate in it", path)
+	}
+	return pool, nil
 }

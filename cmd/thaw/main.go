@@ -29,6 +29,7 @@ var commands = map[string]command{
 	"agent":   {"the restore agent (initramfs uinit): netboot, verify, plan, write, resume", runAgent},
 	"restore": {"verify a bundle, write its disks and its resume image, print resume arguments", runRestore},
 	"media":   {"write boot media for the agent: a PXE tree with dnsmasq proxy-DHCP, or a USB stick", runMedia},
+	"grant":   {"get a one-use token from thaw serve that uploads one bundle once (for a capture's --token-file)", runGrant},
 	"prepare": {"make this server movable to another disk controller from its next boot (root and swap behind device-mapper)", runPrepare},
 }
 

@@ -34,13 +34,20 @@ server's whole RAM, so nothing is served without a token:
   GET  /  or /DIR/    a listing of name, size and mtime (JSON with
                       -H 'Accept: application/json' or ?format=json);
                       needs the read token unless the directory is public
-  PUT  /PATH          stores a file; needs the write token (--token-file).
+  PUT  /PATH          stores a file; needs the write token (--token-file),
+                      or a one-use token for PATH (POST /grant/PATH).
                       Directories on the way are created. The file
                       appears whole or not at all: the body goes to
                       DIR/.../.thaw-upload-* first (mode 0600), is synced,
                       then renamed over PATH; an upload that sends
                       nothing for 10 minutes is dropped (thaw capture
                       pauses while the frozen machine makes its image)
+  POST /grant/PATH    issues a one-use token that may PUT PATH once
+                      (?ttl=2h; default 24h, at most 168h); needs the
+                      write token; JSON {token, path, expires}. thaw grant
+                      asks for one. The store keeps its hash in
+                      DIR/.thaw-grants.json and revokes it when its upload
+                      starts
   POST /log/NAME      appends agent log lines to DIR/logs/NAME.log, each
                       stamped with the UTC time and the sender's address;
                       needs the log, read or write token. One machine's

@@ -23,6 +23,12 @@
 //     whole new one, never a part, and an interrupted upload leaves no
 //     target behind. The answer carries the body's SHA-256 in
 //     X-Thaw-Sha256.
+//   - POST /grant/PATH, with the write token, issues a one-use token that
+//     may PUT PATH once before it expires (?ttl=, default a day, at most a
+//     week): JSON {token, path, expires}. The store keeps the tokens'
+//     SHA-256 in .thaw-grants.json (mode 0600) across restarts, and
+//     revokes a token when a PUT with it is accepted; [RequestGrant] is
+//     the client (thaw grant).
 //   - POST /log/NAME appends the body's lines to DIR/logs/NAME.log, each
 //     prefixed with the UTC time and the client's address. It requires
 //     the token when the store has one. The logs are readable with
@@ -30,7 +36,7 @@
 //
 // Paths are confined to the directory with os.Root: ".." segments are
 // refused (400), symbolic links that lead out of the tree are refused
-// (403), and names starting with ".thaw-upload-" (uploads in progress) are
-// neither listed nor served. Every request is logged with its method,
+// (403), and names starting with ".thaw-" (uploads in progress, the grants)
+// are neither listed nor served. Every request is logged with its method,
 // path, status, bytes in and out, and duration.
 package store

@@ -22,7 +22,7 @@ func FuzzResolve(f *testing.F) {
 			t.Fatalf("resolve(%q) = %q", p, name)
 		}
 		for _, seg := range strings.Split(name, "/") {
-			if strings.HasPrefix(seg, tmpPrefix) {
+			if strings.HasPrefix(seg, reservedPrefix) {
 				t.Fatalf("resolve(%q) = %q: a reserved name", p, name)
 			}
 		}

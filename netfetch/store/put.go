@@ -21,11 +21,17 @@ func (s *Store) put(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusForbidden, "this server is read-only: it was started without --token-file, so it takes no uploads")
 		return
 	}
-	if !s.authorized(r, roleWrite) {
-		unauthorized(w, r, roleWrite)
-		return
-	}
 	name, err := resolve(p)
+	// The write token, or a one-use token for this very name (thaw
+	// grant), revoked below once the request is found sound.
+	granted := false
+	if !s.authorized(r, roleWrite) {
+		if err != nil || !s.hasGrant(r, name) {
+			unauthorized(w, r, roleWrite)
+			return
+		}
+		granted = true
+	}
 	if err != nil {
 		fail(w, http.StatusBadRequest, "%s: %v", p, err)
 		return
@@ -40,6 +46,10 @@ func (s *Store) put(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.opt.MaxSize > 0 && r.ContentLength > s.opt.MaxSize {
 		fail(w, http.StatusRequestEntityTooLarge, "%s: %d bytes is more than this server takes (%d bytes, --max-size)", p, r.ContentLength, s.opt.MaxSize)
+		return
+	}
+	if granted && !s.useGrant(r, name) {
+		unauthorized(w, r, roleWrite)
 		return
 	}
 	dir, base := path.Split(name)

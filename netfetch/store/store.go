@@ -25,6 +25,10 @@ const SHA256Header = "X-Thaw-Sha256"
 // tmpPrefix starts the names of uploads in progress.
 const tmpPrefix = ".thaw-upload-"
 
+// reservedPrefix starts the names of the store's own files (uploads in
+// progress, grants): never served, listed or written by a client.
+const reservedPrefix = ".thaw-"
+
 // Options configures a Store.
 type Options struct {
 	// Token is the write token: PUT needs it. It also reads and posts
@@ -72,6 +76,8 @@ type Store struct {
 	tokens   map[[sha256.Size]byte]role
 	logMu    sync.Mutex
 	logTotal int64 // bytes under logs/, held under logMu
+	grantMu  sync.Mutex
+	grants   []grant // one-use upload tokens, held under grantMu
 }
 
 // New opens dir and removes the leftovers of uploads that a previous run
@@ -107,6 +113,7 @@ func New(dir string, opt Options) (*Store, error) {
 		}
 	}
 	s.sweep()
+	s.loadGrants()
 	fs.WalkDir(root.FS(), "logs", func(p string, d fs.DirEntry, err error) error {
 		if err == nil && !d.IsDir() {
 			if fi, err := d.Info(); err == nil {
@@ -165,6 +172,13 @@ func (s *Store) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.postLog(rec, r)
+	case strings.HasPrefix(p, GrantPrefix):
+		if r.Method != http.MethodPost {
+			rec.Header().Set("Allow", "POST")
+			fail(rec, http.StatusMethodNotAllowed, "%s issues one-use upload tokens: POST /grant/NAME with the write token", p)
+			return
+		}
+		s.postGrant(rec, r)
 	case r.Method == http.MethodGet || r.Method == http.MethodHead:
 		s.get(rec, r)
 	case r.Method == http.MethodPut:
@@ -181,7 +195,7 @@ func fail(w http.ResponseWriter, code int, format string, args ...any) {
 
 var (
 	errEscape   = errors.New("the path leaves the served directory")
-	errReserved = errors.New("names starting with " + tmpPrefix + " are reserved for uploads in progress")
+	errReserved = errors.New("names starting with " + reservedPrefix + " are reserved for the store (uploads in progress, grants)")
 )
 
 // resolve maps a URL path to a name for s.root: "." is the top.
@@ -193,7 +207,7 @@ func resolve(p string) (string, error) {
 		switch {
 		case seg == "..":
 			return "", errEscape
-		case strings.HasPrefix(seg, tmpPrefix):
+		case strings.HasPrefix(seg, reservedPrefix):
 			return "", errReserved
 		}
 	}
@@ -335,7 +349,7 @@ func (s *Store) list(w http.ResponseWriter, r *http.Request, name string, d *os.
 		ls.Path = "/" + name + "/"
 	}
 	for _, de := range des {
-		if strings.HasPrefix(de.Name(), tmpPrefix) {
+		if strings.HasPrefix(de.Name(), reservedPrefix) {
 			continue
 		}
 		// Stat through os.Root: a link leading out of the tree is left out.

@@ -165,12 +165,15 @@ func captureServer(t *testing.T, s *harness.Server, name string) (c *capturedSer
 // captureServerWith is captureServer; before runs in the source once its
 // services are up, before the memory pressure and the capture.
 func captureServerWith(t *testing.T, s *harness.Server, name string, before func(*harness.VM)) (c *capturedServer, port int, disk, blank string) {
-	return captureServerOn(t, s, name, "", before)
+	return captureServerOn(t, s, name, "", false, before)
 }
 
 // captureServerOn is captureServerWith on a firmware: "" for SeaBIOS,
-// ovmf for UEFI.
-func captureServerOn(t *testing.T, s *harness.Server, name, firmware string, before func(*harness.VM)) (c *capturedServer, port int, disk, blank string) {
+// ovmf for UEFI. With secure, thaw serve listens with a test CA's
+// certificate and capture uploads over https (--ca-file), TLS going on
+// while the source is frozen; else over plain http, where capture must
+// warn that the token crosses the network in clear.
+func captureServerOn(t *testing.T, s *harness.Server, name, firmware string, secure bool, before func(*harness.VM)) (c *capturedServer, port int, disk, blank string) {
 	t.Helper()
 	dir := t.TempDir()
 	if _, err := thaw(t, "keygen", "--out", filepath.Join(dir, "k")); err != nil {
@@ -180,13 +183,39 @@ func captureServerOn(t *testing.T, s *harness.Server, name, firmware string, bef
 	os.WriteFile(token, []byte("s3cret-token\n"), 0o600)
 	store := filepath.Join(dir, "store")
 	os.MkdirAll(store, 0o755)
-	port = startServe(t, name, store, "--token-file", token)
+	serveArgs := []string{"--token-file", token}
+	toolFiles := map[string]string{"thaw": thawBin, "k.key": filepath.Join(dir, "k.key"), "token": token, "r.recipient": filepath.Join(dir, "r.recipient")}
+	scheme, caArg := "http", ""
+	if secure {
+		ca, cert, key := testCA(t)
+		serveArgs = append(serveArgs, "--tls-cert", cert, "--tls-key", key)
+		toolFiles["ca.pem"] = ca
+		scheme, caArg = "https", " --ca-file /mnt/t/ca.pem"
+	}
+	port = startServe(t, name, store, serveArgs...)
+	if !secure {
+		// Over plain http the source gets a one-use token for its one
+		// bundle, not the store's write token (thaw grant).
+		grant := filepath.Join(dir, "grant")
+		var out []byte
+		var err error
+		for range 50 {
+			if out, err = thaw(t, "grant", "--token-file", token, "--ttl", "2h", "--out", grant, fmt.Sprintf("http://127.0.0.1:%d/server.thaw", port)); err == nil {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatalf("thaw grant: %v %s", err, out)
+		}
+		toolFiles["token"] = grant
+	}
 
 	if _, err := thaw(t, "keygen", "--recipient", "--out", filepath.Join(dir, "r")); err != nil {
 		t.Fatal(err)
 	}
 	tools := filepath.Join(dir, "tools.img")
-	toolsDisk(t, tools, map[string]string{"thaw": thawBin, "k.key": filepath.Join(dir, "k.key"), "token": token, "r.recipient": filepath.Join(dir, "r.recipient")})
+	toolsDisk(t, tools, toolFiles)
 	disk = filepath.Join(dir, "server.img")
 	copyFile(t, s.Disk, disk)
 	blank = blankDisk(t, dir)
@@ -225,8 +254,8 @@ func captureServerOn(t *testing.T, s *harness.Server, name, firmware string, bef
 		t.Errorf("memory pressure swapped out only %d KiB", total-free)
 	}
 	h.last = lastCounter(vm.Console(), h.secret)
-	url := fmt.Sprintf("http://10.0.2.2:%d/server.thaw", port)
-	capArgs := " --to " + url + " --key /mnt/t/k.key --recipient /mnt/t/r.recipient --token-file /mnt/t/token --disks /dev/vda"
+	url := fmt.Sprintf("%s://10.0.2.2:%d/server.thaw", scheme, port)
+	capArgs := " --to " + url + " --key /mnt/t/k.key --recipient /mnt/t/r.recipient --token-file /mnt/t/token --disks /dev/vda" + caArg
 	dry, status, err := vm.Run("timeout 120 /mnt/t/thaw capture --dry-run"+capArgs+" 2>&1", 3*time.Minute)
 	t.Logf("capture --dry-run (status %d): %s", status, dry)
 	if err != nil || status != 0 || !strings.Contains(dry, "dry run") {
@@ -245,6 +274,14 @@ func captureServerOn(t *testing.T, s *harness.Server, name, firmware string, bef
 	}
 	if strings.Contains(m[0], "aborted") {
 		t.Fatalf("capture failed: %s", m[0])
+	}
+	if warned := strings.Contains(vm.Console(), "the token crosses the network in clear"); warned == secure {
+		t.Errorf("over %s, capture warned of a token in clear: %v", scheme, warned)
+	}
+	if !secure {
+		if b, _ := os.ReadFile(filepath.Join(logDir, name+"-serve.log")); !strings.Contains(string(b), "one-use token for /server.thaw used and revoked") {
+			t.Errorf("thaw serve did not revoke the one-use token:\n%s", b)
+		}
 	}
 	if err := vm.Wait(2 * time.Minute); err != nil {
 		t.Fatalf("capture: %v", err)
@@ -394,7 +431,9 @@ func needCapturedSuite(t *testing.T, suite string) *capturedServer {
 	if uefi {
 		firmware = ovmf
 	}
-	c, _, _, _ := captureServerOn(t, s, suite+"-capture", firmware, nil)
+	// Over https: the suites' bundles are read from the store's
+	// directory, and TLS in the frozen phase is proven on both firmwares.
+	c, _, _, _ := captureServerOn(t, s, suite+"-capture", firmware, true, nil)
 	capturedSuites[suite] = keepSuite(t, c, suite)
 	return capturedSuites[suite]
 }

@@ -146,15 +146,18 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 		ac.pubLine = pubKeyLine(t, c.pub)
 	}
 	// The capture's identity is baked into the agent, as mkinitramfs
-	// -identity does; with tls, a test CA too.
+	// -identity does; with tls, a test CA is baked in instead and the
+	// identity comes from the store over https (thaw.identity=).
 	overlay := map[string]string{"etc/thaw/identities/0-capture.identity": c.identity}
 	scheme := "http"
 	var serveArgs []string
 	if ac.tls {
 		ca, cert, key := testCA(t)
 		serveArgs = []string{"--tls-cert", cert, "--tls-key", key}
-		overlay["etc/ssl/certs/ca-certificates.crt"] = ca
+		overlay = map[string]string{"etc/ssl/certs/ca-certificates.crt": ca}
 		scheme = "https"
+		os.MkdirAll(filepath.Join(store, "keys"), 0o700)
+		copyFile(t, c.identity, filepath.Join(store, "keys", "server.identity"))
 	}
 	initrd = withFiles(t, initrd, overlay)
 	port := freePort(t)
@@ -186,6 +189,9 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 	}
 	params := fmt.Sprintf("thaw.image=%s://10.0.2.2:%d/%s#sha256=%s thaw.pubkey=%s thaw.disk=%s thaw.token=%s thaw.log=%s://10.0.2.2:%d/log/%s thaw.kernel=%s://10.0.2.2:%d/boot/vmlinuz#sha256=%s %s",
 		scheme, port, ac.bundle, ac.pin, ac.pubLine, disk, readToken, scheme, port, ac.name, scheme, port, fileSHA256(t, kernel), ac.params)
+	if ac.tls {
+		params += fmt.Sprintf(" thaw.identity=https://10.0.2.2:%d/keys/server.identity", port)
+	}
 	t.Logf("target: the agent boots with %s", strings.TrimSpace(params))
 	cfg := harness.VMConfig{Name: ac.name, Kernel: kernel, Initrd: initrd, Append: params,
 		MemoryMB: ac.memMB, CPUs: ac.cpus, CPU: ac.cpu, NIC: ac.nic, Extra: ac.extra, Control: true, VGA: ac.vga, LogDir: logDir, Timeout: 12 * time.Minute,
@@ -625,11 +631,22 @@ func TestAgentRefusesCorruptChunk(t *testing.T) {
 	bad := filepath.Join(dir, "bad.thaw")
 	copyFile(t, c.bundle, bad)
 	flipInStream(t, bad, "disk0", 3)
-	// Over https from thaw serve --tls-cert, with the test CA baked in.
+	// Over https from thaw serve --tls-cert, with the test CA baked in,
+	// and the identity fetched from the store (none is baked in): the
+	// damaged chunk can only be found once the bundle is decrypted.
 	// thaw.verify=first: every chunk is checked before the first write.
 	con := refusal(t, agentCase{name: "e5-corrupt", bundle: "bad.thaw", from: bad, tls: true, params: "thaw.verify=first"}, regexp.MustCompile(`VERIFY: .*disk0.*read 3 times`))
 	if !strings.Contains(con, "https://10.0.2.2") {
 		t.Error("the agent did not fetch over https")
+	}
+	if !strings.Contains(con, "identity from https://10.0.2.2") {
+		t.Error("the agent did not take its identity from the store")
+	}
+	id, _ := os.ReadFile(c.identity)
+	for _, l := range strings.Split(string(id), "\n") {
+		if strings.HasPrefix(l, "AGE-SECRET-KEY-") && strings.Contains(con, l) {
+			t.Error("the identity is on the console")
+		}
 	}
 }
 
