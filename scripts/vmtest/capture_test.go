@@ -159,21 +159,32 @@ func TestServerCapture(t *testing.T) {
 // captureServer boots a server guest, puts memory pressure on it (a blob
 // pushed to swap), and captures it with thaw capture into thaw serve.
 func captureServer(t *testing.T, s *harness.Server, name string) (c *capturedServer, port int, disk, blank string) {
-	return captureServerWith(t, s, name, nil)
+	return captureServerOn(t, s, name, "", captureOpts{faults: true})
+}
+
+// captureOpts vary a capture.
+type captureOpts struct {
+	// secure: thaw serve listens with a test CA's certificate and
+	// capture uploads over https (--ca-file), TLS going on while the
+	// source is frozen; else over plain http with a one-use token (thaw
+	// grant), where capture must warn that the token crosses in clear.
+	secure bool
+	// before runs in the source once its services are up, before the
+	// memory pressure and the capture.
+	before func(*harness.VM)
+	// faults: first the source faults of T3 (sourceFaults).
+	faults bool
 }
 
 // captureServerWith is captureServer; before runs in the source once its
 // services are up, before the memory pressure and the capture.
 func captureServerWith(t *testing.T, s *harness.Server, name string, before func(*harness.VM)) (c *capturedServer, port int, disk, blank string) {
-	return captureServerOn(t, s, name, "", false, before)
+	return captureServerOn(t, s, name, "", captureOpts{before: before})
 }
 
-// captureServerOn is captureServerWith on a firmware: "" for SeaBIOS,
-// ovmf for UEFI. With secure, thaw serve listens with a test CA's
-// certificate and capture uploads over https (--ca-file), TLS going on
-// while the source is frozen; else over plain http, where capture must
-// warn that the token crosses the network in clear.
-func captureServerOn(t *testing.T, s *harness.Server, name, firmware string, secure bool, before func(*harness.VM)) (c *capturedServer, port int, disk, blank string) {
+// captureServerOn captures on a firmware: "" for SeaBIOS, ovmf for UEFI.
+func captureServerOn(t *testing.T, s *harness.Server, name, firmware string, opt captureOpts) (c *capturedServer, port int, disk, blank string) {
+	secure, before := opt.secure, opt.before
 	t.Helper()
 	dir := t.TempDir()
 	if _, err := thaw(t, "keygen", "--out", filepath.Join(dir, "k")); err != nil {
@@ -260,6 +271,9 @@ func captureServerOn(t *testing.T, s *harness.Server, name, firmware string, sec
 	t.Logf("capture --dry-run (status %d): %s", status, dry)
 	if err != nil || status != 0 || !strings.Contains(dry, "dry run") {
 		t.Fatalf("capture --dry-run: %v %d", err, status)
+	}
+	if opt.faults {
+		sourceFaults(t, vm, h, name, strings.Replace(capArgs, " --to "+url, "", 1), toolFiles["token"])
 	}
 	t.Logf("server# thaw capture%s", capArgs)
 	if _, status, err := vm.Run("(/mnt/t/thaw capture"+capArgs+" >/dev/console 2>&1 &)", time.Minute); err != nil || status != 0 {
@@ -433,7 +447,7 @@ func needCapturedSuite(t *testing.T, suite string) *capturedServer {
 	}
 	// Over https: the suites' bundles are read from the store's
 	// directory, and TLS in the frozen phase is proven on both firmwares.
-	c, _, _, _ := captureServerOn(t, s, suite+"-capture", firmware, true, nil)
+	c, _, _, _ := captureServerOn(t, s, suite+"-capture", firmware, captureOpts{secure: true})
 	capturedSuites[suite] = keepSuite(t, c, suite)
 	return capturedSuites[suite]
 }
