@@ -467,6 +467,34 @@ func TestOwnSwap(t *testing.T) {
 		}
 		check(t, e)
 	})
+	t.Run("a cut restore over a complete one leaves nothing resumable", func(t *testing.T) {
+		e := newEnv(t, f, b)
+		cfg := Config{Mode: Restore, Disks: []string{e.diskPath}, Trust: Trust{Keys: []NamedKey{{pub, "k"}}}}
+		if _, err := run1(t, e, cfg); err != nil {
+			t.Fatal(err)
+		}
+		check(t, e)
+		// Again, in one pass, broken off by a chunk that never arrives
+		// whole: the disk is partly written, and the old image is no
+		// longer resumable either.
+		e.store.flips[chunkAt(t, b, "disk0", 0)] = -1
+		cfg.Verify = "stream"
+		_, err := run1(t, e, cfg)
+		var r *plan.Refused
+		if !errors.As(err, &r) || !r.Has(plan.CheckVerify) {
+			t.Fatalf("err %v, want the damaged chunk refused", err)
+		}
+		dev, err := blockdev.Open(e.diskPath, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dev.Close()
+		pg := make([]byte, swsusp.PageSize)
+		dev.ReadAt(pg, segs[0].DiskOffset)
+		if h := swsusp.ParseHeader(pg); h.Sig == swsusp.SigHibernate {
+			t.Fatal("the previous restore's resume signature survived a cut restore")
+		}
+	})
 	t.Run("agent kexec without thaw.area=", func(t *testing.T) {
 		e := newEnv(t, f, b)
 		cfg := agentConfig(f, "thaw.disk=vda thaw.resume=kexec")

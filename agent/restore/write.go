@@ -66,6 +66,9 @@ func writeDisks(ctx context.Context, r *run) error {
 	st := r.st
 	m := st.Bundle.Manifest
 	r.rep.Begin("write", fmt.Sprintf("%d disk(s)", len(st.devs)))
+	if err := r.disarm(); err != nil {
+		return r.fail(err)
+	}
 	st.Wrote = st.Targets
 	for i, dev := range st.devs {
 		res := DiskResult{Stream: m.Disks[i].Stream, Target: st.Targets[i], Bytes: m.Disks[i].Size}
@@ -86,6 +89,62 @@ func writeDisks(ctx context.Context, r *run) error {
 	r.rep.Done(fmt.Sprintf("%d disk(s) written and synced", len(st.devs)))
 	return nil
 }
+
+// disarm removes the hibernation signature that a target already holds
+// where this restore puts its own (a previous restore's, complete or
+// cut): before the first write, and synced. A power cut during this
+// restore then leaves nothing that the image kernel would resume, not even
+// an older image over half-written disks.
+func (r *run) disarm() error {
+	st := r.st
+	m := st.Bundle.Manifest
+	disarm := func(dev swapDev, off int64, ref string) error {
+		err := disarmAt(dev, off, ref)
+		if err == errDisarmed {
+			r.logf("%s held a resume signature at %d (a previous restore's): removed before writing", ref, off)
+			return nil
+		}
+		return err
+	}
+	if st.area != nil {
+		if err := disarm(st.area, 0, st.area.Ref); err != nil {
+			return err
+		}
+	}
+	if m.Resume == nil || m.Resume.Disk < 0 || m.Resume.Disk >= len(st.devs) {
+		return nil
+	}
+	dev := st.devs[m.Resume.Disk]
+	if m.Resume.HeaderOffset < 0 || m.Resume.HeaderOffset+swsusp.PageSize > dev.Size {
+		return nil
+	}
+	return disarm(dev, m.Resume.HeaderOffset, dev.Ref)
+}
+
+// disarmAt turns a hibernation signature at off back into the swap
+// signature it replaced.
+func disarmAt(dev swapDev, off int64, ref string) error {
+	pg := make([]byte, swsusp.PageSize)
+	if _, err := dev.ReadAt(pg, off); err != nil {
+		return fmt.Errorf("reading %s at %d for an old resume signature: %w", ref, off, err)
+	}
+	h := swsusp.ParseHeader(pg)
+	if h.Sig != swsusp.SigHibernate {
+		return nil
+	}
+	h.Sig = h.OrigSig
+	h.Put(pg)
+	if _, err := dev.WriteAt(pg, off); err != nil {
+		return fmt.Errorf("removing the old resume signature of %s at %d: %w", ref, off, err)
+	}
+	if err := dev.Sync(); err != nil {
+		return fmt.Errorf("%s: %w", ref, err)
+	}
+	return errDisarmed
+}
+
+// errDisarmed: disarmAt removed a signature (not a failure).
+var errDisarmed = errors.New("disarmed")
 
 func orNone(s string) string {
 	if s == "" {

@@ -99,6 +99,7 @@ var (
 // TestInspectKernelImages: thaw inspect reports the release and the page
 // counts the hibernating kernel printed, for both kernels and both modes.
 func TestInspectKernelImages(t *testing.T) {
+	t.Parallel()
 	for _, name := range inspectKernels {
 		for _, nocompress := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/nocompress=%v", name, nocompress), func(t *testing.T) {
@@ -143,6 +144,7 @@ func TestInspectKernelImages(t *testing.T) {
 // compression into partition 2 of a new GPT disk; a fresh VM booting the same
 // kernel resumes from there with the same secret and RAM blob.
 func TestRewriteResume(t *testing.T) {
+	t.Parallel()
 	type rcase struct {
 		name, to   string
 		nocompress bool

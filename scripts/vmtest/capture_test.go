@@ -107,7 +107,24 @@ func freePort(t *testing.T) int {
 // hardware boots the server's kernel and initrd with resume= and the capture
 // process resumes, finds its mailbox intact and exits; the workload carries
 // on, the swapped-out data is intact, fsck is clean.
+//
+// The other suites' shared captures (bookworm, trixie on OVMF) are made
+// beside it, as parallel subtests: the parallel agent cases that follow
+// then find every capture made and never hold a slot waiting for one.
 func TestServerCapture(t *testing.T) {
+	t.Run("trixie", func(t *testing.T) {
+		t.Parallel()
+		testServerCapture(t)
+	})
+	for _, suite := range []string{"bookworm", "trixie-uefi"} {
+		t.Run(suite, func(t *testing.T) {
+			t.Parallel()
+			needCapturedSuite(t, suite)
+		})
+	}
+}
+
+func testServerCapture(t *testing.T) {
 	s, err := harness.LoadServer()
 	if err != nil {
 		t.Fatal(err)
@@ -416,23 +433,37 @@ func loadKept(t *testing.T, suite string) *capturedServer {
 // capturedSuites holds one capture per other server suite, made by the
 // first test that needs it and shared by the others.
 var (
-	capturedSuites   = map[string]*capturedServer{}
-	capturedSuitesMu sync.Mutex // held while a suite's capture is made
+	capturedSuites   = map[string]*capturedSuite{}
+	capturedSuitesMu sync.Mutex // guards the map only
 )
+
+// capturedSuite is one suite's capture, made once: its own lock is held
+// while it is made, so that a test needing another suite does not wait.
+type capturedSuite struct {
+	mu sync.Mutex
+	c  *capturedServer
+}
 
 // needCapturedSuite returns the shared capture of a suite's server
 // (bookworm), capturing it on first use.
 func needCapturedSuite(t *testing.T, suite string) *capturedServer {
 	t.Helper()
 	capturedSuitesMu.Lock()
-	defer capturedSuitesMu.Unlock()
-	if c := capturedSuites[suite]; c != nil {
-		return c
+	cs := capturedSuites[suite]
+	if cs == nil {
+		cs = &capturedSuite{}
+		capturedSuites[suite] = cs
+	}
+	capturedSuitesMu.Unlock()
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.c != nil {
+		return cs.c
 	}
 	if os.Getenv("THAW_VMTEST_REUSE_CAPTURE") == "1" {
 		if _, err := os.Stat(filepath.Join(keptDir(suite), "state.json")); err == nil {
-			capturedSuites[suite] = loadKept(t, suite)
-			return capturedSuites[suite]
+			cs.c = loadKept(t, suite)
+			return cs.c
 		}
 	}
 	// SUITE-uefi: the suite's server captured on OVMF.
@@ -448,8 +479,8 @@ func needCapturedSuite(t *testing.T, suite string) *capturedServer {
 	// Over https: the suites' bundles are read from the store's
 	// directory, and TLS in the frozen phase is proven on both firmwares.
 	c, _, _, _ := captureServerOn(t, s, suite+"-capture", firmware, captureOpts{secure: true})
-	capturedSuites[suite] = keepSuite(t, c, suite)
-	return capturedSuites[suite]
+	cs.c = keepSuite(t, c, suite)
+	return cs.c
 }
 
 // checkMailboxInStream: every mailbox PFN of the manifest appears exactly

@@ -19,6 +19,7 @@ import (
 // (Debian 13) in a data page, a swap_map page, a metadata page and by
 // truncation; thaw inspect must call each corrupt, name the place, and exit 3.
 func TestInspectCorruptKernelImage(t *testing.T) {
+	t.Parallel()
 	h := hibernate(t, "debian13-cloud", false)
 	f, err := os.Open(h.swap)
 	if err != nil {

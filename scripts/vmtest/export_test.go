@@ -22,6 +22,7 @@ import (
 // Afterwards fsck of the root filesystem is clean. A damaged bundle and a
 // wrong key are refused and the target disk stays byte-identical.
 func TestServerExportRestore(t *testing.T) {
+	t.Parallel()
 	h := serverHibernated(t)
 	dir := t.TempDir()
 	key := filepath.Join(dir, "k")

@@ -179,6 +179,7 @@ func checkResumed(t *testing.T, vm *harness.VM, h *hibernatedServer) {
 // another disk; the server's own initramfs resumes from there: same secret,
 // counter continuing, the ticks file on disk intact and appendable.
 func TestServerRewriteResume(t *testing.T) {
+	t.Parallel()
 	h := serverHibernated(t)
 	dir := t.TempDir()
 	disk := filepath.Join(dir, "server.img")
