@@ -43,7 +43,7 @@ FUZZ := ./images/swsusp:FuzzReader ./images/swsusp:FuzzStreamReader \
 	./agent/probe:FuzzParseIomem ./agent/probe:FuzzParseMBR ./agent/prepare:FuzzParseFstab \
 	./netfetch/store:FuzzResolve ./netfetch/store:FuzzFormatLog ./agent/stage2:FuzzParse \
 	./images/swsusp:FuzzTargetArea ./agent/plan:FuzzFromModulesTar ./kexec:FuzzVmlinux \
-	./kexec:FuzzParseSystab ./agent/physmem:FuzzFADTPointers
+	./kexec:FuzzParseSystab ./agent/physmem:FuzzFADTPointers ./images/memmap:FuzzRead
 FUZZTIME ?= 6s
 FUZZLONG ?= 10m
 
