@@ -35,8 +35,19 @@ func sourceFaults(t *testing.T, vm *harness.VM, h *hibernatedServer, name, capAr
 		dir := filepath.Join(t.TempDir(), fault)
 		os.MkdirAll(dir, 0o755)
 		if fault == "full" {
-			// A store disk of 24 MiB: the memory stream alone is larger.
-			if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=24m,mode=0755"); err != nil {
+			// A store disk that holds the previous bundle and the image
+			// kernel's files, which go before the freeze, and 24 MiB
+			// more: it fills up while the frozen machine streams its
+			// memory.
+			size := int64(len(prev)) + 24<<20
+			for _, f := range []string{h.s.Vmlinuz, h.s.Initrd} {
+				fi, err := os.Stat(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				size += fi.Size()
+			}
+			if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0755", size)); err != nil {
 				t.Fatalf("mount a small tmpfs for the full store: %v", err)
 			}
 			t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
@@ -53,14 +64,19 @@ func sourceFaults(t *testing.T, vm *harness.VM, h *hibernatedServer, name, capAr
 			t.Fatalf("start capture: %v %d", err, status)
 		}
 		if fault == "gone" {
-			// Kill the store once 4 MiB of the upload have arrived.
-			if !waitUpload(dir, 4<<20, 5*time.Minute) {
+			// Kill the store while the frozen machine streams its memory.
+			if _, _, err := vm.WaitFor(regexp.MustCompile(`image created: .*streaming memory`), from, 10*time.Minute); err != nil {
+				t.Fatalf("T3 gone: %v", err)
+			}
+			if !waitUpload(dir, 1<<20, time.Minute) {
 				t.Fatal("T3: no upload arrived at the store")
 			}
 			srv.Process.Signal(syscall.SIGKILL)
-			t.Logf("T3: thaw serve killed during the upload")
+			t.Logf("T3: thaw serve killed during the upload of the memory stream")
 		}
-		m, _, err := vm.WaitFor(regexp.MustCompile(`thaw capture \[[ 0-9.]+s\]: (aborted, machine thawed.*|.*powering off)`), from, 10*time.Minute)
+		// A capture that fails before the freeze ends with its error
+		// ("thaw capture: …"), not the abort: that is not this test.
+		m, _, err := vm.WaitFor(regexp.MustCompile(`thaw capture \[[ 0-9.]+s\]: (aborted, machine thawed.*|.*powering off)|thaw capture: \S.*`), from, 10*time.Minute)
 		if err != nil {
 			t.Fatalf("T3 %s: %v", fault, err)
 		}
