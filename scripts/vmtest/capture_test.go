@@ -293,13 +293,14 @@ func captureServerOn(t *testing.T, s *harness.Server, name, firmware string, opt
 		sourceFaults(t, vm, h, name, strings.Replace(capArgs, " --to "+url, "", 1), toolFiles["token"])
 	}
 	t.Logf("server# thaw capture%s", capArgs)
+	from := len(vm.Console())
 	if _, status, err := vm.Run("(/mnt/t/thaw capture"+capArgs+" >/dev/console 2>&1 &)", time.Minute); err != nil || status != 0 {
 		t.Fatalf("start capture: %v %d", err, status)
 	}
 	start := time.Now()
 	// A capture that fails thaws the machine and says so: the test stops
 	// there rather than wait for a power-off that never comes.
-	m, _, err = vm.WaitFor(regexp.MustCompile(`thaw capture \[[ 0-9.]+s\]: (aborted, machine thawed.*|.*powering off)`), 0, 15*time.Minute)
+	m, _, err = vm.WaitFor(regexp.MustCompile(`thaw capture \[[ 0-9.]+s\]: (aborted, machine thawed.*|.*powering off)`), from, 15*time.Minute)
 	if err != nil {
 		t.Fatalf("capture: %v", err)
 	}
