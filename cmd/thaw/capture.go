@@ -66,11 +66,7 @@ func runCapture(args []string) error {
 	if err != nil {
 		return err
 	}
-	token, err := readToken(*tokenFile)
-	if err != nil {
-		return err
-	}
-	roots, err := loadRoots(*caFile)
+	token, roots, err := storeAccess(*tokenFile, *caFile)
 	if err != nil {
 		return err
 	}
@@ -95,6 +91,17 @@ func runCapture(args []string) error {
 		fmt.Printf("resumed from the bundle; %s\n", res.Mailbox)
 	}
 	return nil
+}
+
+// storeAccess reads what reaches thaw serve: the token file and the CAs
+// of --ca-file.
+func storeAccess(tokenFile, caFile string) (string, *x509.CertPool, error) {
+	token, err := readToken(tokenFile)
+	if err != nil {
+		return "", nil, err
+	}
+	roots, err := loadRoots(caFile)
+	return token, roots, err
 }
 
 // loadRoots reads a PEM file of CA certificates; "" is the system's.

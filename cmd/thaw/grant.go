@@ -48,11 +48,7 @@ func runGrant(args []string) error {
 	if *ttl <= 0 || *ttl > store.MaxGrantTTL {
 		return &exitError{2, fmt.Errorf("--ttl %v: give a duration up to %v", *ttl, store.MaxGrantTTL)}
 	}
-	token, err := readToken(*tokenFile)
-	if err != nil {
-		return err
-	}
-	roots, err := loadRoots(*caFile)
+	token, roots, err := storeAccess(*tokenFile, *caFile)
 	if err != nil {
 		return err
 	}

@@ -71,8 +71,9 @@ func startServe(t *testing.T, name, store string, args ...string) int {
 	return port
 }
 
-// startServeAt runs thaw serve on host:port, through wrap (ip netns exec NS).
-func startServeAt(t *testing.T, wrap []string, host string, port int, name, store string, args ...string) {
+// startServeAt runs thaw serve on host:port, through wrap (ip netns exec NS),
+// until the test ends; a test may kill it sooner.
+func startServeAt(t *testing.T, wrap []string, host string, port int, name, store string, args ...string) *exec.Cmd {
 	t.Helper()
 	srvArgs := append([]string{"serve", "--dir", store, "--listen", fmt.Sprintf("%s:%d", host, port),
 		"--read-token-file", readTokenFile(t), "--public", "/boot/"}, args...)
@@ -88,6 +89,7 @@ func startServeAt(t *testing.T, wrap []string, host string, port int, name, stor
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Process.Kill(); srv.Wait(); srvLog.Close() })
+	return srv
 }
 
 func freePort(t *testing.T) int {

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -56,7 +55,7 @@ func sourceFaults(t *testing.T, vm *harness.VM, h *hibernatedServer, name, capAr
 			t.Fatal(err)
 		}
 		port := freePort(t)
-		srv := startServeCmd(t, "127.0.0.1", port, name+"-"+fault, dir, "--token-file", tokenFile)
+		srv := startServeAt(t, nil, "127.0.0.1", port, name+"-"+fault, dir, "--token-file", tokenFile)
 		from := len(vm.Console())
 		cmd := fmt.Sprintf("(/mnt/t/thaw capture --to http://10.0.2.2:%d/server.thaw%s >/dev/console 2>&1 &)", port, capArgs)
 		t.Logf("server# %s (T3: the store %s)", cmd, map[string]string{"full": "fills up", "gone": "goes away"}[fault])
@@ -96,7 +95,7 @@ func sourceFaults(t *testing.T, vm *harness.VM, h *hibernatedServer, name, capAr
 		// (the store removes its temporary file; a killed store leaves it
 		// to the next start's sweep, which must then remove it).
 		if fault == "gone" {
-			startServeCmd(t, "127.0.0.1", freePort(t), name+"-gone-again", dir, "--token-file", tokenFile)
+			startServeAt(t, nil, "127.0.0.1", freePort(t), name+"-gone-again", dir, "--token-file", tokenFile)
 		}
 		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 			left, _ := filepath.Glob(filepath.Join(dir, ".thaw-upload-*"))
@@ -125,22 +124,4 @@ func waitUpload(dir string, n int64, timeout time.Duration) bool {
 		}
 	}
 	return false
-}
-
-// startServeCmd is startServeAt that returns the process, for a test that
-// kills it.
-func startServeCmd(t *testing.T, host string, port int, name, store string, args ...string) *exec.Cmd {
-	t.Helper()
-	srvArgs := append([]string{"serve", "--dir", store, "--listen", fmt.Sprintf("%s:%d", host, port), "--read-token-file", readTokenFile(t)}, args...)
-	srv := exec.Command(thawBin, srvArgs...)
-	srvLog, err := os.Create(filepath.Join(logDir, name+"-serve.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Stdout, srv.Stderr = srvLog, srvLog
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Process.Kill(); srv.Wait(); srvLog.Close() })
-	return srv
 }
