@@ -64,7 +64,7 @@ fuzz:
 
 # Benchmarks: ratios against a baseline measured in the same run.
 bench:
-	$(GO) test -run='^$$' -bench=. ./images/swsusp/ ./images/lzo/
+	$(GO) test -run='^$$' -bench=. ./images/swsusp/ ./images/lzo/ ./agent/capture/
 	./scripts/bench/bundle.sh
 	$(GO) run ./scripts/bench/restorebench
 

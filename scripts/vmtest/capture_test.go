@@ -111,19 +111,25 @@ func freePort(t *testing.T) int {
 // on, the swapped-out data is intact, fsck is clean.
 //
 // The other suites' shared captures (bookworm, trixie on OVMF) are made
-// beside it, as parallel subtests: the parallel agent cases that follow
-// then find every capture made and never hold a slot waiting for one.
+// at the same time, as subtests run from goroutines: three one-vCPU
+// machines on two cores keep both busy, where two slots would leave one
+// idle during the third capture, and the parallel agent cases that follow
+// find every capture made and never hold a slot waiting for one.
 func TestServerCapture(t *testing.T) {
-	t.Run("trixie", func(t *testing.T) {
-		t.Parallel()
-		testServerCapture(t)
-	})
-	for _, suite := range []string{"bookworm", "trixie-uefi"} {
-		t.Run(suite, func(t *testing.T) {
-			t.Parallel()
-			needCapturedSuite(t, suite)
-		})
+	subs := map[string]func(*testing.T){
+		"trixie":      testServerCapture,
+		"bookworm":    func(t *testing.T) { needCapturedSuite(t, "bookworm") },
+		"trixie-uefi": func(t *testing.T) { needCapturedSuite(t, "trixie-uefi") },
 	}
+	var wg sync.WaitGroup
+	for name, f := range subs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t.Run(name, f)
+		}()
+	}
+	wg.Wait()
 }
 
 func testServerCapture(t *testing.T) {
