@@ -17,9 +17,9 @@ import (
 	"github.com/thawlinux/thaw/scripts/harness"
 )
 
-// sourceFaults is T3: on the running source, before its real capture,
-// a capture into a store whose disk fills up and one into a store that
-// goes away (SIGKILL) once the upload has begun. Each must abort and thaw
+// sourceFaults is T3: on a running source, a capture into a store whose
+// disk fills up and one into a store that goes away (SIGKILL) once the
+// upload has begun. Each must abort and thaw
 // the source, which keeps running (its workload counts on, its redis
 // answers); each store keeps its previous bundle byte for byte and no part
 // of the broken upload. capArgs are the capture's flags but --to;
@@ -64,7 +64,7 @@ func sourceFaults(t *testing.T, vm *harness.VM, h *hibernatedServer, name, capAr
 		}
 		if fault == "gone" {
 			// Kill the store while the frozen machine streams its memory.
-			if _, _, err := vm.WaitFor(regexp.MustCompile(`image created: .*streaming memory`), from, 10*time.Minute); err != nil {
+			if _, _, err := vm.WaitFor(regexp.MustCompile(`image created: .*streaming memory`), from, 5*time.Minute); err != nil {
 				t.Fatalf("T3 gone: %v", err)
 			}
 			if !waitUpload(dir, 1<<20, time.Minute) {
@@ -75,7 +75,7 @@ func sourceFaults(t *testing.T, vm *harness.VM, h *hibernatedServer, name, capAr
 		}
 		// A capture that fails before the freeze ends with its error
 		// ("thaw capture: …"), not the abort: that is not this test.
-		m, _, err := vm.WaitFor(regexp.MustCompile(`thaw capture \[[ 0-9.]+s\]: (aborted, machine thawed.*|.*powering off)|thaw capture: \S.*`), from, 10*time.Minute)
+		m, _, err := vm.WaitFor(regexp.MustCompile(`thaw capture \[[ 0-9.]+s\]: (aborted, machine thawed.*|.*powering off)|thaw capture: \S.*`), from, 5*time.Minute)
 		if err != nil {
 			t.Fatalf("T3 %s: %v", fault, err)
 		}
