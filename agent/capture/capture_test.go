@@ -40,15 +40,7 @@ func TestHTTPSink(t *testing.T) {
 				seenTLS.Store(r.TLS != nil)
 				st.ServeHTTP(w, r)
 			})
-			srv := httptest.NewUnstartedServer(h)
-			var roots *x509.CertPool
-			if tc.tls {
-				srv.StartTLS()
-				roots = x509.NewCertPool()
-				roots.AddCert(srv.Certificate())
-			} else {
-				srv.Start()
-			}
+			srv, roots := sinkServer(h, tc.tls)
 			defer srv.Close()
 			pub, key, _ := minisign.GenerateKey(nil)
 			o := SinkOptions{Token: "tok", Roots: roots, Stall: 5 * time.Second}
@@ -161,4 +153,17 @@ func TestReadMailbox(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sinkServer serves h over http, or over https with roots trusting it.
+func sinkServer(h http.Handler, tls bool) (*httptest.Server, *x509.CertPool) {
+	srv := httptest.NewUnstartedServer(h)
+	if !tls {
+		srv.Start()
+		return srv, nil
+	}
+	srv.StartTLS()
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	return srv, roots
 }

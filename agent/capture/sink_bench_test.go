@@ -1,10 +1,8 @@
 package capture
 
 import (
-	"crypto/x509"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 )
@@ -28,15 +26,7 @@ func BenchmarkHTTPSink(b *testing.B) {
 		tls  bool
 	}{{"http", false}, {"https", true}} {
 		b.Run(tc.name, func(b *testing.B) {
-			srv := httptest.NewUnstartedServer(h)
-			var roots *x509.CertPool
-			if tc.tls {
-				srv.StartTLS()
-				roots = x509.NewCertPool()
-				roots.AddCert(srv.Certificate())
-			} else {
-				srv.Start()
-			}
+			srv, roots := sinkServer(h, tc.tls)
 			defer srv.Close()
 			b.SetBytes(total)
 			for b.Loop() {
