@@ -172,19 +172,9 @@ func checkResumeImage(area io.ReaderAt, size, headerPage int64, m *manifest.Mani
 	return nil
 }
 
-func neutralize(dev swapDev, off int64) {
-	pg := make([]byte, swsusp.PageSize)
-	if _, err := dev.ReadAt(pg, off); err != nil {
-		return
-	}
-	h := swsusp.ParseHeader(pg)
-	if h.Sig == swsusp.SigHibernate {
-		h.Sig = h.OrigSig
-		h.Put(pg)
-		dev.WriteAt(pg, off)
-		dev.Sync()
-	}
-}
+// neutralize removes the signature of an image that did not verify; a
+// failure leaves nothing worse than the image was.
+func neutralize(dev swapDev, off int64) { disarmAt(dev, off, "the resume area") }
 
 // OpenResumeArea opens a resume area and checks it: a swap area, on no
 // target disk, and not a swap the image uses.

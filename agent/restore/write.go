@@ -99,10 +99,9 @@ func (r *run) disarm() error {
 	st := r.st
 	m := st.Bundle.Manifest
 	disarm := func(dev swapDev, off int64, ref string) error {
-		err := disarmAt(dev, off, ref)
-		if err == errDisarmed {
+		removed, err := disarmAt(dev, off, ref)
+		if removed {
 			r.logf("%s held a resume signature at %d (a previous restore's): removed before writing", ref, off)
-			return nil
 		}
 		return err
 	}
@@ -122,29 +121,26 @@ func (r *run) disarm() error {
 }
 
 // disarmAt turns a hibernation signature at off back into the swap
-// signature it replaced.
-func disarmAt(dev swapDev, off int64, ref string) error {
+// signature it replaced, synced, and reports whether there was one.
+func disarmAt(dev swapDev, off int64, ref string) (bool, error) {
 	pg := make([]byte, swsusp.PageSize)
 	if _, err := dev.ReadAt(pg, off); err != nil {
-		return fmt.Errorf("reading %s at %d for an old resume signature: %w", ref, off, err)
+		return false, fmt.Errorf("reading %s at %d for an old resume signature: %w", ref, off, err)
 	}
 	h := swsusp.ParseHeader(pg)
 	if h.Sig != swsusp.SigHibernate {
-		return nil
+		return false, nil
 	}
 	h.Sig = h.OrigSig
 	h.Put(pg)
 	if _, err := dev.WriteAt(pg, off); err != nil {
-		return fmt.Errorf("removing the old resume signature of %s at %d: %w", ref, off, err)
+		return false, fmt.Errorf("removing the old resume signature of %s at %d: %w", ref, off, err)
 	}
 	if err := dev.Sync(); err != nil {
-		return fmt.Errorf("%s: %w", ref, err)
+		return true, fmt.Errorf("%s: %w", ref, err)
 	}
-	return errDisarmed
+	return true, nil
 }
-
-// errDisarmed: disarmAt removed a signature (not a failure).
-var errDisarmed = errors.New("disarmed")
 
 func orNone(s string) string {
 	if s == "" {
