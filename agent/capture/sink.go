@@ -101,11 +101,10 @@ func (s *fileSink) Close() {
 // the bundle cross the network encrypted even while the machine is
 // frozen.
 type httpSink struct {
-	raw   *fdConn
-	conn  io.ReadWriter // raw, or TLS over raw
-	tls   *tls.Conn
-	url   string
-	stall time.Duration
+	raw  *fdConn
+	conn io.ReadWriter // raw, or TLS over raw
+	tls  *tls.Conn
+	url  string
 }
 
 // SinkOptions say how the capture reaches thaw serve.
@@ -149,7 +148,7 @@ func openHTTPSink(rawURL string, o SinkOptions) (*httpSink, error) {
 		return nil, err
 	}
 	raw := &fdConn{fd: fd, url: rawURL, stall: o.Stall}
-	s := &httpSink{raw: raw, conn: raw, url: rawURL, stall: o.Stall}
+	s := &httpSink{raw: raw, conn: raw, url: rawURL}
 	tv := syscall.NsecToTimeval(int64(o.Stall))
 	syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_SNDTIMEO, &tv)
 	syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv)

@@ -96,7 +96,7 @@ func (s *Store) postGrant(w http.ResponseWriter, r *http.Request) {
 		pathFail(w, p, err)
 		return
 	}
-	if name == "." || strings.HasSuffix(p, "/") || name == "logs" || strings.HasPrefix(name, "logs/") {
+	if name == "." || strings.HasSuffix(p, "/") || logPath(name) {
 		fail(w, http.StatusBadRequest, "POST /grant/NAME names the file the token may store, such as /grant/web1.thaw, not %s", p)
 		return
 	}
@@ -158,11 +158,10 @@ func (s *Store) useGrant(r *http.Request, name string) bool {
 // findGrant is the index of r's live grant for name, or -1; held under
 // grantMu.
 func (s *Store) findGrant(r *http.Request, name string) int {
-	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
+	sum, ok := bearerSum(r)
+	if !ok {
 		return -1
 	}
-	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
 	want := hex.EncodeToString(sum[:])
 	s.dropExpired()
 	found := -1

@@ -40,6 +40,7 @@ func TestGrant(t *testing.T) {
 		{"dotdot", "/grant/../x", token, 400},
 		{"reserved", "/grant/.thaw-grants.json", token, 404},
 		{"logs", "/grant/logs/x.log", token, 400},
+		{"log", "/grant/log/x", token, 400},
 		{"bad ttl", "/grant/web1.thaw?ttl=forever", token, 400},
 		{"ttl too long", "/grant/web1.thaw?ttl=1000h", token, 400},
 	} {

@@ -40,7 +40,7 @@ func (s *Store) put(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "PUT needs a file name: PUT /NAME or /DIR/NAME, not %s", p)
 		return
 	}
-	if name == "logs" || strings.HasPrefix(name, "logs/") || name == "log" || strings.HasPrefix(name, "log/") {
+	if logPath(name) {
 		fail(w, http.StatusForbidden, "%s: logs/ is written only by POST /log/NAME", p)
 		return
 	}
@@ -144,6 +144,17 @@ func (s *Store) put(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(code)
 	fmt.Fprintf(w, "stored /%s: %d bytes, sha256 %s\n", name, n, sum)
+}
+
+// logPath reports whether name lies under logs/ or log/, which only
+// POST /log/NAME writes: no PUT, and no grant for one.
+func logPath(name string) bool {
+	for _, d := range []string{"logs", "log"} {
+		if name == d || strings.HasPrefix(name, d+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 func putFail(w http.ResponseWriter, p string, err error) {

@@ -400,11 +400,10 @@ func (s *Store) list(w http.ResponseWriter, r *http.Request, name string, d *os.
 // authorized reports whether r carries a token with at least role need.
 // Every token is compared, in constant time.
 func (s *Store) authorized(r *http.Request, need role) bool {
-	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
+	sum, ok := bearerSum(r)
+	if !ok {
 		return false
 	}
-	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
 	granted := false
 	for t, rl := range s.tokens {
 		if subtle.ConstantTimeCompare(sum[:], t[:]) == 1 && rl >= need {
@@ -412,6 +411,16 @@ func (s *Store) authorized(r *http.Request, need role) bool {
 		}
 	}
 	return granted
+}
+
+// bearerSum is the SHA-256 of r's bearer token, if it has one: tokens are
+// compared, and kept, only as hashes.
+func bearerSum(r *http.Request) ([sha256.Size]byte, bool) {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return [sha256.Size]byte{}, false
+	}
+	return sha256.Sum256([]byte(strings.TrimSpace(tok))), true
 }
 
 // public reports whether anyone may read the URL path p.
