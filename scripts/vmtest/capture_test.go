@@ -149,10 +149,7 @@ func testServerCapture(t *testing.T) {
 	checkMailboxInStream(t, bundlePath, pub, c.identity)
 	timing := func(stage string, since time.Time) { t.Logf("TIMING %-34s %6.1fs", stage, time.Since(since).Seconds()) }
 
-	target := filepath.Join(dir, "target.img")
-	hs, _ := os.Stat(disk)
-	os.WriteFile(target, nil, 0o644)
-	os.Truncate(target, hs.Size())
+	target := emptyDiskLike(t, filepath.Join(dir, "target.img"), disk)
 	// The image's swap (the swap LV) holds swapped-out pages: the resume
 	// image goes into the pages the capture reserved in it, on the
 	// restored disk, and nothing else is needed.

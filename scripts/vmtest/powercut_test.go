@@ -30,16 +30,7 @@ func TestRestorePowerCuts(t *testing.T) {
 	agentCaseParallel(t)
 	c := needCaptured(t)
 	dir := t.TempDir()
-	st, err := os.Stat(c.s.Disk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	newDisk := func(name string) string {
-		p := filepath.Join(dir, name)
-		os.WriteFile(p, nil, 0o644)
-		os.Truncate(p, st.Size())
-		return p
-	}
+	newDisk := func(name string) string { return emptyDiskLike(t, filepath.Join(dir, name), c.s.Disk) }
 	args := func(disk string) []string {
 		return []string{"restore", "--image", c.bundle, "--pubkey", c.pub, "--identity", c.identity, "--disk", disk}
 	}

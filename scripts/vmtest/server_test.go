@@ -76,6 +76,23 @@ func blankDisk(t *testing.T, dir string) string {
 	return p
 }
 
+// emptyDiskLike makes path an empty (sparse) disk the size of the file
+// like: a blank target for a source's disk.
+func emptyDiskLike(t *testing.T, path, like string) string {
+	t.Helper()
+	st, err := os.Stat(like)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, st.Size()); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 func copyFile(t *testing.T, src, dst string) {
 	t.Helper()
 	if out, err := exec.Command("cp", "--sparse=always", src, dst).CombinedOutput(); err != nil {

@@ -166,10 +166,9 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 	tools := filepath.Join(dir, "tools.img")
 	copyFile(t, c.tools, tools)
 	at := &agentTarget{redis: ac.redis, port: port, store: store, target: filepath.Join(dir, "target.img"), blank: blankDisk(t, dir)}
-	os.WriteFile(at.target, nil, 0o644)
-	st, _ := os.Stat(c.s.Disk)
-	os.Truncate(at.target, st.Size())
+	emptyDiskLike(t, at.target, c.s.Disk)
 	if ac.gpt {
+		st, _ := os.Stat(at.target)
 		if err := harness.MakeGPTDisk(at.target, int(st.Size()>>20), []harness.Part{{Name: "data", SizeMB: 1024}, {Name: "swap", SizeMB: 1024, Swap: true}}); err != nil {
 			t.Fatal(err)
 		}

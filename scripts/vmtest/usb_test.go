@@ -132,9 +132,7 @@ func stickTarget(t *testing.T, name, img string, c *capturedServer, uefi, q35 bo
 	dir := t.TempDir()
 	target, blank, tools := filepath.Join(dir, "target.img"), blankDisk(t, dir), filepath.Join(dir, "tools.img")
 	copyFile(t, c.tools, tools)
-	os.WriteFile(target, nil, 0o644)
-	st, _ := os.Stat(c.s.Disk)
-	os.Truncate(target, st.Size())
+	emptyDiskLike(t, target, c.s.Disk)
 	cfg := harness.VMConfig{Name: name, MemoryMB: memMB, Control: true, LogDir: logDir, Timeout: 14 * time.Minute,
 		Disks: []harness.Disk{{Path: target, Addr: "0x3"}, {Path: blank, Addr: "0x4"}, {Path: tools, Addr: "0x5"}},
 		Extra: []string{"-device", "qemu-xhci,id=xhci,addr=0x7", "-drive", "if=none,id=stick,format=raw,cache=unsafe,file=" + img,
