@@ -11,6 +11,8 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+
+	"github.com/thawlinux/thaw/images/driverpack"
 )
 
 // Aliases is a kernel's modalias table: modules.alias plus the aliases of
@@ -23,6 +25,11 @@ type Aliases struct {
 	deps map[string]modDep
 	// builtin holds the module files modules.builtin lists.
 	builtin map[string]bool
+	// Vermagic is the vermagic string of the kernel's modules (read from
+	// the first module of the tree): a driver pack must carry the same.
+	Vermagic string
+	// pack holds the names of modules that come from a driver pack.
+	pack map[string]bool
 }
 
 // builtinByClass are built-in PCI drivers that match devices by class
@@ -209,6 +216,14 @@ func FromModulesTar(r io.Reader) (*Aliases, error) {
 			if err := a.ParseModulesBuiltin(tr); err != nil {
 				return nil, err
 			}
+		default:
+			if a.Vermagic == "" && strings.Contains(path.Base(h.Name), ".ko") && h.Typeflag == tar.TypeReg {
+				if b, err := decompress(path.Base(h.Name), io.LimitReader(tr, maxModule)); err == nil {
+					if mi, err := driverpack.ParseModinfo(b); err == nil {
+						a.Vermagic = mi.Vermagic
+					}
+				}
+			}
 		}
 	}
 	if !found {
@@ -216,6 +231,50 @@ func FromModulesTar(r io.Reader) (*Aliases, error) {
 	}
 	return a, nil
 }
+
+// PackFile is the name a pack's module has in a plan's module list.
+func PackFile(name string) string { return packDir + name + ".ko" }
+
+const packDir = "pack/"
+
+// IsPackFile reports whether a plan's module file comes from the pack.
+func IsPackFile(f string) bool { return strings.HasPrefix(f, packDir) }
+
+// WithPack returns a copy of a whose table also holds the modules of a
+// driver pack, after the kernel's own: a device the kernel drives keeps
+// its driver, and a module the kernel has is never taken from the pack.
+// A pack module's dependencies resolve to the kernel's modules first.
+func (a *Aliases) WithPack(p *driverpack.Pack) *Aliases {
+	c := *a
+	c.entries = append([]alias(nil), a.entries...)
+	c.deps = map[string]modDep{}
+	for k, v := range a.deps {
+		c.deps[k] = v
+	}
+	c.pack = map[string]bool{}
+	for _, m := range p.Header.Modules {
+		if _, ok := a.deps[m.Name]; ok {
+			continue
+		}
+		c.pack[m.Name] = true
+		for _, pat := range m.Aliases {
+			c.entries = append(c.entries, alias{pattern: pat, module: m.Name})
+		}
+		d := modDep{file: PackFile(m.Name)}
+		for _, dep := range m.Depends {
+			if k, ok := a.deps[dep]; ok {
+				d.deps = append(d.deps, k.file)
+			} else {
+				d.deps = append(d.deps, PackFile(dep))
+			}
+		}
+		c.deps[m.Name] = d
+	}
+	return &c
+}
+
+// FromPack reports whether module name comes from the driver pack.
+func (a *Aliases) FromPack(name string) bool { return a.pack[name] }
 
 // Match returns the module that drives a device's modalias ("" for none)
 // and whether it is built into the kernel.

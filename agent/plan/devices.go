@@ -24,6 +24,7 @@ const (
 	OriginBuiltin = "builtin" // built into the image kernel
 	OriginLoaded  = "loaded"  // bound to a device of this kind on the source: in the image's memory
 	OriginModule  = "module"  // a module of the image kernel, carried in the mailbox
+	OriginPack    = "pack"    // a module of the driver pack, carried in the mailbox
 	OriginNone    = "none"    // the image kernel has no driver for it
 )
 
@@ -108,7 +109,22 @@ func targetDriver(src *manifest.Manifest, dev *manifest.PCIDevice, aliases *Alia
 		}
 	}
 	mods, err = aliases.LoadOrder(want...)
+	if aliases.FromPack(mod) {
+		return mod, OriginPack, mods, err
+	}
 	return mod, OriginModule, mods, err
+}
+
+// noDriverFix is the fix for a target device the image kernel has no
+// driver for: the driver pack command that would make one, named by the
+// module this machine's (the agent's) kernel bound to it.
+func noDriverFix(aliases *Aliases, dev *manifest.PCIDevice, what string) string {
+	mod := "MODULE"
+	if dev != nil && dev.Driver != "" {
+		mod = strings.ReplaceAll(dev.Driver, "-", "_")
+	}
+	return fmt.Sprintf("build a driver pack for the image kernel (thaw driverpack build --release %s --modules %s --out DIR), serve it and boot with thaw.packs=URL of DIR; or restore onto a %s the image kernel drives",
+		releaseOf(aliases), mod, what)
 }
 
 // DMAbove lists the device-mapper devices whose slaves include the disk or
@@ -232,7 +248,7 @@ func (p *Plan) devices(src, dst *manifest.Manifest, aliases *Aliases) {
 		case origin == OriginNone || (drv == "" && aliases != nil):
 			row.Action = Refuse
 			row.Why = fmt.Sprintf("the image kernel %s has no driver for the disk controller %s (%s)", releaseOf(aliases), t.PCI, devDesc(tp))
-			row.Fix = "restore onto a disk controller the image kernel drives"
+			row.Fix = noDriverFix(aliases, tp, "disk controller")
 			p.refuse("driver", fmt.Sprintf("disk %s: %s", s.Name, row.Why), row.Fix)
 		case staleAt(src, tp):
 			// The resumed kernel keeps its own device at that address (a
@@ -364,7 +380,7 @@ func (p *Plan) nics(src, dst *manifest.Manifest, aliases *Aliases, addMods func(
 		case drv == "":
 			row.Action = None
 			row.Why = fmt.Sprintf("the image kernel %s has no driver for the NIC %s (%s): the server will have no network here", releaseOf(aliases), tp.Address, devDesc(tp))
-			row.Fix = "restore onto a NIC the image kernel drives"
+			row.Fix = noDriverFix(aliases, tp, "NIC")
 		case tp.Address == n.PCI:
 			// The resumed kernel keeps its own device at that address and
 			// would never see the new one; removing a stale virtio-net

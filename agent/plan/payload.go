@@ -14,6 +14,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
 
+	"github.com/thawlinux/thaw/images/driverpack"
 	"github.com/thawlinux/thaw/images/mailbox"
 	"github.com/thawlinux/thaw/images/manifest"
 )
@@ -22,10 +23,11 @@ import (
 const maxModule = 64 << 20
 
 // Payload encodes what the agent writes into the image's mailbox: the plan
-// (JSON) and the module files it names, read from the bundle's modules tree
-// (the tar r of the "modules" stream) and decompressed, in load order. It
-// refuses a payload the capture's mailbox cannot hold.
-func (p *Plan) Payload(m *manifest.Manifest, modules io.Reader) ([]byte, error) {
+// (JSON) and the module files it names, in load order: the image kernel's
+// read from the bundle's modules tree (the tar r of the "modules" stream)
+// and decompressed, the driver pack's from pack. It refuses a payload the
+// capture's mailbox cannot hold.
+func (p *Plan) Payload(m *manifest.Manifest, modules io.Reader, pack *driverpack.Pack) ([]byte, error) {
 	if m.Mailbox == nil || len(m.Mailbox.PFNs) == 0 {
 		return nil, fmt.Errorf("the bundle records no mailbox (made by thaw export or an older capture): the device plan cannot reach the resumed server")
 	}
@@ -41,14 +43,35 @@ func (p *Plan) Payload(m *manifest.Manifest, modules io.Reader) ([]byte, error) 
 	if err := w.Add(mailbox.KindPlan, "plan.json", js); err != nil {
 		return nil, err
 	}
-	if len(p.Modules) > 0 {
-		if modules == nil {
-			return nil, fmt.Errorf("the bundle carries no modules tree for %s", strings.Join(p.Modules, " "))
+	var own []string
+	for _, f := range p.Modules {
+		if !IsPackFile(f) {
+			own = append(own, f)
 		}
-		files, err := moduleFiles(modules, p.Modules)
-		if err != nil {
+	}
+	files := map[string][]byte{}
+	if len(own) > 0 {
+		if modules == nil {
+			return nil, fmt.Errorf("the bundle carries no modules tree for %s", strings.Join(own, " "))
+		}
+		var err error
+		if files, err = moduleFiles(modules, own); err != nil {
 			return nil, err
 		}
+	}
+	for _, f := range p.Modules {
+		if IsPackFile(f) {
+			var b []byte
+			if pack != nil {
+				b = pack.Module(ModuleName(f))
+			}
+			if b == nil {
+				return nil, fmt.Errorf("the plan loads %s from the driver pack, which does not hold it", ModuleName(f))
+			}
+			files[f] = b
+		}
+	}
+	if len(p.Modules) > 0 {
 		for _, f := range p.Modules {
 			if err := w.Add(mailbox.KindModule, ModuleName(f), files[f]); err != nil {
 				return nil, fmt.Errorf("module %s: %w", f, err)

@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/thawlinux/thaw/images/driverpack"
 	"github.com/thawlinux/thaw/images/manifest"
 	"github.com/thawlinux/thaw/images/memmap"
 )
@@ -32,6 +33,18 @@ type Driver struct {
 	// table is not in modules.builtin.modinfo before Linux 6.13), but the
 	// image kernel had Module bound to a device with this modalias.
 	SeenOnSource bool `json:"seen_on_source,omitempty"`
+	// Pack names the driver pack the module comes from ("" : the image
+	// kernel's own).
+	Pack string `json:"pack,omitempty"`
+}
+
+// PackUse is the driver pack a plan takes modules from.
+type PackUse struct {
+	File     string   `json:"file"` // RELEASE.pack
+	Release  string   `json:"release"`
+	Vermagic string   `json:"vermagic"`
+	Built    string   `json:"built,omitempty"`
+	Modules  []string `json:"modules"` // the pack's modules the plan loads
 }
 
 // Plan is the verdict and everything it rests on.
@@ -54,6 +67,8 @@ type Plan struct {
 	// tree) that the devices here need, in load order: the agent carries
 	// them into the image's memory.
 	Modules []string `json:"modules,omitempty"`
+	// Pack is the driver pack whose modules the plan loads; nil: none.
+	Pack *PackUse `json:"pack,omitempty"`
 	// Claim keeps the rescan's BARs out of this machine's RAM beyond the
 	// source's map; nil when nothing needs it.
 	Claim *Claim `json:"claim,omitempty"`
@@ -67,6 +82,9 @@ type Options struct {
 	// HasData reports whether a target disk holds data (a partition table
 	// or non-zero blocks); nil treats every disk as holding data.
 	HasData func(name string) bool
+	// Pack is a driver pack for the image kernel, verified and checked
+	// against it (driverpack.Read, Pack.Check); nil: none.
+	Pack *driverpack.Pack
 }
 
 func (p *Plan) refuse(check Check, reason, hint string) {
@@ -200,11 +218,18 @@ func Make(src, dst *manifest.Manifest, aliases *Aliases, opt Options) *Plan {
 		p.Disks = append(p.Disks, dm)
 	}
 
-	// Drivers: each target PCI device against the image kernel's aliases.
+	// Drivers: each target PCI device against the image kernel's aliases,
+	// then the driver pack's.
+	if opt.Pack != nil && aliases != nil {
+		aliases = aliases.WithPack(opt.Pack)
+	}
 	for _, d := range dst.PCI {
 		dr := Driver{PCI: d.Address, Class: d.Class, Kind: kindOf(d.Class), Modalias: d.Modalias}
 		if aliases != nil && d.Modalias != "" {
 			dr.Module, dr.Builtin = aliases.Match(d.Modalias)
+			if aliases.FromPack(dr.Module) {
+				dr.Pack = driverpack.FileName(opt.Pack.Header.Release)
+			}
 		}
 		if dr.Module == "" {
 			for _, sd := range src.PCI {
@@ -224,9 +249,39 @@ func Make(src, dst *manifest.Manifest, aliases *Aliases, opt Options) *Plan {
 	}
 	sort.Slice(p.Drivers, func(i, j int) bool { return p.Drivers[i].PCI < p.Drivers[j].PCI })
 	p.devices(src, dst, aliases)
+	p.packs(src, aliases, opt.Pack)
 	p.shield(src, dst, aliases)
 	p.OK = len(p.Refusals) == 0
 	return p
+}
+
+// packs records the driver pack's modules the plan loads, and refuses
+// them where the image kernel would: under lockdown or with module
+// signatures enforced, a module Debian did not sign does not load.
+func (p *Plan) packs(src *manifest.Manifest, aliases *Aliases, pk *driverpack.Pack) {
+	var used []string
+	for _, f := range p.Modules {
+		if IsPackFile(f) {
+			used = append(used, ModuleName(f))
+		}
+	}
+	if len(used) == 0 {
+		return
+	}
+	h := pk.Header
+	p.Pack = &PackUse{File: driverpack.FileName(h.Release), Release: h.Release, Vermagic: h.Vermagic, Modules: used,
+		Built: strings.TrimSpace(h.Built.Compiler + "; " + h.Built.Headers)}
+	k := src.Kernel
+	switch {
+	case k.SigEnforce || strings.Contains(" "+k.Cmdline+" ", " module.sig_enforce=1 "):
+		p.refuse(CheckPack, fmt.Sprintf("the image kernel enforces module signatures (module.sig_enforce): it would refuse the pack's modules %s, which Debian's key did not sign", strings.Join(used, " ")),
+			"restore onto hardware the image kernel drives, or boot the source without module.sig_enforce=1 and capture it again")
+	case k.Lockdown != "" && k.Lockdown != "none":
+		p.refuse(CheckPack, fmt.Sprintf("the image kernel runs under lockdown (%s, as Secure Boot turns on): it would refuse the pack's modules %s, which Debian's key did not sign", k.Lockdown, strings.Join(used, " ")),
+			"restore onto hardware the image kernel drives, or boot the source without Secure Boot (or with lockdown=none) and capture it again")
+	default:
+		p.Notes = append(p.Notes, fmt.Sprintf("driver pack %s: %s, not signed by Debian: loading them taints the resumed kernel (E, unsigned module)", p.Pack.File, strings.Join(used, " ")))
+	}
 }
 
 // writable is ds without the disks thaw runs from.

@@ -24,6 +24,7 @@ const (
 	CheckDisk      Check = "disk"
 	CheckMedium    Check = "medium" // thaw.disk= naming the thaw stick
 	CheckDriver    Check = "driver"
+	CheckPack      Check = "pack" // a driver pack: unsigned, altered, another release, not loadable
 	CheckSlot      Check = "slot"
 	CheckPCIWindow Check = "pciwindow"
 	CheckMailbox   Check = "mailbox"

@@ -192,6 +192,15 @@ func (p *prober) kernel(m *manifest.Manifest) error {
 	if k.Cmdline, err = optional(p.path("proc/cmdline")); err != nil {
 		return err
 	}
+	enforce, err := optional(p.path("sys/module/module/parameters/sig_enforce"))
+	if err != nil {
+		return err
+	}
+	lockdown, err := optional(p.path("sys/kernel/security/lockdown"))
+	if err != nil {
+		return err
+	}
+	k.SigEnforce, k.Lockdown = enforce == "Y", Lockdown(lockdown)
 	if k.Release == "" {
 		return nil
 	}
@@ -212,6 +221,17 @@ func (p *prober) kernel(m *manifest.Manifest) error {
 		}
 	}
 	return nil
+}
+
+// Lockdown reads the mode of /sys/kernel/security/lockdown, the one in
+// brackets: "none [integrity] confidentiality" → integrity.
+func Lockdown(s string) string {
+	if _, rest, ok := strings.Cut(s, "["); ok {
+		if mode, _, ok := strings.Cut(rest, "]"); ok {
+			return mode
+		}
+	}
+	return ""
 }
 
 // hashFile is the hex SHA-256 of a file, "" when it is missing or only root

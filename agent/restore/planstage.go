@@ -35,6 +35,16 @@ func makePlan(ctx context.Context, r *run) error {
 			opt.HasData = r.env.Machine.HasData
 		}
 		pl = plan.Make(m, st.Machine, aliases, opt)
+		if st.Packs != "" && aliases != nil && needsPack(pl) {
+			pack, refusal := r.loadPack(ctx, aliases)
+			if pack != nil {
+				opt.Pack, st.Pack = pack, pack
+				pl = plan.Make(m, st.Machine, aliases, opt)
+			}
+			if refusal != nil {
+				pl.Refusals = append(pl.Refusals, *refusal)
+			}
+		}
 		if st.Mode == Restore {
 			// thaw restore writes the files and devices it was given:
 			// the disk checks are its own (checkTargets).
@@ -276,14 +286,14 @@ func devHasData(d *blockdev.Dev) bool {
 func (r *run) makePayload(pl *plan.Plan) error {
 	br := r.st.Bundle
 	var mods io.Reader
-	if len(pl.Modules) > 0 {
+	if slices.ContainsFunc(pl.Modules, func(f string) bool { return !plan.IsPackFile(f) }) {
 		sr, err := br.OpenStream("modules")
 		if err != nil {
 			return err
 		}
 		mods = sr
 	}
-	b, err := pl.Payload(br.Manifest, mods)
+	b, err := pl.Payload(br.Manifest, mods, r.st.Pack)
 	if err != nil {
 		return err
 	}
@@ -314,6 +324,8 @@ func DriverText(d plan.Driver) string {
 		return mod + " (built in)"
 	case d.SeenOnSource:
 		return mod + " (bound to it on the source)"
+	case d.Pack != "":
+		return mod + " (pack " + d.Pack + ")"
 	}
 	return mod
 }

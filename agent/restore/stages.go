@@ -40,6 +40,7 @@ func params(ctx context.Context, r *run) error {
 	st.Image, st.Token, st.Area, st.Resume, st.Verify = p.Image, p.Token, p.Area, p.Resume, p.Verify
 	st.Retries, st.MinRate, st.Deadline = p.Retries, p.MinRate, p.Deadline
 	st.Disks = p.Disks
+	st.Packs = p.Packs
 	st.DryRun = st.DryRun || p.DryRun
 	st.Trust.Unverified = st.Trust.Unverified || p.Insecure
 	r.rep.Done(fmt.Sprintf("stage %d, image %s, disks %s, resume %s", max(p.Stage, 1), p.Image, orAuto(strings.Join(p.Disks, ",")), orAuto(p.Resume)))
@@ -152,7 +153,7 @@ func signature(ctx context.Context, r *run) error {
 	for _, k := range keys {
 		br, err := bundle.Open(st.blob, st.blob.Size(), &k.Key)
 		if err == nil {
-			st.Bundle = br
+			st.Bundle, st.signer = br, &k
 			by = fmt.Sprintf("signed by key %016X (%s)", k.Key.ID(), k.Name)
 			break
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/thawlinux/thaw/agent/stage2"
 	"github.com/thawlinux/thaw/images/blockdev"
 	"github.com/thawlinux/thaw/images/bundle"
+	"github.com/thawlinux/thaw/images/driverpack"
 	"github.com/thawlinux/thaw/images/manifest"
 	"github.com/thawlinux/thaw/netfetch/bootparam"
 	"github.com/thawlinux/thaw/netfetch/dhcp"
@@ -84,6 +85,9 @@ type Config struct {
 	// Verify is bootparam.VerifyFirst, VerifyStream or "" (first when a
 	// target disk holds data, else stream).
 	Verify string
+	// Packs is where driver packs are (thaw.packs=, --packs): a
+	// directory URL or path holding RELEASE.pack; "" : none.
+	Packs string
 	// Target is a saved profile of the target machine (thaw plan
 	// --target); nil probes this machine.
 	Target *manifest.Manifest
@@ -138,8 +142,11 @@ type State struct {
 	StickDisk  string        // the thaw stick's disk, when mounted
 	StickLog   string        // the log written to the stick (thaw-logs/…)
 
-	pin     string // the index digest asked for (#sha256=)
-	kernel  string // the agent kernel for stage 2 (the kernel stage)
+	Pack *driverpack.Pack // the image kernel's driver pack, verified
+
+	pin     string    // the index digest asked for (#sha256=)
+	signer  *NamedKey // the trusted key that verified the bundle
+	kernel  string    // the agent kernel for stage 2 (the kernel stage)
 	blob    Blob
 	devs    []*blockdev.Dev
 	area    *blockdev.Dev

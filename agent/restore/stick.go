@@ -29,7 +29,7 @@ func needsStick(r *run) bool {
 	if r.st.Mode != Agent || r.st.Params == nil {
 		return false
 	}
-	for _, ref := range []string{r.st.Params.Image, r.st.Params.Kernel, r.st.Params.Identity} {
+	for _, ref := range []string{r.st.Params.Image, r.st.Params.Kernel, r.st.Params.Identity, r.st.Params.Packs} {
 		if strings.HasPrefix(ref, bootparam.SchemeUSB) ||
 			strings.HasPrefix(ref, bootparam.SchemeFile+StickDir+"/") || strings.HasPrefix(ref, bootparam.SchemeFile+StickESPDir+"/") {
 			return true
@@ -59,6 +59,7 @@ func mountStick(ctx context.Context, r *run) error {
 	st.StickDisk = disk
 	st.onClose(r.env.Stick.Unmount)
 	st.Image = stickRef(st.Image)
+	st.Packs = stickRef(st.Packs)
 	r.rep.Done(fmt.Sprintf("%s on %s (disk %s), read-only", dev, StickDir, disk))
 	return nil
 }

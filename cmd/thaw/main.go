@@ -18,19 +18,20 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"inspect": {"show what a hibernation image holds and whether a kernel would resume it", runInspect},
-	"rewrite": {"copy a hibernation image into another swap area, in any compression", runRewrite},
-	"plan":    {"decide whether a bundle can be restored on this machine (writes nothing)", runPlan},
-	"probe":   {"print this machine's profile: kernel, memory map, CPU, PCI, NICs, disks, mounts, swap", runProbe},
-	"serve":   {"serve bundles over HTTP(S): GET with Range, PUT with a bearer token, agent logs", runServe},
-	"keygen":  {"make a signing key pair in minisign format", runKeygen},
-	"capture": {"hibernate this machine into a signed bundle (file or thaw serve) and power off", runCapture},
-	"export":  {"turn a kernel-written hibernation image and its disks into a signed bundle", runExport},
-	"agent":   {"the restore agent (initramfs uinit): netboot, verify, plan, write, resume", runAgent},
-	"restore": {"verify a bundle, write its disks and its resume image, print resume arguments", runRestore},
-	"media":   {"write boot media for the agent: a PXE tree with dnsmasq proxy-DHCP, or a USB stick", runMedia},
-	"grant":   {"get a one-use token from thaw serve that uploads one bundle once (for a capture's --token-file)", runGrant},
-	"prepare": {"make this server movable to another disk controller from its next boot (root and swap behind device-mapper)", runPrepare},
+	"inspect":    {"show what a hibernation image holds and whether a kernel would resume it", runInspect},
+	"rewrite":    {"copy a hibernation image into another swap area, in any compression", runRewrite},
+	"plan":       {"decide whether a bundle can be restored on this machine (writes nothing)", runPlan},
+	"probe":      {"print this machine's profile: kernel, memory map, CPU, PCI, NICs, disks, mounts, swap", runProbe},
+	"serve":      {"serve bundles over HTTP(S): GET with Range, PUT with a bearer token, agent logs", runServe},
+	"keygen":     {"make a signing key pair in minisign format", runKeygen},
+	"capture":    {"hibernate this machine into a signed bundle (file or thaw serve) and power off", runCapture},
+	"export":     {"turn a kernel-written hibernation image and its disks into a signed bundle", runExport},
+	"agent":      {"the restore agent (initramfs uinit): netboot, verify, plan, write, resume", runAgent},
+	"restore":    {"verify a bundle, write its disks and its resume image, print resume arguments", runRestore},
+	"media":      {"write boot media for the agent: a PXE tree with dnsmasq proxy-DHCP, or a USB stick", runMedia},
+	"grant":      {"get a one-use token from thaw serve that uploads one bundle once (for a capture's --token-file)", runGrant},
+	"driverpack": {"build kernel modules the image kernel lacks for its exact release, as a signed driver pack", runDriverpack},
+	"prepare":    {"make this server movable to another disk controller from its next boot (root and swap behind device-mapper)", runPrepare},
 }
 
 const usageHead = `thaw brings a hibernated Linux server back to life on other hardware.
@@ -55,7 +56,7 @@ func usage(w io.Writer) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-9s %s\n", n, commands[n].summary)
+		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
 	}
 	fmt.Fprint(w, usageTail)
 }

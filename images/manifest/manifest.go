@@ -49,6 +49,12 @@ type Kernel struct {
 	VmlinuzSHA256      string `json:"vmlinuz_sha256,omitempty"`
 	InitrdSHA256       string `json:"initrd_sha256,omitempty"`
 	ModulesAliasSHA256 string `json:"modules_alias_sha256,omitempty"`
+	// SigEnforce: the kernel loads only signed modules
+	// (/sys/module/module/parameters/sig_enforce). Lockdown is its
+	// lockdown mode (/sys/kernel/security/lockdown: none, integrity,
+	// confidentiality; "" : not known).
+	SigEnforce bool   `json:"module_sig_enforce,omitempty"`
+	Lockdown   string `json:"lockdown,omitempty"`
 }
 
 // E820Entry is one firmware memory map range; End is exclusive.

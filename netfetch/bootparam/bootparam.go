@@ -20,6 +20,7 @@ const (
 	keyArea     = "thaw.area"
 	keyToken    = "thaw.token"
 	keyIdentity = "thaw.identity"
+	keyPacks    = "thaw.packs"
 	keyLog      = "thaw.log"
 	keyResume   = "thaw.resume"
 	keyInsecure = "thaw.insecure"
@@ -34,7 +35,7 @@ const (
 	keyRescue   = "thaw.rescue"
 )
 
-var keys = []string{keyImage, keyPubKey, keyDisk, keyArea, keyToken, keyLog, keyResume, keyInsecure, keyStage, keyIface, keyRetries, keyMinRate, keyDeadline, keyVerify, keyKernel, keyDryRun, keyRescue, keyIdentity}
+var keys = []string{keyImage, keyPubKey, keyDisk, keyArea, keyToken, keyLog, keyResume, keyInsecure, keyStage, keyIface, keyRetries, keyMinRate, keyDeadline, keyVerify, keyKernel, keyDryRun, keyRescue, keyIdentity, keyPacks}
 
 // Resume modes for thaw.resume.
 const (
@@ -116,6 +117,11 @@ type Params struct {
 	// URL of the store (with thaw.token), usb:NAME on the stick or
 	// file:/PATH. Never plain http: the identity is a secret.
 	Identity string `json:"identity,omitempty"`
+	// Packs is where driver packs are (thaw.packs=): a directory URL
+	// (http(s)://, usb:DIR, file:/DIR) holding RELEASE.pack files. The
+	// agent fetches the image kernel's pack from there when the kernel
+	// lacks a driver for a device here.
+	Packs string `json:"packs,omitempty"`
 
 	// Warnings are things worth telling the operator that did not stop
 	// the parse: a parameter given twice, thaw.* arguments after "--",
@@ -357,6 +363,11 @@ func (p *Params) set(a Arg) *Error {
 			return e
 		}
 		p.Identity = v
+	case keyPacks:
+		if e := checkRef(k, v); e != nil {
+			return e
+		}
+		p.Packs = strings.TrimRight(v, "/")
 	case keyVerify:
 		if v != VerifyFirst && v != VerifyStream && v != "auto" {
 			return invalid(k, v, "not first or stream", "thaw.verify=first (every chunk checked before the first write) or thaw.verify=stream (each chunk checked as it is written), or leave it out: first when a target disk holds data")
@@ -433,6 +444,8 @@ func (p *Params) clear(k string) {
 		p.Kernel = ""
 	case keyIdentity:
 		p.Identity = ""
+	case keyPacks:
+		p.Packs = ""
 	}
 }
 
@@ -468,6 +481,8 @@ func placeholder(k string) string {
 		return "http://HOST:PORT/boot/vmlinuz#sha256=DIGEST"
 	case keyIdentity:
 		return "https://HOST:PORT/NAME.identity"
+	case keyPacks:
+		return "http://HOST:PORT/packs"
 	case keyDryRun, keyRescue:
 		return "1"
 	}
@@ -794,6 +809,7 @@ func (p *Params) Args() []string {
 	}
 	add(keyKernel, p.Kernel)
 	add(keyIdentity, p.Identity)
+	add(keyPacks, p.Packs)
 	if p.DryRun {
 		add(keyDryRun, "1")
 	}

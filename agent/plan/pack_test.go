@@ -1,0 +1,196 @@
+package plan
+
+import (
+	"archive/tar"
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"strings"
+	"testing"
+
+	"aead.dev/minisign"
+	"github.com/ulikunitz/xz"
+
+	"github.com/thawlinux/thaw/images/driverpack"
+	"github.com/thawlinux/thaw/images/mailbox"
+	"github.com/thawlinux/thaw/images/manifest"
+)
+
+// ideCtl is an IDE controller that only ata_generic's class alias
+// matches.
+const ideCtl = "pci:v0000ABCDd00001234sv00000000sd00000000bc01sc01i8a"
+
+// testPack is a pack for the test kernel holding Debian's ata_generic
+// (images/driverpack/testdata), which needs libata.
+func testPack(t *testing.T) *driverpack.Pack {
+	t.Helper()
+	pub, priv, err := minisign.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ko, err := os.ReadFile("../../images/driverpack/testdata/ata_generic.ko")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	w := driverpack.NewWriter(&buf, "6.12.0-test")
+	if err := w.Add(ko); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(driverpack.BuildInfo{Compiler: "gcc 14"}, "", priv); err != nil {
+		t.Fatal(err)
+	}
+	p, err := driverpack.Read(&buf, pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// ideTarget is vmware() with its disk on an IDE controller.
+func ideTarget() *manifest.Manifest {
+	dst := vmware()
+	dst.PCI[0] = manifest.PCIDevice{Address: "0000:00:06.0", Vendor: "0xabcd", Device: "0x1234", Class: "0x010180", Modalias: ideCtl, Driver: "ata_generic"}
+	return dst
+}
+
+func TestDevicePlanPack(t *testing.T) {
+	pack := testPack(t)
+	for _, tc := range []struct {
+		name    string
+		edit    func(src *manifest.Manifest)
+		pack    *driverpack.Pack
+		check   Check  // a refusal's check; "" : ok
+		modules string // module names carried, in order
+		want    string // in the disk row's why or fix, or a note
+	}{
+		{"no pack: the fix names the build", nil, nil, CheckDriver, "vmxnet3",
+			"thaw driverpack build --release 6.12.0-test --modules ata_generic --out DIR"},
+		{"pack", nil, pack, "", "scsi_common scsi_mod libata ata_generic sd_mod vmxnet3",
+			"taints the resumed kernel (E, unsigned module)"},
+		{"signatures enforced", func(src *manifest.Manifest) { src.Kernel.SigEnforce = true }, pack, CheckPack, "", "module.sig_enforce"},
+		{"sig_enforce on the command line", func(src *manifest.Manifest) { src.Kernel.Cmdline = "ro module.sig_enforce=1 quiet" }, pack, CheckPack, "", "module.sig_enforce"},
+		{"lockdown", func(src *manifest.Manifest) { src.Kernel.Lockdown = "integrity" }, pack, CheckPack, "", "lockdown (integrity"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src, dst := server(), ideTarget()
+			src.PCI[0].Driver = "virtio_net"
+			if tc.edit != nil {
+				tc.edit(src)
+			}
+			p := Make(src, dst, aliases(t), Options{Disks: []string{"sda"}, Pack: tc.pack})
+			if got := p.OK; got != (tc.check == "") {
+				t.Fatalf("ok = %v: %+v", got, p.Refusals)
+			}
+			text := strings.Join(p.Notes, " ")
+			for _, r := range p.Refusals {
+				text += " " + r.Reason + " " + r.Hint
+			}
+			if tc.check != "" && !strings.Contains(checks(p), string(tc.check)) {
+				t.Errorf("no %s refusal: %s", tc.check, checks(p))
+			}
+			d := row(t, p, "disk", "vda")
+			text += " " + d.Why + " " + d.Fix
+			if !strings.Contains(text, tc.want) {
+				t.Errorf("plan does not say %q:\n%s", tc.want, text)
+			}
+			if tc.modules != "" {
+				var mods []string
+				for _, f := range p.Modules {
+					mods = append(mods, ModuleName(f))
+				}
+				if got := strings.Join(mods, " "); got != tc.modules {
+					t.Errorf("modules %q, want %q", got, tc.modules)
+				}
+			}
+			if tc.pack == nil {
+				return
+			}
+			if d.Target.Origin != OriginPack || d.Target.Driver != "ata_generic" {
+				t.Errorf("disk row target %+v", d.Target)
+			}
+			if p.Pack == nil || strings.Join(p.Pack.Modules, ",") != "ata_generic" || p.Pack.File != "6.12.0-test.pack" {
+				t.Errorf("plan's pack %+v", p.Pack)
+			}
+			for _, dr := range p.Drivers {
+				if dr.Modalias == ideCtl && (dr.Module != "ata_generic" || dr.Pack != "6.12.0-test.pack") {
+					t.Errorf("driver row %+v", dr)
+				}
+			}
+		})
+	}
+}
+
+func checks(p *Plan) string {
+	var s []string
+	for _, r := range p.Refusals {
+		s = append(s, string(r.Check))
+	}
+	return strings.Join(s, ",")
+}
+
+// A module the image kernel has is never taken from the pack.
+func TestWithPackKeepsKernelModules(t *testing.T) {
+	a := aliases(t)
+	pack := testPack(t)
+	pack.Header.Modules[0].Name = "libata" // as if the pack carried the kernel's own libata
+	w := a.WithPack(pack)
+	if w.FromPack("libata") {
+		t.Error("libata taken from the pack")
+	}
+	if a.FromPack("ata_generic") || a.pack != nil {
+		t.Error("WithPack changed the kernel's table")
+	}
+}
+
+// modulesTar is a modules tree tar for the test kernel's modules.dep with
+// small ELF-headed files, xz-compressed as Debian 13 ships them.
+func modulesTar(t *testing.T) []byte {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, line := range strings.Split(depText, "\n") {
+		f, _, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		var x bytes.Buffer
+		xw, _ := xz.NewWriter(&x)
+		xw.Write([]byte("\x7fELF " + ModuleName(f)))
+		xw.Close()
+		tw.WriteHeader(&tar.Header{Name: "6.12.0-test/" + f, Mode: 0o644, Size: int64(x.Len()), Typeflag: tar.TypeReg})
+		tw.Write(x.Bytes())
+	}
+	tw.Close()
+	return buf.Bytes()
+}
+
+func TestPayloadWithPack(t *testing.T) {
+	pack := testPack(t)
+	src := server()
+	src.PCI[0].Driver = "virtio_net"
+	nonce := [16]byte{1, 2, 3}
+	src.Mailbox = &manifest.Mailbox{Nonce: hex.EncodeToString(nonce[:]), PFNs: make([]uint64, 1024)}
+	p := Make(src, ideTarget(), aliases(t), Options{Disks: []string{"sda"}, Pack: pack})
+	b, err := p.Payload(src, bytes.NewReader(modulesTar(t)), pack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl, err := mailbox.Parse(b, nonce)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, m := range pl.Modules() {
+		names = append(names, m.Name)
+		if m.Name == "ata_generic" && !bytes.Equal(m.Data, pack.Module("ata_generic")) {
+			t.Error("ata_generic is not the pack's")
+		}
+	}
+	if got := strings.Join(names, " "); got != "scsi_common scsi_mod libata ata_generic sd_mod vmxnet3" {
+		t.Errorf("mailbox modules %q", got)
+	}
+	if _, err := p.Payload(src, bytes.NewReader(modulesTar(t)), nil); err == nil {
+		t.Error("a payload without the pack it names")
+	}
+}
