@@ -68,9 +68,9 @@ func Build(ctx context.Context, sys System, opt Options) (*Result, error) {
 }
 
 type build struct {
-	sys  System
-	opt  Options
-	log  io.Writer
+	sys     System
+	opt     Options
+	log     io.Writer
 	rootDir string // the build root (a Debian chroot)
 	// full is the release of the same ABI's full flavour, whose
 	// configuration says how Debian builds a driver the flavour lacks.
@@ -89,7 +89,9 @@ type moduleDir struct {
 	Symbols map[string]string // CONFIG_X → its value for this build
 }
 
-func (b *build) logf(format string, args ...any) { fmt.Fprintf(b.log, "driverpack: "+format+"\n", args...) }
+func (b *build) logf(format string, args ...any) {
+	fmt.Fprintf(b.log, "driverpack: "+format+"\n", args...)
+}
 
 // plan checks the options and derives the suite, the full flavour and the
 // source package.
