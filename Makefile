@@ -43,7 +43,8 @@ FUZZ := ./images/swsusp:FuzzReader ./images/swsusp:FuzzStreamReader \
 	./agent/probe:FuzzParseIomem ./agent/probe:FuzzParseMBR ./agent/prepare:FuzzParseFstab \
 	./netfetch/store:FuzzResolve ./netfetch/store:FuzzFormatLog ./agent/stage2:FuzzParse \
 	./images/swsusp:FuzzTargetArea ./agent/plan:FuzzFromModulesTar ./kexec:FuzzVmlinux \
-	./kexec:FuzzParseSystab ./agent/physmem:FuzzFADTPointers ./images/memmap:FuzzRead
+	./kexec:FuzzParseSystab ./agent/physmem:FuzzFADTPointers ./images/memmap:FuzzRead \
+	./images/driverpack:FuzzRead ./images/driverpack:FuzzModinfo
 FUZZTIME ?= 6s
 FUZZLONG ?= 10m
 

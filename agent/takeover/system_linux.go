@@ -70,6 +70,9 @@ func (l *Linux) LoadModule(m Module) error {
 	if errors.Is(err, unix.EEXIST) {
 		return nil
 	}
+	if errors.Is(err, unix.EKEYREJECTED) {
+		return fmt.Errorf("init_module %s (%d bytes): %w: this kernel loads only signed modules (lockdown or module.sig_enforce=1)", m.Name, len(m.Image), err)
+	}
 	if err != nil {
 		return fmt.Errorf("init_module %s (%d bytes): %w", m.Name, len(m.Image), err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/thawlinux/thaw/agent/plan"
 	"github.com/thawlinux/thaw/agent/restore"
@@ -27,13 +28,18 @@ profile (thaw probe):
            or PCI address is refused (a resumed kernel hangs on the dead one)
   driver   each PCI device here against the image kernel's modules.alias
            (the bundle's modules tree): a disk controller without a driver
-           is refused, a NIC without one is noted
+           is refused, a NIC without one is noted; with --packs, the
+           driver pack for the image kernel's release (RELEASE.pack, made
+           by thaw driverpack build) gives the drivers it lacks
+  pack     a pack that is unsigned, signed by another key, altered, built
+           for another release or vermagic, or that a kernel under lockdown
+           or module.sig_enforce=1 would refuse
   resume   direct (the memory maps are identical) or kexec (they differ:
            e820 replay)
   devices  the device plan: each source disk and NIC against this
            machine's, with the image kernel's driver for the new device
-           and where it comes from (builtin, loaded on the source, or a
-           module carried into the image's memory), and the action:
+           and where it comes from (builtin, loaded on the source, a module
+           carried into the image's memory, or the pack's), and the action:
            keep; redirect (a disk on another controller: root and swap
            must sit on device-mapper, whose tables the resumed server
            re-points); rebind (a NIC elsewhere takes the source's name,
@@ -55,6 +61,7 @@ func runPlan(args []string) error {
 	pubPath := fs.String("pubkey", "", "minisign public key the bundle must be signed with")
 	tokenFile := fs.String("token-file", "", "bearer token for an http(s) --image")
 	asJSON := fs.Bool("json", false, "print the plan as JSON")
+	packs := fs.String("packs", "", "directory (or http(s) URL) of driver packs, as the agent's thaw.packs=: RELEASE.pack gives drivers the image kernel lacks")
 	targetFile := fs.String("target", "", "plan against this profile (thaw probe --json saved on the target machine) instead of this machine")
 	idFiles := addIdentityFlag(fs)
 	var disks multiFlag
@@ -81,7 +88,7 @@ func runPlan(args []string) error {
 	if trust.Identities, err = loadIdentities(*idFiles); err != nil {
 		return &exitError{2, err}
 	}
-	cfg := restore.Config{Mode: restore.Plan, Image: *image, Token: token, Disks: disks, Trust: trust}
+	cfg := restore.Config{Mode: restore.Plan, Image: *image, Token: token, Disks: disks, Trust: trust, Packs: strings.TrimRight(*packs, "/")}
 	if *targetFile != "" {
 		b, err := os.ReadFile(*targetFile)
 		if err != nil {

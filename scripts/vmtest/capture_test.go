@@ -345,7 +345,7 @@ func captureServerOn(t *testing.T, s *harness.Server, name, firmware string, opt
 	t.Logf("TIMING %-34s %6.1fs", name+" (freeze → power off)", time.Since(start).Seconds())
 
 	c = &capturedServer{s: s, h: h, blobSum: blobSum, dsdtSum: dsdtSum, tools: tools, redis: rm[1],
-		bundle: filepath.Join(store, "server.thaw"), pub: filepath.Join(dir, "k.pub"), identity: filepath.Join(dir, "r.identity")}
+		bundle: filepath.Join(store, "server.thaw"), pub: filepath.Join(dir, "k.pub"), key: filepath.Join(dir, "k.key"), identity: filepath.Join(dir, "r.identity")}
 	// Encrypted: what lived only in the server's RAM appears in no stored
 	// byte.
 	b, err := os.ReadFile(c.bundle)
@@ -366,6 +366,7 @@ var captured *capturedServer
 type capturedServer struct {
 	s                  *harness.Server
 	bundle, pub, tools string
+	key                string // the secret key that signed the bundle
 	identity           string // decrypts the bundle
 	h                  *hibernatedServer
 	blobSum            string
@@ -393,7 +394,7 @@ func keepSuite(t *testing.T, c *capturedServer, suite string) *capturedServer {
 	os.RemoveAll(dir)
 	os.MkdirAll(dir, 0o755)
 	kept := *c
-	for _, f := range []*string{&kept.bundle, &kept.pub, &kept.tools, &kept.identity} {
+	for _, f := range []*string{&kept.bundle, &kept.pub, &kept.key, &kept.tools, &kept.identity} {
 		dst := filepath.Join(dir, filepath.Base(*f))
 		if err := os.Link(*f, dst); err != nil {
 			copyFile(t, *f, dst)
@@ -445,7 +446,7 @@ func loadKept(t *testing.T, suite string) *capturedServer {
 		t.Fatal(err)
 	}
 	t.Logf("reusing the capture kept in %s", dir)
-	return &capturedServer{s: s, bundle: filepath.Join(dir, "server.thaw"), pub: filepath.Join(dir, "k.pub"), tools: filepath.Join(dir, "tools.img"), identity: filepath.Join(dir, "r.identity"),
+	return &capturedServer{s: s, bundle: filepath.Join(dir, "server.thaw"), pub: filepath.Join(dir, "k.pub"), key: filepath.Join(dir, "k.key"), tools: filepath.Join(dir, "tools.img"), identity: filepath.Join(dir, "r.identity"),
 		h: &hibernatedServer{s: s, secret: st.Secret, last: st.Last}, blobSum: st.BlobSum, dsdtSum: st.DSDTSum, redis: st.Redis}
 }
 

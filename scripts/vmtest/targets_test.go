@@ -60,6 +60,8 @@ type agentCase struct {
 	gpt     bool                       // the target disk holds a GPT with a swap partition 2
 	vmware  bool                       // the target disk on pvscsi (slot 6, sda), a vmxnet3 NIC (slot 10)
 	nvme    bool                       // with vmware: the target disk on NVMe (slot 6, nvme0n1) instead
+	ahci    bool                       // with vmware: the disk on AHCI (slot 6, sda) and the NIC an e1000e (slot 10) instead
+	packs   string                     // a driver pack file, served from the store's packs/ (thaw.packs=)
 	redis   int                        // host port forwarded to the guest's redis (vmware)
 	pin     string                     // thaw.image=URL#sha256=: default the served bundle's index digest
 	tls     bool                       // thaw serve over https, with a test CA baked into the agent
@@ -94,6 +96,15 @@ func indexDigest(t *testing.T, path string) string {
 	return openBundleFile(t, path).Digest()
 }
 
+// nicDriver is the model (and driver) of the NIC that takes the source's
+// place on a vmware-like target.
+func (ac agentCase) nicDriver() string {
+	if ac.ahci {
+		return "e1000e"
+	}
+	return "vmxnet3"
+}
+
 // targetDisk is the agent kernel's name of the disk the bundle goes to.
 func (ac agentCase) targetDisk() string {
 	switch {
@@ -110,6 +121,7 @@ type agentTarget struct {
 	target, blank string
 	port          int
 	redis         int    // host port of the guest's redis, 0 without
+	nicDriver     string // the driver of the NIC that takes the source's place
 	store         string // thaw serve's directory; the agent's log is logs/NAME.log
 }
 
@@ -165,7 +177,7 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 	// against a second writer, and the agent cases run two at a time.
 	tools := filepath.Join(dir, "tools.img")
 	copyFile(t, c.tools, tools)
-	at := &agentTarget{redis: ac.redis, port: port, store: store, target: filepath.Join(dir, "target.img"), blank: blankDisk(t, dir)}
+	at := &agentTarget{redis: ac.redis, port: port, store: store, nicDriver: ac.nicDriver(), target: filepath.Join(dir, "target.img"), blank: blankDisk(t, dir)}
 	emptyDiskLike(t, at.target, c.s.Disk)
 	if ac.gpt {
 		st, _ := os.Stat(at.target)
@@ -191,6 +203,11 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 	if ac.tls {
 		params += fmt.Sprintf(" thaw.identity=https://10.0.2.2:%d/keys/server.identity", port)
 	}
+	if ac.packs != "" {
+		os.MkdirAll(filepath.Join(store, "packs"), 0o755)
+		copyFile(t, ac.packs, filepath.Join(store, "packs", filepath.Base(ac.packs)))
+		params += fmt.Sprintf(" thaw.packs=%s://10.0.2.2:%d/packs", scheme, port)
+	}
 	t.Logf("target: the agent boots with %s", strings.TrimSpace(params))
 	cfg := harness.VMConfig{Name: ac.name, Kernel: kernel, Initrd: initrd, Append: params,
 		MemoryMB: ac.memMB, CPUs: ac.cpus, CPU: ac.cpu, NIC: ac.nic, Extra: ac.extra, Control: true, VGA: ac.vga, LogDir: logDir, Timeout: 12 * time.Minute,
@@ -205,14 +222,17 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 		// another slot; the other disks stay virtio at the source's slots.
 		cfg.Disks = []harness.Disk{{Path: at.blank, Addr: "0x4"}, {Path: tools, Addr: "0x5"}}
 		cfg.Extra = append(cfg.Extra, "-drive", "file="+at.target+",format=raw,if=none,cache=unsafe,id=t0")
-		if ac.nvme {
+		switch {
+		case ac.nvme:
 			cfg.Extra = append(cfg.Extra, "-device", "nvme,serial=thaw-target,drive=t0,addr=0x6")
-		} else {
+		case ac.ahci:
+			cfg.Extra = append(cfg.Extra, "-device", "ich9-ahci,id=ahci,addr=0x6", "-device", "ide-hd,drive=t0,bus=ahci.0")
+		default:
 			cfg.Extra = append(cfg.Extra, "-device", "pvscsi,id=hba,addr=0x6", "-device", "scsi-hd,drive=t0,bus=hba.0")
 		}
 		cfg.Extra = append(cfg.Extra,
 			"-netdev", fmt.Sprintf("user,id=n1,hostfwd=tcp:127.0.0.1:%d-:6379", ac.redis),
-			"-device", "vmxnet3,netdev=n1,addr=0xa")
+			"-device", ac.nicDriver()+",netdev=n1,addr=0xa")
 	}
 	if cfg.MemoryMB == 0 {
 		cfg.MemoryMB = 512
@@ -745,7 +765,7 @@ func testMoved(t *testing.T, ac agentCase, inside func(*agentTarget), want ...st
 	ac.redis = freePort(t)
 	at := agentResume(t, ac)
 	con := at.vm.Console()
-	for _, w := range append([]string{"vmxnet3", "REDIRECT", "REBIND", "payload verified"}, want...) {
+	for _, w := range append([]string{ac.nicDriver(), "REDIRECT", "REBIND", "payload verified"}, want...) {
 		if !strings.Contains(con, w) {
 			t.Errorf("the console never says %q", w)
 		}
@@ -768,20 +788,13 @@ func testMoved(t *testing.T, ac agentCase, inside func(*agentTarget), want ...st
 // applied (the JSON of both compared).
 func checkPreflight(t *testing.T, at *agentTarget, c *capturedServer, name string, disks ...string) {
 	t.Helper()
-	log, err := os.ReadFile(filepath.Join(at.store, "logs", name+".log"))
-	if err != nil {
-		t.Fatalf("the agent's log: %v", err)
-	}
-	rec := func(kind string) []byte {
-		m := regexp.MustCompile(`(?m) thaw-` + kind + `-json (\{.*\})$`).FindSubmatch(log)
-		if m == nil {
-			t.Fatalf("the agent's log has no thaw-%s-json record", kind)
-		}
-		return m[1]
-	}
+	rec := func(kind string) []byte { return agentRecord(t, at, name, kind) }
 	probeFile := filepath.Join(t.TempDir(), "target.json")
 	os.WriteFile(probeFile, rec("probe"), 0o644)
 	args := []string{"plan", "--image", c.bundle, "--pubkey", c.pub, "--identity", c.identity, "--target", probeFile, "--json"}
+	if _, err := os.Stat(filepath.Join(at.store, "packs")); err == nil {
+		args = append(args, "--packs", filepath.Join(at.store, "packs"))
+	}
 	for _, d := range disks {
 		args = append(args, "--disk", d)
 	}
@@ -813,6 +826,21 @@ func checkPreflight(t *testing.T, at *agentTarget, c *capturedServer, name strin
 	t.Logf("pre-flight: thaw plan --target with the agent's recorded profile gives its device plan (%d bytes of JSON)", len(compact(host.Devices)))
 }
 
+// agentRecord is the JSON record of a kind (probe, plan) that the agent
+// named name sent to its thaw.log=.
+func agentRecord(t *testing.T, at *agentTarget, name, kind string) []byte {
+	t.Helper()
+	log, err := os.ReadFile(filepath.Join(at.store, "logs", name+".log"))
+	if err != nil {
+		t.Fatalf("the agent's log: %v", err)
+	}
+	m := regexp.MustCompile(`(?m) thaw-` + kind + `-json (\{.*\})$`).FindSubmatch(log)
+	if m == nil {
+		t.Fatalf("the agent's log has no thaw-%s-json record", kind)
+	}
+	return m[1]
+}
+
 // checkTakenOver: the host's client reads the RAM-only redis value through
 // hostfwd, and the new NIC carries the source's name and address.
 func checkTakenOver(t *testing.T, at *agentTarget, c *capturedServer) {
@@ -840,8 +868,8 @@ func checkTakenOver(t *testing.T, at *agentTarget, c *capturedServer) {
 	// The address sits on the new NIC, which has the source's MAC. (The
 	// stale virtio-net keeps the source's name: it cannot be closed.)
 	m := regexp.MustCompile(`(?m)^\d+: (\S+)\s+inet ` + regexp.QuoteMeta(ip) + `/`).FindStringSubmatch(out)
-	if m == nil || !strings.Contains(out, "link "+m[1]+" vmxnet3 "+nic.MAC) {
-		t.Fatalf("%s (the source's %s) is not on the new vmxnet3 NIC with MAC %s: %q", ip, nic.Name, nic.MAC, out)
+	if m == nil || !strings.Contains(out, "link "+m[1]+" "+at.nicDriver+" "+nic.MAC) {
+		t.Fatalf("%s (the source's %s) is not on the new %s NIC with MAC %s: %q", ip, nic.Name, at.nicDriver, nic.MAC, out)
 	}
 }
 
