@@ -23,7 +23,7 @@ const ideCtl = "pci:v0000ABCDd00001234sv00000000sd00000000bc01sc01i8a"
 
 // testPack is a pack for the test kernel holding Debian's ata_generic
 // (images/driverpack/testdata), which needs libata.
-func testPack(t *testing.T) *driverpack.Pack {
+func testPack(t *testing.T, extra ...string) *driverpack.Pack {
 	t.Helper()
 	pub, priv, err := minisign.GenerateKey(rand.Reader)
 	if err != nil {
@@ -37,6 +37,15 @@ func testPack(t *testing.T) *driverpack.Pack {
 	w := driverpack.NewWriter(&buf, "6.12.0-test")
 	if err := w.Add(ko); err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range extra {
+		ko, err := os.ReadFile("../../images/driverpack/testdata/" + f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Add(ko); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := w.Close(driverpack.BuildInfo{Compiler: "gcc 14"}, "", priv); err != nil {
 		t.Fatal(err)
@@ -192,5 +201,68 @@ func TestPayloadWithPack(t *testing.T) {
 	}
 	if _, err := p.Payload(src, bytes.NewReader(modulesTar(t)), nil); err == nil {
 		t.Error("a payload without the pack it names")
+	}
+}
+
+func TestHotAdd(t *testing.T) {
+	withHot := testPack(t, "thaw_hotadd.ko")
+	for _, tc := range []struct {
+		name   string
+		ramMB  uint64
+		block  uint64
+		pack   *driverpack.Pack
+		ranges string // the hot-add's params; "" : none
+		unused uint64 // MiB
+		note   string
+	}{
+		{"no pack", 1024, 128 << 20, nil, "", 512, "a driver pack for 6.12.0-test (thaw driverpack build) would add 512 MiB"},
+		{"pack without thaw_hotadd", 1024, 128 << 20, testPack(t), "", 512, "would add 512 MiB"},
+		{"pack", 1024, 128 << 20, withHot, "ranges=20000000-40000000 window_floor=0x40000000", 0, "adds 512 MiB of this machine's RAM"},
+		{"partial blocks", 1000, 128 << 20, withHot, "ranges=20000000-38000000 window_floor=0x3e800000", 0, "104 MiB in partial blocks stay unused"},
+		{"no block size recorded", 1024, 0, withHot, "", 0, "recorded no memory block size"},
+		{"same RAM", 512, 128 << 20, withHot, "", 0, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src, dst := server(), ideTarget()
+			src.PCI[0].Driver = "virtio_net"
+			src.MemoryBlock = tc.block
+			src.PCIWindows = []manifest.PhysRange{{Start: 0x20000000, End: 0xfec00000}}
+			dst.E820 = machine(tc.ramMB).E820
+			p := Make(src, dst, aliases(t), Options{Disks: []string{"sda"}, Pack: tc.pack})
+			got := ""
+			if p.HotAdd != nil {
+				got = p.HotAdd.Params
+				if p.Modules[0] != PackFile(HotAddModule) {
+					t.Errorf("modules %v: thaw_hotadd is not first", p.Modules)
+				}
+			}
+			if got != tc.ranges || p.UnusedRAM>>20 != tc.unused {
+				t.Errorf("hot-add %q, unused %d MiB; want %q, %d MiB", got, p.UnusedRAM>>20, tc.ranges, tc.unused)
+			}
+			if notes := strings.Join(p.Notes, "\n"); !strings.Contains(notes, tc.note) {
+				t.Errorf("notes do not say %q:\n%s", tc.note, notes)
+			}
+		})
+	}
+}
+
+func TestCPUNote(t *testing.T) {
+	for _, tc := range []struct {
+		release  string
+		possible int
+		note     string
+	}{
+		{"6.1.0-50-cloud-amd64", 1, "resumes with 1 of this machine's 2 CPUs: the image kernel's possible CPUs (1) were fixed when it booted on the source; on the source, thaw prepare --cpus 2"},
+		{"6.12.117+deb13-cloud-amd64", 1, "maxcpus"},
+		{"6.12.117+deb13-cloud-amd64", 2, ""},
+		{"6.12.117+deb13-cloud-amd64", 0, ""},
+	} {
+		src, dst := server(), vmware()
+		src.Kernel.Release, src.CPU.Possible, dst.CPU.Count = tc.release, tc.possible, 2
+		p := Make(src, dst, aliases(t), Options{Disks: []string{"sda"}})
+		notes := strings.Join(p.Notes, "\n")
+		if tc.note == "" && strings.Contains(notes, "CPUs") || !strings.Contains(notes, tc.note) {
+			t.Errorf("%s, %d possible: notes\n%s\nwant %q", tc.release, tc.possible, notes, tc.note)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package plan
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -67,6 +68,12 @@ type Plan struct {
 	// tree) that the devices here need, in load order: the agent carries
 	// them into the image's memory.
 	Modules []string `json:"modules,omitempty"`
+	// HotAdd is this machine's extra RAM given to the resumed kernel;
+	// nil: none.
+	HotAdd *HotAdd `json:"hot_add,omitempty"`
+	// UnusedRAM is what a driver pack's thaw_hotadd would add (whole
+	// memory blocks) when the plan has none.
+	UnusedRAM uint64 `json:"unused_ram,omitempty"`
 	// Pack is the driver pack whose modules the plan loads; nil: none.
 	Pack *PackUse `json:"pack,omitempty"`
 	// Claim keeps the rescan's BARs out of this machine's RAM beyond the
@@ -249,8 +256,16 @@ func Make(src, dst *manifest.Manifest, aliases *Aliases, opt Options) *Plan {
 	}
 	sort.Slice(p.Drivers, func(i, j int) bool { return p.Drivers[i].PCI < p.Drivers[j].PCI })
 	p.devices(src, dst, aliases)
+	p.hotAdd(src, dst, aliases)
+	p.cpus(src, dst)
 	p.packs(src, aliases, opt.Pack)
 	p.shield(src, dst, aliases)
+	if p.HotAdd != nil {
+		// The RAM is added before the claim is made: the claim is not
+		// needed once the window moved up.
+		f := PackFile(HotAddModule)
+		p.Modules = append([]string{f}, slices.DeleteFunc(p.Modules, func(m string) bool { return m == f })...)
+	}
 	p.OK = len(p.Refusals) == 0
 	return p
 }

@@ -303,6 +303,15 @@ func (p *prober) memory(m *manifest.Manifest) error {
 	if m.MemoryBytes == 0 {
 		return fmt.Errorf("%s: no MemTotal", path)
 	}
+	bs, err := optional(p.path("sys/devices/system/memory/block_size_bytes"))
+	if err != nil {
+		return err
+	}
+	if bs != "" {
+		if m.MemoryBlock, err = strconv.ParseUint(bs, 16, 64); err != nil {
+			return fmt.Errorf("block_size_bytes %q: %w", bs, err)
+		}
+	}
 	return nil
 }
 
@@ -354,7 +363,32 @@ func (p *prober) cpu(m *manifest.Manifest) error {
 		return fmt.Errorf("%s: no processor entries", path)
 	}
 	c.Flags = sortedSet(strings.Fields(flags))
+	possible, err := optional(p.path("sys/devices/system/cpu/possible"))
+	if err != nil {
+		return err
+	}
+	c.Possible = CountCPUs(possible)
 	return nil
+}
+
+// CountCPUs counts the CPUs of a kernel CPU list ("0-3,8").
+func CountCPUs(list string) int {
+	n := 0
+	for _, part := range strings.Split(list, ",") {
+		lo, hi, isRange := strings.Cut(strings.TrimSpace(part), "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil {
+			continue
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil || b < a {
+				continue
+			}
+		}
+		n += b - a + 1
+	}
+	return n
 }
 
 // sortedSet sorts s and drops repeats; never nil.

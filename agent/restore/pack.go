@@ -16,8 +16,12 @@ import (
 )
 
 // needsPack reports whether a plan lacks a driver for a disk controller
-// or NIC of this machine, which a driver pack could give.
+// or NIC of this machine, or leaves RAM unused, which a driver pack could
+// give.
 func needsPack(pl *plan.Plan) bool {
+	if pl.UnusedRAM > 0 {
+		return true
+	}
 	for _, d := range pl.Drivers {
 		if d.Module == "" && (d.Kind == "disk" || d.Kind == "nic") {
 			return true

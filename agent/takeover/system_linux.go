@@ -79,6 +79,22 @@ func (l *Linux) LoadModule(m Module) error {
 	return nil
 }
 
+// OnlineMemory onlines memory block n.
+func (l *Linux) OnlineMemory(n uint64) error {
+	p := fmt.Sprintf("/sys/devices/system/memory/memory%d/state", n)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return fmt.Errorf("memory block %d: %w", n, err)
+	}
+	if strings.TrimSpace(string(b)) == "online" {
+		return nil
+	}
+	if err := os.WriteFile(p, []byte("online"), 0); err != nil {
+		return fmt.Errorf("%s: online: %w", p, err)
+	}
+	return nil
+}
+
 // PCIPresent reports whether /sys/bus/pci/devices/ADDR exists.
 func (l *Linux) PCIPresent(addr string) bool {
 	var st unix.Stat_t

@@ -47,6 +47,10 @@ type System interface {
 	// Claimed reports whether [start, end) is wholly held by iomem
 	// entries named name (/proc/iomem).
 	Claimed(start, end uint64, name string) (bool, error)
+	// OnlineMemory onlines memory block n
+	// (/sys/devices/system/memory/memoryN); one online already is no
+	// error.
+	OnlineMemory(n uint64) error
 	// Disks lists the whole disks with their GPT GUIDs, but for those
 	// whose major:minor is in skip: they are not even opened (a dead
 	// disk's I/O never returns).
@@ -163,19 +167,44 @@ func Apply(sys System, p *plan.Plan, mods []Module, src *manifest.Manifest, logf
 		logf = func(string, ...any) {}
 	}
 
-	// 1. Drivers, from memory, in load order; the claim's module with
-	// the plan's parameters.
+	// 1. Drivers, from memory, in load order; this machine's extra RAM
+	// added first (the pack's thaw_hotadd, which also moves the source's
+	// PCI window above it) and onlined; the claim's module with the
+	// plan's parameters, unless the window moved above the claim.
 	var claim *plan.Claim
+	var hot *plan.HotAdd
 	if p != nil {
-		claim = p.Claim
+		claim, hot = p.Claim, p.HotAdd
 	}
+	hotAdded := false
 	for _, m := range mods {
 		what := "load module " + m.Name
-		if claim != nil && m.Name == claim.Module {
+		switch {
+		case hot != nil && m.Name == hot.Module:
+			m.Params = hot.Params
+			what = fmt.Sprintf("add %d MiB of RAM: load module %s %s", hot.Bytes>>20, m.Name, m.Params)
+		case claim != nil && m.Name == claim.Module && hotAdded && hot.WindowFloor >= claim.End:
+			logf("takeover: the source's PCI window starts at %#x now: no claim of %#x-%#x needed", hot.WindowFloor, claim.Start, claim.End-1)
+			claim = nil
+			continue
+		case claim != nil && m.Name == claim.Module:
 			m.Params = claim.Params
 			what += " " + m.Params
 		}
-		r.step(what, logf, func() error { return sys.LoadModule(m) })
+		err := r.step(what, logf, func() error { return sys.LoadModule(m) })
+		if hot != nil && m.Name == hot.Module && err == nil {
+			hotAdded = true
+			r.step(fmt.Sprintf("online %d memory block(s) of %d MiB", hot.Bytes/max(hot.Block, 1), hot.Block>>20), logf, func() error {
+				for _, rg := range hot.Ranges {
+					for a := rg.Start; a < rg.End; a += hot.Block {
+						if err := sys.OnlineMemory(a / hot.Block); err != nil {
+							return err
+						}
+					}
+				}
+				return nil
+			})
+		}
 	}
 	claimed := true
 	if claim != nil {

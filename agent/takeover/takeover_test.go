@@ -102,6 +102,20 @@ func e7Plan() *plan.Plan {
 	return p
 }
 
+const (
+	hotParams = "ranges=20000000-38000000 window_floor=0x40000000"
+	hotStep   = "add 384 MiB of RAM: load module thaw_hotadd " + hotParams
+)
+
+// e10Plan is E7's with the pack's thaw_hotadd: 384 MiB of whole blocks
+// added, the source's PCI window moved above this machine's RAM.
+func e10Plan() *plan.Plan {
+	p := e7Plan()
+	p.HotAdd = &plan.HotAdd{Module: "thaw_hotadd", Ranges: []manifest.PhysRange{{Start: 0x20000000, End: 0x38000000}},
+		Block: 128 << 20, Bytes: 384 << 20, WindowFloor: 0x40000000, Params: hotParams}
+	return p
+}
+
 func e6Plan() *plan.Plan {
 	return &plan.Plan{OK: true, Devices: []plan.Device{diskRow(), keptDiskRow(), nicRow()}, Modules: e6Modules}
 }
@@ -430,6 +444,11 @@ func (s *fakeSys) LoadModule(m Module) error {
 }
 
 func (s *fakeSys) PCIPresent(addr string) bool { return s.present[addr] }
+
+func (s *fakeSys) OnlineMemory(n uint64) error {
+	s.record("online memory %d", n)
+	return nil
+}
 
 func (s *fakeSys) Claimed(start, end uint64, name string) (bool, error) {
 	s.record("claimed %#x-%#x %s", start, end, name)
@@ -815,6 +834,45 @@ func TestApply(t *testing.T) {
 		check: func(t *testing.T, s *fakeSys) {
 			tables(t, s, map[string]string{"vg0-root": rootNew, "vg0-swap": swapNew})
 			nicMoved(t, s)
+		},
+	}, {
+		name:  "E10: the extra RAM added and onlined first, the window moved: no claim",
+		plan:  e10Plan,
+		mods:  append([]string{"thaw_hotadd", "reed_solomon", "ramoops"}, e6Modules...),
+		log: cat(
+			[]string{"dm suspend vg0-swap noflush|skiplockfs", "load thaw_hotadd " + hotParams, "online memory 4", "online memory 5", "online memory 6", "load reed_solomon"},
+			e6ModLoads,
+			[]string{"pci rescan"},
+			repointLog),
+		steps: cat(
+			[]string{hotStep, "online 3 memory block(s) of 128 MiB", "load module reed_solomon"},
+			e6ModSteps,
+			[]string{"rescan the PCI bus", findStep, "vda is now sda (8:0)"},
+			repointSteps,
+			[]string{nicStep}),
+		check: func(t *testing.T, s *fakeSys) {
+			tables(t, s, map[string]string{"vg0-root": rootNew, "vg0-swap": swapNew})
+			nicMoved(t, s)
+		},
+	}, {
+		name:  "E10: the RAM cannot be added: the claim as on E7",
+		plan:  e10Plan,
+		mods:  append([]string{"thaw_hotadd", "reed_solomon", "ramoops"}, e6Modules...),
+		setup: func(s *fakeSys, _ *manifest.Manifest) { s.claimOK = true; s.modFail["thaw_hotadd"] = errors.New("init_module thaw_hotadd: device or resource busy") },
+		log: cat(
+			[]string{"dm suspend vg0-swap noflush|skiplockfs", "load thaw_hotadd " + hotParams, "load reed_solomon", "load ramoops " + claimParams},
+			e6ModLoads,
+			[]string{"claimed 0x20000000-0x40000000 ramoops", "pci rescan"},
+			repointLog),
+		steps: cat(
+			[]string{hotStep, "load module reed_solomon", "load module ramoops " + claimParams},
+			e6ModSteps,
+			[]string{claimStep, "rescan the PCI bus", findStep, "vda is now sda (8:0)"},
+			repointSteps,
+			[]string{nicStep}),
+		fail: map[string]string{hotStep: "device or resource busy"},
+		check: func(t *testing.T, s *fakeSys) {
+			tables(t, s, map[string]string{"vg0-root": rootNew, "vg0-swap": swapNew})
 		},
 	}, {
 		name: "E7: the claim does not show: no rescan, the LVs stay suspended",

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	_ "embed"
 	"fmt"
 	"io"
 	"os"
@@ -62,6 +63,9 @@ func Build(ctx context.Context, sys System, opt Options) (*Result, error) {
 		return nil, err
 	}
 	if err := b.compile(ctx); err != nil {
+		return nil, err
+	}
+	if err := b.hotadd(ctx); err != nil {
 		return nil, err
 	}
 	return b.pack()
@@ -571,6 +575,48 @@ func sources(dir string, objects []string) ([]byte, error) {
 		return err
 	})
 	return all, err
+}
+
+// HotAddModule is the module every pack carries that adds the new
+// machine's RAM to a resumed kernel (hotadd/thaw_hotadd.c, GPL).
+const HotAddModule = "thaw_hotadd"
+
+//go:embed hotadd/thaw_hotadd.c
+var hotaddSource []byte
+
+// hotadd builds thaw_hotadd for the release, when its kernel can add
+// memory (CONFIG_MEMORY_HOTPLUG).
+func (b *build) hotadd(ctx context.Context) error {
+	o := b.opt
+	flavour, err := readConfig(filepath.Join(b.rootDir, "usr", "src", "linux-headers-"+o.Release, ".config"))
+	if err != nil {
+		return err
+	}
+	if flavour["CONFIG_MEMORY_HOTPLUG"] != "y" {
+		b.logf("%s: the kernel cannot add memory (no CONFIG_MEMORY_HOTPLUG): %s left out", o.Release, HotAddModule)
+		return nil
+	}
+	dir := filepath.Join(b.rootDir, "build", HotAddModule)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, HotAddModule+".c"), hotaddSource, 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "Kbuild"), []byte("obj-m := "+HotAddModule+".o\n"), 0o644); err != nil {
+		return err
+	}
+	b.logf("building %s (adds the new machine's RAM to the resumed kernel)", HotAddModule)
+	var out bytes.Buffer
+	if err := b.sys.Exec(ctx, &out, "chroot", b.rootDir, "make", "-C", "/usr/src/linux-headers-"+o.Release, "M=/build/"+HotAddModule, fmt.Sprintf("-j%d", o.Jobs), "modules"); err != nil {
+		return fmt.Errorf("build %s: %w\n%s", HotAddModule, err, tail(out.String(), 20))
+	}
+	ko := filepath.Join(dir, HotAddModule+".ko")
+	if err := b.sys.Exec(ctx, &out, "chroot", b.rootDir, "strip", "--strip-debug", "/build/"+HotAddModule+"/"+HotAddModule+".ko"); err != nil {
+		return fmt.Errorf("strip %s: %w", ko, err)
+	}
+	b.products = append(b.products, ko)
+	return nil
 }
 
 // pack writes the built modules into a signed pack.

@@ -105,6 +105,9 @@ type fakeSystem struct {
 	versions map[string]string
 	calls    []string
 	makeArgs []string
+	hotadd   bool
+	// flavourExtra is more of the release's configuration.
+	flavourExtra string
 }
 
 func (f *fakeSystem) Exec(_ context.Context, out io.Writer, name string, args ...string) error {
@@ -118,7 +121,7 @@ func (f *fakeSystem) Exec(_ context.Context, out io.Writer, name string, args ..
 	switch name {
 	case "mmdebstrap":
 		root := args[len(args)-2]
-		write(filepath.Join(root, "usr/src/linux-headers-"+release+"/.config"), "CONFIG_ATA=m\nCONFIG_PM=y\n")
+		write(filepath.Join(root, "usr/src/linux-headers-"+release+"/.config"), "CONFIG_ATA=m\nCONFIG_PM=y\n"+f.flavourExtra)
 		write(filepath.Join(root, "usr/src/linux-headers-6.1.0-50-amd64/.config"), "CONFIG_ATA=m\nCONFIG_ATA_GENERIC=m\nCONFIG_LOCAL=5\nCONFIG_SHARED=y\n")
 		write(filepath.Join(root, "usr/src/linux-headers-6.1.0-50-common/include/linux/libata.h"), "#ifdef CONFIG_SHARED\n")
 		write(filepath.Join(root, "usr/src/linux-source-6.1.tar.xz"), "")
@@ -148,6 +151,16 @@ func (f *fakeSystem) Exec(_ context.Context, out io.Writer, name string, args ..
 				f.t.Fatal(err)
 			}
 			m := strings.TrimPrefix(args[4], "M=")
+			if strings.HasSuffix(m, HotAddModule) {
+				// Another small module of the release stands in for it.
+				f.hotadd = true
+				ko, err = os.ReadFile("../../images/driverpack/testdata/xt_comment.ko")
+				if err != nil {
+					f.t.Fatal(err)
+				}
+				write(filepath.Join(args[0], m, HotAddModule+".ko"), string(ko))
+				return nil
+			}
 			write(filepath.Join(args[0], m, "ata_generic.ko"), string(ko))
 		case "strip":
 		default:
@@ -194,6 +207,19 @@ func TestBuild(t *testing.T) {
 	kb, _ := os.ReadFile(filepath.Join(cache, "driverpack", release, "root/build/linux-source-6.1/drivers/ata/Kbuild"))
 	if !strings.Contains(string(kb), "obj-m := ata_generic.o") {
 		t.Errorf("Kbuild:\n%s", kb)
+	}
+
+	if sys.hotadd {
+		t.Error("thaw_hotadd built for a kernel without CONFIG_MEMORY_HOTPLUG")
+	}
+	// With memory hotplug, every pack carries thaw_hotadd.
+	hsys := &fakeSystem{t: t, versions: good, flavourExtra: "CONFIG_MEMORY_HOTPLUG=y\n"}
+	res, err = Build(context.Background(), hsys, Options{Release: release, Modules: []string{"ata_generic"}, Cache: t.TempDir(), Key: &priv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !hsys.hotadd || len(res.Modules) != 2 {
+		t.Errorf("with CONFIG_MEMORY_HOTPLUG: hot-add built %v, modules %v", hsys.hotadd, res.Modules)
 	}
 
 	// The build root is kept: a second build runs no mmdebstrap.

@@ -22,6 +22,9 @@ type Manifest struct {
 	E820        []E820Entry `json:"e820"`                  // /sys/firmware/memmap in order
 	E820Digest  string      `json:"e820_digest,omitempty"` // crc32 as the kernel hashes it, %#08x
 	MemoryBytes uint64      `json:"memory_bytes"`          // MemTotal
+	// MemoryBlock is the kernel's memory block size (memory hotplug's
+	// unit, /sys/devices/system/memory/block_size_bytes); 0: not known.
+	MemoryBlock uint64      `json:"memory_block,omitempty"`
 	CPU         CPU         `json:"cpu"`
 	PCI         []PCIDevice `json:"pci"`
 	NICs        []NIC       `json:"nics"`
@@ -67,12 +70,15 @@ type E820Entry struct {
 
 // CPU is what the kernel saw of the processor.
 type CPU struct {
-	Vendor   string   `json:"vendor"`
-	Family   int      `json:"family"`
-	Model    int      `json:"model"`
-	Stepping int      `json:"stepping"`
-	Name     string   `json:"name,omitempty"`
-	Count    int      `json:"count"`
+	Vendor   string `json:"vendor"`
+	Family   int    `json:"family"`
+	Model    int    `json:"model"`
+	Stepping int    `json:"stepping"`
+	Name     string `json:"name,omitempty"`
+	Count    int    `json:"count"`
+	// Possible is how many CPUs the kernel can ever bring up
+	// (/sys/devices/system/cpu/possible), fixed at its boot; 0: not known.
+	Possible int      `json:"possible,omitempty"`
 	Flags    []string `json:"flags"` // /proc/cpuinfo flags, sorted
 }
 
