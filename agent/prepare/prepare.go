@@ -412,6 +412,13 @@ func Undo(h *Host) (removed []string, err error) {
 			return removed, fmt.Errorf("remove /%s: %w", rel, err)
 		}
 	}
+	if err := os.Remove(h.path(GrubCPUs)); err == nil {
+		removed = append(removed, "/"+GrubCPUs)
+		h.logf("removed /%s; update-grub", GrubCPUs)
+		if err := h.Run("update-grub"); err != nil {
+			return removed, fmt.Errorf("update-grub: %w", err)
+		}
+	}
 	if _, err := os.Stat(h.path(DonePath)); len(removed) == 0 && err != nil {
 		h.logf("not prepared: nothing to undo")
 		return nil, nil

@@ -47,10 +47,20 @@ Running it again changes nothing.
            is, 1 when it is not (naming what is not)
   --undo   removes the files and rebuilds the initramfs; the thaw-* devices
            go away at the next boot
+  --cpus N also makes room for N CPUs from the next boot: a kernel's
+           possible CPUs are fixed when it boots, so a server resumed on a
+           machine with more CPUs runs on no more than it could have had.
+           Adds possible_cpus=N to GRUB's command line
+           (/etc/default/grub.d/thaw-cpus.cfg, update-grub). On Linux 6.1
+           that leaves room for CPUs hot-added later (ACPI); from 6.9 on
+           only CPUs the firmware listed as present but disabled can come
+           (QEMU -smp N,maxcpus=M does that), and possible_cpus= does not
+           help.
 `
 
 func runPrepare(args []string) error {
-	fs := newFlags("prepare", "[--check|--undo] [--json]", prepareHelp)
+	fs := newFlags("prepare", "[--check|--undo] [--cpus N] [--json]", prepareHelp)
+	cpus := fs.Int("cpus", 0, "also make room for N CPUs from the next boot (possible_cpus=N on GRUB's command line)")
 	check := fs.Bool("check", false, "say whether the running system is movable; exit 1 when it is not")
 	undo := fs.Bool("undo", false, "remove what thaw prepare installed and rebuild the initramfs")
 	asJSON := fs.Bool("json", false, "with --check: print the status as JSON")
@@ -108,6 +118,13 @@ func runPrepare(args []string) error {
 	es, changed, err := prepare.Install(h)
 	if err != nil {
 		return prepareErr(err)
+	}
+	if *cpus != 0 {
+		msg, err := prepare.CPUs(h, *cpus)
+		if err != nil {
+			return err
+		}
+		fmt.Println(msg)
 	}
 	if len(es) == 0 {
 		fmt.Println("movable already: no mounted filesystem or active swap sits on a plain partition")

@@ -5,6 +5,7 @@ package vmtest
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -58,8 +59,10 @@ func needPack(t *testing.T, c *capturedServer) string {
 // e1000e driver, moves to a machine whose disk is on AHCI and whose NIC is
 // an e1000e, with twice the RAM and 2 vCPUs. The plan takes both drivers
 // from the driver pack; the resumed server loads them from its mailbox
-// (unsigned by Debian: the kernel is tainted E), re-points its LVs to the
-// AHCI disk and gives the e1000e the source's name and address.
+// (unsigned by Debian and out of tree: the kernel is tainted E and O),
+// adds this machine's RAM beyond the source's map with the pack's
+// thaw_hotadd, re-points its LVs to the AHCI disk and gives the e1000e the
+// source's name and address.
 func TestAgentDriverPack(t *testing.T) {
 	agentCaseParallel(t)
 	c := needCapturedSuite(t, "bookworm")
@@ -84,7 +87,29 @@ func TestAgentDriverPack(t *testing.T) {
 		if !strings.Contains(out, "ahci e1000e libahci") {
 			t.Errorf("the pack's modules are not all loaded: %q", out)
 		}
-	}, "pack "+filepath.Base(pack), "load module ahci", "load module e1000e", "taints the resumed kernel")
+		// The RAM beyond the source's map, added by the pack's
+		// thaw_hotadd in whole blocks: MemTotal grew by what the plan
+		// said, nearly to the byte (the new blocks' struct pages come
+		// out of it).
+		var pl struct {
+			HotAdd *struct {
+				Bytes uint64 `json:"bytes"`
+			} `json:"hot_add"`
+		}
+		json.Unmarshal(agentRecord(t, at, ac.name, "plan"), &pl)
+		if pl.HotAdd == nil {
+			t.Fatalf("the agent's plan adds no RAM")
+		}
+		var memKB uint64
+		fmt.Sscanf(out[strings.Index(out, "MemTotal:")+len("MemTotal:"):], "%d", &memKB)
+		before := openBundleFile(t, c.bundle).Manifest.MemoryBytes
+		after := memKB << 10
+		t.Logf("MemTotal %d MiB on the source, %d MiB resumed here (%.0f%% of this machine's %d MiB); the plan added %d MiB",
+			before>>20, after>>20, 100*float64(after)/float64(ac.memMB<<20), ac.memMB, pl.HotAdd.Bytes>>20)
+		if after < before+pl.HotAdd.Bytes*97/100 {
+			t.Errorf("MemTotal %d MiB: the %d MiB added did not arrive (source %d MiB)", after>>20, pl.HotAdd.Bytes>>20, before>>20)
+		}
+	}, "pack "+filepath.Base(pack), "load module ahci", "load module e1000e", "taints the resumed kernel", "of RAM: load module thaw_hotadd", "online 3 memory block(s) of 128 MiB")
 
 	// E11, in the plan: the same move with a pack that cannot be trusted
 	// or loaded is refused (check PACK) by thaw plan against the profile
