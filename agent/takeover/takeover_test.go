@@ -836,9 +836,9 @@ func TestApply(t *testing.T) {
 			nicMoved(t, s)
 		},
 	}, {
-		name:  "E10: the extra RAM added and onlined first, the window moved: no claim",
-		plan:  e10Plan,
-		mods:  append([]string{"thaw_hotadd", "reed_solomon", "ramoops"}, e6Modules...),
+		name: "E10: the extra RAM added and onlined first, the window moved: no claim",
+		plan: e10Plan,
+		mods: append([]string{"thaw_hotadd", "reed_solomon", "ramoops"}, e6Modules...),
 		log: cat(
 			[]string{"dm suspend vg0-swap noflush|skiplockfs", "load thaw_hotadd " + hotParams, "online memory 4", "online memory 5", "online memory 6", "load reed_solomon"},
 			e6ModLoads,
@@ -855,10 +855,13 @@ func TestApply(t *testing.T) {
 			nicMoved(t, s)
 		},
 	}, {
-		name:  "E10: the RAM cannot be added: the claim as on E7",
-		plan:  e10Plan,
-		mods:  append([]string{"thaw_hotadd", "reed_solomon", "ramoops"}, e6Modules...),
-		setup: func(s *fakeSys, _ *manifest.Manifest) { s.claimOK = true; s.modFail["thaw_hotadd"] = errors.New("init_module thaw_hotadd: device or resource busy") },
+		name: "E10: the RAM cannot be added: the claim as on E7",
+		plan: e10Plan,
+		mods: append([]string{"thaw_hotadd", "reed_solomon", "ramoops"}, e6Modules...),
+		setup: func(s *fakeSys, _ *manifest.Manifest) {
+			s.claimOK = true
+			s.modFail["thaw_hotadd"] = errors.New("init_module thaw_hotadd: device or resource busy")
+		},
 		log: cat(
 			[]string{"dm suspend vg0-swap noflush|skiplockfs", "load thaw_hotadd " + hotParams, "load reed_solomon", "load ramoops " + claimParams},
 			e6ModLoads,
