@@ -91,6 +91,11 @@ type moduleDir struct {
 	Objects []string          // obj-m: ahci.o libahci.o
 	Wanted  []string          // the modules asked for in it
 	Symbols map[string]string // CONFIG_X → its value for this build
+	// Lacking are symbols its sources use through the shared headers
+	// that the flavour leaves unset and the full flavour sets: a
+	// subsystem the image kernel was built without, which no module of
+	// this directory can bring.
+	Lacking []string
 }
 
 func (b *build) logf(format string, args ...any) {
@@ -389,7 +394,13 @@ func Symbols(d *moduleDir, sources []byte, flavour, full map[string]string, inHe
 	}
 	for _, sym := range symRef.FindAllString(string(sources), -1) {
 		sym = strings.TrimSuffix(sym, "_MODULE")
-		if _, set := flavour[sym]; set || inHeaders[sym] {
+		if _, set := flavour[sym]; set {
+			continue
+		}
+		if inHeaders[sym] {
+			if v := full[sym]; (v == "y" || v == "m") && d.Symbols[sym] == "" {
+				d.Lacking = appendNew(d.Lacking, sym)
+			}
 			continue
 		}
 		if v, ok := full[sym]; ok && d.Symbols[sym] == "" {
@@ -480,7 +491,12 @@ func (b *build) compile(ctx context.Context) error {
 		b.logf("building %s in %s (%s)", strings.Join(d.Objects, " "), d.Dir, strings.Join(vars, " "))
 		var out bytes.Buffer
 		if err := b.sys.Exec(ctx, &out, "chroot", args...); err != nil {
-			return fmt.Errorf("build %s: %w\n%s", d.Dir, err, tail(out.String(), 20))
+			hint := ""
+			if len(d.Lacking) > 0 {
+				sort.Strings(d.Lacking)
+				hint = fmt.Sprintf("\n%s: the image kernel %s was built without %s, which Debian's full flavour has and these sources use through the kernel's own headers; a driver pack cannot add that: move to hardware the kernel can drive, or run the server on Debian's full flavour", strings.Join(d.Wanted, ","), o.Release, strings.Join(d.Lacking, " "))
+			}
+			return fmt.Errorf("build %s: %w\n%s%s", d.Dir, err, tail(out.String(), 20), hint)
 		}
 		for _, obj := range d.Objects {
 			ko := filepath.Join(dir, strings.TrimSuffix(obj, ".o")+".ko")

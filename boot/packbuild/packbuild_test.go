@@ -79,6 +79,9 @@ func TestSymbols(t *testing.T) {
 			t.Errorf("err %v, want %q", err, tc.err)
 		}
 	}
+	if strings.Join(d.Lacking, ",") != "CONFIG_SATA_PMP" {
+		t.Errorf("lacking %v, want CONFIG_SATA_PMP (used through a shared header, unset in the flavour)", d.Lacking)
+	}
 	if got := Kbuild(d, "Makefile"); !strings.Contains(got, "include $(src)/Makefile\nobj-y :=\nobj-m := ahci.o\n") {
 		t.Errorf("Kbuild:\n%s", got)
 	}
