@@ -90,6 +90,7 @@ type moduleDir struct {
 	Dir     string            // drivers/ata, relative to the source tree
 	Objects []string          // obj-m: ahci.o libahci.o
 	Wanted  []string          // the modules asked for in it
+	Own     []string          // their Kconfig symbols (obj-$(CONFIG_X))
 	Symbols map[string]string // CONFIG_X → its value for this build
 	// Lacking are symbols its sources use through the shared headers
 	// that the flavour leaves unset and the full flavour sets: a
@@ -219,13 +220,15 @@ func (b *build) srcTop() string { return filepath.Join(b.rootDir, "build", b.src
 func (b *build) locate(ctx context.Context) error {
 	tarball := filepath.Join(b.rootDir, "usr", "src", b.srcPkg+".tar.xz")
 	top := b.srcTop()
-	if _, err := os.Stat(filepath.Join(top, "Makefile")); err != nil {
-		b.logf("unpacking the Makefiles of %s", path.Base(tarball))
+	_, errMk := os.Stat(filepath.Join(top, "Makefile"))
+	_, errKc := os.Stat(filepath.Join(top, "Kconfig"))
+	if errMk != nil || errKc != nil {
+		b.logf("unpacking the Makefiles and Kconfig files of %s", path.Base(tarball))
 		if err := os.MkdirAll(filepath.Dir(top), 0o755); err != nil {
 			return err
 		}
 		var out bytes.Buffer
-		if err := b.sys.Exec(ctx, &out, "tar", "-xJf", tarball, "-C", filepath.Dir(top), "--wildcards", "*/Makefile", "*/Kbuild"); err != nil {
+		if err := b.sys.Exec(ctx, &out, "tar", "-xJf", tarball, "-C", filepath.Dir(top), "--wildcards", "*/Makefile", "*/Kbuild", "*/Kconfig*"); err != nil {
 			return fmt.Errorf("unpack %s: %w\n%s", tarball, err, tail(out.String(), 5))
 		}
 	}
@@ -295,6 +298,7 @@ func Locate(makefiles map[string]string, modules []string) ([]*moduleDir, error)
 							byDir[dir] = d
 						}
 						d.Wanted = appendNew(d.Wanted, m)
+						d.Own = appendNew(d.Own, g[1])
 						d.Symbols[g[1]] = "m"
 						for _, o := range objs {
 							if strings.HasSuffix(o, ".o") {
@@ -417,6 +421,63 @@ func orNotSet(v string) string {
 	return v
 }
 
+var (
+	kconfigEntry  = regexp.MustCompile(`^(?:menu)?config\s+([A-Z0-9_]+)\s*$`)
+	kconfigSelect = regexp.MustCompile(`^\s+select\s+([A-Z0-9_]+)`)
+)
+
+// ParseKconfigSelects reads Kconfig text: each config symbol and the
+// symbols it selects (unconditionally or not: a select with "if" is
+// counted too, which errs on the side of refusing).
+func ParseKconfigSelects(text string, into map[string][]string) {
+	cur := ""
+	for _, line := range strings.Split(text, "\n") {
+		if m := kconfigEntry.FindStringSubmatch(line); m != nil {
+			cur = m[1]
+			continue
+		}
+		if t := strings.TrimSpace(line); line != "" && line[0] != ' ' && line[0] != '\t' || t == "help" || t == "---help---" {
+			cur = "" // another statement, or the help text up to the next entry
+			continue
+		}
+		if m := kconfigSelect.FindStringSubmatch(line); m != nil && cur != "" {
+			into["CONFIG_"+cur] = appendNew(into["CONFIG_"+cur], "CONFIG_"+m[1])
+		}
+	}
+}
+
+// readKconfig reads every Kconfig file of the source tree.
+func readKconfig(top string) (map[string][]string, error) {
+	out := map[string][]string{}
+	err := filepath.WalkDir(top, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasPrefix(d.Name(), "Kconfig") {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		ParseKconfigSelects(string(b), out)
+		return nil
+	})
+	return out, err
+}
+
+// Unselected are the symbols a directory's modules select that the
+// flavour does not set: subsystems the image kernel lacks.
+func Unselected(d *moduleDir, selects map[string][]string, flavour map[string]string) []string {
+	var out []string
+	for _, own := range d.Own {
+		for _, sel := range selects[own] {
+			if _, ok := flavour[sel]; !ok && d.Symbols[sel] == "" {
+				out = appendNew(out, strings.TrimPrefix(sel, "CONFIG_"))
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // Kbuild is the Kbuild file written into a module's directory: the
 // directory's own rules (included), then only the wanted objects.
 func Kbuild(d *moduleDir, orig string) string {
@@ -463,6 +524,10 @@ func (b *build) compile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	kconfig, err := readKconfig(b.srcTop())
+	if err != nil {
+		return err
+	}
 	for _, d := range b.dirs {
 		dir := filepath.Join(b.srcTop(), filepath.FromSlash(d.Dir))
 		src, err := sources(dir, d.Objects)
@@ -471,6 +536,10 @@ func (b *build) compile(ctx context.Context) error {
 		}
 		if err := Symbols(d, src, flavour, full, inHeaders); err != nil {
 			return err
+		}
+		if missing := Unselected(d, kconfig, flavour); len(missing) > 0 {
+			return fmt.Errorf("%s (%s): its Kconfig selects %s, which the image kernel %s was built without: a driver pack cannot add a subsystem to a kernel; move to hardware the kernel drives, or run the server on Debian's full flavour",
+				strings.Join(d.Wanted, ","), d.Dir, strings.Join(missing, " "), o.Release)
 		}
 		orig := "Makefile"
 		if _, err := os.Stat(filepath.Join(dir, "Kbuild.orig")); err == nil {

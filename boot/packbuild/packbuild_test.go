@@ -87,6 +87,22 @@ func TestSymbols(t *testing.T) {
 	}
 }
 
+func TestUnselected(t *testing.T) {
+	sel := map[string][]string{}
+	ParseKconfigSelects("config IGB\n\ttristate \"Intel\"\n\tdepends on PCI\n\tselect I2C\n\tselect I2C_ALGOBIT\n\thelp\n\t  select NOT_THIS\n\nconfig IGB_HWMON\n\tbool \"x\"\n\tselect HWMON\nif X\nconfig E1000E\n\tselect CRC32\n", sel)
+	if got := strings.Join(sel["CONFIG_IGB"], " "); got != "CONFIG_I2C CONFIG_I2C_ALGOBIT" {
+		t.Errorf("IGB selects %q", got)
+	}
+	d := &moduleDir{Own: []string{"CONFIG_IGB"}, Symbols: map[string]string{"CONFIG_IGB": "m"}}
+	if got := Unselected(d, sel, map[string]string{"CONFIG_PCI": "y"}); strings.Join(got, " ") != "I2C I2C_ALGOBIT" {
+		t.Errorf("unselected %v", got)
+	}
+	d = &moduleDir{Own: []string{"CONFIG_E1000E"}, Symbols: map[string]string{"CONFIG_E1000E": "m"}}
+	if got := Unselected(d, sel, map[string]string{"CONFIG_CRC32": "y"}); len(got) != 0 {
+		t.Errorf("unselected %v", got)
+	}
+}
+
 func TestSuiteAndFlavour(t *testing.T) {
 	for _, tc := range []struct{ rel, suite, full string }{
 		{"6.1.0-50-cloud-amd64", "bookworm", "6.1.0-50-amd64"},
@@ -124,7 +140,7 @@ func (f *fakeSystem) Exec(_ context.Context, out io.Writer, name string, args ..
 	switch name {
 	case "mmdebstrap":
 		root := args[len(args)-2]
-		write(filepath.Join(root, "usr/src/linux-headers-"+release+"/.config"), "CONFIG_ATA=m\nCONFIG_PM=y\n"+f.flavourExtra)
+		write(filepath.Join(root, "usr/src/linux-headers-"+release+"/.config"), "CONFIG_ATA=m\nCONFIG_PM=y\nCONFIG_ATA_BMDMA=y\n"+f.flavourExtra)
 		write(filepath.Join(root, "usr/src/linux-headers-6.1.0-50-amd64/.config"), "CONFIG_ATA=m\nCONFIG_ATA_GENERIC=m\nCONFIG_LOCAL=5\nCONFIG_SHARED=y\n")
 		write(filepath.Join(root, "usr/src/linux-headers-6.1.0-50-common/include/linux/libata.h"), "#ifdef CONFIG_SHARED\n")
 		write(filepath.Join(root, "usr/src/linux-source-6.1.tar.xz"), "")
@@ -132,6 +148,8 @@ func (f *fakeSystem) Exec(_ context.Context, out io.Writer, name string, args ..
 		top := filepath.Join(args[3], "linux-source-6.1")
 		if args[4] == "--wildcards" {
 			write(filepath.Join(top, "Makefile"), "VERSION = 6\n")
+			write(filepath.Join(top, "Kconfig"), "source \"drivers/Kconfig\"\n")
+			write(filepath.Join(top, "drivers/ata/Kconfig"), "config ATA_GENERIC\n\ttristate \"Generic ATA support\"\n\tselect ATA_BMDMA\n")
 			write(filepath.Join(top, "drivers/ata/Makefile"), "obj-$(CONFIG_ATA) += libata.o\nobj-$(CONFIG_ATA_GENERIC) += ata_generic.o\n")
 		} else {
 			write(filepath.Join(top, "drivers/ata/ata_generic.c"), "x = CONFIG_LOCAL; y = CONFIG_SHARED; z = CONFIG_PM;\n")
