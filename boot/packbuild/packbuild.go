@@ -7,10 +7,12 @@ import (
 	_ "embed"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -487,13 +489,8 @@ func Kbuild(d *moduleDir, orig string) string {
 // MakeArgs are the make variables and compiler flags that give a
 // directory's build its symbols.
 func MakeArgs(d *moduleDir) (vars []string, kcflags string) {
-	var keys []string
-	for k := range d.Symbols {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	var defs []string
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(d.Symbols)) {
 		v := d.Symbols[k]
 		vars = append(vars, k+"="+v)
 		switch v {
