@@ -260,7 +260,7 @@ func writeBundle(t *testing.T, key *minisign.PrivateKey, m *manifest.Manifest, s
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"memory", "disk0", "vmlinuz", "initrd"} {
+	for _, name := range []string{"memory", "disk0", "vmlinuz", "initrd", "modules"} {
 		b, ok := streams[name]
 		if !ok {
 			continue
