@@ -8,9 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"aead.dev/minisign"
@@ -310,9 +308,7 @@ func runExport(args []string) error {
 	return nil
 }
 
-// openOutput returns a writer for a file or URL and a function that
-// completes it (rename, or the end of the upload).
-// openOutput opens where a bundle goes. finish completes it; abort (after
+// openOutput opens where a bundle goes (a file or a URL). finish completes it; abort (after
 // a failure) removes what was written to a file. An upload that does not
 // finish is never stored by thaw serve.
 func openOutput(to, tokenFile string) (w io.Writer, finish func() error, abort func(), err error) {
@@ -326,32 +322,12 @@ func openOutput(to, tokenFile string) (w io.Writer, finish func() error, abort f
 	}
 	// The bundle holds the server's RAM: readable by its owner only,
 	// written beside the old one and renamed over it once synced.
-	tmp := to + ".partial"
-	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, nil, nil, err
-	}
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	f, tmp, err := createPartial(to, 0o600)
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	abort = func() { f.Close(); os.Remove(tmp) }
-	return f, func() error {
-		if err := f.Sync(); err != nil {
-			return err
-		}
-		if err := f.Close(); err != nil {
-			return err
-		}
-		if err := os.Rename(tmp, to); err != nil {
-			return err
-		}
-		d, err := os.Open(filepath.Dir(to))
-		if err != nil {
-			return err
-		}
-		defer d.Close()
-		return d.Sync()
-	}, abort, nil
+	return f, func() error { return commitPartial(f, tmp, to) }, abort, nil
 }
 
 func readToken(path string) (string, error) {

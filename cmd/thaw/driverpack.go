@@ -99,29 +99,21 @@ func defaultCache() string {
 	return "/var/cache/thaw"
 }
 
-// writeFileAtomic writes data to PATH.partial, syncs it and renames it
-// over path, then syncs the directory: a failed write leaves the old file.
+// writeFileAtomic writes data beside path and renames it over path once
+// synced: a failed write leaves the old file.
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".partial"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
+	f, tmp, err := createPartial(path, mode)
+	if err != nil {
 		return err
 	}
-	f, err := os.Open(tmp)
-	if err == nil {
-		err = f.Sync()
+	if _, err := f.Write(data); err != nil {
 		f.Close()
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
 		os.Remove(tmp)
 		return err
 	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
+	if err := commitPartial(f, tmp, path); err != nil {
+		os.Remove(tmp)
 		return err
 	}
-	defer d.Close()
-	return d.Sync()
+	return nil
 }
