@@ -17,7 +17,7 @@ import (
 const driverpackHelp = `
 Builds kernel modules that the image kernel lacks for one exact kernel
 release (uname -r of the captured server), and writes them as a signed
-driver pack, OUT/RELEASE.pack. Put the pack where thaw serve serves it (its
+driver pack, DIR/RELEASE.pack (--out DIR). Put the pack where thaw serve serves it (its
 directory, or a subdirectory) and boot the agent with thaw.packs=URL of
 that directory: when the image kernel has no driver for a disk controller
 or NIC of the target, the plan uses the pack's module, and the resumed
@@ -33,8 +33,13 @@ archive keeps only a suite's current kernel, so build for the release the
 server runs before you move it. A module is built as Debian's full flavour
 builds it, and only if Debian builds it as a module there.
 
+Every pack also carries thaw_hotadd, which gives the resumed server the
+RAM of a bigger target that its memory map lacked (whole memory blocks,
+added before the PCI rescan).
+
 The modules are not signed by Debian's key: loading one marks the resumed
-kernel tainted (E, unsigned module) and logs "module verification failed".
+kernel tainted (E, unsigned module; O, out of tree) and logs "module
+verification failed".
 A kernel under lockdown or booted with module.sig_enforce=1 refuses them:
 the plan says so before anything is written.
 `
