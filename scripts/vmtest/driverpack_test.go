@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -150,6 +151,18 @@ func TestAgentDriverPack(t *testing.T) {
 			t.Errorf("%s: no %s refusal in %s", name, want, out)
 		}
 	}
+}
+
+// E11 in the agent: the move of E10 with the pack's e1000e altered by one
+// bit is refused by the agent's plan (check PACK) before any write, and
+// the target's disks hash the same before and after.
+func TestAgentRefusesBadPack(t *testing.T) {
+	agentCaseParallel(t)
+	c := needCapturedSuite(t, "bookworm")
+	bad := badPacks(t, c, needPack(t, c))["flipped"]
+	pack := filepath.Join(bad, filepath.Base(needPack(t, c)))
+	refusal(t, agentCase{name: "e11-pack-flipped", vmware: true, ahci: true, memMB: 1024, cpus: 2, c: c, packs: pack},
+		regexp.MustCompile(`PACK: driver pack .*e1000e`))
 }
 
 // badPacks writes the variants of the good pack that must be refused,
