@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -69,9 +70,13 @@ type Config struct {
 	// leaves BIOS out.
 	Syslinux, GPTMBR string
 	Bundles          []Bundle
-	Entries          []Entry
-	Default          string // the ID of the default entry
-	Timeout          int    // seconds before the default boots
+	// Packs are driver packs (RELEASE.pack files, thaw driverpack
+	// build), put under PacksDir on the data partition for
+	// thaw.packs=usb:packs.
+	Packs   []string
+	Entries []Entry
+	Default string // the ID of the default entry
+	Timeout int    // seconds before the default boots
 	// Size is the whole image's size; 0: what the files need (a device:
 	// its size). The data partition takes what the ESP leaves.
 	Size int64
@@ -80,6 +85,18 @@ type Config struct {
 	// InitrdAppend is a cpio archive appended to the initramfs on the
 	// ESP (the kernel reads concatenated archives): identities, keys.
 	InitrdAppend []byte
+}
+
+// PacksDir is the data partition's directory of driver packs: the agent
+// reads it with thaw.packs=usb:packs.
+const PacksDir = "packs"
+
+func bundlePaths(bs []Bundle) []string {
+	var out []string
+	for _, b := range bs {
+		out = append(out, b.Path)
+	}
+	return out
 }
 
 // Layout is where the partitions lie, in bytes.
@@ -127,6 +144,19 @@ func Plan(cfg Config, size int64) (Layout, error) {
 		}
 		names[strings.ToLower(b.Name)] = true
 		n, err := fileSize(b.Path)
+		if err != nil {
+			return Layout{}, err
+		}
+		dataNeed += roundUp(n, 32<<10) + 64<<10
+	}
+	packs := map[string]bool{}
+	for _, p := range cfg.Packs {
+		base := filepath.Base(p)
+		if !strings.HasSuffix(base, ".pack") || !bootparam.StickName(base) || packs[strings.ToLower(base)] {
+			return Layout{}, fmt.Errorf("driver pack %s: a pack is named RELEASE.pack (as thaw driverpack build writes it), once", p)
+		}
+		packs[strings.ToLower(base)] = true
+		n, err := fileSize(p)
 		if err != nil {
 			return Layout{}, err
 		}
@@ -219,8 +249,8 @@ func Write(dst string, cfg Config, progress func(done, total int64)) (Layout, er
 		n, _ := fileSize(f)
 		total += n
 	}
-	for _, b := range cfg.Bundles {
-		n, _ := fileSize(b.Path)
+	for _, f := range append(bundlePaths(cfg.Bundles), cfg.Packs...) {
+		n, _ := fileSize(f)
 		total += n
 	}
 	copied := func(n int64) {
@@ -289,6 +319,9 @@ func Write(dst string, cfg Config, progress func(done, total int64)) (Layout, er
 		for i := int64(0); i*partMax < n; i++ {
 			dfiles[fmt.Sprintf("%s.%03d", b.Name, i)] = b.Path + "@" + strconv.FormatInt(i*partMax, 10)
 		}
+	}
+	for _, p := range cfg.Packs {
+		dfiles[PacksDir+"/"+filepath.Base(p)] = p
 	}
 	if err := writeFiles(dataFS, dfiles, dtext, copied); err != nil {
 		return l, fmt.Errorf("%s: data partition: %w", dst, err)

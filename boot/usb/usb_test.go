@@ -35,6 +35,7 @@ func testConfig(t *testing.T, dir string) Config {
 		Initrd:      writeFile(t, dir, "initrd", 2<<20, 2),
 		SystemdBoot: writeFile(t, dir, "sd-boot.efi", 90<<10, 3),
 		Bundles:     []Bundle{{"web1.thaw", writeFile(t, dir, "b1", 5<<20+123, 4)}, {"big.thaw", writeFile(t, dir, "b2", 10<<20+5, 5)}},
+		Packs:       []string{writeFile(t, dir, "6.1.0-50-cloud-amd64.pack", 800<<10+7, 6)},
 		Entries: []Entry{
 			{ID: "plan-web1", Title: "plan web1 (writes nothing)", Args: "console=ttyS0 thaw.image=usb:web1.thaw thaw.dryrun=1"},
 			{ID: "restore-web1", Title: "restore web1", Args: "console=ttyS0 thaw.image=usb:web1.thaw thaw.disk=vda"},
@@ -100,6 +101,7 @@ func TestWrite(t *testing.T) {
 		{1, "/loader/entries/restore-web1.conf", "text:title restore web1\nlinux /thaw/vmlinuz\ninitrd /thaw/initramfs.gz\noptions console=ttyS0 thaw.image=usb:web1.thaw thaw.disk=vda\n"},
 		{2, "/web1.thaw", cfg.Bundles[0].Path},
 		{2, "/README.txt", "text:thaw stick\n"},
+		{2, "/" + PacksDir + "/6.1.0-50-cloud-amd64.pack", cfg.Packs[0]},
 	} {
 		fsys := esp
 		if c.part == 2 {
@@ -175,6 +177,9 @@ func TestPlanRefuses(t *testing.T) {
 		{"bad name", func(c *Config) { c.Bundles[0].Name = "../x" }, 0, "letters, digits"},
 		{"same name", func(c *Config) { c.Bundles[1].Name = "WEB1.thaw" }, 0, "two bundles are named"},
 		{"missing bundle", func(c *Config) { c.Bundles[0].Path = filepath.Join(dir, "none") }, 0, "no such file"},
+		{"not a pack", func(c *Config) { c.Packs = []string{c.Bundles[0].Path} }, 0, "RELEASE.pack"},
+		{"a pack twice", func(c *Config) { c.Packs = append(c.Packs, c.Packs[0]) }, 0, "once"},
+		{"missing pack", func(c *Config) { c.Packs = []string{filepath.Join(dir, "none.pack")} }, 0, "no such file"},
 		{"too small", func(c *Config) { c.Size = 100 << 20 }, 0, "the stick needs"},
 		{"device too small", func(c *Config) {}, 50 << 20, "and has 50 MiB"},
 		{"unknown default", func(c *Config) { c.Default = "restore-db" }, 0, "not in the menu"},

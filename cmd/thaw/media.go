@@ -54,7 +54,9 @@ thaw media usb --out FILE|DEV [--bundle [NAME=]FILE …] [flags]
   place it writes there); it never writes the stick's disk otherwise,
   and refuses thaw.disk= naming it.
   A bundle over 4 GiB is stored as NAME.000, NAME.001, … (FAT32 holds
-  files up to 4 GiB); the agent reads them as one.
+  files up to 4 GiB); the agent reads them as one. --pack FILE carries a
+  driver pack (thaw driverpack build) under packs/, and the entries boot
+  with thaw.packs=usb:packs.
 
 The agent's parameters come from --image, --disk, --token-file, --log,
 --pubkey and --arg; the agent refuses, with its reason on the console,
@@ -160,7 +162,7 @@ func runMediaPXE(args []string) error {
 }
 
 func runMediaUSB(args []string) error {
-	fs := newFlags("media usb", "--out FILE|DEV [--bundle [NAME=]FILE …] [--pubkey FILE] [--disk DEV …] [--default NAME] [--size N] [--identity FILE …]", mediaHelp)
+	fs := newFlags("media usb", "--out FILE|DEV [--bundle [NAME=]FILE …] [--pack FILE …] [--pubkey FILE] [--disk DEV …] [--default NAME] [--size N] [--identity FILE …]", mediaHelp)
 	out := fs.String("out", "", "the stick image to create (a new file), or the stick's block device, e.g. /dev/sdX (required)")
 	agentDir := fs.String("agent", "build/agent", "directory holding the agent's vmlinuz and initramfs.cpio.gz (make initramfs)")
 	pubPath := fs.String("pubkey", "", "a minisign public key for thaw.pubkey= (the agent takes it only if its initramfs was built with -allow-cmdline-key)")
@@ -170,6 +172,7 @@ func runMediaUSB(args []string) error {
 	sdboot := fs.String("systemd-boot", usb.SystemdBoot, "systemd-boot's EFI binary (Debian's systemd-boot-efi); \"\" leaves UEFI boot out")
 	syslinux := fs.String("syslinux", usb.SyslinuxBin, "the syslinux installer (Debian's syslinux and mtools), for BIOS boot; \"\" leaves BIOS boot out")
 	gptmbr := fs.String("gptmbr", usb.SyslinuxGPTMBR, "syslinux's gptmbr.bin (Debian's syslinux-common)")
+	packsFlag := listFlag(fs, "pack", "a driver pack (RELEASE.pack from thaw driverpack build) to carry under packs/; the menu entries then boot with thaw.packs=usb:packs; repeatable")
 	bundlesFlag := listFlag(fs, "bundle", "a bundle to carry, as FILE or NAME=FILE (NAME: its file name on the stick, for thaw.image=usb:NAME); repeatable")
 	disksFlag := listFlag(fs, "disk", "a target disk for the restore entries' thaw.disk= (consent to overwrite it); repeatable")
 	extraFlag := listFlag(fs, "arg", "another agent parameter for every entry, e.g. thaw.resume=kexec; repeatable")
@@ -217,6 +220,10 @@ func runMediaUSB(args []string) error {
 	}
 	common = append(common, "thaw.kernel=file:"+restore.StickESPDir+"/"+stick.KernelPath+"#sha256="+digest)
 	common = append(common, extra...)
+	if len(*packsFlag) > 0 {
+		cfg.Packs = *packsFlag
+		common = append(common, "thaw.packs=usb:"+usb.PacksDir)
+	}
 	diskArg := ""
 	if len(disks) > 0 {
 		diskArg = " thaw.disk=" + strings.Join(disks, ",")

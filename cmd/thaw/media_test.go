@@ -6,8 +6,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+
+	diskfs "github.com/diskfs/go-diskfs"
 )
 
 // fakeAgent is an agent directory with small stand-in boot files.
@@ -55,7 +58,9 @@ func TestMediaUSB(t *testing.T) {
 			}
 		})
 	}
-	out, err := run(t, append(base, "--out", img, "--bundle", b, "--disk", "sda", "--default", "web1")...)
+	pack := filepath.Join(dir, "6.1.0-50-cloud-amd64.pack")
+	os.WriteFile(pack, []byte("a driver pack"), 0o644)
+	out, err := run(t, append(base, "--out", img, "--bundle", b, "--disk", "sda", "--default", "web1", "--pack", pack)...)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
@@ -71,9 +76,33 @@ func TestMediaUSB(t *testing.T) {
 	}
 	sum := sha256.Sum256([]byte(strings.Repeat("vmlinuz", 5000)))
 	for _, want := range []string{"linux /thaw/vmlinuz\n", "initrd /thaw/initramfs.gz\n", "console=ttyS0,115200 console=tty0 ",
-		"thaw.kernel=file:/run/thaw/stick-esp/thaw/vmlinuz#sha256=" + hex.EncodeToString(sum[:]), "thaw.image=usb:web1.thaw thaw.disk=sda\n"} {
+		"thaw.kernel=file:/run/thaw/stick-esp/thaw/vmlinuz#sha256=" + hex.EncodeToString(sum[:]), "thaw.packs=usb:packs ", "thaw.image=usb:web1.thaw thaw.disk=sda\n"} {
 		if !strings.Contains(string(entry), want) {
 			t.Errorf("restore-web1.conf lacks %q:\n%s", want, entry)
 		}
 	}
+	// the pack, read off the data partition
+	l, err := exec.Command("mdir", "-b", "-i", img+"@@"+dataOffset(t, img), "::/packs").CombinedOutput()
+	if err != nil || !strings.Contains(string(l), "6.1.0-50-cloud-amd64.pack") {
+		t.Errorf("packs/ on the data partition: %v %s", err, l)
+	}
+}
+
+// dataOffset is the byte offset of the stick image's data partition.
+func dataOffset(t *testing.T, img string) string {
+	t.Helper()
+	d, err := diskfs.Open(img, diskfs.WithOpenMode(diskfs.ReadOnly))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	tbl, err := d.GetPartitionTable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := tbl.GetPartitions()
+	if len(parts) < 2 {
+		t.Fatalf("%d partitions", len(parts))
+	}
+	return strconv.FormatInt(parts[1].GetStart(), 10)
 }
