@@ -84,7 +84,8 @@ type build struct {
 	srcPkg   string // linux-source-6.1
 	built    driverpack.BuildInfo
 	dirs     []*moduleDir
-	products []string // built .ko files, paths in the root
+	flavour  map[string]string // the release's configuration (read by compile)
+	products []string          // built .ko files, paths in the root
 }
 
 // moduleDir is one source directory to build, with what it builds.
@@ -513,6 +514,7 @@ func (b *build) compile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	b.flavour = flavour
 	full, err := readConfig(filepath.Join(b.rootDir, "usr", "src", "linux-headers-"+b.full, ".config"))
 	if err != nil {
 		return err
@@ -670,11 +672,7 @@ var hotaddSource []byte
 // memory (CONFIG_MEMORY_HOTPLUG).
 func (b *build) hotadd(ctx context.Context) error {
 	o := b.opt
-	flavour, err := readConfig(filepath.Join(b.rootDir, "usr", "src", "linux-headers-"+o.Release, ".config"))
-	if err != nil {
-		return err
-	}
-	if flavour["CONFIG_MEMORY_HOTPLUG"] != "y" {
+	if b.flavour["CONFIG_MEMORY_HOTPLUG"] != "y" {
 		b.logf("%s: the kernel cannot add memory (no CONFIG_MEMORY_HOTPLUG): %s left out", o.Release, HotAddModule)
 		return nil
 	}

@@ -5,6 +5,7 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -49,7 +50,8 @@ func ParseModinfo(ko []byte) (Modinfo, error) {
 			mi.Depends = append(mi.Depends, d)
 		}
 	}
-	mi.Depends = sortedUnique(mi.Depends)
+	slices.Sort(mi.Depends)
+	mi.Depends = slices.Compact(mi.Depends)
 	if !validName(mi.Name) {
 		return mi, fmt.Errorf("module: .modinfo at offset %d: name %q", s.Offset, mi.Name)
 	}

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"path"
-	"sort"
 	"strings"
 
 	"aead.dev/minisign"
@@ -354,18 +353,6 @@ func (w *Writer) Close(built BuildInfo, created string, key minisign.PrivateKey)
 
 // FileName is a pack's file name in a store: RELEASE.pack.
 func FileName(release string) string { return path.Base(release) + ".pack" }
-
-// sortedUnique sorts s and drops repeats.
-func sortedUnique(s []string) []string {
-	sort.Strings(s)
-	out := s[:0]
-	for i, v := range s {
-		if i == 0 || v != s[i-1] {
-			out = append(out, v)
-		}
-	}
-	return out
-}
 
 // splitModinfo splits a .modinfo section into its key=value records.
 func splitModinfo(b []byte) map[string][]string {
