@@ -200,6 +200,7 @@ func FuzzParseTable(f *testing.F) {
 		"0 8 zero \n",
 		"0 1024 striped 2 128 254:1 0 254:2 0",
 		"0 409600 crypt aes-xts-plain64 :64:logon:cryptsetup:LUKS2-x-d0 0 254:1 32768 1 allow_discards",
+		"0 409600 crypt aes-xts-plain64 00112233445566778899aabbccddeeff 0 254:1 32768",
 		"0 20971520 thin-pool 254:1 254:2 128 0 1 skip_block_zeroing",
 		"x y z",
 		"\t0\t8\tlinear\t8:1\t0\r\n",
@@ -227,6 +228,21 @@ func FuzzParseTable(f *testing.F) {
 		}
 		if FormatTable(back) != text {
 			t.Fatalf("format not stable: %q", text)
+		}
+		// Redact keeps the shape: as many targets and words, and a
+		// crypt target's key word (not a keyring reference) is hidden.
+		red := Redact(tab)
+		for k := range tab {
+			a, b := words(tab[k].Params), words(red[k].Params)
+			if len(a) != len(b) || red[k].Type != tab[k].Type || red[k].Start != tab[k].Start {
+				t.Fatalf("redacted %#v to %#v", tab[k], red[k])
+			}
+			if tab[k].Type == "crypt" && len(a) > 1 && a[1] != "-" && !strings.HasPrefix(a[1], ":") && b[1] != Hidden {
+				t.Fatalf("crypt key %q shown as %q", a[1], b[1])
+			}
+		}
+		if _, err := ParseTable(RedactTable(s)); err != nil {
+			t.Fatalf("RedactTable(%q) does not parse: %v", s, err)
 		}
 		// Retarget rewrites exactly the device words of moved devices.
 		out, changed := Retarget(tab, moved)

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/thawlinux/thaw/agent/dm"
 	"github.com/thawlinux/thaw/agent/stick"
 	"github.com/thawlinux/thaw/images/manifest"
 )
@@ -298,7 +299,9 @@ func (p *prober) dm(m *manifest.Manifest) error {
 		}
 		if dmsetup != "" {
 			if out, err := exec.Command(dmsetup, "table", dev.Name).Output(); err == nil {
-				dev.Table = strings.TrimSpace(string(out))
+				// dmsetup hides keys unless --showkeys; the manifest
+				// never holds one, whatever dmsetup does.
+				dev.Table = dm.RedactTable(strings.TrimSpace(string(out)))
 			}
 		}
 		m.DM = append(m.DM, dev)
