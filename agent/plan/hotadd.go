@@ -11,19 +11,79 @@ import (
 // RAM to the resumed kernel (boot/packbuild/hotadd/thaw_hotadd.c).
 const HotAddModule = "thaw_hotadd"
 
-// HotAdd is the RAM of this machine that the source's memory map lacked,
-// which the resumed kernel is given: whole memory blocks, added by the
-// pack's thaw_hotadd before the PCI rescan, then onlined by the capture
-// process.
+// HotAdd is what of this machine the source lacked and the resumed kernel
+// is given by the pack's thaw_hotadd, loaded before the PCI rescan: RAM
+// beyond the source's memory map, in whole memory blocks, and CPUs beyond
+// the source's, up to the kernel's possible set. The capture process
+// onlines both.
 type HotAdd struct {
 	Module string               `json:"module"`
-	Ranges []manifest.PhysRange `json:"ranges"` // whole blocks, [Start, End)
-	Block  uint64               `json:"block"`  // the resumed kernel's memory block size
+	Ranges []manifest.PhysRange `json:"ranges,omitempty"` // whole blocks, [Start, End)
+	Block  uint64               `json:"block"`            // the resumed kernel's memory block size
 	Bytes  uint64               `json:"bytes"`
-	// WindowFloor: the source's PCI root windows that begin below it
-	// (in what is RAM here) are moved up to start there first.
-	WindowFloor uint64 `json:"window_floor,omitempty"`
-	Params      string `json:"params"`
+	// Windows are the source's PCI root windows that reach into what is
+	// RAM here, moved up to start above it before the RAM is added.
+	Windows []WindowMove `json:"windows,omitempty"`
+	// CPUs is how many CPUs come online beyond the source's: the ACPI
+	// processors present here that the kernel's possible set has room for.
+	CPUs   int    `json:"cpus,omitempty"`
+	Params string `json:"params"`
+}
+
+// WindowMove moves the PCI root window that starts at From to start at To;
+// its end stays.
+type WindowMove struct {
+	From uint64 `json:"from"`
+	To   uint64 `json:"to"`
+}
+
+// Frees reports whether, once the windows moved, [start, end) lies below
+// every window that held it: the rescan's BARs no longer reach it.
+func (h *HotAdd) Frees(start, end uint64) bool {
+	if h == nil {
+		return false
+	}
+	for _, w := range h.Windows {
+		if w.From <= start && end <= w.To {
+			return true
+		}
+	}
+	return false
+}
+
+// What says what is added: "512 MiB of RAM", "1 CPU(s)", or both.
+func (h *HotAdd) What() string {
+	var w []string
+	if h.Bytes > 0 {
+		w = append(w, fmt.Sprintf("%d MiB of RAM", h.Bytes>>20))
+	}
+	if h.CPUs > 0 {
+		w = append(w, fmt.Sprintf("%d CPU(s)", h.CPUs))
+	}
+	return strings.Join(w, " and ")
+}
+
+// params are the module's parameters.
+func (h *HotAdd) params() string {
+	var ps []string
+	if len(h.Windows) > 0 {
+		var ws []string
+		for _, w := range h.Windows {
+			ws = append(ws, fmt.Sprintf("%x-%x", w.From, w.To))
+		}
+		ps = append(ps, "windows="+strings.Join(ws, ","))
+	}
+	if len(h.Ranges) > 0 {
+		var rs []string
+		for _, r := range h.Ranges {
+			rs = append(rs, fmt.Sprintf("%x-%x", r.Start, r.End))
+		}
+		ps = append(ps, "ranges="+strings.Join(rs, ","))
+	}
+	if h.CPUs > 0 {
+		ps = append(ps, "cpus=1")
+	}
+	return strings.Join(ps, " ")
 }
 
 // mib is bytes in MiB for a message.
@@ -81,51 +141,71 @@ func (p *Plan) hotAdd(src, dst *manifest.Manifest, aliases *Aliases) {
 		if !touches {
 			continue
 		}
+		to := w.Start
 		for _, e := range dst.E820 {
 			if e.Start < w.End && w.Start < e.End {
-				h.WindowFloor = max(h.WindowFloor, (e.End+(1<<20)-1)>>20<<20)
+				to = max(to, (e.End+(1<<20)-1)>>20<<20)
 			}
 		}
-	}
-	var rs []string
-	for _, r := range h.Ranges {
-		rs = append(rs, fmt.Sprintf("%x-%x", r.Start, r.End))
-	}
-	h.Params = "ranges=" + strings.Join(rs, ",")
-	if h.WindowFloor != 0 {
-		h.Params += fmt.Sprintf(" window_floor=%#x", h.WindowFloor)
-	}
-	files, err := aliases.LoadOrder(HotAddModule)
-	if err != nil {
-		p.Notes = append(p.Notes, fmt.Sprintf("this machine's extra RAM stays unused: %v", err))
-		return
+		if to >= w.End {
+			p.Notes = append(p.Notes, fmt.Sprintf("this machine's extra RAM stays unused: it covers the source's whole PCI window %#x-%#x", w.Start, w.End-1))
+			return
+		}
+		h.Windows = append(h.Windows, WindowMove{From: w.Start, To: to})
 	}
 	p.HotAdd = h
-	p.Modules = append(files, p.Modules...)
 	lost := total - h.Bytes
 	note := fmt.Sprintf("adds %d MiB of this machine's RAM to the resumed kernel (%s, whole blocks of %d MiB", mib(h.Bytes), HotAddModule, mib(block))
 	if lost >= 1<<20 {
 		note += fmt.Sprintf("; %d MiB in partial blocks stay unused", mib(lost))
 	}
 	note += ")"
-	if h.WindowFloor != 0 {
-		note += fmt.Sprintf("; the source's PCI window moves up to %#x first", h.WindowFloor)
+	for _, w := range h.Windows {
+		note += fmt.Sprintf("; the source's PCI window at %#x moves up to %#x first", w.From, w.To)
 	}
 	p.Notes = append(p.Notes, note)
 }
 
-// cpus notes how many of this machine's CPUs the resumed kernel will run
-// on: its possible CPUs were fixed when it booted on the source.
-func (p *Plan) cpus(src, dst *manifest.Manifest) {
-	have, possible := dst.CPU.Count, src.CPU.Possible
-	if have == 0 || possible == 0 || possible >= have {
+// cpus plans the CPUs the resumed kernel runs on here, and notes how many
+// and why. Its possible CPUs were fixed when it booted on the source; those
+// beyond the source's online ones that are present here are hot-added by
+// the pack's thaw_hotadd (ACPI) and brought online by the capture process.
+func (p *Plan) cpus(src, dst *manifest.Manifest, aliases *Aliases) {
+	have, possible, was := dst.CPU.Count, src.CPU.Possible, src.CPU.Count
+	if have == 0 || possible == 0 || was == 0 || have <= was {
 		return
 	}
-	why := fmt.Sprintf("the image kernel's possible CPUs (%d) were fixed when it booted on the source", possible)
-	if strings.HasPrefix(src.Kernel.Release, "6.1.") || strings.HasPrefix(src.Kernel.Release, "6.1-") {
-		why += fmt.Sprintf("; on the source, thaw prepare --cpus %d leaves room from its next boot (possible_cpus=)", have)
-	} else {
-		why += "; only CPUs the source's firmware listed as present but disabled (QEMU -smp N,maxcpus=M) can come online"
+	reach := min(possible, have)
+	limit := ""
+	if possible < have {
+		limit = fmt.Sprintf("the image kernel's possible CPUs (%d) were fixed when it booted on the source", possible)
+		if strings.HasPrefix(src.Kernel.Release, "6.1.") || strings.HasPrefix(src.Kernel.Release, "6.1-") {
+			limit += fmt.Sprintf("; on the source, thaw prepare --cpus %d leaves room from its next boot (possible_cpus=)", have)
+		} else {
+			limit += "; only CPUs the source's firmware listed as present but disabled (QEMU -smp N,maxcpus=M) can come online"
+		}
 	}
-	p.Notes = append(p.Notes, fmt.Sprintf("resumes with %d of this machine's %d CPUs: %s", min(possible, have), have, why))
+	switch {
+	case reach <= was:
+		p.Notes = append(p.Notes, fmt.Sprintf("resumes with %d of this machine's %d CPUs: %s", was, have, limit))
+	case aliases == nil || !aliases.FromPack(HotAddModule):
+		p.UnusedCPUs = reach - was
+		p.Notes = append(p.Notes, fmt.Sprintf("resumes with %d of this machine's %d CPUs: a driver pack for %s (thaw driverpack build) would bring %d more online (%s)%s",
+			was, have, releaseOf(aliases), reach-was, HotAddModule, prefixed("; ", limit)))
+	default:
+		if p.HotAdd == nil {
+			p.HotAdd = &HotAdd{Module: HotAddModule, Block: src.MemoryBlock}
+		}
+		p.HotAdd.CPUs = reach - was
+		p.Notes = append(p.Notes, fmt.Sprintf("resumes with %d of this machine's %d CPUs: %s hot-adds %d through ACPI, which the capture process brings online%s",
+			reach, have, HotAddModule, reach-was, prefixed("; ", limit)))
+	}
+}
+
+// prefixed is s after sep, or "" when s is.
+func prefixed(sep, s string) string {
+	if s == "" {
+		return ""
+	}
+	return sep + s
 }

@@ -217,8 +217,8 @@ func TestHotAdd(t *testing.T) {
 	}{
 		{"no pack", 1024, 128 << 20, nil, "", 512, "a driver pack for 6.12.0-test (thaw driverpack build) would add 512 MiB"},
 		{"pack without thaw_hotadd", 1024, 128 << 20, testPack(t), "", 512, "would add 512 MiB"},
-		{"pack", 1024, 128 << 20, withHot, "ranges=20000000-40000000 window_floor=0x40000000", 0, "adds 512 MiB of this machine's RAM"},
-		{"partial blocks", 1000, 128 << 20, withHot, "ranges=20000000-38000000 window_floor=0x3e800000", 0, "104 MiB in partial blocks stay unused"},
+		{"pack", 1024, 128 << 20, withHot, "windows=20000000-40000000 ranges=20000000-40000000", 0, "adds 512 MiB of this machine's RAM"},
+		{"partial blocks", 1000, 128 << 20, withHot, "windows=20000000-3e800000 ranges=20000000-38000000", 0, "104 MiB in partial blocks stay unused"},
 		{"no block size recorded", 1024, 0, withHot, "", 0, "recorded no memory block size"},
 		{"same RAM", 512, 128 << 20, withHot, "", 0, ""},
 	} {
@@ -246,23 +246,43 @@ func TestHotAdd(t *testing.T) {
 	}
 }
 
-func TestCPUNote(t *testing.T) {
+func TestCPUs(t *testing.T) {
+	withHot := testPack(t, "thaw_hotadd.ko")
 	for _, tc := range []struct {
+		name     string
 		release  string
 		possible int
+		pack     *driverpack.Pack
+		cpus     int // CPUs the plan hot-adds
 		note     string
 	}{
-		{"6.1.0-50-cloud-amd64", 1, "resumes with 1 of this machine's 2 CPUs: the image kernel's possible CPUs (1) were fixed when it booted on the source; on the source, thaw prepare --cpus 2"},
-		{"6.12.117+deb13-cloud-amd64", 1, "maxcpus"},
-		{"6.12.117+deb13-cloud-amd64", 2, ""},
-		{"6.12.117+deb13-cloud-amd64", 0, ""},
+		{"6.1 no room", "6.1.0-50-cloud-amd64", 1, withHot, 0, "resumes with 1 of this machine's 2 CPUs: the image kernel's possible CPUs (1) were fixed when it booted on the source; on the source, thaw prepare --cpus 2"},
+		{"6.12 no room", "6.12.117+deb13-cloud-amd64", 1, withHot, 0, "maxcpus"},
+		{"room, pack", "6.1.0-50-cloud-amd64", 2, withHot, 1, "resumes with 2 of this machine's 2 CPUs: thaw_hotadd hot-adds 1 through ACPI"},
+		{"room on 6.12, pack", "6.12.117+deb13-cloud-amd64", 4, withHot, 1, "resumes with 2 of this machine's 2 CPUs"},
+		{"room, no pack", "6.12.117+deb13-cloud-amd64", 2, nil, 0, "resumes with 1 of this machine's 2 CPUs: a driver pack for 6.12.0-test (thaw driverpack build) would bring 1 more online"},
+		{"room, pack without thaw_hotadd", "6.12.117+deb13-cloud-amd64", 2, testPack(t), 0, "would bring 1 more online"},
+		{"not recorded", "6.12.117+deb13-cloud-amd64", 0, withHot, 0, ""},
 	} {
-		src, dst := server(), vmware()
-		src.Kernel.Release, src.CPU.Possible, dst.CPU.Count = tc.release, tc.possible, 2
-		p := Make(src, dst, aliases(t), Options{Disks: []string{"sda"}})
-		notes := strings.Join(p.Notes, "\n")
-		if tc.note == "" && strings.Contains(notes, "CPUs") || !strings.Contains(notes, tc.note) {
-			t.Errorf("%s, %d possible: notes\n%s\nwant %q", tc.release, tc.possible, notes, tc.note)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			src, dst := server(), vmware()
+			src.Kernel.Release, src.CPU.Possible, src.CPU.Count, dst.CPU.Count = tc.release, tc.possible, 1, 2
+			src.PCI[0].Driver = "virtio_net"
+			p := Make(src, dst, aliases(t), Options{Disks: []string{"sda"}, Pack: tc.pack})
+			notes := strings.Join(p.Notes, "\n")
+			if tc.note == "" && strings.Contains(notes, "CPUs") || !strings.Contains(notes, tc.note) {
+				t.Errorf("notes\n%s\nwant %q", notes, tc.note)
+			}
+			got := 0
+			if p.HotAdd != nil {
+				got = p.HotAdd.CPUs
+				if !strings.Contains(p.HotAdd.Params, "cpus=1") || p.Modules[0] != PackFile(HotAddModule) {
+					t.Errorf("params %q, modules %v", p.HotAdd.Params, p.Modules)
+				}
+			}
+			if got != tc.cpus {
+				t.Errorf("hot-adds %d CPUs, want %d", got, tc.cpus)
+			}
+		})
 	}
 }

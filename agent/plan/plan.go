@@ -74,6 +74,9 @@ type Plan struct {
 	// UnusedRAM is what a driver pack's thaw_hotadd would add (whole
 	// memory blocks) when the plan has none.
 	UnusedRAM uint64 `json:"unused_ram,omitempty"`
+	// UnusedCPUs are the CPUs here the image kernel could run on that a
+	// driver pack's thaw_hotadd would bring online.
+	UnusedCPUs int `json:"unused_cpus,omitempty"`
 	// Pack is the driver pack whose modules the plan loads; nil: none.
 	Pack *PackUse `json:"pack,omitempty"`
 	// Claim keeps the rescan's BARs out of this machine's RAM beyond the
@@ -257,12 +260,13 @@ func Make(src, dst *manifest.Manifest, aliases *Aliases, opt Options) *Plan {
 	sort.Slice(p.Drivers, func(i, j int) bool { return p.Drivers[i].PCI < p.Drivers[j].PCI })
 	p.devices(src, dst, aliases)
 	p.hotAdd(src, dst, aliases)
-	p.cpus(src, dst)
+	p.cpus(src, dst, aliases)
 	p.packs(src, aliases, opt.Pack)
 	p.shield(src, dst, aliases)
 	if p.HotAdd != nil {
 		// The RAM is added before the claim is made: the claim is not
 		// needed once the window moved up.
+		p.HotAdd.Params = p.HotAdd.params()
 		f := PackFile(HotAddModule)
 		p.Modules = append([]string{f}, slices.DeleteFunc(p.Modules, func(m string) bool { return m == f })...)
 	}

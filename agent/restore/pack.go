@@ -19,7 +19,7 @@ import (
 // or NIC of this machine, or leaves RAM unused, which a driver pack could
 // give.
 func needsPack(pl *plan.Plan) bool {
-	if pl.UnusedRAM > 0 {
+	if pl.UnusedRAM > 0 || pl.UnusedCPUs > 0 {
 		return true
 	}
 	for _, d := range pl.Drivers {

@@ -95,6 +95,30 @@ func (l *Linux) OnlineMemory(n uint64) error {
 	return nil
 }
 
+// OnlineCPUs writes 1 to the online file of every CPU whose file says 0
+// (cpu0 has none).
+func (l *Linux) OnlineCPUs() (int, error) {
+	files, err := filepath.Glob(filepath.Join(l.Sys, "devices/system/cpu/cpu[0-9]*/online"))
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return n, fmt.Errorf("cpu: %w", err)
+		}
+		if strings.TrimSpace(string(b)) != "0" {
+			continue
+		}
+		if err := os.WriteFile(f, []byte("1"), 0); err != nil {
+			return n, fmt.Errorf("%s: online: %w", f, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
 // PCIPresent reports whether /sys/bus/pci/devices/ADDR exists.
 func (l *Linux) PCIPresent(addr string) bool {
 	var st unix.Stat_t

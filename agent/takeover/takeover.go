@@ -47,6 +47,9 @@ type System interface {
 	// Claimed reports whether [start, end) is wholly held by iomem
 	// entries named name (/proc/iomem).
 	Claimed(start, end uint64, name string) (bool, error)
+	// OnlineCPUs brings every offline CPU online and says how many it
+	// brought.
+	OnlineCPUs() (int, error)
 	// OnlineMemory onlines memory block n
 	// (/sys/devices/system/memory/memoryN); one online already is no
 	// error.
@@ -182,9 +185,9 @@ func Apply(sys System, p *plan.Plan, mods []Module, src *manifest.Manifest, logf
 		switch {
 		case hot != nil && m.Name == hot.Module:
 			m.Params = hot.Params
-			what = fmt.Sprintf("add %d MiB of RAM: load module %s %s", hot.Bytes>>20, m.Name, m.Params)
-		case claim != nil && m.Name == claim.Module && hotAdded && hot.WindowFloor >= claim.End:
-			logf("takeover: the source's PCI window starts at %#x now: no claim of %#x-%#x needed", hot.WindowFloor, claim.Start, claim.End-1)
+			what = fmt.Sprintf("add %s: load module %s %s", hot.What(), m.Name, m.Params)
+		case claim != nil && m.Name == claim.Module && hotAdded && hot.Frees(claim.Start, claim.End):
+			logf("takeover: the source's PCI window starts above %#x-%#x now: no claim needed", claim.Start, claim.End-1)
 			claim = nil
 			continue
 		case claim != nil && m.Name == claim.Module:
@@ -192,7 +195,7 @@ func Apply(sys System, p *plan.Plan, mods []Module, src *manifest.Manifest, logf
 			what += " " + m.Params
 		}
 		err := r.step(what, logf, func() error { return sys.LoadModule(m) })
-		if hot != nil && m.Name == hot.Module && err == nil {
+		if hot != nil && m.Name == hot.Module && err == nil && hot.Bytes > 0 {
 			hotAdded = true
 			r.step(fmt.Sprintf("online %d memory block(s) of %d MiB", hot.Bytes/max(hot.Block, 1), hot.Block>>20), logf, func() error {
 				for _, rg := range hot.Ranges {
@@ -203,6 +206,15 @@ func Apply(sys System, p *plan.Plan, mods []Module, src *manifest.Manifest, logf
 					}
 				}
 				return nil
+			})
+		}
+		if hot != nil && m.Name == hot.Module && err == nil && hot.CPUs > 0 {
+			r.step(fmt.Sprintf("online %d CPU(s)", hot.CPUs), logf, func() error {
+				n, err := sys.OnlineCPUs()
+				if err == nil && n < hot.CPUs {
+					err = fmt.Errorf("%d of %d came online: the processors were not found present (see the kernel log's thaw_hotadd lines)", n, hot.CPUs)
+				}
+				return err
 			})
 		}
 	}
@@ -484,13 +496,15 @@ func repoint(sys System, r *Report, moved map[uint64]uint64, stale map[string]bo
 	for _, in := range ok {
 		nt, changed := dm.Retarget(tables[in.Name], moved)
 		if changed {
-			r.step(fmt.Sprintf("load %s: %s", in.Name, dm.FormatTable(nt)), logf, func() error { return c.Load(in.Name, nt, in.ReadOnly) })
+			// The console and the log see the table without its keys;
+			// the kernel gets the live one, dm-crypt's key with it.
+			r.step(fmt.Sprintf("load %s: %s", in.Name, dm.FormatTable(dm.Redact(nt))), logf, func() error { return c.Load(in.Name, nt, in.ReadOnly) })
 		}
 		if !changed && (in.Suspended || suspendedByCapture[in.Name]) && namesDead(tables[in.Name], dead) {
 			// Resuming it would send its held I/O to the dead disk and
 			// hang; suspended, only what touches it waits.
 			r.step("leave "+in.Name+" suspended", logf, func() error {
-				return fmt.Errorf("its table still names the dead disk (%s): its new place was not found", dm.FormatTable(tables[in.Name]))
+				return fmt.Errorf("its table still names the dead disk (%s): its new place was not found", dm.FormatTable(dm.Redact(tables[in.Name])))
 			})
 			continue
 		}

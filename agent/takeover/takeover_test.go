@@ -103,8 +103,10 @@ func e7Plan() *plan.Plan {
 }
 
 const (
-	hotParams = "ranges=20000000-38000000 window_floor=0x40000000"
+	hotParams = "windows=20000000-40000000 ranges=20000000-38000000"
 	hotStep   = "add 384 MiB of RAM: load module thaw_hotadd " + hotParams
+	cpuParams = hotParams + " cpus=1"
+	cpuStep   = "add 384 MiB of RAM and 1 CPU(s): load module thaw_hotadd " + cpuParams
 )
 
 // e10Plan is E7's with the pack's thaw_hotadd: 384 MiB of whole blocks
@@ -112,7 +114,14 @@ const (
 func e10Plan() *plan.Plan {
 	p := e7Plan()
 	p.HotAdd = &plan.HotAdd{Module: "thaw_hotadd", Ranges: []manifest.PhysRange{{Start: 0x20000000, End: 0x38000000}},
-		Block: 128 << 20, Bytes: 384 << 20, WindowFloor: 0x40000000, Params: hotParams}
+		Block: 128 << 20, Bytes: 384 << 20, Windows: []plan.WindowMove{{From: 0x20000000, To: 0x40000000}}, Params: hotParams}
+	return p
+}
+
+// e10CPUPlan is e10Plan with a CPU to bring online.
+func e10CPUPlan() *plan.Plan {
+	p := e10Plan()
+	p.HotAdd.CPUs, p.HotAdd.Params = 1, cpuParams
 	return p
 }
 
@@ -423,6 +432,7 @@ type fakeSys struct {
 	sleeps    int
 	deadRead  bool // the dead vda was opened
 	claimOK   bool // the claim shows in iomem
+	cpus      int  // CPUs OnlineCPUs brings
 	dmErr     error
 	dmOpens   int
 	dm        *fakeDM
@@ -444,6 +454,11 @@ func (s *fakeSys) LoadModule(m Module) error {
 }
 
 func (s *fakeSys) PCIPresent(addr string) bool { return s.present[addr] }
+
+func (s *fakeSys) OnlineCPUs() (int, error) {
+	s.record("online cpus")
+	return s.cpus, nil
+}
 
 func (s *fakeSys) OnlineMemory(n uint64) error {
 	s.record("online memory %d", n)
@@ -855,6 +870,44 @@ func TestApply(t *testing.T) {
 			nicMoved(t, s)
 		},
 	}, {
+		name:  "E10 with a CPU: RAM onlined, then the CPU",
+		plan:  e10CPUPlan,
+		mods:  append([]string{"thaw_hotadd", "reed_solomon", "ramoops"}, e6Modules...),
+		setup: func(s *fakeSys, _ *manifest.Manifest) { s.cpus = 1 },
+		log: cat(
+			[]string{"dm suspend vg0-swap noflush|skiplockfs", "load thaw_hotadd " + cpuParams, "online memory 4", "online memory 5", "online memory 6", "online cpus", "load reed_solomon"},
+			e6ModLoads,
+			[]string{"pci rescan"},
+			repointLog),
+		steps: cat(
+			[]string{cpuStep, "online 3 memory block(s) of 128 MiB", "online 1 CPU(s)", "load module reed_solomon"},
+			e6ModSteps,
+			[]string{"rescan the PCI bus", findStep, "vda is now sda (8:0)"},
+			repointSteps,
+			[]string{nicStep}),
+		check: func(t *testing.T, s *fakeSys) {
+			tables(t, s, map[string]string{"vg0-root": rootNew, "vg0-swap": swapNew})
+		},
+	}, {
+		name: "E10 with a CPU that does not come: named, the rest goes on",
+		plan: e10CPUPlan,
+		mods: append([]string{"thaw_hotadd", "reed_solomon", "ramoops"}, e6Modules...),
+		log: cat(
+			[]string{"dm suspend vg0-swap noflush|skiplockfs", "load thaw_hotadd " + cpuParams, "online memory 4", "online memory 5", "online memory 6", "online cpus", "load reed_solomon"},
+			e6ModLoads,
+			[]string{"pci rescan"},
+			repointLog),
+		steps: cat(
+			[]string{cpuStep, "online 3 memory block(s) of 128 MiB", "online 1 CPU(s)", "load module reed_solomon"},
+			e6ModSteps,
+			[]string{"rescan the PCI bus", findStep, "vda is now sda (8:0)"},
+			repointSteps,
+			[]string{nicStep}),
+		fail: map[string]string{"online 1 CPU(s)": "0 of 1 came online"},
+		check: func(t *testing.T, s *fakeSys) {
+			tables(t, s, map[string]string{"vg0-root": rootNew, "vg0-swap": swapNew})
+		},
+	}, {
 		name: "E10: the RAM cannot be added: the claim as on E7",
 		plan: e10Plan,
 		mods: append([]string{"thaw_hotadd", "reed_solomon", "ramoops"}, e6Modules...),
@@ -1134,6 +1187,44 @@ func TestLineString(t *testing.T) {
 	} {
 		if got := tt.line.String(); got != tt.want {
 			t.Errorf("String() = %q, want %q", got, tt.want)
+		}
+	}
+}
+
+// A dm-crypt device straight on a moved partition is reloaded with the
+// key the kernel holds: the key reaches the kernel, and no report line or
+// log line carries it, even when the reload fails.
+func TestApplyCryptKeyStaysInMemory(t *testing.T) {
+	const key = "4a1f0c9e8b7d6a5f4e3d2c1b0a99887766554433221100ffeeddccbbaa998877"
+	cryptOld := "0 409600 crypt aes-xts-plain64 " + key + " 0 254:2 32768"
+	cryptNew := "0 409600 crypt aes-xts-plain64 " + key + " 0 8:2 32768"
+	for _, loadFails := range []bool{false, true} {
+		timeouts(t)
+		s := resumed()
+		src := source()
+		src.DM = append(src.DM, manifest.DMDevice{Name: "cryptdata", Dev: "253:3", Table: dm.RedactTable(cryptOld), Slaves: []string{"vda2"}})
+		s.dm.order = append(s.dm.order, "cryptdata")
+		s.dm.info["cryptdata"] = &dm.Info{Name: "cryptdata", Dev: dev("253:3"), ActivePresent: true, TargetCount: 1}
+		s.dm.live["cryptdata"] = mustTable(cryptOld)
+		if loadFails {
+			s.dm.fail["load cryptdata"] = errors.New("DM_TABLE_LOAD cryptdata: invalid argument")
+		}
+		lg := &logger{}
+		r := Apply(s, e6Plan(), modules(e6Modules...), src, lg.logf)
+		var shown []string
+		for _, l := range r.Lines {
+			shown = append(shown, l.String())
+		}
+		shown = append(shown, lg.lines...)
+		all := strings.Join(shown, "\n")
+		if strings.Contains(all, key) {
+			t.Errorf("load fails %v: the key is in the report or the log:\n%s", loadFails, all)
+		}
+		if !strings.Contains(all, "load cryptdata: 0 409600 crypt aes-xts-plain64 "+dm.Hidden+" 0 8:2 32768") {
+			t.Errorf("load fails %v: the reload is not shown:\n%s", loadFails, all)
+		}
+		if !loadFails {
+			tables(t, s, map[string]string{"cryptdata": cryptNew})
 		}
 	}
 }

@@ -34,9 +34,12 @@ type VMConfig struct {
 	Append   string // kernel command line (console=ttyS0 panic=-1 are added)
 	MemoryMB int    // default 256
 	CPUs     int    // default 1
-	CPU      string // -cpu model, default "max"
-	Disks    []Disk
-	NIC      string // "" for none, else a -nic model (virtio-net-pci, e1000 ...)
+	// MaxCPUs > CPUs leaves room for CPUs the firmware lists as present
+	// but disabled (-smp CPUS,maxcpus=MAXCPUS): the kernel's possible set.
+	MaxCPUs int
+	CPU     string // -cpu model, default "max"
+	Disks   []Disk
+	NIC     string // "" for none, else a -nic model (virtio-net-pci, e1000 ...)
 	// HostFwd are hostfwd rules of the -nic's user network
 	// ("tcp:127.0.0.1:16379-:6379"): a client on the host reaches the guest.
 	HostFwd  []string
@@ -120,13 +123,17 @@ func Start(cfg VMConfig) (*VM, error) {
 	// twice in the full runs (E7, then E3 kexec), in the image kernel's
 	// own boot.
 	accel := "tcg"
-	if cfg.CPUs > 1 {
+	smp := strconv.Itoa(cfg.CPUs)
+	if cfg.MaxCPUs > cfg.CPUs {
+		smp += ",maxcpus=" + strconv.Itoa(cfg.MaxCPUs)
+	}
+	if max(cfg.CPUs, cfg.MaxCPUs) > 1 {
 		accel = "tcg,thread=single"
 	}
 	args := []string{
 		"-accel", accel, "-nodefaults", "-display", "none", "-monitor", "none",
 		"-serial", "stdio", "-no-reboot",
-		"-m", strconv.Itoa(cfg.MemoryMB), "-smp", strconv.Itoa(cfg.CPUs), "-cpu", cfg.CPU,
+		"-m", strconv.Itoa(cfg.MemoryMB), "-smp", smp, "-cpu", cfg.CPU,
 	}
 	if cfg.Firmware != "" {
 		args = append(args, "-bios", cfg.Firmware)

@@ -36,12 +36,18 @@ func serverVMWith(t *testing.T, s *harness.Server, name, cmdline string, disks .
 // serverVMOn is serverVMWith on a firmware ("" for SeaBIOS).
 func serverVMOn(t *testing.T, s *harness.Server, name, cmdline, firmware string, disks ...string) *harness.VM {
 	t.Helper()
+	return serverVMCPUs(t, s, name, cmdline, firmware, 0, disks...)
+}
+
+// serverVMCPUs is serverVMOn with room for maxCPUs (one online).
+func serverVMCPUs(t *testing.T, s *harness.Server, name, cmdline, firmware string, maxCPUs int, disks ...string) *harness.VM {
+	t.Helper()
 	var d []harness.Disk
 	for _, p := range disks {
 		d = append(d, harness.Disk{Path: p})
 	}
 	vm, err := harness.Start(harness.VMConfig{Name: name, Kernel: s.Vmlinuz, Initrd: s.Initrd, Append: cmdline,
-		MemoryMB: 512, Disks: d, NIC: "virtio-net-pci", Control: true, LogDir: logDir, Timeout: 10 * time.Minute, Firmware: firmware})
+		MemoryMB: 512, MaxCPUs: maxCPUs, Disks: d, NIC: "virtio-net-pci", Control: true, LogDir: logDir, Timeout: 10 * time.Minute, Firmware: firmware})
 	if err != nil {
 		t.Fatal(err)
 	}
