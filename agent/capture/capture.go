@@ -727,6 +727,11 @@ func resumed(dev *snapshot.Device, mbox []byte, nonce [16]byte, m *manifest.Mani
 	if err := dev.Thaw(); err != nil {
 		logf("thaw: %v", err)
 	}
+	// Released, /dev/snapshot lets CPUs be hot-plugged again.
+	if err := dev.Close(); err != nil {
+		logf("close %s: %v", snapshot.Path, err)
+	}
+	takeover.Thawed(sys, rep, logf)
 	if rep.Failed() {
 		logf("warning: some device steps failed (above); the server runs on")
 	}

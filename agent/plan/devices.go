@@ -158,6 +158,37 @@ func DMAbove(m *manifest.Manifest, d manifest.Disk) []string {
 	return out
 }
 
+// KeyringCrypt names the dm-crypt devices directly on disk d (or one of its
+// partitions) whose key is a kernel keyring reference (":64:logon:…"), as
+// LUKS2 volumes opened by cryptsetup have: their key cannot be read back,
+// so their table cannot be reloaded to point elsewhere. A crypt device
+// whose table holds the key itself (the manifest shows it hidden) is
+// reloaded by the resumed process with the key the kernel holds.
+func KeyringCrypt(m *manifest.Manifest, d manifest.Disk) []string {
+	on := map[string]bool{d.Name: true}
+	for _, p := range d.Partitions {
+		on[p.Name] = true
+	}
+	var out []string
+	for _, x := range m.DM {
+		direct := false
+		for _, s := range x.Slaves {
+			direct = direct || on[s]
+		}
+		if !direct {
+			continue
+		}
+		for _, line := range strings.Split(x.Table, "\n") {
+			f := strings.Fields(line)
+			if len(f) > 4 && f[2] == "crypt" && strings.HasPrefix(f[4], ":") {
+				out = append(out, x.Name)
+				break
+			}
+		}
+	}
+	return out
+}
+
 // Movable reports whether every mounted filesystem and active swap on disk
 // d is reached through device-mapper, so that the resumed kernel can be
 // pointed at the disk in its new place; the reasons name what is not.
@@ -272,11 +303,19 @@ func (p *Plan) devices(src, dst *manifest.Manifest, aliases *Aliases) {
 			row.Action = Redirect
 			row.Why = fmt.Sprintf("%s on %s (%s) → %s on %s (%s, %s); dm %s re-pointed by disk GUID %s",
 				s.Name, s.Driver, s.PCI, t.Name, drv, t.PCI, origin, strings.Join(orList(row.Source.DM, "(none)"), ","), s.DiskGUID)
-			if s.DiskGUID == "" {
+			keyring := KeyringCrypt(src, s)
+			switch {
+			case s.DiskGUID == "":
 				row.Action, row.Why = Refuse, fmt.Sprintf("source disk %s has no GPT disk GUID: the resumed kernel could not find it in its new place", s.Name)
 				row.Fix = "restore onto the same controller at the same PCI address"
 				p.refuse("disk", row.Why, row.Fix)
-			} else {
+			case len(keyring) > 0:
+				row.Action = Refuse
+				row.Why = fmt.Sprintf("source disk %s moves, and the dm-crypt device(s) %s sit directly on it with their key in the kernel keyring (LUKS2 opened by cryptsetup): their tables name only the key's description, the key left the keyring after the volume was opened, so no table can be loaded onto the disk's new place",
+					s.Name, strings.Join(keyring, ", "))
+				row.Fix = "restore onto the same disk controller at the same PCI address; or keep LUKS above LVM (the LUKS volume on a logical volume: only the LVs' linear tables move)"
+				p.refuse(CheckCrypt, row.Why, row.Fix)
+			default:
 				addMods(files)
 			}
 		}

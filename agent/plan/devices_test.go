@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -104,6 +105,10 @@ func TestDevicePlan(t *testing.T) {
 			dst.PCI[0].Address, dst.Disks[0].PCI = "0000:00:03.0", "0000:00:03.0"
 		}, false, Refuse, Rebind, "slot", "vmxnet3", "put the disk controller in another PCI slot"},
 		{"no GPT to find the disk by", func(src, dst *manifest.Manifest) { src.Disks[0].DiskGUID = "" }, false, Refuse, Rebind, "disk", "vmxnet3", "no GPT disk GUID"},
+		{"LUKS2 on a partition, key in the keyring", func(src, dst *manifest.Manifest) {
+			src.DM = append(src.DM, manifest.DMDevice{Name: "vda2_crypt", Dev: "253:2", Slaves: []string{"vda2"},
+				Table: "0 2093056 crypt aes-xts-plain64 :64:logon:cryptsetup:LUKS2-5e1f-vda2_crypt-d0 0 254:2 32768"})
+		}, false, Refuse, Rebind, "crypt", "vmxnet3", "vda2_crypt sit directly on it with their key in the kernel keyring"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src, dst := server(), vmware()
@@ -147,6 +152,24 @@ func TestDevicePlan(t *testing.T) {
 				t.Errorf("rebind row target: %+v", n.Target)
 			}
 		})
+	}
+}
+
+// A dm-crypt device straight on a moving partition whose table holds its
+// key (hidden in the manifest) moves: the resumed process reloads it with
+// the key the kernel holds. One on an LV (LUKS on LVM) moves with the LV.
+func TestCryptMoves(t *testing.T) {
+	for _, tc := range []struct{ name, slave, table string }{
+		{"key in the table", "vda2", "0 2093056 crypt aes-xts-plain64 <hidden> 0 254:2 32768"},
+		{"LUKS2 on an LV", "dm-0", "0 2093056 crypt aes-xts-plain64 :64:logon:cryptsetup:LUKS2-5e1f-root_crypt-d0 0 253:0 32768"},
+	} {
+		src, dst := server(), vmware()
+		src.PCI[0].Driver = "virtio_net"
+		src.DM = append(src.DM, manifest.DMDevice{Name: "cryptdata", Dev: "253:2", Slaves: []string{tc.slave}, Table: tc.table})
+		p := Make(src, dst, aliases(t), Options{Disks: []string{"sda"}})
+		if d := row(t, p, "disk", "vda"); !p.OK || d.Action != Redirect || !slices.Contains(d.Source.DM, "cryptdata") {
+			t.Errorf("%s: ok %v, disk %s, dm %v: %+v", tc.name, p.OK, d.Action, d.Source.DM, p.Refusals)
+		}
 	}
 }
 

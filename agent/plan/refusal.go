@@ -26,6 +26,7 @@ const (
 	CheckDriver    Check = "driver"
 	CheckPack      Check = "pack" // a driver pack: unsigned, altered, another release, not loadable
 	CheckSlot      Check = "slot"
+	CheckCrypt     Check = "crypt" // dm-crypt on a moving disk whose key cannot be reloaded
 	CheckPCIWindow Check = "pciwindow"
 	CheckMailbox   Check = "mailbox"
 	CheckResume    Check = "resume" // the resume path and its area

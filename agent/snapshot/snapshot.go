@@ -220,8 +220,12 @@ func (d *Device) Frozen() bool { return d.frozen }
 
 // Close thaws and closes the device.
 func (d *Device) Close() error {
+	if d.fd < 0 {
+		return nil
+	}
 	err := d.Thaw()
 	syscall.Close(d.fd)
+	d.fd = -1
 	return err
 }
 

@@ -81,6 +81,7 @@ func (l Line) String() string {
 // Report is what Apply did.
 type Report struct {
 	Lines []Line
+	cpus  int // hot-added CPUs that Thawed brings online
 }
 
 // Failed reports whether any step failed.
@@ -208,14 +209,10 @@ func Apply(sys System, p *plan.Plan, mods []Module, src *manifest.Manifest, logf
 				return nil
 			})
 		}
-		if hot != nil && m.Name == hot.Module && err == nil && hot.CPUs > 0 {
-			r.step(fmt.Sprintf("online %d CPU(s)", hot.CPUs), logf, func() error {
-				n, err := sys.OnlineCPUs()
-				if err == nil && n < hot.CPUs {
-					err = fmt.Errorf("%d of %d came online: the processors were not found present (see the kernel log's thaw_hotadd lines)", n, hot.CPUs)
-				}
-				return err
-			})
+		if hot != nil && m.Name == hot.Module && err == nil {
+			// CPU hotplug is off while /dev/snapshot is open
+			// (PM_HIBERNATION_PREPARE): the CPUs come online in Thawed.
+			r.cpus = hot.CPUs
 		}
 	}
 	claimed := true
@@ -295,6 +292,26 @@ func Apply(sys System, p *plan.Plan, mods []Module, src *manifest.Manifest, logf
 		}
 	}
 	return r
+}
+
+// Thawed brings online the CPUs Apply's hot-add found, once the capture
+// has thawed the machine and closed /dev/snapshot (the kernel refuses CPU
+// hotplug, EBUSY, while it is open). Its step joins r.
+func Thawed(sys System, r *Report, logf func(string, ...any)) {
+	if r == nil || r.cpus == 0 {
+		return
+	}
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	want := r.cpus
+	r.step(fmt.Sprintf("online %d CPU(s)", want), logf, func() error {
+		n, err := sys.OnlineCPUs()
+		if err == nil && n < want {
+			err = fmt.Errorf("%d of %d came online: the processors were not found present (see the kernel log's thaw_hotadd lines)", n, want)
+		}
+		return err
+	})
 }
 
 // namesDead reports whether a table names one of the dead devices.

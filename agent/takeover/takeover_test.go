@@ -875,16 +875,17 @@ func TestApply(t *testing.T) {
 		mods:  append([]string{"thaw_hotadd", "reed_solomon", "ramoops"}, e6Modules...),
 		setup: func(s *fakeSys, _ *manifest.Manifest) { s.cpus = 1 },
 		log: cat(
-			[]string{"dm suspend vg0-swap noflush|skiplockfs", "load thaw_hotadd " + cpuParams, "online memory 4", "online memory 5", "online memory 6", "online cpus", "load reed_solomon"},
+			[]string{"dm suspend vg0-swap noflush|skiplockfs", "load thaw_hotadd " + cpuParams, "online memory 4", "online memory 5", "online memory 6", "load reed_solomon"},
 			e6ModLoads,
 			[]string{"pci rescan"},
-			repointLog),
+			repointLog,
+			[]string{"online cpus"}),
 		steps: cat(
-			[]string{cpuStep, "online 3 memory block(s) of 128 MiB", "online 1 CPU(s)", "load module reed_solomon"},
+			[]string{cpuStep, "online 3 memory block(s) of 128 MiB", "load module reed_solomon"},
 			e6ModSteps,
 			[]string{"rescan the PCI bus", findStep, "vda is now sda (8:0)"},
 			repointSteps,
-			[]string{nicStep}),
+			[]string{nicStep, "online 1 CPU(s)"}),
 		check: func(t *testing.T, s *fakeSys) {
 			tables(t, s, map[string]string{"vg0-root": rootNew, "vg0-swap": swapNew})
 		},
@@ -893,16 +894,17 @@ func TestApply(t *testing.T) {
 		plan: e10CPUPlan,
 		mods: append([]string{"thaw_hotadd", "reed_solomon", "ramoops"}, e6Modules...),
 		log: cat(
-			[]string{"dm suspend vg0-swap noflush|skiplockfs", "load thaw_hotadd " + cpuParams, "online memory 4", "online memory 5", "online memory 6", "online cpus", "load reed_solomon"},
+			[]string{"dm suspend vg0-swap noflush|skiplockfs", "load thaw_hotadd " + cpuParams, "online memory 4", "online memory 5", "online memory 6", "load reed_solomon"},
 			e6ModLoads,
 			[]string{"pci rescan"},
-			repointLog),
+			repointLog,
+			[]string{"online cpus"}),
 		steps: cat(
-			[]string{cpuStep, "online 3 memory block(s) of 128 MiB", "online 1 CPU(s)", "load module reed_solomon"},
+			[]string{cpuStep, "online 3 memory block(s) of 128 MiB", "load module reed_solomon"},
 			e6ModSteps,
 			[]string{"rescan the PCI bus", findStep, "vda is now sda (8:0)"},
 			repointSteps,
-			[]string{nicStep}),
+			[]string{nicStep, "online 1 CPU(s)"}),
 		fail: map[string]string{"online 1 CPU(s)": "0 of 1 came online"},
 		check: func(t *testing.T, s *fakeSys) {
 			tables(t, s, map[string]string{"vg0-root": rootNew, "vg0-swap": swapNew})
@@ -1122,11 +1124,13 @@ func TestApply(t *testing.T) {
 			}
 			p := tt.plan()
 			lg := &logger{}
-			// As the capture does: Quiesce when a plan came, then Apply.
+			// As the capture does: Quiesce when a plan came, then
+			// Apply, then Thawed.
 			if p != nil {
 				Quiesce(s, p, src, lg.logf)
 			}
 			r := Apply(s, p, modules(tt.mods...), src, lg.logf)
+			Thawed(s, r, lg.logf)
 			if !reflect.DeepEqual(s.log, tt.log) {
 				t.Errorf("changes:\n%s\nwant:\n%s", strings.Join(s.log, "\n"), strings.Join(tt.log, "\n"))
 			}
