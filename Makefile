@@ -20,10 +20,12 @@ kernels:
 	./scripts/fetch-kernels.sh $(CACHE)
 
 # The real Debian 13 and Debian 12 server guests (root on LVM, swap, a
-# stateful service), cached under $(CACHE)/server by the hash of the recipe.
+# stateful service), and the Debian 13 one with its root in LUKS on LVM,
+# cached under $(CACHE)/server by the hash of the recipe.
 server:
 	go run ./scripts/buildserver $(CACHE)
 	go run ./scripts/buildserver -suite bookworm $(CACHE)
+	go run ./scripts/buildserver -luks $(CACHE)
 
 # The restore agent's boot files: build/agent/vmlinuz (Debian 13, full
 # flavour) and build/agent/initramfs.cpio.gz (u-root, thaw agent as uinit,

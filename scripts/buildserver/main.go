@@ -15,6 +15,11 @@
 // partitions (CACHE/server/current-plain), the server thaw prepare is for. The result lands in CACHE/server/HASH and
 // CACHE/server/current (trixie, Debian 13) or CACHE/server/current-bookworm
 // (Debian 12) points to it.
+//
+// With -luks the trixie server's root LV holds a LUKS2 volume (LUKS on
+// LVM) that its own initramfs opens with a key file it carries
+// (cryptsetup-initramfs, KEYFILE_PATTERN): root is /dev/mapper/root_crypt.
+// It lands in CACHE/server/current-luks.
 package main
 
 import (
@@ -27,6 +32,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -36,7 +42,10 @@ import (
 //go:embed main.go
 var self embed.FS
 
-var suite = "trixie"
+var (
+	suite = "trixie"
+	luks  bool
+)
 
 const (
 	mirror   = "http://deb.debian.org/debian"
@@ -51,9 +60,10 @@ const (
 
 func main() {
 	flag.StringVar(&suite, "suite", suite, "Debian suite: trixie (Debian 13) or bookworm (Debian 12)")
+	flag.BoolVar(&luks, "luks", false, "root on a LUKS2 volume in the root LV (trixie)")
 	flag.Parse()
-	if flag.NArg() != 1 || (suite != "trixie" && suite != "bookworm") {
-		fmt.Fprintln(os.Stderr, "usage: buildserver [-suite trixie|bookworm] CACHE")
+	if flag.NArg() != 1 || (suite != "trixie" && suite != "bookworm") || (luks && suite != "trixie") {
+		fmt.Fprintln(os.Stderr, "usage: buildserver [-suite trixie|bookworm | -luks] CACHE")
 		os.Exit(2)
 	}
 	if err := build(flag.Arg(0)); err != nil {
@@ -69,6 +79,9 @@ func recipeHash(serverDir string) (string, error) {
 	src, _ := self.ReadFile("main.go")
 	h.Write(src)
 	h.Write([]byte(suite))
+	if luks {
+		h.Write([]byte("+luks"))
+	}
 	for _, f := range []string{"workload", "testctl", "units", "builder-init.sh", "redis-seed"} {
 		b, err := os.ReadFile(filepath.Join(serverDir, f))
 		if err != nil {
@@ -112,6 +125,9 @@ func build(cache string) error {
 	if suite != "trixie" {
 		current += "-" + suite
 	}
+	if luks {
+		current += "-luks"
+	}
 	if _, err := os.Stat(filepath.Join(out, "done")); err == nil {
 		logf("%s server guest %s is cached in %s", suite, key, out)
 		return linkCurrent(out, current)
@@ -133,6 +149,11 @@ func build(cache string) error {
 	}
 	root := filepath.Join(work, "root")
 	swapUUID := uuid4()
+	pkgs, rootDev, luksUUID := packages, "/dev/mapper/"+vg+"-root", ""
+	if luks {
+		pkgs += ",cryptsetup,cryptsetup-initramfs"
+		rootDev, luksUUID = "/dev/mapper/root_crypt", uuid4()
+	}
 
 	// Files copied into the root filesystem.
 	stage := filepath.Join(work, "stage")
@@ -149,17 +170,33 @@ func build(cache string) error {
 		// Root and swap on LVM: a server that can move to another disk
 		// controller. Partition 2 is swap-formatted but not in use: the
 		// resume device of systemctl hibernate (tests swapon it first).
-		"etc/fstab":                                fmt.Sprintf("/dev/mapper/%s-root / ext4 errors=remount-ro 0 1\n/dev/mapper/%s-swap none swap sw 0 0\n", vg, vg),
+		"etc/fstab":                                fmt.Sprintf("%s / ext4 errors=remount-ro 0 1\n/dev/mapper/%s-swap none swap sw 0 0\n", rootDev, vg),
 		"etc/hostname":                             "thaw-server\n",
 		"etc/systemd/network/80-dhcp.network":      "[Match]\nName=en* eth*\n\n[Network]\nDHCP=ipv4\n",
 		"etc/initramfs-tools/conf.d/resume":        "RESUME=PARTUUID=" + swapUUID + "\n",
 		"etc/systemd/system.conf.d/timeout.conf":   "[Manager]\nDefaultTimeoutStopSec=10s\n",
 		"etc/systemd/journald.conf.d/console.conf": "[Journal]\nStorage=persistent\n",
 	}
+	if luks {
+		// The initramfs opens root_crypt with the key file it carries
+		// (the 'initramfs' option: the hook cannot see the volume from
+		// the build chroot), udev's LVM rules having activated vg0.
+		files["etc/crypttab"] = fmt.Sprintf("root_crypt UUID=%s /etc/keys/root.key luks,discard,initramfs\n", luksUUID)
+		files["etc/cryptsetup-initramfs/conf-hook"] = "CRYPTSETUP=y\nKEYFILE_PATTERN=\"/etc/keys/*.key\"\n"
+		files["etc/initramfs-tools/conf.d/umask"] = "UMASK=0077\n"
+	}
 	for name, body := range files {
 		p := filepath.Join(stage, name)
 		os.MkdirAll(filepath.Dir(p), 0o755)
 		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			return err
+		}
+	}
+	if luks {
+		key := make([]byte, 64)
+		rand.Read(key)
+		os.MkdirAll(filepath.Join(stage, "etc/keys"), 0o700)
+		if err := os.WriteFile(filepath.Join(stage, "etc/keys/root.key"), key, 0o400); err != nil {
 			return err
 		}
 	}
@@ -175,8 +212,8 @@ func build(cache string) error {
 		}
 	}
 
-	logf("mmdebstrap %s (%s)", suite, packages)
-	if err := run("mmdebstrap", "--mode=root", "--variant=minbase", "--include="+packages,
+	logf("mmdebstrap %s (%s)", suite, pkgs)
+	if err := run("mmdebstrap", "--mode=root", "--variant=minbase", "--include="+pkgs,
 		"--essential-hook=mkdir -p \"$1/etc/initramfs-tools/conf.d\" && cp "+filepath.Join(stage, "etc/initramfs-tools/conf.d/resume")+" \"$1/etc/initramfs-tools/conf.d/\"",
 		"--customize-hook=cp -a "+stage+"/. \"$1/\"",
 		"--customize-hook=chroot \"$1\" systemctl enable workload.service testctl.service redis-seed.service systemd-networkd.service",
@@ -229,7 +266,11 @@ func build(cache string) error {
 	for _, a := range []string{"chroot", "grep", "ls", "dd", "mkswap"} {
 		ir.Symlink("bin/"+a, "busybox")
 	}
-	if err := ir.Modules(k, "virtio_pci", "virtio_blk", "dm_mod"); err != nil {
+	mods := []string{"virtio_pci", "virtio_blk", "dm_mod"}
+	if luks {
+		mods = append(mods, "dm_crypt", "xts", "aesni_intel", "algif_skcipher")
+	}
+	if err := ir.Modules(k, mods...); err != nil {
 		return err
 	}
 	init, err := os.ReadFile(filepath.Join(serverSrc, "builder-init.sh"))
@@ -237,12 +278,17 @@ func build(cache string) error {
 		return err
 	}
 	ir.File("init", init, 0o755)
+	args := fmt.Sprintf("builder.vg=%s builder.rootmb=%d builder.swapmb=%d", vg, rootMB, lvSwapMB)
+	if luks {
+		// The LUKS2 header (16 MiB) comes out of the root LV.
+		args = fmt.Sprintf("builder.vg=%s builder.rootmb=%d builder.swapmb=%d builder.luks=%s", vg, rootMB+32, lvSwapMB, luksUUID)
+	}
 	irPath := filepath.Join(work, "builder.cpio.gz")
 	if err := os.WriteFile(irPath, ir.Bytes(), 0o644); err != nil {
 		return err
 	}
 	vm, err := harness.Start(harness.VMConfig{Name: "server-builder", Kernel: k.Vmlinuz, Initrd: irPath, MemoryMB: 512,
-		Append: fmt.Sprintf("builder.vg=%s builder.rootmb=%d builder.swapmb=%d", vg, rootMB, lvSwapMB),
+		Append: args,
 		Disks:  []harness.Disk{{Path: disk}, {Path: rootImg}}, LogDir: work, Timeout: 10 * time.Minute})
 	if err != nil {
 		return err
@@ -254,12 +300,17 @@ func build(cache string) error {
 		return fmt.Errorf("builder VM failed:\n%s", vm.Tail(40))
 	}
 	vm.Wait(time.Minute)
-	if suite == "trixie" {
+	if luks {
+		if err := keepVolumeKey(vm.Console(), out); err != nil {
+			return err
+		}
+	}
+	if suite == "trixie" && !luks {
 		if err := plainLayout(work, root, filepath.Join(out, "plain"), release, swapUUID); err != nil {
 			return err
 		}
 	}
-	cmdline := fmt.Sprintf("root=/dev/mapper/%s-root ro resume=PARTUUID=%s", vg, swapUUID)
+	cmdline := fmt.Sprintf("root=%s ro resume=PARTUUID=%s", rootDev, swapUUID)
 	for name, body := range map[string]string{"release": release, "cmdline": cmdline, "swap-partuuid": swapUUID, "done": time.Now().UTC().Format(time.RFC3339)} {
 		if err := os.WriteFile(filepath.Join(out, name), []byte(body+"\n"), 0o644); err != nil {
 			return err
@@ -269,6 +320,47 @@ func build(cache string) error {
 		return err
 	}
 	logf("%s server guest %s (kernel %s) built in %s: %s", suite, key, release, time.Since(start).Round(time.Second), out)
+	return nil
+}
+
+// keepVolumeKey writes what the builder's luksDump printed for the tests:
+// luks-key, the volume key in hex, and luks-offset, the bytes from the
+// LV's start to the encrypted data. The key decrypts the disk image; it
+// is a test fixture, kept out of the server itself.
+func keepVolumeKey(console, out string) error {
+	console = strings.ReplaceAll(console, "\r", "")
+	i, j := strings.Index(console, "BUILDER: LUKS dump\n"), strings.Index(console, "BUILDER: LUKS dump end")
+	if i < 0 || j < i {
+		return fmt.Errorf("the builder printed no LUKS dump")
+	}
+	var key strings.Builder
+	var offset int64
+	inKey := false
+	pair := regexp.MustCompile(`^([0-9a-f]{2}\s*)+$`)
+	for _, line := range strings.Split(console[i:j], "\n") {
+		line = strings.TrimSpace(line)
+		name, val, _ := strings.Cut(line, ":")
+		switch {
+		case name == "Payload offset":
+			fmt.Sscanf(strings.TrimSpace(val), "%d", &offset)
+			inKey = false
+		case strings.HasSuffix(name, " dump") && pair.MatchString(strings.TrimSpace(val)):
+			inKey = true
+			key.WriteString(strings.Join(strings.Fields(val), ""))
+		case inKey && pair.MatchString(line):
+			key.WriteString(strings.Join(strings.Fields(line), ""))
+		default:
+			inKey = false
+		}
+	}
+	if key.Len() != 128 || offset == 0 {
+		return fmt.Errorf("no 512-bit volume key and payload offset in the builder's LUKS dump:\n%s", console[i:j])
+	}
+	for name, body := range map[string]string{"luks-key": key.String(), "luks-offset": strconv.FormatInt(offset*512, 10)} {
+		if err := os.WriteFile(filepath.Join(out, name), []byte(body+"\n"), 0o600); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

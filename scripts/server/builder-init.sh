@@ -3,7 +3,9 @@
 # the root filesystem image into the root LV. vda: the new disk; vdb: the
 # root filesystem image (ext4, made by mke2fs -d), whose own lvm tools run
 # in a chroot. Kernel parameters: builder.rootmb=, builder.swapmb=, builder.vg=.
-# The swap LV is formatted too.
+# The swap LV is formatted too. With builder.luks=UUID the root LV becomes a
+# LUKS2 volume (the image's own cryptsetup, its /etc/keys/root.key) and the
+# image goes into the opened volume.
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -28,9 +30,24 @@ lvm lvcreate -y -Wn -Zn -L "${rootmb}m" -n root "$vg" || fail lvcreate
 lvm lvcreate -y -Wn -Zn -L "$(arg builder.swapmb)m" -n swap "$vg" || fail "lvcreate swap"
 lvm vgmknodes || true
 echo "BUILDER: LVM ready"
+dmdev() { for d in /sys/block/dm-*; do read -r n <"$d/dm/name"; [ "$n" = "$1" ] && echo "/dev/${d##*/}"; done; }
+lv() { dmdev "$vg-$1"; }
+luks=$(arg builder.luks)
+if [ -n "$luks" ]; then
+	cs() { chroot /src /usr/sbin/cryptsetup "$@"; }
+	cs luksFormat --batch-mode --type luks2 --uuid "$luks" --sector-size 512 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
+		--key-file /etc/keys/root.key "$(lv root)" || fail luksFormat
+	cs open --key-file /etc/keys/root.key "$(lv root)" root_crypt || fail "cryptsetup open"
+	# For the tests (buildserver keeps it beside the disk): the volume
+	# key, read here, never in the server.
+	echo "BUILDER: LUKS dump"
+	cs luksDump --dump-volume-key --batch-mode --key-file /etc/keys/root.key "$(lv root)" || fail luksDump
+	echo "BUILDER: LUKS dump end"
+	echo "BUILDER: LUKS ready"
+fi
 umount /src/run /src/sys /src/proc /src/dev /src
-lv() { for d in /sys/block/dm-*; do read -r n <"$d/dm/name"; [ "$n" = "$vg-$1" ] && echo "/dev/${d##*/}"; done; }
 node=$(lv root)
+[ -n "$luks" ] && node=$(dmdev root_crypt)
 [ -b "$node" ] || fail "no block device for $vg/root"
 swap=$(lv swap)
 [ -b "$swap" ] || fail "no block device for $vg/swap"

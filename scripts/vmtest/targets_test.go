@@ -62,6 +62,7 @@ type agentCase struct {
 	nvme    bool                       // with vmware: the target disk on NVMe (slot 6, nvme0n1) instead
 	ahci    bool                       // with vmware: the disk on AHCI (slot 6, sda) and the NIC an e1000e (slot 10) instead
 	packs   string                     // a driver pack file, served from the store's packs/ (thaw.packs=)
+	luks    *luksRoot                  // the root LV holds this LUKS volume: fsck decrypts it
 	redis   int                        // host port forwarded to the guest's redis (vmware)
 	pin     string                     // thaw.image=URL#sha256=: default the served bundle's index digest
 	tls     bool                       // thaw serve over https, with a test CA baked into the agent
@@ -778,7 +779,11 @@ func testMoved(t *testing.T, ac agentCase, inside func(*agentTarget), want ...st
 		inside(at) // before checkResumed powers the server off
 	}
 	checkResumed(t, at.vm, c.h)
-	fsckRoot(t, at.target)
+	if ac.luks != nil {
+		fsckLUKSRoot(t, at.target, ac.luks)
+	} else {
+		fsckRoot(t, at.target)
+	}
 	checkPreflight(t, at, c, ac.name, ac.targetDisk())
 	return at
 }
