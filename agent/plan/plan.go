@@ -122,18 +122,26 @@ func kindOf(class string) string {
 	return "other"
 }
 
+// topologyFlags are /proc/cpuinfo flags that say how many threads a package
+// has (CPUID 1 EDX HTT; AMD's CmpLegacy), read by the kernel when it
+// enumerates CPUs at boot and never used as an instruction: a machine with
+// fewer CPUs lacks them and runs the image all the same.
+var topologyFlags = map[string]bool{"ht": true, "cmp_legacy": true}
+
 // Make compares the source's manifest src with the target's profile dst.
 // aliases is the image kernel's modalias table (nil: unknown).
 func Make(src, dst *manifest.Manifest, aliases *Aliases, opt Options) *Plan {
 	p := &Plan{SourceRAM: ram(src.E820), TargetRAM: ram(dst.E820)}
 
-	// CPU: every feature the image kernel saw must be there.
+	// CPU: every feature the image kernel saw must be there, but for the
+	// bits that describe the package's threads rather than an instruction
+	// (QEMU sets them for -smp with more than one CPU, maxcpus included).
 	have := map[string]bool{}
 	for _, f := range dst.CPU.Flags {
 		have[f] = true
 	}
 	for _, f := range src.CPU.Flags {
-		if !have[f] {
+		if !have[f] && !topologyFlags[f] {
 			p.MissingCPU = append(p.MissingCPU, f)
 		}
 	}

@@ -73,6 +73,9 @@ func TestPlan(t *testing.T) {
 			dst.E820Digest = "0x2"
 		}, false, "is not RAM on this machine", "kexec"},
 		{"missing CPU flag", func(src, dst *manifest.Manifest, opt *Options) { dst.CPU.Flags = []string{"sse2"} }, false, "lacks 1 feature(s) the image kernel uses: avx2", "direct"},
+		{"topology flags only (a source with room for more CPUs)", func(src, dst *manifest.Manifest, opt *Options) {
+			src.CPU.Flags = append(src.CPU.Flags, "ht", "cmp_legacy")
+		}, true, "", "direct"},
 		{"disk too small", func(src, dst *manifest.Manifest, opt *Options) { dst.Disks[0].Size = 1 << 30 }, false, "no disk here holds source disk vda", "direct"},
 		{"ambiguous disks", func(src, dst *manifest.Manifest, opt *Options) {
 			dst.Disks = append(dst.Disks, manifest.Disk{Name: "vdb", Size: 8 << 30, PCI: "0000:00:05.0", Driver: "virtio_blk"})
