@@ -740,6 +740,20 @@ var (
 		"load vg0-root: " + rootNew, "resume vg0-root",
 		"load vg0-swap: " + swapNew, "resume vg0-swap",
 	}
+	// e10CPULog and e10CPUSteps are E10's with a CPU to bring online:
+	// the RAM onlined with the module, the CPU once thawed.
+	e10CPULog = cat(
+		[]string{"dm suspend vg0-swap noflush|skiplockfs", "load thaw_hotadd " + cpuParams, "online memory 4", "online memory 5", "online memory 6", "load reed_solomon"},
+		e6ModLoads,
+		[]string{"pci rescan"},
+		repointLog,
+		[]string{"online cpus"})
+	e10CPUSteps = cat(
+		[]string{cpuStep, "online 3 memory block(s) of 128 MiB", "load module reed_solomon"},
+		e6ModSteps,
+		[]string{"rescan the PCI bus", findStep, "vda is now sda (8:0)"},
+		repointSteps,
+		[]string{nicStep, "online 1 CPU(s)"})
 )
 
 func cat(parts ...[]string) []string {
@@ -870,42 +884,22 @@ func TestApply(t *testing.T) {
 			nicMoved(t, s)
 		},
 	}, {
-		name:  "E10 with a CPU: RAM onlined, then the CPU",
+		name:  "E10 with a CPU: RAM onlined, the CPU once thawed",
 		plan:  e10CPUPlan,
 		mods:  append([]string{"thaw_hotadd", "reed_solomon", "ramoops"}, e6Modules...),
 		setup: func(s *fakeSys, _ *manifest.Manifest) { s.cpus = 1 },
-		log: cat(
-			[]string{"dm suspend vg0-swap noflush|skiplockfs", "load thaw_hotadd " + cpuParams, "online memory 4", "online memory 5", "online memory 6", "load reed_solomon"},
-			e6ModLoads,
-			[]string{"pci rescan"},
-			repointLog,
-			[]string{"online cpus"}),
-		steps: cat(
-			[]string{cpuStep, "online 3 memory block(s) of 128 MiB", "load module reed_solomon"},
-			e6ModSteps,
-			[]string{"rescan the PCI bus", findStep, "vda is now sda (8:0)"},
-			repointSteps,
-			[]string{nicStep, "online 1 CPU(s)"}),
+		log:   e10CPULog,
+		steps: e10CPUSteps,
 		check: func(t *testing.T, s *fakeSys) {
 			tables(t, s, map[string]string{"vg0-root": rootNew, "vg0-swap": swapNew})
 		},
 	}, {
-		name: "E10 with a CPU that does not come: named, the rest goes on",
-		plan: e10CPUPlan,
-		mods: append([]string{"thaw_hotadd", "reed_solomon", "ramoops"}, e6Modules...),
-		log: cat(
-			[]string{"dm suspend vg0-swap noflush|skiplockfs", "load thaw_hotadd " + cpuParams, "online memory 4", "online memory 5", "online memory 6", "load reed_solomon"},
-			e6ModLoads,
-			[]string{"pci rescan"},
-			repointLog,
-			[]string{"online cpus"}),
-		steps: cat(
-			[]string{cpuStep, "online 3 memory block(s) of 128 MiB", "load module reed_solomon"},
-			e6ModSteps,
-			[]string{"rescan the PCI bus", findStep, "vda is now sda (8:0)"},
-			repointSteps,
-			[]string{nicStep, "online 1 CPU(s)"}),
-		fail: map[string]string{"online 1 CPU(s)": "0 of 1 came online"},
+		name:  "E10 with a CPU that does not come: named, the rest goes on",
+		plan:  e10CPUPlan,
+		mods:  append([]string{"thaw_hotadd", "reed_solomon", "ramoops"}, e6Modules...),
+		log:   e10CPULog,
+		steps: e10CPUSteps,
+		fail:  map[string]string{"online 1 CPU(s)": "0 of 1 came online"},
 		check: func(t *testing.T, s *fakeSys) {
 			tables(t, s, map[string]string{"vg0-root": rootNew, "vg0-swap": swapNew})
 		},

@@ -186,16 +186,7 @@ func TestAgentLUKS(t *testing.T) {
 	}
 	// The bundle's streams, decrypted: the key is in the memory stream
 	// (the proof that this search finds it) and in no disk stream.
-	f, err := os.Open(c.bundle)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	br, err := bundle.Open(f, st.Size(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	br := openBundleFile(t, c.bundle)
 	ids, err := bundle.LoadIdentities(c.identity)
 	if err != nil {
 		t.Fatal(err)
