@@ -716,7 +716,7 @@ func resumed(dev *snapshot.Device, mbox []byte, nonce [16]byte, m *manifest.Mani
 	sys := takeover.NewLinux()
 	defer sys.Close()
 	if pl != nil {
-		takeover.Quiesce(sys, pl, m, logf)
+		takeover.Quiesce(sys, pl, mods, m, logf)
 	}
 	// Kernel threads thaw here: drivers' probes and the SCSI scan need
 	// them. User space stays frozen until the devices are in place.

@@ -2,7 +2,9 @@ package plan
 
 import (
 	"fmt"
+	"maps"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 
@@ -37,6 +39,10 @@ type Device struct {
 	Action string     `json:"action"`
 	Why    string     `json:"why"`
 	Fix    string     `json:"fix,omitempty"`
+	// Via is the pack module that moves a disk whose filesystems or
+	// swap sit on plain partitions: thaw_redirect sends its bios to the
+	// new disk.
+	Via string `json:"via,omitempty"`
 }
 
 // DeviceEnd is one side of a row.
@@ -292,12 +298,19 @@ func (p *Plan) devices(src, dst *manifest.Manifest, aliases *Aliases) {
 			row.Fix = "put the disk controller in another PCI slot"
 			row.Target.Stale = true
 			p.refuse("slot", fmt.Sprintf("disk %s: %s", s.Name, row.Why), row.Fix)
-		case !s.Movable:
+		case !s.Movable && !canRedirect(s, aliases):
 			_, why := Movable(src, s)
 			row.Action = Refuse
 			row.Why = fmt.Sprintf("source disk %s moves from %s (%s) to %s (%s), and %s: a resumed kernel keeps the dead controller and hangs on that partition",
 				s.Name, s.Driver, s.PCI, drv, t.PCI, strings.Join(orList(why, "the capture did not record it as movable"), "; "))
 			row.Fix = "run `thaw prepare` on the source (root and swap reach the disk through device-mapper from its next boot), reboot it and capture again; or restore onto the same controller type at the same PCI address"
+			switch {
+			case !redirectDrivers[s.Driver]:
+				row.Why += fmt.Sprintf(" (%s, which a driver pack's %s could send to the new disk, is proven only for a source disk on %s)", RedirectModule, RedirectModule, strings.Join(slices.Sorted(maps.Keys(redirectDrivers)), ", "))
+			case aliases == nil || !aliases.FromPack(RedirectModule):
+				p.PlainDisks = append(p.PlainDisks, s.Name)
+				row.Fix += fmt.Sprintf("; or give the agent a driver pack for %s (thaw driverpack build --release %s --out DIR, then thaw.packs=URL): its %s sends the old disk's I/O to the new one", releaseOf(aliases), releaseOf(aliases), RedirectModule)
+			}
 			p.refuse("disk", row.Why, row.Fix)
 		default:
 			row.Action = Redirect
@@ -315,6 +328,12 @@ func (p *Plan) devices(src, dst *manifest.Manifest, aliases *Aliases) {
 					s.Name, strings.Join(keyring, ", "))
 				row.Fix = "restore onto the same disk controller at the same PCI address; or keep LUKS above LVM (the LUKS volume on a logical volume: only the LVs' linear tables move)"
 				p.refuse(CheckCrypt, row.Why, row.Fix)
+			case !s.Movable:
+				_, why := Movable(src, s)
+				row.Via = RedirectModule
+				row.Why += fmt.Sprintf("; %s: %s sends its bios to %s (held from the resume until %s is found)", strings.Join(why, "; "), RedirectModule, t.Name, t.Name)
+				p.redirect(s)
+				addMods(append(files, PackFile(RedirectModule)))
 			default:
 				addMods(files)
 			}
@@ -323,6 +342,43 @@ func (p *Plan) devices(src, dst *manifest.Manifest, aliases *Aliases) {
 	}
 	p.nics(src, dst, aliases, addMods)
 	p.Modules = mods
+}
+
+// RedirectModule is the driver pack's module that sends a moved disk's
+// bios to its new place (boot/packbuild/redirect/thaw_redirect.c), for
+// filesystems and swap on plain partitions.
+const RedirectModule = "thaw_redirect"
+
+// redirectDrivers are the source disk drivers whose stale queue lets
+// thaw_redirect's bios through. virtio_blk's freeze leaves the queue
+// quiesced, not frozen, so the block layer still calls the disk's
+// submit_bio. SCSI disks (sd) are left pm_only by a resume that failed,
+// and bio_queue_enter would wait on them for ever; other drivers are not
+// tried.
+var redirectDrivers = map[string]bool{"virtio_blk": true}
+
+// canRedirect reports whether the pack's thaw_redirect can move source
+// disk s.
+func canRedirect(s manifest.Disk, aliases *Aliases) bool {
+	return redirectDrivers[s.Driver] && s.Dev != "" && aliases != nil && aliases.FromPack(RedirectModule)
+}
+
+// Redirection is the pack's thaw_redirect as the plan loads it: right after
+// the resume, before kernel threads thaw, holding the bios of the stale
+// disks named in Params until their new places are found.
+type Redirection struct {
+	Module string   `json:"module"`
+	Disks  []string `json:"disks"` // the source disks' major:minor
+	Params string   `json:"params"`
+}
+
+// redirect adds source disk s to the plan's thaw_redirect.
+func (p *Plan) redirect(s manifest.Disk) {
+	if p.Redirect == nil {
+		p.Redirect = &Redirection{Module: RedirectModule}
+	}
+	p.Redirect.Disks = append(p.Redirect.Disks, s.Dev)
+	p.Redirect.Params = "hold=" + strings.Join(p.Redirect.Disks, ",")
 }
 
 // staleAt reports whether the source had another device at the target

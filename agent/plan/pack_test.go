@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -282,6 +283,77 @@ func TestCPUs(t *testing.T) {
 			}
 			if got != tc.cpus {
 				t.Errorf("hot-adds %d CPUs, want %d", got, tc.cpus)
+			}
+		})
+	}
+}
+
+// A moving disk with root and swap on plain partitions: refused without a
+// pack's thaw_redirect (naming the pack), moved with one (the bios held
+// from the resume), refused on a source disk driver it is not proven for.
+func TestPlainDiskRedirect(t *testing.T) {
+	plain := func(src *manifest.Manifest) {
+		d := &src.Disks[0]
+		d.Driver, d.Movable = "virtio_blk", false
+		src.DM = nil
+		src.Mounts = []manifest.Mount{{Target: "/", Source: "/dev/vda1", FSType: "ext4", Dev: "254:1"}}
+		src.Swaps = []manifest.Swap{{Path: "/dev/vda2", Type: "partition"}}
+	}
+	for _, tc := range []struct {
+		name   string
+		edit   func(src *manifest.Manifest)
+		pack   []string // the pack's modules beside ata_generic; nil: no pack
+		ok     bool
+		plainD string // PlainDisks
+		want   string // in the disk row's why or fix
+	}{
+		{"no pack: thaw prepare or a pack", plain, nil, false, "vda", "thaw driverpack build --release 6.1.0-50-cloud-amd64 --out DIR"},
+		{"a pack without thaw_redirect", plain, []string{"thaw_hotadd.ko"}, false, "vda", "its thaw_redirect sends the old disk's I/O"},
+		{"thaw_redirect", plain, []string{"thaw_redirect.ko"}, true, "", "thaw_redirect sends its bios to sda"},
+		{"a SCSI source disk: not proven", func(src *manifest.Manifest) { plain(src); src.Disks[0].Driver = "sd" }, []string{"thaw_redirect.ko"}, false, "", "proven only for a source disk on virtio_blk"},
+		{"on LVM: moved by its tables, no thaw_redirect", nil, []string{"thaw_redirect.ko"}, true, "", "dm vg0-root,vg0-swap re-pointed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src, dst := server(), vmware()
+			src.Kernel.Release = "6.1.0-50-cloud-amd64"
+			if tc.edit != nil {
+				tc.edit(src)
+			}
+			a := aliases(t)
+			a.Release = src.Kernel.Release
+			var pk *driverpack.Pack
+			if tc.pack != nil {
+				pk = testPack(t, tc.pack...)
+			}
+			p := Make(src, dst, a, Options{Disks: []string{"sda"}, Pack: pk})
+			d := row(t, p, "disk", "vda")
+			if p.OK != tc.ok {
+				t.Fatalf("ok = %v, want %v: %+v", p.OK, tc.ok, p.Refusals)
+			}
+			if !tc.ok && !strings.Contains(checks(p), string(CheckDisk)) {
+				t.Errorf("no disk refusal: %s", checks(p))
+			}
+			if got := strings.Join(p.PlainDisks, ","); got != tc.plainD {
+				t.Errorf("plain disks %q, want %q", got, tc.plainD)
+			}
+			if !strings.Contains(d.Why+" "+d.Fix, tc.want) {
+				t.Errorf("disk row does not say %q:\n%s\n%s", tc.want, d.Why, d.Fix)
+			}
+			redirected := tc.ok && tc.edit != nil
+			if got := d.Via == RedirectModule; got != redirected {
+				t.Errorf("via %q", d.Via)
+			}
+			if !redirected {
+				if p.Redirect != nil || slices.Contains(p.Modules, PackFile(RedirectModule)) {
+					t.Errorf("thaw_redirect planned: %+v %v", p.Redirect, p.Modules)
+				}
+				return
+			}
+			if d.Action != Redirect || p.Redirect == nil || p.Redirect.Params != "hold=254:0" || !slices.Contains(p.Modules, PackFile(RedirectModule)) {
+				t.Errorf("row %s, redirect %+v, modules %v", d.Action, p.Redirect, p.Modules)
+			}
+			if p.Pack == nil || !slices.Contains(p.Pack.Modules, RedirectModule) {
+				t.Errorf("the plan's pack does not name thaw_redirect: %+v", p.Pack)
 			}
 		})
 	}

@@ -77,6 +77,12 @@ type Plan struct {
 	// UnusedCPUs are the CPUs here the image kernel could run on that a
 	// driver pack's thaw_hotadd would bring online.
 	UnusedCPUs int `json:"unused_cpus,omitempty"`
+	// PlainDisks are the moving source disks with filesystems or swap on
+	// plain partitions that a driver pack's thaw_redirect would move.
+	PlainDisks []string `json:"plain_disks,omitempty"`
+	// Redirect loads the pack's thaw_redirect for the moving disks on
+	// plain partitions; nil: none.
+	Redirect *Redirection `json:"redirect,omitempty"`
 	// Pack is the driver pack whose modules the plan loads; nil: none.
 	Pack *PackUse `json:"pack,omitempty"`
 	// Claim keeps the rescan's BARs out of this machine's RAM beyond the

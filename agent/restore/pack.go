@@ -16,10 +16,10 @@ import (
 )
 
 // needsPack reports whether a plan lacks a driver for a disk controller
-// or NIC of this machine, or leaves RAM unused, which a driver pack could
-// give.
+// or NIC of this machine, leaves RAM or CPUs unused, or refuses a disk
+// on plain partitions, which a driver pack could give or move.
 func needsPack(pl *plan.Plan) bool {
-	if pl.UnusedRAM > 0 || pl.UnusedCPUs > 0 {
+	if pl.UnusedRAM > 0 || pl.UnusedCPUs > 0 || len(pl.PlainDisks) > 0 {
 		return true
 	}
 	for _, d := range pl.Drivers {

@@ -79,6 +79,11 @@ func (l *Linux) LoadModule(m Module) error {
 	return nil
 }
 
+// SetParam writes a loaded module's parameter.
+func (l *Linux) SetParam(module, name, value string) error {
+	return writeSys(filepath.Join(l.Sys, "module", module, "parameters", name), value)
+}
+
 // OnlineMemory onlines memory block n.
 func (l *Linux) OnlineMemory(n uint64) error {
 	p := fmt.Sprintf("/sys/devices/system/memory/memory%d/state", n)

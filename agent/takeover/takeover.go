@@ -41,6 +41,9 @@ type DM interface {
 type System interface {
 	// LoadModule loads a module image; one already loaded is no error.
 	LoadModule(m Module) error
+	// SetParam writes a loaded module's parameter
+	// (/sys/module/MODULE/parameters/NAME).
+	SetParam(module, name, value string) error
 	// PCIPresent reports whether the kernel has a device at addr.
 	PCIPresent(addr string) bool
 	PCIRescan() error
@@ -126,8 +129,10 @@ func redirected(p *plan.Plan) []plan.Device {
 // Quiesce runs right after the resume, before kernel threads thaw: every
 // device-mapper device above a moved disk that the capture did not
 // suspend (a swap LV) is suspended without flushing, so that nothing
-// reaches the dead controller until its table points at the new one.
-func Quiesce(sys System, p *plan.Plan, src *manifest.Manifest, logf func(string, ...any)) *Report {
+// reaches the dead controller until its table points at the new one. A
+// moved disk with filesystems or swap on plain partitions has its bios
+// held the same way, by the pack's thaw_redirect from mods.
+func Quiesce(sys System, p *plan.Plan, mods []Module, src *manifest.Manifest, logf func(string, ...any)) *Report {
 	r := &Report{}
 	if logf == nil {
 		logf = func(string, ...any) {}
@@ -135,6 +140,21 @@ func Quiesce(sys System, p *plan.Plan, src *manifest.Manifest, logf func(string,
 	rows := redirected(p)
 	if len(rows) == 0 {
 		return r
+	}
+	if rd := p.Redirect; rd != nil {
+		what := fmt.Sprintf("hold the bios of %s until the new disk is found: load module %s %s", heldNames(src, rd.Disks), rd.Module, rd.Params)
+		r.step(what, logf, func() error {
+			for _, m := range mods {
+				if m.Name == rd.Module {
+					m.Params = rd.Params
+					return sys.LoadModule(m)
+				}
+			}
+			return fmt.Errorf("the mailbox carries no %s", rd.Module)
+		})
+	}
+	if len(src.DM) == 0 {
+		return r // no device-mapper device to suspend
 	}
 	c, err := sys.DM()
 	if err != nil {
@@ -184,6 +204,8 @@ func Apply(sys System, p *plan.Plan, mods []Module, src *manifest.Manifest, logf
 	for _, m := range mods {
 		what := "load module " + m.Name
 		switch {
+		case p != nil && p.Redirect != nil && m.Name == p.Redirect.Module:
+			continue // loaded by Quiesce
 		case hot != nil && m.Name == hot.Module:
 			m.Params = hot.Params
 			what = fmt.Sprintf("add %s: load module %s %s", hot.What(), m.Name, m.Params)
@@ -268,8 +290,14 @@ func Apply(sys System, p *plan.Plan, mods []Module, src *manifest.Manifest, logf
 		r.step(fmt.Sprintf("%s is now %s (%s)", row.Source.Name, found.Name, found.Dev), logf, func() error {
 			return mapDevs(moved, src, row.Source.Name, found)
 		})
+		if row.Via == plan.RedirectModule {
+			old := diskDev(src, row.Source.Name)
+			r.step(fmt.Sprintf("send the bios of %s (%s) to %s (%s): %s", row.Source.Name, old, found.Name, found.Dev, row.Via), logf, func() error {
+				return sys.SetParam(row.Via, "to", old+"="+found.Dev)
+			})
+		}
 	}
-	if len(moved) > 0 || len(rows) > 0 || anySuspended(src) {
+	if (len(moved) > 0 || len(rows) > 0 || anySuspended(src)) && len(src.DM) > 0 {
 		repoint(sys, r, moved, stale, src, logf)
 	}
 
@@ -312,6 +340,31 @@ func Thawed(sys System, r *Report, logf func(string, ...any)) {
 		}
 		return err
 	})
+}
+
+// diskDev is the major:minor of the source's disk name.
+func diskDev(src *manifest.Manifest, name string) string {
+	for _, d := range src.Disks {
+		if d.Name == name {
+			return d.Dev
+		}
+	}
+	return ""
+}
+
+// heldNames names the source disks of devs: "vda (254:0)".
+func heldNames(src *manifest.Manifest, devs []string) string {
+	var out []string
+	for _, dev := range devs {
+		n := dev
+		for _, d := range src.Disks {
+			if d.Dev == dev {
+				n = fmt.Sprintf("%s (%s)", d.Name, dev)
+			}
+		}
+		out = append(out, n)
+	}
+	return strings.Join(out, ", ")
 }
 
 // namesDead reports whether a table names one of the dead devices.

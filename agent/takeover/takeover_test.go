@@ -125,6 +125,29 @@ func e10CPUPlan() *plan.Plan {
 	return p
 }
 
+const (
+	e13Params   = "hold=254:0"
+	e13HoldStep = "hold the bios of vda (254:0) until the new disk is found: load module thaw_redirect " + e13Params
+	e13SendStep = "send the bios of vda (254:0) to sda (8:0): thaw_redirect"
+)
+
+// plainSource is the E9 server: root and swap on vda's partitions, no
+// device-mapper at all.
+func plainSource(src *manifest.Manifest) {
+	src.DM = nil
+	src.Disks[0].Movable = false
+}
+
+// e13Plan moves the plain-partition disk with the pack's thaw_redirect.
+func e13Plan() *plan.Plan {
+	p := e6Plan()
+	row := &p.Devices[0]
+	row.Source.DM, row.Source.Movable, row.Via = nil, false, plan.RedirectModule
+	p.Redirect = &plan.Redirection{Module: plan.RedirectModule, Disks: []string{"254:0"}, Params: e13Params}
+	p.Modules = append([]string{"thaw_redirect"}, e6Modules...)
+	return p
+}
+
 func e6Plan() *plan.Plan {
 	return &plan.Plan{OK: true, Devices: []plan.Device{diskRow(), keptDiskRow(), nicRow()}, Modules: e6Modules}
 }
@@ -455,6 +478,14 @@ func (s *fakeSys) LoadModule(m Module) error {
 
 func (s *fakeSys) PCIPresent(addr string) bool { return s.present[addr] }
 
+func (s *fakeSys) SetParam(module, name, value string) error {
+	s.record("param %s %s=%s", module, name, value)
+	if !slices.Contains(s.log, "load "+module+" "+e13Params) || s.modFail[module] != nil {
+		return fmt.Errorf("/sys/module/%s/parameters/%s: no such file", module, name)
+	}
+	return nil
+}
+
 func (s *fakeSys) OnlineCPUs() (int, error) {
 	s.record("online cpus")
 	return s.cpus, nil
@@ -629,6 +660,7 @@ func TestQuiesce(t *testing.T) {
 		steps []string          // report lines
 		fail  map[string]string // step → a substring of its error
 		opens int               // DM() calls
+		mods  []string          // in the mailbox
 	}{{
 		name:  "E6: the swap LV suspended without flush, the root LV left to the capture",
 		plan:  e6Plan,
@@ -675,6 +707,20 @@ func TestQuiesce(t *testing.T) {
 		steps: []string{"device-mapper"},
 		fail:  map[string]string{"device-mapper": "/dev/mapper/control"},
 		opens: 1,
+	}, {
+		name:  "E13: plain partitions: thaw_redirect holds vda's bios; no device-mapper opened",
+		plan:  e13Plan,
+		mods:  append([]string{"thaw_redirect"}, e6Modules...),
+		setup: func(_ *fakeSys, src *manifest.Manifest) { plainSource(src) },
+		log:   []string{"load thaw_redirect " + e13Params},
+		steps: []string{e13HoldStep},
+	}, {
+		name:  "E13: the mailbox lacks thaw_redirect: named",
+		plan:  e13Plan,
+		mods:  e6Modules,
+		setup: func(_ *fakeSys, src *manifest.Manifest) { plainSource(src) },
+		steps: []string{e13HoldStep},
+		fail:  map[string]string{e13HoldStep: "the mailbox carries no thaw_redirect"},
 	}} {
 		t.Run(tt.name, func(t *testing.T) {
 			s, src := resumed(), source()
@@ -682,7 +728,7 @@ func TestQuiesce(t *testing.T) {
 				tt.setup(s, src)
 			}
 			lg := &logger{}
-			r := Quiesce(s, tt.plan(), src, lg.logf)
+			r := Quiesce(s, tt.plan(), modules(tt.mods...), src, lg.logf)
 			if !reflect.DeepEqual(s.log, tt.log) {
 				t.Errorf("changes:\n%s\nwant:\n%s", strings.Join(s.log, "\n"), strings.Join(tt.log, "\n"))
 			}
@@ -844,6 +890,41 @@ func TestApply(t *testing.T) {
 			}
 			nicMoved(t, s)
 		},
+	}, {
+		name:  "E13: plain partitions: the bios held from the resume, sent to the new disk once found",
+		plan:  e13Plan,
+		mods:  append([]string{"thaw_redirect"}, e6Modules...),
+		setup: func(_ *fakeSys, src *manifest.Manifest) { plainSource(src) },
+		log: cat(
+			[]string{"load thaw_redirect " + e13Params},
+			e6ModLoads,
+			[]string{"pci rescan", "param thaw_redirect to=254:0=8:0"}),
+		steps: cat(
+			e6ModSteps,
+			[]string{"rescan the PCI bus", findStep, "vda is now sda (8:0)", e13SendStep, nicStep}),
+		check: func(t *testing.T, s *fakeSys) {
+			if s.dmOpens != 0 {
+				t.Errorf("device-mapper opened %d times: the server has none", s.dmOpens)
+			}
+			nicMoved(t, s)
+		},
+	}, {
+		name: "E13: thaw_redirect does not load: the bios stay held, the send fails by name, the NIC still moves",
+		plan: e13Plan,
+		mods: append([]string{"thaw_redirect"}, e6Modules...),
+		setup: func(s *fakeSys, src *manifest.Manifest) {
+			plainSource(src)
+			s.modFail = map[string]error{"thaw_redirect": errors.New("init_module thaw_redirect: no such device")}
+		},
+		log: cat(
+			[]string{"load thaw_redirect " + e13Params},
+			e6ModLoads,
+			[]string{"pci rescan", "param thaw_redirect to=254:0=8:0"}),
+		steps: cat(
+			e6ModSteps,
+			[]string{"rescan the PCI bus", findStep, "vda is now sda (8:0)", e13SendStep, nicStep}),
+		fail:  map[string]string{e13SendStep: "no such file"},
+		check: nicMoved,
 	}, {
 		name:  "E7: the target's extra RAM claimed before the rescan",
 		plan:  e7Plan,
@@ -1121,7 +1202,7 @@ func TestApply(t *testing.T) {
 			// As the capture does: Quiesce when a plan came, then
 			// Apply, then Thawed.
 			if p != nil {
-				Quiesce(s, p, src, lg.logf)
+				Quiesce(s, p, modules(tt.mods...), src, lg.logf)
 			}
 			r := Apply(s, p, modules(tt.mods...), src, lg.logf)
 			Thawed(s, r, lg.logf)

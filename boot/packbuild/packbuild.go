@@ -67,7 +67,7 @@ func Build(ctx context.Context, sys System, opt Options) (*Result, error) {
 	if err := b.compile(ctx); err != nil {
 		return nil, err
 	}
-	if err := b.hotadd(ctx); err != nil {
+	if err := b.own(ctx); err != nil {
 		return nil, err
 	}
 	return b.pack()
@@ -112,9 +112,6 @@ func (b *build) plan() error {
 	o := &b.opt
 	if o.Release == "" || strings.ContainsAny(o.Release, "/ ") {
 		return fmt.Errorf("--release %q: give the image kernel's uname -r (6.1.0-50-cloud-amd64)", o.Release)
-	}
-	if len(o.Modules) == 0 {
-		return fmt.Errorf("--modules: name at least one module (ahci,e1000e)")
 	}
 	for _, m := range o.Modules {
 		if !regexp.MustCompile(`^[a-zA-Z0-9_-]+$`).MatchString(m) {
@@ -221,6 +218,10 @@ func (b *build) srcTop() string { return filepath.Join(b.rootDir, "build", b.src
 // locate unpacks the source tree's Makefiles, finds the directory and the
 // Kconfig symbol of every wanted module, and unpacks those directories.
 func (b *build) locate(ctx context.Context) error {
+	if len(b.opt.Modules) == 0 {
+		b.logf("no --modules: the pack carries thaw's own modules only")
+		return nil
+	}
 	tarball := filepath.Join(b.rootDir, "usr", "src", b.srcPkg+".tar.xz")
 	top := b.srcTop()
 	_, errMk := os.Stat(filepath.Join(top, "Makefile"))
@@ -515,6 +516,9 @@ func (b *build) compile(ctx context.Context) error {
 		return err
 	}
 	b.flavour = flavour
+	if len(b.dirs) == 0 {
+		return nil
+	}
 	full, err := readConfig(filepath.Join(b.rootDir, "usr", "src", "linux-headers-"+b.full, ".config"))
 	if err != nil {
 		return err
@@ -665,34 +669,48 @@ func sources(dir string, objects []string) ([]byte, error) {
 // machine's RAM to a resumed kernel (hotadd/thaw_hotadd.c, GPL).
 const HotAddModule = "thaw_hotadd"
 
+// RedirectModule is the module every pack carries that sends a moved
+// disk's bios to its new place, for filesystems and swap on plain
+// partitions (redirect/thaw_redirect.c, GPL).
+const RedirectModule = "thaw_redirect"
+
 //go:embed hotadd/thaw_hotadd.c
 var hotaddSource []byte
 
-// hotadd builds thaw_hotadd for the release, when its kernel can add
-// memory (CONFIG_MEMORY_HOTPLUG).
-func (b *build) hotadd(ctx context.Context) error {
+//go:embed redirect/thaw_redirect.c
+var redirectSource []byte
+
+// own builds thaw's own modules for the release: thaw_redirect, and
+// thaw_hotadd when its kernel can add memory (CONFIG_MEMORY_HOTPLUG).
+func (b *build) own(ctx context.Context) error {
 	o := b.opt
 	if b.flavour["CONFIG_MEMORY_HOTPLUG"] != "y" {
 		b.logf("%s: the kernel cannot add memory (no CONFIG_MEMORY_HOTPLUG): %s left out", o.Release, HotAddModule)
-		return nil
+	} else if err := b.ownModule(ctx, HotAddModule, hotaddSource, "adds the new machine's RAM and CPUs to the resumed kernel"); err != nil {
+		return err
 	}
-	dir := filepath.Join(b.rootDir, "build", HotAddModule)
+	return b.ownModule(ctx, RedirectModule, redirectSource, "sends a moved disk's bios to its new place")
+}
+
+func (b *build) ownModule(ctx context.Context, name string, source []byte, what string) error {
+	o := b.opt
+	dir := filepath.Join(b.rootDir, "build", name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, HotAddModule+".c"), hotaddSource, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, name+".c"), source, 0o644); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "Kbuild"), []byte("obj-m := "+HotAddModule+".o\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "Kbuild"), []byte("obj-m := "+name+".o\n"), 0o644); err != nil {
 		return err
 	}
-	b.logf("building %s (adds the new machine's RAM to the resumed kernel)", HotAddModule)
+	b.logf("building %s (%s)", name, what)
 	var out bytes.Buffer
-	if err := b.sys.Exec(ctx, &out, "chroot", b.rootDir, "make", "-C", "/usr/src/linux-headers-"+o.Release, "M=/build/"+HotAddModule, fmt.Sprintf("-j%d", o.Jobs), "modules"); err != nil {
-		return fmt.Errorf("build %s: %w\n%s", HotAddModule, err, tail(out.String(), 20))
+	if err := b.sys.Exec(ctx, &out, "chroot", b.rootDir, "make", "-C", "/usr/src/linux-headers-"+o.Release, "M=/build/"+name, fmt.Sprintf("-j%d", o.Jobs), "modules"); err != nil {
+		return fmt.Errorf("build %s: %w\n%s", name, err, tail(out.String(), 20))
 	}
-	ko := filepath.Join(dir, HotAddModule+".ko")
-	if err := b.sys.Exec(ctx, &out, "chroot", b.rootDir, "strip", "--strip-debug", "/build/"+HotAddModule+"/"+HotAddModule+".ko"); err != nil {
+	ko := filepath.Join(dir, name+".ko")
+	if err := b.sys.Exec(ctx, &out, "chroot", b.rootDir, "strip", "--strip-debug", "/build/"+name+"/"+name+".ko"); err != nil {
 		return fmt.Errorf("strip %s: %w", ko, err)
 	}
 	b.products = append(b.products, ko)

@@ -125,6 +125,7 @@ type fakeSystem struct {
 	calls    []string
 	makeArgs []string
 	hotadd   bool
+	redirect bool
 	// flavourExtra is more of the release's configuration.
 	flavourExtra string
 }
@@ -166,12 +167,20 @@ func (f *fakeSystem) Exec(_ context.Context, out io.Writer, name string, args ..
 		case "gcc":
 			fmt.Fprintln(out, "gcc (Debian 12.2.0-14+deb12u1) 12.2.0")
 		case "make":
-			f.makeArgs = args
 			ko, err := os.ReadFile("../../images/driverpack/testdata/ata_generic.ko")
 			if err != nil {
 				f.t.Fatal(err)
 			}
 			m := strings.TrimPrefix(args[4], "M=")
+			if strings.HasSuffix(m, RedirectModule) {
+				f.redirect = true
+				ko, err = os.ReadFile("../../images/driverpack/testdata/" + RedirectModule + ".ko")
+				if err != nil {
+					f.t.Fatal(err)
+				}
+				write(filepath.Join(args[0], m, RedirectModule+".ko"), string(ko))
+				return nil
+			}
 			if strings.HasSuffix(m, HotAddModule) {
 				// Another small module of the release stands in for it.
 				f.hotadd = true
@@ -182,6 +191,7 @@ func (f *fakeSystem) Exec(_ context.Context, out io.Writer, name string, args ..
 				write(filepath.Join(args[0], m, HotAddModule+".ko"), string(ko))
 				return nil
 			}
+			f.makeArgs = args
 			write(filepath.Join(args[0], m, "ata_generic.ko"), string(ko))
 		case "strip":
 		default:
@@ -213,7 +223,7 @@ func TestBuild(t *testing.T) {
 	if err := p.Check(release, ""); err != nil {
 		t.Error(err)
 	}
-	if strings.Join(p.Names(), ",") != "ata_generic" || p.Header.Built.Headers != "linux-headers-"+release+"=6.1.176-1" || p.Header.Built.Suite != "bookworm" {
+	if strings.Join(p.Names(), ",") != "ata_generic,thaw_redirect" || p.Header.Built.Headers != "linux-headers-"+release+"=6.1.176-1" || p.Header.Built.Suite != "bookworm" {
 		t.Errorf("pack header %+v", p.Header)
 	}
 	args := strings.Join(sys.makeArgs, " ")
@@ -239,8 +249,26 @@ func TestBuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !hsys.hotadd || len(res.Modules) != 2 {
+	if !hsys.hotadd || len(res.Modules) != 3 {
 		t.Errorf("with CONFIG_MEMORY_HOTPLUG: hot-add built %v, modules %v", hsys.hotadd, res.Modules)
+	}
+
+	if !sys.redirect || !hsys.redirect {
+		t.Error("a pack without thaw_redirect")
+	}
+	// No modules named: thaw's own only, no source tree unpacked.
+	osys := &fakeSystem{t: t, versions: good, flavourExtra: "CONFIG_MEMORY_HOTPLUG=y\n"}
+	res, err = Build(context.Background(), osys, Options{Release: release, Cache: t.TempDir(), Key: &priv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(res.Modules, ","); got != "xt_comment,thaw_redirect" { // xt_comment stands in for thaw_hotadd
+		t.Errorf("a pack of thaw's own modules holds %s", got)
+	}
+	for _, c := range osys.calls {
+		if strings.HasPrefix(c, "tar") {
+			t.Errorf("the source tree unpacked for no module: %s", c)
+		}
 	}
 
 	// The build root is kept: a second build runs no mmdebstrap.
@@ -262,7 +290,6 @@ func TestBuild(t *testing.T) {
 	}{
 		{"source of another version", Options{Modules: []string{"ata_generic"}}, map[string]string{"linux-headers-" + release: "6.1.176-1", "linux-source-6.1": "6.1.170-3"}, "would not match"},
 		{"unknown module", Options{Modules: []string{"nosuch"}}, good, "no Makefile"},
-		{"no modules", Options{}, good, "--modules"},
 		{"unknown suite", Options{Release: "5.10.0-30-amd64", Modules: []string{"x"}}, good, "--suite"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -33,9 +33,13 @@ archive keeps only a suite's current kernel, so build for the release the
 server runs before you move it. A module is built as Debian's full flavour
 builds it, and only if Debian builds it as a module there.
 
-Every pack also carries thaw_hotadd, which gives the resumed server the
-RAM of a bigger target that its memory map lacked (whole memory blocks,
-added before the PCI rescan).
+Every pack also carries thaw's own modules, so --modules may be left out:
+  thaw_hotadd    gives the resumed server the RAM and CPUs of a bigger
+                 target that its memory map lacked (whole memory blocks,
+                 added before the PCI rescan);
+  thaw_redirect  moves a disk whose root or swap sits on plain partitions
+                 (no thaw prepare): from the resume on, the old disk's I/O
+                 is held, then sent to the disk at its new place.
 
 The modules are not signed by Debian's key: loading one marks the resumed
 kernel tainted (E, unsigned module; O, out of tree) and logs "module
@@ -46,16 +50,16 @@ the plan says so before anything is written.
 
 func runDriverpack(args []string) error {
 	if len(args) == 0 || args[0] != "build" {
-		fmt.Fprintln(os.Stderr, "usage: thaw driverpack build --release R --modules NAME,… --out DIR [--key FILE]")
+		fmt.Fprintln(os.Stderr, "usage: thaw driverpack build --release R [--modules NAME,…] --out DIR --key FILE")
 		fmt.Fprint(os.Stderr, driverpackHelp)
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
 			return nil
 		}
 		return &exitError{2, errors.New("driverpack: the one subcommand is build")}
 	}
-	fs := newFlags("driverpack build", "--release R --modules NAME,… --out DIR [--key FILE] [--suite S] [--cache DIR]", driverpackHelp)
+	fs := newFlags("driverpack build", "--release R [--modules NAME,…] --out DIR --key FILE [--suite S] [--cache DIR]", driverpackHelp)
 	release := fs.String("release", "", "the image kernel's release (uname -r on the captured server)")
-	modules := fs.String("modules", "", "comma-separated module names: ahci,e1000e")
+	modules := fs.String("modules", "", "comma-separated module names: ahci,e1000e (none: only thaw's own modules)")
 	out := fs.String("out", "", "directory to write RELEASE.pack into")
 	keyPath := fs.String("key", "", "minisign secret key that signs the pack: the key that signs the bundles (THAW_KEY_PASSWORD if encrypted)")
 	suite := fs.String("suite", "", "Debian suite of the release (default: from the release: 6.1.0-* bookworm, *+deb13-* trixie)")
@@ -64,9 +68,13 @@ func runDriverpack(args []string) error {
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	if *release == "" || *modules == "" || *out == "" {
+	if *release == "" || *out == "" {
 		fs.Usage()
-		return &exitError{2, errors.New("--release, --modules and --out are required")}
+		return &exitError{2, errors.New("--release and --out are required")}
+	}
+	var names []string
+	if *modules != "" {
+		names = strings.Split(*modules, ",")
 	}
 	if *keyPath == "" {
 		return &exitError{2, errors.New("--key: the agent loads only packs signed by a key it trusts; give the bundles' signing key (thaw keygen makes one)")}
@@ -81,7 +89,7 @@ func runDriverpack(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	res, err := packbuild.Build(ctx, packbuild.Host{}, packbuild.Options{
-		Release: *release, Modules: strings.Split(*modules, ","), Suite: *suite,
+		Release: *release, Modules: names, Suite: *suite,
 		Cache: *cache, Key: &key, Jobs: *jobs, Log: os.Stderr,
 	})
 	if err != nil {

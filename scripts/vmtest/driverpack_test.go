@@ -28,32 +28,48 @@ const packModules = "ahci,e1000e"
 
 var packOnce struct {
 	sync.Mutex
-	path string
+	path map[string]string // by release and modules
 }
 
 // needPack builds, once, the driver pack of the Debian 12 capture's kernel
 // with AHCI and e1000e: thaw driverpack build in a bookworm chroot (kept
 // in the build cache), signed with the capture's key.
 func needPack(t *testing.T, c *capturedServer) string {
+	return needPackWith(t, c, packModules)
+}
+
+// needPackWith builds, once per release and modules, the driver pack of
+// the capture's kernel with modules ("": thaw's own only), in the
+// release's chroot (kept in the build cache), signed with the capture's
+// key.
+func needPackWith(t *testing.T, c *capturedServer, modules string) string {
 	t.Helper()
 	packOnce.Lock()
 	defer packOnce.Unlock()
-	if packOnce.path != "" {
-		return packOnce.path
-	}
 	release := openBundleFile(t, c.bundle).Manifest.Kernel.Release
+	key := release + " " + modules
+	if p := packOnce.path[key]; p != "" {
+		return p
+	}
 	cache, err := harness.CacheDir()
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := filepath.Join(cache, "packs-test")
+	out := filepath.Join(cache, "packs-test", strings.ReplaceAll(strings.Trim(modules+",own", ","), ",", "-"))
+	args := []string{"driverpack", "build", "--release", release, "--key", c.key, "--out", out, "--cache", cache}
+	if modules != "" {
+		args = append(args, "--modules", modules)
+	}
 	start := time.Now()
-	if _, err := thaw(t, "driverpack", "build", "--release", release, "--modules", packModules, "--key", c.key, "--out", out, "--cache", cache); err != nil {
+	if _, err := thaw(t, args...); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("TIMING %-34s %6.1fs", "driverpack build "+release, time.Since(start).Seconds())
-	packOnce.path = filepath.Join(out, driverpack.FileName(release))
-	return packOnce.path
+	if packOnce.path == nil {
+		packOnce.path = map[string]string{}
+	}
+	packOnce.path[key] = filepath.Join(out, driverpack.FileName(release))
+	return packOnce.path[key]
 }
 
 // E10: the Debian 12 server on its cloud kernel, which has no AHCI and no

@@ -4,12 +4,15 @@ package vmtest
 
 import (
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/thawlinux/thaw/agent/probe"
 	"github.com/thawlinux/thaw/scripts/harness"
 )
 
@@ -22,6 +25,40 @@ func TestAgentPlainRootRefused(t *testing.T) {
 	c := needCapturedSuite(t, "plain")
 	refusal(t, agentCase{name: "e9-plain-refused", vmware: true, redis: freePort(t), c: c},
 		regexp.MustCompile(`DISK: source disk vda moves from virtio_blk .* / is mounted from the partition /dev/vda1; the swap /dev/vda2 is a partition.* fix: run .thaw prepare. on the source`))
+}
+
+// E13, the redirection: the same server, captured as it is (no thaw
+// prepare), moves to E6's machine with a driver pack of its kernel that
+// holds only thaw's own modules. Right after the resume, before kernel
+// threads thaw, the pack's thaw_redirect makes the stale vda bio-based
+// and holds its bios; once the pvscsi disk with vda's GPT GUID is found,
+// they go there, and so does every later one. Root and swap stay on
+// /dev/vda1 and /dev/vda2 as the kernel names them; the bytes land on the
+// new disk, as fsck and the file written after the resume show.
+func TestAgentPlainRootRedirected(t *testing.T) {
+	agentCaseParallel(t)
+	c := needCapturedSuite(t, "plain")
+	pack := needPackWith(t, c, "")
+	ac := agentCase{name: "e13-plain-redirect", vmware: true, c: c, packs: pack}
+	at := testMoved(t, ac, func(at *agentTarget) {
+		out, status, err := at.vm.Run("cd /sys/module/thaw_redirect/parameters && echo to=$(cat to) held=$(cat held) sent=$(cat sent); findmnt -n -o SOURCE /; swapon --show=NAME,USED --noheadings; cat /proc/sys/kernel/tainted", time.Minute)
+		t.Logf("resumed server: thaw_redirect, root, swap, taint:\n%s", out)
+		if err != nil || status != 0 {
+			t.Fatalf("on the resumed server: %v, exit %d", err, status)
+		}
+		m := regexp.MustCompile(`to=254:0=8:0 held=(\d+) sent=(\d+)`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("thaw_redirect does not send vda (254:0) to sda (8:0): %q", out)
+		}
+		if sent, _ := strconv.Atoi(m[2]); sent == 0 {
+			t.Errorf("thaw_redirect sent no bio to the new disk")
+		}
+		if !strings.Contains(out, "/dev/vda1") || !strings.Contains(out, "/dev/vda2") {
+			t.Errorf("root and swap are not on vda1 and vda2 as before: %q", out)
+		}
+	}, "pack "+filepath.Base(pack), "hold the bios of vda (254:0)", "send the bios of vda (254:0) to sda (8:0): thaw_redirect")
+	// checkResumed wrote /new-file after the resume; the new disk holds it.
+	rootHas(t, at.target, "/new-file")
 }
 
 // E9, after thaw prepare: the same server runs thaw prepare (checked
@@ -101,4 +138,26 @@ func TestAgentPlainRootPrepared(t *testing.T) {
 	// hung there: see the note of this change. The move itself is checked
 	// as for E6.)
 	testMoved(t, agentCase{name: "e9-plain-vmware", vmware: true, c: c}, nil, "vmw_pvscsi", "thaw-root")
+}
+
+// rootHas checks that the root filesystem on disk's first partition (a
+// plain one) holds file.
+func rootHas(t *testing.T, disk, file string) {
+	t.Helper()
+	d, err := probe.DescribeDisk(disk)
+	if err != nil || len(d.Partitions) == 0 {
+		t.Fatalf("the partitions of %s: %v", disk, err)
+	}
+	p := d.Partitions[0]
+	out, err := exec.Command("losetup", "--find", "--show", "--read-only", "--offset", strconv.FormatInt(p.Start, 10), "--sizelimit", strconv.FormatInt(p.Size, 10), disk).Output()
+	if err != nil {
+		t.Fatalf("losetup: %v", err)
+	}
+	loop := strings.TrimSpace(string(out))
+	defer exec.Command("losetup", "-d", loop).Run()
+	st, err := exec.Command("debugfs", "-R", "stat "+file, loop).CombinedOutput()
+	if err != nil || !strings.Contains(string(st), "Inode:") {
+		t.Fatalf("the root filesystem on %s has no %s: %v\n%s", disk, file, err, st)
+	}
+	t.Logf("the root filesystem on %s holds %s", disk, file)
 }
