@@ -14,4 +14,10 @@
 // set come from the full flavour too, except those the shared headers use,
 // which stay as the flavour has them so that the module and the kernel
 // agree on every structure they share.
+//
+// Every pack also carries thaw's own modules, built from the sources
+// embedded here: thaw_hotadd (hotadd/), which adds the new machine's RAM
+// and CPUs to the resumed kernel, and thaw_redirect (redirect/), which
+// sends the bios of a moved disk with root or swap on plain partitions to
+// its new place.
 package packbuild

@@ -288,3 +288,26 @@ func badPacks(t *testing.T, c *capturedServer, good string) map[string]string {
 	write("other-vermagic", release, key, ahci13)
 	return out
 }
+
+// packModule is module name of the pack file, read and verified with the
+// capture's key.
+func packModule(t *testing.T, c *capturedServer, pack, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(pack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := bundle.LoadPublicKey(c.pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := driverpack.Read(bytes.NewReader(b), pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := p.Module(name)
+	if m == nil {
+		t.Fatalf("%s has no %s", pack, name)
+	}
+	return m
+}

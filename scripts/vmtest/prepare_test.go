@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -144,20 +145,143 @@ func TestAgentPlainRootPrepared(t *testing.T) {
 // plain one) holds file.
 func rootHas(t *testing.T, disk, file string) {
 	t.Helper()
-	d, err := probe.DescribeDisk(disk)
-	if err != nil || len(d.Partitions) == 0 {
-		t.Fatalf("the partitions of %s: %v", disk, err)
-	}
-	p := d.Partitions[0]
-	out, err := exec.Command("losetup", "--find", "--show", "--read-only", "--offset", strconv.FormatInt(p.Start, 10), "--sizelimit", strconv.FormatInt(p.Size, 10), disk).Output()
-	if err != nil {
-		t.Fatalf("losetup: %v", err)
-	}
-	loop := strings.TrimSpace(string(out))
+	loop := partLoop(t, disk, true)
 	defer exec.Command("losetup", "-d", loop).Run()
 	st, err := exec.Command("debugfs", "-R", "stat "+file, loop).CombinedOutput()
 	if err != nil || !strings.Contains(string(st), "Inode:") {
 		t.Fatalf("the root filesystem on %s has no %s: %v\n%s", disk, file, err, st)
 	}
 	t.Logf("the root filesystem on %s holds %s", disk, file)
+}
+
+// redirectScript runs thaw_redirect on a live kernel, with a disk that is
+// not the root: vdc's filesystem is frozen, copied to the SCSI disk sda
+// (the same bytes, as after a move), vdc's bios are held, the filesystem
+// thawed and a direct write to it started, which must wait, then vdc is
+// sent to sda.
+const redirectScript = `set -e
+mkdir -p /mnt/d /mnt/e
+mount /dev/vdc1 /mnt/d
+echo before >/mnt/d/before
+sync
+fsfreeze -f /mnt/d
+dd if=/dev/vdc of=/dev/sda bs=1M iflag=direct oflag=direct status=none
+old=$(cat /sys/block/vdc/dev) new=$(cat /sys/block/sda/dev)
+insmod /root/r/thaw_redirect.ko hold=$old
+# ext4's thaw writes the superblock: it waits too.
+fsfreeze -u /mnt/d &
+sleep 1
+p=/sys/module/thaw_redirect/parameters
+(dd if=/dev/zero of=/mnt/d/held bs=64k count=16 oflag=direct status=none && echo written >/run/ddok) &
+sleep 3
+echo "while held: held=$(cat $p/held) write=$(cat /run/ddok 2>/dev/null || echo waiting)"
+echo "$old=$new" >$p/to
+wait
+echo "sent: to=$(cat $p/to) sent=$(cat $p/sent) write=$(cat /run/ddok)"
+echo redirected >/mnt/d/marker
+sync
+if mount -o ro /dev/sda1 /mnt/e 2>/dev/null; then echo "second mount: allowed"; else echo "second mount: refused"; fi
+umount /mnt/d
+echo "unmounted"
+`
+
+// E13 on a live kernel: what the resumed server's window between the
+// resume and the new disk's discovery is too short to show (no bio came
+// then). The plain server's own kernel loads the pack's thaw_redirect for
+// a data disk: a write started while vdc is held waits, and completes once
+// vdc is sent to the SCSI disk; nothing reaches vdc after the hold, the
+// SCSI disk holds every later write, and while it is claimed it cannot be
+// mounted beside the old one.
+func TestRedirectHoldsLive(t *testing.T) {
+	agentCaseParallel(t)
+	c := needCapturedSuite(t, "plain")
+	pack := needPackWith(t, c, "")
+	s, err := harness.LoadServerSuite("plain")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	ko := filepath.Join(dir, "thaw_redirect.ko")
+	os.WriteFile(ko, packModule(t, c, pack, "thaw_redirect"), 0o644)
+	script := filepath.Join(dir, "redirect.sh")
+	os.WriteFile(script, []byte(redirectScript), 0o755)
+	disk, tools, data, scsi := dir+"/server.img", dir+"/tools.img", dir+"/data.img", dir+"/scsi.img"
+	copyFile(t, s.Disk, disk)
+	toolsDisk(t, tools, map[string]string{"thaw_redirect.ko": ko, "redirect.sh": script})
+	if err := harness.MakeGPTDisk(data, 64, []harness.Part{{Name: "data", SizeMB: 48}}); err != nil {
+		t.Fatal(err)
+	}
+	loop := partLoop(t, data, false)
+	if out, err := exec.Command("mkfs.ext4", "-q", loop).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+	}
+	exec.Command("losetup", "-d", loop).Run()
+	if err := exec.Command("truncate", "-s", "64M", scsi).Run(); err != nil {
+		t.Fatal(err)
+	}
+	vm, err := harness.Start(harness.VMConfig{Name: "e13-live", Kernel: s.Vmlinuz, Initrd: s.Initrd, Append: s.Cmdline,
+		MemoryMB: 512, Disks: []harness.Disk{{Path: disk}, {Path: tools}, {Path: data}}, NIC: "virtio-net-pci", Control: true, LogDir: logDir, Timeout: 10 * time.Minute,
+		Extra: []string{"-device", "virtio-scsi-pci,id=rs", "-drive", "file=" + scsi + ",if=none,id=rsd,format=raw", "-device", "scsi-hd,drive=rsd"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(vm.Kill)
+	defer failWithConsole(t, vm)
+	if _, _, err := vm.WaitFor(redisRE, 0, 4*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	out, status, err := vm.Run("mkdir -p /root/r && tar -x -f /dev/vdb -C /root/r && sh /root/r/redirect.sh 2>&1", 3*time.Minute)
+	t.Logf("server# redirect.sh (exit %d)\n%s", status, out)
+	if err != nil || status != 0 {
+		t.Fatalf("redirect.sh: %v, exit %d", err, status)
+	}
+	for _, re := range []string{`while held: held=[1-9]\d* write=waiting`, `sent: to=254:32=8:0 sent=[1-9]\d* write=written`, `second mount: refused`, `unmounted`} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("redirect.sh does not say %s", re)
+		}
+	}
+	vm.Run("systemctl poweroff", 10*time.Second)
+	if err := vm.Wait(2 * time.Minute); err != nil {
+		t.Fatalf("poweroff: %v", err)
+	}
+	// The SCSI disk holds everything written after the hold; vdc holds
+	// only what came before, and both filesystems are clean.
+	for _, d := range []struct {
+		img     string
+		has     []string
+		hasNot  []string
+		checked string
+	}{{scsi, []string{"/before", "/held", "/marker"}, nil, "the SCSI disk"}, {data, []string{"/before"}, []string{"/held", "/marker"}, "vdc"}} {
+		loop := partLoop(t, d.img, true)
+		fsck, err := exec.Command("e2fsck", "-f", "-n", loop).CombinedOutput()
+		if err != nil {
+			t.Errorf("e2fsck -fn of %s: %v\n%s", d.checked, err, fsck)
+		}
+		for _, f := range append(d.has, d.hasNot...) {
+			st, _ := exec.Command("debugfs", "-R", "stat "+f, loop).CombinedOutput()
+			if got, want := strings.Contains(string(st), "Inode:"), slices.Contains(d.has, f); got != want {
+				t.Errorf("%s holds %s: %v, want %v", d.checked, f, got, want)
+			}
+		}
+		exec.Command("losetup", "-d", loop).Run()
+	}
+}
+
+// partLoop attaches the first partition of a disk image to a loop device.
+func partLoop(t *testing.T, disk string, readOnly bool) string {
+	t.Helper()
+	d, err := probe.DescribeDisk(disk)
+	if err != nil || len(d.Partitions) == 0 {
+		t.Fatalf("the partitions of %s: %v", disk, err)
+	}
+	p := d.Partitions[0]
+	args := []string{"--find", "--show", "--offset", strconv.FormatInt(p.Start, 10), "--sizelimit", strconv.FormatInt(p.Size, 10), disk}
+	if readOnly {
+		args = append([]string{"--read-only"}, args...)
+	}
+	out, err := exec.Command("losetup", args...).Output()
+	if err != nil {
+		t.Fatalf("losetup %s: %v", disk, err)
+	}
+	return strings.TrimSpace(string(out))
 }
