@@ -29,8 +29,9 @@ func TestAgentPlainRootRefused(t *testing.T) {
 }
 
 // E13, the redirection: the same server, captured as it is (no thaw
-// prepare), moves to E6's machine with a driver pack of its kernel that
-// holds only thaw's own modules. Right after the resume, before kernel
+// prepare), moves to E6's machine (with twice the RAM, half of it above
+// 4 GiB, and 2 CPUs where the source ran one with room for two) with a
+// driver pack of its kernel that holds only thaw's own modules. Right after the resume, before kernel
 // threads thaw, the pack's thaw_redirect makes the stale vda bio-based
 // and holds its bios; once the pvscsi disk with vda's GPT GUID is found,
 // they go there, and so does every later one. Root and swap stay on
@@ -40,9 +41,10 @@ func TestAgentPlainRootRedirected(t *testing.T) {
 	agentCaseParallel(t)
 	c := needCapturedSuite(t, "plain")
 	pack := needPackWith(t, c, "")
-	ac := agentCase{name: "e13-plain-redirect", vmware: true, c: c, packs: pack}
+	ac := agentCase{name: "e13-plain-redirect", vmware: true, c: c, packs: pack, memMB: 1024, cpus: 2,
+		extra: []string{"-machine", "max-ram-below-4g=512M"}}
 	at := testMoved(t, ac, func(at *agentTarget) {
-		out, status, err := at.vm.Run("cd /sys/module/thaw_redirect/parameters && echo to=$(cat to) held=$(cat held) sent=$(cat sent); findmnt -n -o SOURCE /; swapon --show=NAME,USED --noheadings; cat /proc/sys/kernel/tainted", time.Minute)
+		out, status, err := at.vm.Run("cd /sys/module/thaw_redirect/parameters && echo to=$(cat to) held=$(cat held) sent=$(cat sent); findmnt -n -o SOURCE /; swapon --show=NAME,USED --noheadings; cat /proc/sys/kernel/tainted; grep MemTotal /proc/meminfo; echo cpus=$(nproc)", time.Minute)
 		t.Logf("resumed server: thaw_redirect, root, swap, taint:\n%s", out)
 		if err != nil || status != 0 {
 			t.Fatalf("on the resumed server: %v, exit %d", err, status)
@@ -57,7 +59,21 @@ func TestAgentPlainRootRedirected(t *testing.T) {
 		if !strings.Contains(out, "/dev/vda1") || !strings.Contains(out, "/dev/vda2") {
 			t.Errorf("root and swap are not on vda1 and vda2 as before: %q", out)
 		}
-	}, "pack "+filepath.Base(pack), "hold the bios of vda (254:0)", "send the bios of vda (254:0) to sda (8:0): thaw_redirect")
+		// The whole machine on 6.12 too: its RAM above 4 GiB and its
+		// second CPU, through the same pack's thaw_hotadd.
+		var memKB int
+		if m := regexp.MustCompile(`MemTotal:\s+(\d+) kB`).FindStringSubmatch(out); m != nil {
+			memKB, _ = strconv.Atoi(m[1])
+		}
+		t.Logf("MemTotal %d MiB (%.0f%% of this machine's %d MiB)", memKB>>10, 100*float64(memKB>>10)/float64(ac.memMB), ac.memMB)
+		if memKB>>10 < ac.memMB*9/10 {
+			t.Errorf("MemTotal %d MiB is less than 90%% of this machine's %d MiB", memKB>>10, ac.memMB)
+		}
+		if !strings.Contains(out, "cpus=2") {
+			t.Errorf("the resumed server does not run this machine's 2 CPUs: %q", out)
+		}
+	}, "pack "+filepath.Base(pack), "hold the bios of vda (254:0)", "send the bios of vda (254:0) to sda (8:0): thaw_redirect",
+		"load module thaw_hotadd", "online 4 memory block(s) of 128 MiB", "online 1 CPU(s)", "resumes with 2 of this machine's 2 CPUs")
 	// checkResumed wrote /new-file after the resume; the new disk holds it.
 	rootHas(t, at.target, "/new-file")
 }
@@ -192,11 +208,22 @@ echo "unmounted"
 // vdc is sent to the SCSI disk; nothing reaches vdc after the hold, the
 // SCSI disk holds every later write, and while it is claimed it cannot be
 // mounted beside the old one.
+//
+// It runs on Debian 13's kernel (6.12, the plain server, with E13's pack)
+// and on Debian 12's (6.1, the LVM server, with E10's pack).
 func TestRedirectHoldsLive(t *testing.T) {
 	agentCaseParallel(t)
-	c := needCapturedSuite(t, "plain")
-	pack := needPackWith(t, c, "")
-	s, err := harness.LoadServerSuite("plain")
+	for _, tc := range []struct{ suite, modules string }{{"plain", ""}, {"bookworm", packModules}} {
+		t.Run(tc.suite, func(t *testing.T) {
+			redirectLive(t, tc.suite, tc.modules)
+		})
+	}
+}
+
+func redirectLive(t *testing.T, suite, modules string) {
+	c := needCapturedSuite(t, suite)
+	pack := needPackWith(t, c, modules)
+	s, err := harness.LoadServerSuite(suite)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +246,7 @@ func TestRedirectHoldsLive(t *testing.T) {
 	if err := exec.Command("truncate", "-s", "64M", scsi).Run(); err != nil {
 		t.Fatal(err)
 	}
-	vm, err := harness.Start(harness.VMConfig{Name: "e13-live", Kernel: s.Vmlinuz, Initrd: s.Initrd, Append: s.Cmdline,
+	vm, err := harness.Start(harness.VMConfig{Name: "e13-live-" + suite, Kernel: s.Vmlinuz, Initrd: s.Initrd, Append: s.Cmdline,
 		MemoryMB: 512, Disks: []harness.Disk{{Path: disk}, {Path: tools}, {Path: data}}, NIC: "virtio-net-pci", Control: true, LogDir: logDir, Timeout: 10 * time.Minute,
 		Extra: []string{"-device", "virtio-scsi-pci,id=rs", "-drive", "file=" + scsi + ",if=none,id=rsd,format=raw", "-device", "scsi-hd,drive=rsd"}})
 	if err != nil {
