@@ -182,7 +182,7 @@ func (p *Plan) cpus(src, dst *manifest.Manifest, aliases *Aliases) {
 		if strings.HasPrefix(src.Kernel.Release, "6.1.") || strings.HasPrefix(src.Kernel.Release, "6.1-") {
 			limit += fmt.Sprintf("; on the source, thaw prepare --cpus %d leaves room from its next boot (possible_cpus=)", have)
 		} else {
-			limit += "; only CPUs the source's firmware listed as present but disabled (QEMU -smp N,maxcpus=M) can come online"
+			limit += "; only CPUs the source's firmware listed as present but disabled (QEMU -smp N,maxcpus=M) can come online, and the kernel counts those only when the MADT marks them online-capable or when it runs under a hypervisor it recognises (KVM, VMware, Hyper-V, Xen; not QEMU's TCG)"
 		}
 	}
 	switch {
