@@ -138,6 +138,16 @@ func plainSource(src *manifest.Manifest) {
 	src.Disks[0].Movable = false
 }
 
+// e13Log and e13Steps are what E13's takeover does and reports, whether
+// or not thaw_redirect loaded: the send is tried either way.
+func e13Log() []string {
+	return cat([]string{"load thaw_redirect " + e13Params}, e6ModLoads, []string{"pci rescan", "param thaw_redirect to=254:0=8:0"})
+}
+
+func e13Steps() []string {
+	return cat(e6ModSteps, []string{"rescan the PCI bus", findStep, "vda is now sda (8:0)", e13SendStep, nicStep})
+}
+
 // e13Plan moves the plain-partition disk with the pack's thaw_redirect.
 func e13Plan() *plan.Plan {
 	p := e6Plan()
@@ -895,13 +905,8 @@ func TestApply(t *testing.T) {
 		plan:  e13Plan,
 		mods:  append([]string{"thaw_redirect"}, e6Modules...),
 		setup: func(_ *fakeSys, src *manifest.Manifest) { plainSource(src) },
-		log: cat(
-			[]string{"load thaw_redirect " + e13Params},
-			e6ModLoads,
-			[]string{"pci rescan", "param thaw_redirect to=254:0=8:0"}),
-		steps: cat(
-			e6ModSteps,
-			[]string{"rescan the PCI bus", findStep, "vda is now sda (8:0)", e13SendStep, nicStep}),
+		log:   e13Log(),
+		steps: e13Steps(),
 		check: func(t *testing.T, s *fakeSys) {
 			if s.dmOpens != 0 {
 				t.Errorf("device-mapper opened %d times: the server has none", s.dmOpens)
@@ -916,13 +921,8 @@ func TestApply(t *testing.T) {
 			plainSource(src)
 			s.modFail = map[string]error{"thaw_redirect": errors.New("init_module thaw_redirect: no such device")}
 		},
-		log: cat(
-			[]string{"load thaw_redirect " + e13Params},
-			e6ModLoads,
-			[]string{"pci rescan", "param thaw_redirect to=254:0=8:0"}),
-		steps: cat(
-			e6ModSteps,
-			[]string{"rescan the PCI bus", findStep, "vda is now sda (8:0)", e13SendStep, nicStep}),
+		log:   e13Log(),
+		steps: e13Steps(),
 		fail:  map[string]string{e13SendStep: "no such file"},
 		check: nicMoved,
 	}, {

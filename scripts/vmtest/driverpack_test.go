@@ -228,14 +228,7 @@ func badPacks(t *testing.T, c *capturedServer, good string) map[string]string {
 	flipped[at+512+4000] ^= 0x40
 	put("flipped", flipped)
 
-	pub, err := bundle.LoadPublicKey(c.pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := driverpack.Read(bytes.NewReader(b), pub)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := readPack(t, c, good)
 	key, err := bundle.LoadPrivateKey(c.key, "")
 	if err != nil {
 		t.Fatal(err)
@@ -289,9 +282,8 @@ func badPacks(t *testing.T, c *capturedServer, good string) map[string]string {
 	return out
 }
 
-// packModule is module name of the pack file, read and verified with the
-// capture's key.
-func packModule(t *testing.T, c *capturedServer, pack, name string) []byte {
+// readPack reads the pack file and verifies it with the capture's key.
+func readPack(t *testing.T, c *capturedServer, pack string) *driverpack.Pack {
 	t.Helper()
 	b, err := os.ReadFile(pack)
 	if err != nil {
@@ -305,7 +297,14 @@ func packModule(t *testing.T, c *capturedServer, pack, name string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := p.Module(name)
+	return p
+}
+
+// packModule is module name of the pack file, read and verified with the
+// capture's key.
+func packModule(t *testing.T, c *capturedServer, pack, name string) []byte {
+	t.Helper()
+	m := readPack(t, c, pack).Module(name)
 	if m == nil {
 		t.Fatalf("%s has no %s", pack, name)
 	}
