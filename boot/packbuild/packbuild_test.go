@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -167,32 +168,26 @@ func (f *fakeSystem) Exec(_ context.Context, out io.Writer, name string, args ..
 		case "gcc":
 			fmt.Fprintln(out, "gcc (Debian 12.2.0-14+deb12u1) 12.2.0")
 		case "make":
-			ko, err := os.ReadFile("../../images/driverpack/testdata/ata_generic.ko")
+			// thaw's own modules are made from the testdata fixtures:
+			// thaw_redirect's own, and for thaw_hotadd another small
+			// module of the release stands in.
+			m := strings.TrimPrefix(args[4], "M=")
+			name, fixture := "ata_generic", "ata_generic.ko"
+			switch path.Base(m) {
+			case RedirectModule:
+				f.redirect = true
+				name, fixture = RedirectModule, RedirectModule+".ko"
+			case HotAddModule:
+				f.hotadd = true
+				name, fixture = HotAddModule, "xt_comment.ko"
+			default:
+				f.makeArgs = args
+			}
+			ko, err := os.ReadFile("../../images/driverpack/testdata/" + fixture)
 			if err != nil {
 				f.t.Fatal(err)
 			}
-			m := strings.TrimPrefix(args[4], "M=")
-			if strings.HasSuffix(m, RedirectModule) {
-				f.redirect = true
-				ko, err = os.ReadFile("../../images/driverpack/testdata/" + RedirectModule + ".ko")
-				if err != nil {
-					f.t.Fatal(err)
-				}
-				write(filepath.Join(args[0], m, RedirectModule+".ko"), string(ko))
-				return nil
-			}
-			if strings.HasSuffix(m, HotAddModule) {
-				// Another small module of the release stands in for it.
-				f.hotadd = true
-				ko, err = os.ReadFile("../../images/driverpack/testdata/xt_comment.ko")
-				if err != nil {
-					f.t.Fatal(err)
-				}
-				write(filepath.Join(args[0], m, HotAddModule+".ko"), string(ko))
-				return nil
-			}
-			f.makeArgs = args
-			write(filepath.Join(args[0], m, "ata_generic.ko"), string(ko))
+			write(filepath.Join(args[0], m, name+".ko"), string(ko))
 		case "strip":
 		default:
 			return fmt.Errorf("fake: chroot %s", args[1])
