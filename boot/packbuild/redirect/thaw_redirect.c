@@ -34,6 +34,7 @@
  * held and sent count the bios. There is no module_exit: the disks' fops
  * point here for as long as they live, so the module never unloads.
  */
+#include <linux/atomic.h>
 #include <linux/bio.h>
 #include <linux/blkdev.h>
 #include <linux/fs.h>
@@ -64,12 +65,26 @@ static char *hold;
 module_param(hold, charp, 0444);
 MODULE_PARM_DESC(hold, "stale whole disks whose bios are held: MAJ:MIN[,...]");
 
-static unsigned long held;
-module_param(held, ulong, 0444);
-MODULE_PARM_DESC(held, "bios held until the new disk was given (read-only)");
+/* Counted across disks, each of which has its own lock. */
+static atomic_long_t held, sent;
 
-static unsigned long sent;
-module_param(sent, ulong, 0444);
+static int get_count(char *buf, const struct kernel_param *kp)
+{
+	return scnprintf(buf, PAGE_SIZE, "%ld\n", atomic_long_read((atomic_long_t *)kp->arg));
+}
+
+static int set_count(const char *val, const struct kernel_param *kp)
+{
+	return -EPERM;
+}
+
+static const struct kernel_param_ops count_ops = {
+	.set = set_count,
+	.get = get_count,
+};
+module_param_cb(held, &count_ops, &held, 0444);
+MODULE_PARM_DESC(held, "bios held until the new disk was given (read-only)");
+module_param_cb(sent, &count_ops, &sent, 0444);
 MODULE_PARM_DESC(sent, "bios sent on to a new disk (read-only)");
 
 static struct redirect *find(struct gendisk *disk)
@@ -96,12 +111,12 @@ static void thaw_submit_bio(struct bio *bio)
 	to = r->to;
 	if (!to) {
 		bio_list_add(&r->held, bio);
-		held++;
 		spin_unlock_irqrestore(&r->lock, flags);
+		atomic_long_inc(&held);
 		return;
 	}
-	sent++;
 	spin_unlock_irqrestore(&r->lock, flags);
+	atomic_long_inc(&sent);
 	/* bi_sector is the whole disk's: blk_partition_remap ran. */
 	bio_set_dev(bio, to);
 	submit_bio_noacct(bio);
@@ -297,9 +312,7 @@ static int to_one(char *item)
 		submit_bio_noacct(bio);
 		n++;
 	}
-	spin_lock_irqsave(&r->lock, flags);
-	sent += n;
-	spin_unlock_irqrestore(&r->lock, flags);
+	atomic_long_add(n, &sent);
 	pr_info("thaw_redirect: %s (%u:%u) → %pg (%u:%u): %lu held bio(s) sent\n", r->disk->disk_name,
 		MAJOR(old), MINOR(old), bdev, MAJOR(new), MINOR(new), n);
 	return 0;
