@@ -46,7 +46,7 @@ FUZZ := ./images/swsusp:FuzzReader ./images/swsusp:FuzzStreamReader \
 	./netfetch/store:FuzzResolve ./netfetch/store:FuzzFormatLog ./agent/stage2:FuzzParse \
 	./images/swsusp:FuzzTargetArea ./agent/plan:FuzzFromModulesTar ./kexec:FuzzVmlinux \
 	./kexec:FuzzParseSystab ./agent/physmem:FuzzFADTPointers ./images/memmap:FuzzRead \
-	./images/driverpack:FuzzRead ./images/driverpack:FuzzModinfo
+	./images/driverpack:FuzzRead ./images/driverpack:FuzzModinfo ./images/bundle:FuzzPackReader
 FUZZTIME ?= 6s
 FUZZLONG ?= 10m
 

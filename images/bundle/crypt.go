@@ -66,6 +66,29 @@ func newDataKey(recipients []*age.X25519Recipient) (cipher.AEAD, []byte, []strin
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	wrapped, names, err := wrapKey(key, recipients)
+	return aead, wrapped, names, err
+}
+
+// newChunkKey wraps a chunk key (a random one if nil) for the recipients.
+func newChunkKey(key []byte, recipients []*age.X25519Recipient) (*siv, []byte, []string, error) {
+	if key == nil {
+		key = make([]byte, ChunkKeySize)
+		defer clear(key)
+		if _, err := rand.Read(key); err != nil {
+			return nil, nil, nil, fmt.Errorf("bundle: chunk key: %w", err)
+		}
+	}
+	k, err := newSIV(key)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	wrapped, names, err := wrapKey(key, recipients)
+	return k, wrapped, names, err
+}
+
+// wrapKey encrypts key to the recipients as an age file.
+func wrapKey(key []byte, recipients []*age.X25519Recipient) ([]byte, []string, error) {
 	var wrapped bytes.Buffer
 	var rs []age.Recipient
 	var names []string
@@ -75,13 +98,13 @@ func newDataKey(recipients []*age.X25519Recipient) (cipher.AEAD, []byte, []strin
 	}
 	w, err := age.Encrypt(&wrapped, rs...)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("bundle: wrapping the data key: %w", err)
+		return nil, nil, fmt.Errorf("bundle: wrapping the data key: %w", err)
 	}
 	w.Write(key)
 	if err := w.Close(); err != nil {
-		return nil, nil, nil, fmt.Errorf("bundle: wrapping the data key: %w", err)
+		return nil, nil, fmt.Errorf("bundle: wrapping the data key: %w", err)
 	}
-	return aead, wrapped.Bytes(), names, nil
+	return wrapped.Bytes(), names, nil
 }
 
 // Encrypted reports whether the bundle's chunks are encrypted.
@@ -100,7 +123,7 @@ func (br *Reader) Recipients() []string {
 // matches, the error wraps ErrEncrypted and names the recipients.
 func (br *Reader) Unlock(ids ...age.Identity) error {
 	e := br.Index.Encryption
-	if e == nil || br.aead != nil {
+	if e == nil || br.aead != nil || br.siv != nil {
 		return nil
 	}
 	if len(ids) == 0 {
@@ -127,17 +150,25 @@ func (br *Reader) Unlock(ids ...age.Identity) error {
 	if n != chacha20poly1305.KeySize {
 		return fmt.Errorf("bundle: the wrapped data key holds %d bytes, want %d", n, chacha20poly1305.KeySize)
 	}
+	if e.Scheme == SchemeStore {
+		br.siv, err = newSIV(key[:n])
+		return err
+	}
 	br.aead, err = chacha20poly1305.New(key[:n])
 	return err
 }
 
 // checkEncryption checks the index's encryption record.
-func checkEncryption(e *Encryption, dataEnd int64) error {
+func checkEncryption(e *Encryption, version int, dataEnd int64) error {
 	if e == nil {
 		return nil
 	}
-	if e.Scheme != SchemeAge {
-		return fmt.Errorf("bundle: index: encryption scheme %q, this thaw knows %q", e.Scheme, SchemeAge)
+	want := SchemeAge
+	if version == StoreVersion {
+		want = SchemeStore
+	}
+	if e.Scheme != want {
+		return fmt.Errorf("bundle: index: encryption scheme %q, a version %d bundle has %q", e.Scheme, version, want)
 	}
 	if len(e.Recipients) == 0 {
 		return errors.New("bundle: index: encrypted to no recipient")

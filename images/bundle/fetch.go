@@ -179,8 +179,8 @@ func (br *Reader) fetchChunk(ctx context.Context, s *Stream, i int, stored *[]by
 			*stored = make([]byte, c.Stored)
 		}
 		b := (*stored)[:c.Stored]
-		if _, err := br.r.ReadAt(b, c.At); err != nil {
-			return nil, fmt.Errorf("bundle: stream %q chunk %d at byte %d: %w", s.Name, i, c.At, err)
+		if err := br.readStored(ctx, s, i, b); err != nil {
+			return nil, err
 		}
 		out, err := br.decodeChunk(s, i, b, dst)
 		if err == nil || !errors.Is(err, ErrDamaged) || try >= opt.Retries {
@@ -189,7 +189,7 @@ func (br *Reader) fetchChunk(ctx context.Context, s *Stream, i int, stored *[]by
 			}
 			return out, err
 		}
-		opt.Logf("stream %s chunk %d at byte %d does not match the signed index; fetching it again (%d of %d)", s.Name, i, c.At, try+1, opt.Retries)
+		opt.Logf("stream %s chunk %d %s does not match the signed index; fetching it again (%d of %d)", s.Name, i, br.place(c), try+1, opt.Retries)
 	}
 }
 

@@ -10,6 +10,9 @@ import (
 // Format constants.
 const (
 	FormatVersion    = 1
+	// StoreVersion is a bundle whose chunks live in a chunk store
+	// (index "store": "chunks"): the bundle object holds no chunk bytes.
+	StoreVersion     = 2
 	HeaderSize       = 64
 	TrailerSize      = 64
 	DefaultChunkSize = 4 << 20
@@ -35,6 +38,10 @@ type Index struct {
 	ChunkSize int64  `json:"chunk_size"`
 	Created   string `json:"created,omitempty"`
 	ID        string `json:"id,omitempty"` // random, made by the writer: names this bundle
+	// Store is "chunks" in a version 2 index: every stored chunk is an
+	// object named by its sha256 in the chunks/ directory beside the
+	// bundle object (ChunkPath), and chunks have no "at".
+	Store string `json:"store,omitempty"`
 	// Encryption is set when the chunks are encrypted.
 	Encryption *Encryption `json:"encryption,omitempty"`
 	Manifest   Blob        `json:"manifest"`
@@ -92,8 +99,11 @@ func ParseIndex(b []byte, dataEnd int64) (*Index, error) {
 	if err := json.Unmarshal(b, &ix); err != nil {
 		return nil, fmt.Errorf("bundle: index: %w", err)
 	}
-	if ix.Version != FormatVersion {
-		return nil, fmt.Errorf("bundle: index: version %d, this thaw reads %d", ix.Version, FormatVersion)
+	switch {
+	case ix.Version == FormatVersion && ix.Store == "":
+	case ix.Version == StoreVersion && ix.Store == StoreChunks:
+	default:
+		return nil, fmt.Errorf("bundle: index: version %d with store %q: this thaw reads version %d (chunks inside) and %d (store %q)", ix.Version, ix.Store, FormatVersion, StoreVersion, StoreChunks)
 	}
 	// Whole pages: the held-back resume header of a memory stream must
 	// not straddle two chunks.
@@ -106,7 +116,7 @@ func ParseIndex(b []byte, dataEnd int64) (*Index, error) {
 	if ix.Manifest.Size > maxManifestSize {
 		return nil, fmt.Errorf("bundle: index: manifest of %d bytes, more than %d", ix.Manifest.Size, maxManifestSize)
 	}
-	if err := checkEncryption(ix.Encryption, dataEnd); err != nil {
+	if err := checkEncryption(ix.Encryption, ix.Version, dataEnd); err != nil {
 		return nil, err
 	}
 	names := map[string]bool{}
@@ -136,7 +146,7 @@ func ParseIndex(b []byte, dataEnd int64) (*Index, error) {
 				if c.Stored != 0 || c.At != 0 || c.SHA256 != "" {
 					return nil, fmt.Errorf("%s: a zero chunk with stored bytes", where)
 				}
-			} else if err := checkBlob(where[len("bundle: index: "):], Blob{c.At, c.Stored, c.SHA256}, dataEnd); err != nil {
+			} else if err := checkChunk(where, ix.Store, c, dataEnd); err != nil {
 				return nil, err
 			} else if c.Stored > c.Len+c.Len/8+1024 {
 				return nil, fmt.Errorf("%s: %d stored bytes for %d bytes of data", where, c.Stored, c.Len)
@@ -148,6 +158,35 @@ func ParseIndex(b []byte, dataEnd int64) (*Index, error) {
 		}
 	}
 	return &ix, nil
+}
+
+// checkChunk checks where a stored chunk is: in the bundle's data area, or
+// (in a store) nowhere in the bundle, named by its hash alone.
+func checkChunk(where, store string, c Chunk, dataEnd int64) error {
+	if store == "" {
+		return checkBlob(where[len("bundle: index: "):], Blob{c.At, c.Stored, c.SHA256}, dataEnd)
+	}
+	if c.At != 0 || c.Stored <= 0 {
+		return fmt.Errorf("%s: at %d, %d stored bytes: a chunk in a store has no place in the bundle and at least one byte", where, c.At, c.Stored)
+	}
+	if !validSum(c.SHA256) {
+		return fmt.Errorf("%s: sha256 %q is not 64 lower-case hex digits", where, c.SHA256)
+	}
+	return nil
+}
+
+// validSum reports whether s is a sha256 in lower-case hex: the only form
+// a chunk's name in a store may take.
+func validSum(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func checkBlob(what string, b Blob, dataEnd int64) error {
@@ -163,9 +202,10 @@ func checkBlob(what string, b Blob, dataEnd int64) error {
 // trailer is the fixed end of a bundle.
 type trailer struct {
 	IndexAt, IndexSize, SigAt, SigSize int64
+	Version                            int
 }
 
-func (t trailer) encode() []byte {
+func (t trailer) encode(version int) []byte {
 	b := make([]byte, TrailerSize)
 	copy(b, trailerMagic)
 	le := binary.LittleEndian
@@ -173,7 +213,7 @@ func (t trailer) encode() []byte {
 	le.PutUint64(b[16:], uint64(t.IndexSize))
 	le.PutUint64(b[24:], uint64(t.SigAt))
 	le.PutUint64(b[32:], uint64(t.SigSize))
-	le.PutUint32(b[40:], FormatVersion)
+	le.PutUint32(b[40:], uint32(version))
 	return b
 }
 
@@ -182,10 +222,11 @@ func parseTrailer(b []byte, size int64) (trailer, error) {
 		return trailer{}, fmt.Errorf("bundle: no trailer at byte %d (magic %q): not a thaw bundle, or truncated", size-TrailerSize, b[:8])
 	}
 	le := binary.LittleEndian
-	if v := le.Uint32(b[40:]); v != FormatVersion {
-		return trailer{}, fmt.Errorf("bundle: trailer: format version %d, this thaw reads %d", v, FormatVersion)
+	v := le.Uint32(b[40:])
+	if v != FormatVersion && v != StoreVersion {
+		return trailer{}, fmt.Errorf("bundle: trailer: format version %d, this thaw reads %d and %d", v, FormatVersion, StoreVersion)
 	}
-	t := trailer{int64(le.Uint64(b[8:])), int64(le.Uint64(b[16:])), int64(le.Uint64(b[24:])), int64(le.Uint64(b[32:]))}
+	t := trailer{int64(le.Uint64(b[8:])), int64(le.Uint64(b[16:])), int64(le.Uint64(b[24:])), int64(le.Uint64(b[32:])), int(v)}
 	end := size - TrailerSize
 	switch {
 	case t.IndexSize <= 0 || t.IndexSize > maxIndexSize:

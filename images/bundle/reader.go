@@ -2,6 +2,7 @@ package bundle
 
 import (
 	"bytes"
+	"context"
 	"crypto/cipher"
 	"crypto/sha256"
 	"encoding/hex"
@@ -41,6 +42,8 @@ type Reader struct {
 	Label Label
 	dec   *zstd.Decoder
 	aead  cipher.AEAD    // the data key of an encrypted bundle, once unlocked
+	siv   *siv           // the chunk key of an encrypted version 2 bundle
+	src   ChunkSource    // where a version 2 bundle's chunks are
 	order map[string]int // stream name → position in the index (chunk nonces)
 }
 
@@ -113,6 +116,9 @@ func Open(r io.ReaderAt, size int64, pub *minisign.PublicKey) (*Reader, error) {
 	if err != nil {
 		return nil, err
 	}
+	if ix.Version != t.Version {
+		return nil, fmt.Errorf("bundle: index version %d in a version %d bundle", ix.Version, t.Version)
+	}
 	br.Index = ix
 	br.order = map[string]int{}
 	for i, s := range ix.Streams {
@@ -158,33 +164,71 @@ func (br *Reader) ReadChunk(s *Stream, i int, dst []byte) ([]byte, error) {
 		return dst, nil
 	}
 	stored := make([]byte, c.Stored)
-	if _, err := br.r.ReadAt(stored, c.At); err != nil {
-		return nil, fmt.Errorf("bundle: stream %q chunk %d at byte %d: %w", s.Name, i, c.At, err)
+	if err := br.readStored(context.Background(), s, i, stored); err != nil {
+		return nil, err
 	}
 	return br.decodeChunk(s, i, stored, dst)
+}
+
+// SetChunkSource says where the chunks of a version 2 bundle are.
+func (br *Reader) SetChunkSource(src ChunkSource) { br.src = src }
+
+// InStore reports whether the bundle's chunks are in a chunk store
+// (version 2) rather than in the bundle.
+func (br *Reader) InStore() bool { return br.Index.Store != "" }
+
+// place names where chunk c is: its byte in the bundle, or its object.
+func (br *Reader) place(c Chunk) string {
+	if br.Index.Store != "" {
+		return ChunkPath(c.SHA256)
+	}
+	return fmt.Sprintf("at byte %d", c.At)
+}
+
+// readStored reads the stored bytes of chunk i of s into b.
+func (br *Reader) readStored(ctx context.Context, s *Stream, i int, b []byte) error {
+	c := s.Chunks[i]
+	var err error
+	if br.Index.Store == "" {
+		_, err = br.r.ReadAt(b, c.At)
+	} else if br.src == nil {
+		err = errors.New("the bundle's chunks are in a chunk store, and no store was given")
+	} else {
+		err = br.src.ReadChunk(ctx, c.SHA256, b)
+	}
+	if err != nil {
+		return fmt.Errorf("bundle: stream %q chunk %d %s: %w", s.Name, i, br.place(c), err)
+	}
+	return nil
 }
 
 func (br *Reader) decodeChunk(s *Stream, i int, stored, dst []byte) ([]byte, error) {
 	c := s.Chunks[i]
 	if sum := sha256.Sum256(stored); hex.EncodeToString(sum[:]) != c.SHA256 {
-		return nil, fmt.Errorf("bundle: stream %q chunk %d at byte %d: %w", s.Name, i, c.At, ErrDamaged)
+		return nil, fmt.Errorf("bundle: stream %q chunk %d %s: %w", s.Name, i, br.place(c), ErrDamaged)
 	}
-	if br.Index.Encryption != nil {
+	if br.siv != nil {
+		plain, err := br.siv.open(stored[sivNonce:sivNonce], stored)
+		if err != nil {
+			return nil, fmt.Errorf("bundle: stream %q chunk %d %s: decryption: %w", s.Name, i, br.place(c), err)
+		}
+		stored = plain
+	} else if br.Index.Encryption != nil {
 		if br.aead == nil {
 			return nil, fmt.Errorf("bundle: stream %q chunk %d: %w to %s and not unlocked", s.Name, i, ErrEncrypted, strings.Join(br.Index.Encryption.Recipients, ", "))
 		}
 		plain, err := br.aead.Open(stored[:0], chunkNonce(br.order[s.Name], i), stored, chunkAAD(s.Name, c))
 		if err != nil {
-			return nil, fmt.Errorf("bundle: stream %q chunk %d at byte %d: decryption: %w", s.Name, i, c.At, err)
+			return nil, fmt.Errorf("bundle: stream %q chunk %d %s: decryption: %w", s.Name, i, br.place(c), err)
 		}
 		stored = plain
 	}
 	out, err := br.dec.DecodeAll(stored, dst[:0])
 	if err != nil {
-		return nil, fmt.Errorf("bundle: stream %q chunk %d at byte %d: zstd: %w", s.Name, i, c.At, err)
+		return nil, fmt.Errorf("bundle: stream %q chunk %d %s: zstd: %w", s.Name, i, br.place(c), err)
 	}
 	if int64(len(out)) != c.Len {
-		return nil, fmt.Errorf("bundle: stream %q chunk %d at byte %d: %d bytes after decompression, the index says %d", s.Name, i, c.At, len(out), c.Len)
+		return nil, fmt.Errorf("bundle: stream %q chunk %d %s: %d bytes after decompression, the index says %d", s.Name, i, br.place(c), len(out), c.Len)
 	}
 	return out, nil
 }
@@ -242,11 +286,11 @@ func (br *Reader) VerifyStored(progress func(done, total int64)) error {
 				continue
 			}
 			stored := make([]byte, c.Stored)
-			if _, err := br.r.ReadAt(stored, c.At); err != nil {
-				return fmt.Errorf("bundle: stream %q chunk %d at byte %d: %w", s.Name, i, c.At, err)
+			if err := br.readStored(context.Background(), s, i, stored); err != nil {
+				return err
 			}
 			if sum := sha256.Sum256(stored); hex.EncodeToString(sum[:]) != c.SHA256 {
-				return fmt.Errorf("bundle: stream %q chunk %d at byte %d: %w", s.Name, i, c.At, ErrDamaged)
+				return fmt.Errorf("bundle: stream %q chunk %d %s: %w", s.Name, i, br.place(c), ErrDamaged)
 			}
 			done += c.Stored
 			if progress != nil {

@@ -1,6 +1,7 @@
 package bundle
 
 import (
+	"bytes"
 	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha256"
@@ -33,6 +34,35 @@ type Writer struct {
 	aead       cipher.AEAD // nil: plaintext
 	wrappedKey []byte
 	recipients []string
+
+	// In a store (version 2): the chunks go out as pack records, the
+	// bundle object is built in obj and sent last.
+	store *StoreOptions
+	pack  *PackWriter
+	obj   bytes.Buffer
+	siv   *siv
+	seen  map[string]bool
+	stats Stats
+}
+
+// StoreOptions make a Writer write a version 2 bundle: a pack for a chunk
+// store (thaw serve), holding only the chunks the store lacks.
+type StoreOptions struct {
+	// Have reports whether the store already holds a chunk (by the
+	// sha256 of its stored bytes); such a chunk is not sent again.
+	Have func(sum string) bool
+	// ChunkKey seals an encrypted bundle's chunks (ChunkKeySize bytes):
+	// bundles sealed with one chunk key share their equal chunks. Nil
+	// makes a random one, which shares nothing.
+	ChunkKey []byte
+}
+
+// Stats count what a Writer stored and sent.
+type Stats struct {
+	Chunks      int   // stored (non-zero) chunks in the index
+	StoredBytes int64 // their stored bytes
+	Sent        int   // chunks sent (not already in the store, nor sent before)
+	SentBytes   int64 // their stored bytes
 }
 
 // WriterOptions tune a Writer.
@@ -40,9 +70,13 @@ type WriterOptions struct {
 	ChunkSize int64 // default DefaultChunkSize
 	// Level is the zstd level: 1 fastest … 4 best; default 1.
 	Level int
-	// Recipients encrypt the chunks (SchemeAge): only their identities
-	// can read the bundle's streams. None writes them in plaintext.
+	// Recipients encrypt the chunks (SchemeAge, or SchemeStore in a
+	// store): only their identities can read the bundle's streams. None
+	// writes them in plaintext.
 	Recipients []*age.X25519Recipient
+	// Store, if set, writes a version 2 bundle for a chunk store, as a
+	// pack.
+	Store *StoreOptions
 }
 
 // NewWriter starts a bundle on w, writing its header.
@@ -66,16 +100,28 @@ func NewWriter(w io.Writer, opt WriterOptions) (*Writer, error) {
 		return nil, fmt.Errorf("bundle: id: %w", err)
 	}
 	bw := &Writer{w: w, chunkSize: opt.ChunkSize, enc: enc, index: Index{Version: FormatVersion, ChunkSize: opt.ChunkSize, ID: hex.EncodeToString(id[:])}}
+	if opt.Store != nil {
+		bw.store, bw.seen = opt.Store, map[string]bool{}
+		bw.index.Version, bw.index.Store = StoreVersion, StoreChunks
+		if bw.pack, err = NewPackWriter(w); err != nil {
+			return nil, err
+		}
+	}
 	// The data key is made and wrapped now, before any chunk (capture
 	// writes its chunks while user space is frozen).
 	if len(opt.Recipients) > 0 {
-		if bw.aead, bw.wrappedKey, bw.recipients, err = newDataKey(opt.Recipients); err != nil {
+		if opt.Store != nil {
+			bw.siv, bw.wrappedKey, bw.recipients, err = newChunkKey(opt.Store.ChunkKey, opt.Recipients)
+		} else {
+			bw.aead, bw.wrappedKey, bw.recipients, err = newDataKey(opt.Recipients)
+		}
+		if err != nil {
 			return nil, err
 		}
 	}
 	h := make([]byte, HeaderSize)
 	copy(h, headerMagic)
-	h[8] = FormatVersion
+	h[8] = byte(bw.index.Version)
 	if err := bw.write(h); err != nil {
 		return nil, err
 	}
@@ -85,6 +131,11 @@ func NewWriter(w io.Writer, opt WriterOptions) (*Writer, error) {
 func (bw *Writer) write(b []byte) error {
 	if bw.err != nil {
 		return bw.err
+	}
+	if bw.store != nil {
+		bw.obj.Write(b)
+		bw.off += int64(len(b))
+		return nil
 	}
 	n, err := bw.w.Write(b)
 	bw.off += int64(n)
@@ -176,32 +227,66 @@ func IsZero(b []byte) bool {
 	return true
 }
 
-func (sw *StreamWriter) flush() error {
-	if len(sw.buf) == 0 {
-		return nil
+func (sw *StreamWriter) flush() error { return sw.flushAt(false) }
+
+// flushAt stores the buffered bytes as chunks: all of them, except that a
+// memory stream in a store is cut where its content says (cdcCut), and
+// keeps what is left after the last cut unless final.
+func (sw *StreamWriter) flushAt(final bool) error {
+	for len(sw.buf) > 0 {
+		n := len(sw.buf)
+		if sw.bw.store != nil && sw.s.Kind == KindMemory {
+			if n = cdcCut(sw.buf, cap(sw.buf), final); n == 0 {
+				return nil
+			}
+		}
+		if err := sw.store(sw.buf[:n]); err != nil {
+			return err
+		}
+		sw.buf = sw.buf[:copy(sw.buf, sw.buf[n:])]
 	}
+	return nil
+}
+
+// store stores one chunk.
+func (sw *StreamWriter) store(b []byte) error {
 	bw := sw.bw
-	c := Chunk{Off: sw.s.Size, Len: int64(len(sw.buf))}
-	if sw.zeroOK && IsZero(sw.buf) {
+	c := Chunk{Off: sw.s.Size, Len: int64(len(b))}
+	if sw.zeroOK && IsZero(b) {
 		c.Zero = true
 	} else {
-		bw.cbuf = bw.enc.EncodeAll(sw.buf, bw.cbuf[:0])
+		bw.cbuf = bw.enc.EncodeAll(b, bw.cbuf[:0])
 		stored := bw.cbuf
-		if bw.aead != nil {
+		switch {
+		case bw.siv != nil:
+			bw.sbuf = bw.siv.seal(bw.sbuf[:0], bw.cbuf)
+			stored = bw.sbuf
+		case bw.aead != nil:
 			// Sealed at its place: the hash covers the stored bytes, so
 			// a store can check them without the key.
 			bw.sbuf = bw.aead.Seal(bw.sbuf[:0], chunkNonce(len(bw.index.Streams)-1, len(sw.s.Chunks)), bw.cbuf, chunkAAD(sw.s.Name, c))
 			stored = bw.sbuf
 		}
 		sum := sha256.Sum256(stored)
-		c.At, c.Stored, c.SHA256 = bw.off, int64(len(stored)), hex.EncodeToString(sum[:])
-		if err := bw.write(stored); err != nil {
-			return err
+		c.Stored, c.SHA256 = int64(len(stored)), hex.EncodeToString(sum[:])
+		bw.stats.Chunks++
+		bw.stats.StoredBytes += c.Stored
+		if bw.store == nil {
+			c.At = bw.off
+			if err := bw.write(stored); err != nil {
+				return err
+			}
+		} else if !bw.seen[c.SHA256] && (bw.store.Have == nil || !bw.store.Have(c.SHA256)) {
+			bw.seen[c.SHA256] = true
+			bw.stats.Sent++
+			bw.stats.SentBytes += c.Stored
+			if err := bw.pack.Record(RecordChunk, sum, stored); err != nil {
+				return err
+			}
 		}
 	}
 	sw.s.Chunks = append(sw.s.Chunks, c)
 	sw.s.Size += c.Len
-	sw.buf = sw.buf[:0]
 	return nil
 }
 
@@ -210,7 +295,7 @@ func (sw *StreamWriter) Close() error {
 	if sw.closed {
 		return nil
 	}
-	err := sw.flush()
+	err := sw.flushAt(true)
 	sw.closed = true
 	return err
 }
@@ -230,9 +315,13 @@ func (bw *Writer) Finish(m *manifest.Manifest, key *minisign.PrivateKey) (*Index
 	if err != nil {
 		return nil, err
 	}
-	if bw.aead != nil {
+	if bw.aead != nil || bw.siv != nil {
 		ksum := sha256.Sum256(bw.wrappedKey)
-		bw.index.Encryption = &Encryption{Scheme: SchemeAge, Recipients: bw.recipients,
+		scheme := SchemeAge
+		if bw.siv != nil {
+			scheme = SchemeStore
+		}
+		bw.index.Encryption = &Encryption{Scheme: scheme, Recipients: bw.recipients,
 			Key: Blob{At: bw.off, Size: int64(len(bw.wrappedKey)), SHA256: hex.EncodeToString(ksum[:])}}
 		if err := bw.write(bw.wrappedKey); err != nil {
 			return nil, err
@@ -260,12 +349,20 @@ func (bw *Writer) Finish(m *manifest.Manifest, key *minisign.PrivateKey) (*Index
 			return nil, err
 		}
 	}
-	if err := bw.write(t.encode()); err != nil {
+	if err := bw.write(t.encode(bw.index.Version)); err != nil {
 		return nil, err
 	}
 	bw.enc.Close()
+	if bw.store != nil {
+		if err := bw.pack.Record(RecordBundle, sha256.Sum256(bw.obj.Bytes()), bw.obj.Bytes()); err != nil {
+			return nil, err
+		}
+	}
 	return &bw.index, nil
 }
+
+// Stats says what the Writer stored and sent so far.
+func (bw *Writer) Stats() Stats { return bw.stats }
 
 func marshalIndex(ix *Index) ([]byte, error) {
 	return jsonMarshal(ix)
@@ -312,7 +409,7 @@ func ParseLabel(c string) (l Label, ok bool) {
 // later (capture writes the bundle while user space is frozen).
 func (bw *Writer) Warm() {
 	bw.cbuf = bw.enc.EncodeAll(make([]byte, 4096), bw.cbuf[:0])
-	if bw.aead != nil && cap(bw.sbuf) == 0 {
-		bw.sbuf = make([]byte, 0, bw.chunkSize+bw.chunkSize/8+1024+int64(bw.aead.Overhead()))
+	if (bw.aead != nil || bw.siv != nil) && cap(bw.sbuf) == 0 {
+		bw.sbuf = make([]byte, 0, bw.chunkSize+bw.chunkSize/8+1024+64)
 	}
 }
