@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bufio"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/thawlinux/thaw/images/bundle"
 )
 
 func (s *Store) put(w http.ResponseWriter, r *http.Request) {
@@ -42,6 +45,10 @@ func (s *Store) put(w http.ResponseWriter, r *http.Request) {
 	}
 	if logPath(name) {
 		fail(w, http.StatusForbidden, "%s: logs/ is written only by POST /log/NAME", p)
+		return
+	}
+	if inChunks(name) {
+		fail(w, http.StatusForbidden, "%s: chunks/ is written only from a pack (a version 2 bundle uploaded as NAME), each chunk checked against its hash", p)
 		return
 	}
 	if s.opt.MaxSize > 0 && r.ContentLength > s.opt.MaxSize {
@@ -96,12 +103,26 @@ func (s *Store) put(w http.ResponseWriter, r *http.Request) {
 		body = http.MaxBytesReader(w, io.NopCloser(body), s.opt.MaxSize)
 	}
 	h := sha256.New()
-	n, err := io.CopyBuffer(io.MultiWriter(f, h), body, make([]byte, 1<<20))
+	// A pack (a version 2 bundle) is unpacked: its chunks into the chunk
+	// store, its bundle object as the file.
+	bb := bufio.NewReaderSize(body, 1<<20)
+	head, _ := bb.Peek(bundle.PackHeaderSize)
+	var n int64
+	if bundle.IsPack(head) {
+		n, err = s.ingest(bb, io.MultiWriter(f, h), name, tmp)
+	} else {
+		n, err = io.CopyBuffer(io.MultiWriter(f, h), bb, make([]byte, 1<<20))
+	}
 	http.NewResponseController(w).SetReadDeadline(time.Time{})
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		var pe *os.PathError
+		var pk *packError
 		switch {
+		case errors.As(err, &pk):
+			fail(w, pk.code, "%s: %s", p, pk.msg)
+		case errors.Is(err, bundle.ErrDamaged):
+			fail(w, http.StatusBadRequest, "%s: %v; the bundle was not stored", p, err)
 		case errors.As(err, &tooBig):
 			fail(w, http.StatusRequestEntityTooLarge, "%s: the body is more than this server takes (%d bytes, --max-size); nothing was stored", p, tooBig.Limit)
 		case errors.As(err, &pe):
@@ -124,6 +145,7 @@ func (s *Store) put(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	published = true
+	s.releaseLease(name)
 	if d, err := s.root.Open(dir); err == nil {
 		err = d.Sync()
 		d.Close()
