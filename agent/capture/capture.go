@@ -49,7 +49,11 @@ type Options struct {
 	Key   minisign.PrivateKey
 	// Recipients encrypt the bundle's chunks (age X25519); none writes
 	// them in plaintext.
-	Recipients  []*age.X25519Recipient
+	Recipients []*age.X25519Recipient
+	// ChunkKey seals the chunks of a bundle sent to a store (a URL):
+	// captures sharing it share their equal chunks there. Nil: a random
+	// key, which shares nothing with other captures.
+	ChunkKey    []byte
 	Disks       []string // whole disks to carry, /dev/vda …
 	MailboxSize int      // bytes; default 4 MiB
 	DryRun      bool     // everything but the freeze
@@ -65,6 +69,9 @@ type Result struct {
 	MemoryPages  uint64
 	DiskBytes    int64
 	BundleTarget string
+	// For a store: the bundle's stored chunks, and those sent (the store
+	// had the others).
+	Stats bundle.Stats
 }
 
 type swapArea struct {
@@ -272,6 +279,7 @@ type capture struct {
 	npages int
 
 	out       sink
+	have      map[string]bool // the store's chunks (a URL)
 	disks     []*diskReader
 	pm        int // /proc/self/pagemap
 	bw        *bundle.Writer
@@ -410,6 +418,12 @@ func (c *capture) open() error {
 	}
 	var err error
 	if strings.HasPrefix(c.o.To, "http://") || strings.HasPrefix(c.o.To, "https://") {
+		// A store keeps chunks by their hash: ask which it has, so that
+		// only the others cross the network (and the frozen phase).
+		if c.have, err = storeHas(c.o.To, c.o.Token, c.o.Roots); err != nil {
+			return fmt.Errorf("asking the store which chunks it has: %w", err)
+		}
+		c.logf("the store holds %d chunks beside %s", len(c.have), c.o.To)
 		var hs *httpSink
 		hs, err = openHTTPSink(c.o.To, SinkOptions{Token: c.o.Token, Roots: c.o.Roots, Stall: c.o.Stall})
 		if err == nil {
@@ -444,7 +458,11 @@ func (c *capture) open() error {
 		return err
 	}
 	c.onClose(func() { syscall.Close(c.pm) })
-	if c.bw, err = bundle.NewWriter(c.out, bundle.WriterOptions{Recipients: c.o.Recipients}); err != nil {
+	wo := bundle.WriterOptions{Recipients: c.o.Recipients}
+	if c.have != nil {
+		wo.Store = &bundle.StoreOptions{Have: func(sum string) bool { return c.have[sum] }, ChunkKey: c.o.ChunkKey}
+	}
+	if c.bw, err = bundle.NewWriter(c.out, wo); err != nil {
 		return err
 	}
 	c.bw.Warm()
@@ -703,7 +721,14 @@ func (c *capture) finish() error {
 	if _, err := c.bw.Finish(c.m, &c.o.Key); err != nil {
 		return err
 	}
-	return c.out.Finish()
+	if err := c.out.Finish(); err != nil {
+		return err
+	}
+	c.res.Stats = c.bw.Stats()
+	if st := c.res.Stats; c.have != nil {
+		c.logf("chunks: %d stored (%d MiB), %d sent (%d MiB); the store had the others", st.Chunks, st.StoredBytes>>20, st.Sent, st.SentBytes>>20)
+	}
+	return nil
 }
 
 // resumed runs in the resumed machine while every other process is still

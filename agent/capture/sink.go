@@ -2,17 +2,21 @@ package capture
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 	"unsafe"
+
+	"github.com/thawlinux/thaw/netfetch/store"
 )
 
 // sink receives the bundle after the freeze through raw system calls.
@@ -288,4 +292,14 @@ func sockAddr(sa syscall.Sockaddr) net.Addr {
 		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
 	}
 	return &net.TCPAddr{}
+}
+
+// storeHas asks thaw serve at bundleURL which chunks it holds beside the
+// bundle (before the freeze: the runtime's threads still run).
+func storeHas(bundleURL, token string, roots *x509.CertPool) (map[string]bool, error) {
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	return store.Have(ctx, &http.Client{Transport: tr}, bundleURL, token)
 }

@@ -170,6 +170,10 @@ func signature(ctx context.Context, r *run) error {
 	}
 	br := st.Bundle
 	st.onClose(br.Close)
+	if br.InStore() {
+		br.SetChunkSource(ChunksBeside(r.env.Store, st.Image, httpra.Options{Token: st.Token, Logf: r.logf,
+			Retries: st.Retries, MinRate: st.MinRate, Deadline: st.Deadline}))
+	}
 	if err := bundle.CheckPin(br, st.pin); err != nil {
 		return r.refuse("not the bundle asked for", plan.CheckPin, err.Error(), "give the URL of the bundle you mean, or its current digest after #sha256= (thaw inspect shows it)")
 	}

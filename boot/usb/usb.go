@@ -20,6 +20,7 @@ import (
 	"github.com/diskfs/go-diskfs/partition/gpt"
 
 	"github.com/thawlinux/thaw/agent/stick"
+	"github.com/thawlinux/thaw/images/bundle"
 	"github.com/thawlinux/thaw/netfetch/bootparam"
 )
 
@@ -53,6 +54,22 @@ const (
 type Bundle struct {
 	Name string // the file name on the stick: "web1.thaw"
 	Path string
+	// Chunks are the chunks a bundle from a store names (their sha256):
+	// they are copied from the chunks/ directory beside Path to the
+	// stick's, where the agent looks for them.
+	Chunks []string
+}
+
+// chunkFiles maps the stick's chunk files to the host's.
+func chunkFiles(bs []Bundle) map[string]string {
+	out := map[string]string{}
+	for _, b := range bs {
+		for _, sum := range b.Chunks {
+			p := bundle.ChunkPath(sum)
+			out[p] = filepath.Join(filepath.Dir(b.Path), filepath.FromSlash(p))
+		}
+	}
+	return out
 }
 
 // Entry is one boot menu entry.
@@ -148,6 +165,16 @@ func Plan(cfg Config, size int64) (Layout, error) {
 			return Layout{}, err
 		}
 		dataNeed += roundUp(n, 32<<10) + 64<<10
+	}
+	if cf := chunkFiles(cfg.Bundles); len(cf) > 0 {
+		dataNeed += 256 * 64 << 10 // chunks/00 … chunks/ff
+		for _, f := range cf {
+			n, err := fileSize(f)
+			if err != nil {
+				return Layout{}, fmt.Errorf("a chunk of a bundle from a store: %w (copy the bundle with its store's chunks/ directory beside it)", err)
+			}
+			dataNeed += roundUp(n, 32<<10)
+		}
 	}
 	packs := map[string]bool{}
 	for _, p := range cfg.Packs {
@@ -253,6 +280,10 @@ func Write(dst string, cfg Config, progress func(done, total int64)) (Layout, er
 		n, _ := fileSize(f)
 		total += n
 	}
+	for _, f := range chunkFiles(cfg.Bundles) {
+		n, _ := fileSize(f)
+		total += n
+	}
 	copied := func(n int64) {
 		done += n
 		if progress != nil {
@@ -322,6 +353,9 @@ func Write(dst string, cfg Config, progress func(done, total int64)) (Layout, er
 	}
 	for _, p := range cfg.Packs {
 		dfiles[PacksDir+"/"+filepath.Base(p)] = p
+	}
+	for stickPath, host := range chunkFiles(cfg.Bundles) {
+		dfiles[stickPath] = host
 	}
 	if err := writeFiles(dataFS, dfiles, dtext, copied); err != nil {
 		return l, fmt.Errorf("%s: data partition: %w", dst, err)

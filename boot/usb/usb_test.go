@@ -34,7 +34,7 @@ func testConfig(t *testing.T, dir string) Config {
 		Kernel:      writeFile(t, dir, "vmlinuz", 3<<20, 1),
 		Initrd:      writeFile(t, dir, "initrd", 2<<20, 2),
 		SystemdBoot: writeFile(t, dir, "sd-boot.efi", 90<<10, 3),
-		Bundles:     []Bundle{{"web1.thaw", writeFile(t, dir, "b1", 5<<20+123, 4)}, {"big.thaw", writeFile(t, dir, "b2", 10<<20+5, 5)}},
+		Bundles:     []Bundle{{Name: "web1.thaw", Path: writeFile(t, dir, "b1", 5<<20+123, 4)}, {Name: "big.thaw", Path: writeFile(t, dir, "b2", 10<<20+5, 5)}},
 		Packs:       []string{writeFile(t, dir, "6.1.0-50-cloud-amd64.pack", 800<<10+7, 6)},
 		Entries: []Entry{
 			{ID: "plan-web1", Title: "plan web1 (writes nothing)", Args: "console=ttyS0 thaw.image=usb:web1.thaw thaw.dryrun=1"},

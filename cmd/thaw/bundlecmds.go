@@ -15,10 +15,12 @@ import (
 	"filippo.io/age"
 
 	"github.com/thawlinux/thaw/agent/probe"
+	"github.com/thawlinux/thaw/agent/restore"
 	"github.com/thawlinux/thaw/images/blockdev"
 	"github.com/thawlinux/thaw/images/bundle"
 	"github.com/thawlinux/thaw/images/manifest"
 	"github.com/thawlinux/thaw/images/swsusp"
+	"github.com/thawlinux/thaw/netfetch/httpra"
 )
 
 const keygenHelp = `
@@ -33,6 +35,11 @@ PREFIX.recipient (public, age1…) encrypts bundles (thaw capture and thaw
 export --recipient), PREFIX.identity (secret, mode 0600) decrypts them
 (thaw restore, plan and inspect --identity; baked into the agent with
 mkinitramfs -identity). The age tool reads both.
+
+With --chunk-key it makes PREFIX.chunkkey (secret, mode 0600): the key that
+seals the chunks of bundles captured into a store (thaw capture
+--chunk-key). Captures that share it store their equal chunks once: give
+one to every server of a fleet whose bundles should share a store.
 
 Existing files are never overwritten.
 `
@@ -109,12 +116,24 @@ func runKeygen(args []string) error {
 	out := fs.String("out", "", "path prefix of the key files")
 	withPass := fs.Bool("password", false, "encrypt the secret key with the password in THAW_KEY_PASSWORD")
 	recipient := fs.Bool("recipient", false, "make an encryption key pair (PREFIX.identity, PREFIX.recipient) instead of a signing one")
+	chunkKey := fs.Bool("chunk-key", false, "make a chunk key (PREFIX.chunkkey) instead of a signing key pair")
 	if _, err := parseInterspersed(fs, args); err != nil {
 		return err
 	}
 	if *out == "" {
 		fs.Usage()
 		return &exitError{2, errors.New("--out is required")}
+	}
+	if *chunkKey {
+		text, err := bundle.GenerateChunkKey()
+		if err != nil {
+			return err
+		}
+		if err := writeNew(*out+".chunkkey", []byte(text), 0o600); err != nil {
+			return err
+		}
+		fmt.Printf("secret chunk key %s.chunkkey\n", *out)
+		return nil
 	}
 	if *recipient {
 		id, rcp, err := bundle.GenerateIdentity()
@@ -356,6 +375,9 @@ func openBundleLocked(ref, token string, pub *minisign.PublicKey, ids []age.Iden
 	br, closeFn, err := openBundleRef(ref, token, pub)
 	if err != nil {
 		return nil, nil, err
+	}
+	if br.InStore() {
+		br.SetChunkSource(restore.ChunksBeside(restore.Files{}, ref, httpra.Options{Token: token}))
 	}
 	if err := bundle.CheckPin(br, pin); err != nil {
 		closeFn()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/thawlinux/thaw/agent/capture"
@@ -31,7 +32,12 @@ Hibernates this machine into a signed bundle, as root, while it runs:
     (thaw serve --tls-cert; the connection and its TLS handshake are made
     before the freeze, and TLS goes on while the machine is frozen), or
     plain http, where the token crosses the network in clear: give the
-    source a one-use token for its one bundle then (thaw grant)
+    source a one-use token for its one bundle then (thaw grant).
+    A store keeps chunks by their hash: before the freeze the capture asks
+    which it has, and sends only the others. Encrypted chunks are sealed
+    with the chunk key (--chunk-key), so that captures sharing it share
+    their equal chunks: this server's earlier captures, and a fleet's
+    servers given the same key
   4 power off once the bundle is complete (and, for a URL, acknowledged)
 
 When the bundle is resumed later, this command continues where it froze:
@@ -50,6 +56,7 @@ func runCapture(args []string) error {
 	dry := fs.Bool("dry-run", false, "check and plan everything, reserve the mailbox, but do not freeze")
 	mbox := fs.Int("mailbox-size", 4<<20, "bytes of the mailbox region")
 	rcpt := addRecipientFlags(fs)
+	chunkKeyPath := fs.String("chunk-key", defaultChunkKey, "chunk key file (thaw keygen --chunk-key) for a URL --to; the default is made on first use")
 	if _, err := parseInterspersed(fs, args); err != nil {
 		return err
 	}
@@ -70,6 +77,12 @@ func runCapture(args []string) error {
 	if err != nil {
 		return err
 	}
+	var chunkKey []byte
+	if len(recipients) > 0 && (strings.HasPrefix(*to, "http://") || strings.HasPrefix(*to, "https://")) {
+		if chunkKey, err = loadChunkKey(*chunkKeyPath); err != nil {
+			return err
+		}
+	}
 	m, err := probe.Probe("/")
 	if err != nil {
 		return err
@@ -82,7 +95,7 @@ func runCapture(args []string) error {
 	default:
 		list = strings.Split(*disks, ",")
 	}
-	res, err := capture.Run(capture.Options{To: *to, Token: token, Roots: roots, Key: key, Recipients: recipients, Disks: list, MailboxSize: *mbox, DryRun: *dry, Manifest: m,
+	res, err := capture.Run(capture.Options{To: *to, Token: token, Roots: roots, Key: key, Recipients: recipients, ChunkKey: chunkKey, Disks: list, MailboxSize: *mbox, DryRun: *dry, Manifest: m,
 		Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, "thaw capture: "+f+"\n", a...) }})
 	if err != nil {
 		return err
@@ -118,4 +131,29 @@ func loadRoots(path string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("--ca-file %s: no PEM certificate in it", path)
 	}
 	return pool, nil
+}
+
+// defaultChunkKey is where capture keeps this server's chunk key when
+// none is given.
+const defaultChunkKey = "/var/lib/thaw/chunk.key"
+
+// loadChunkKey reads the chunk key; the default one is made the first time
+// (mode 0600), so that this server's captures share their chunks.
+func loadChunkKey(path string) ([]byte, error) {
+	if path == defaultChunkKey {
+		if _, err := os.Stat(path); os.IsNotExist(err) {
+			text, err := bundle.GenerateChunkKey()
+			if err != nil {
+				return nil, err
+			}
+			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+				return nil, err
+			}
+			if err := writeNew(path, []byte(text), 0o600); err != nil {
+				return nil, err
+			}
+			fmt.Fprintf(os.Stderr, "thaw capture: made the chunk key %s (keep it: the next captures share chunks through it)\n", path)
+		}
+	}
+	return bundle.LoadChunkKey(path)
 }

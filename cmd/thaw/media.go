@@ -233,7 +233,11 @@ func runMediaUSB(args []string) error {
 		if !ok {
 			name, path = filepath.Base(b), b
 		}
-		cfg.Bundles = append(cfg.Bundles, usb.Bundle{Name: name, Path: path})
+		chunks, err := storeChunks(path)
+		if err != nil {
+			return err
+		}
+		cfg.Bundles = append(cfg.Bundles, usb.Bundle{Name: name, Path: path, Chunks: chunks})
 		stem := strings.TrimSuffix(name, ".thaw")
 		args := strings.Join(common, " ") + " thaw.image=usb:" + name + diskArg
 		onto := "the disk it chooses (a blank one)"
@@ -323,4 +327,31 @@ func stickReadme(cfg usb.Config) string {
 	b.WriteString("read-only and writes only its logs, into " + stick.LogDir + "/: bring them back.\r\n")
 	b.WriteString("To restore another bundle, copy NAME.thaw here, boot the rescue shell\r\nand run: thaw agent --cmdline 'thaw.image=usb:NAME.thaw thaw.disk=DISK'\r\n")
 	return b.String()
+}
+
+// storeChunks lists the chunks a bundle from a store names (nil for a
+// bundle that holds its chunks): the stick carries them beside it.
+func storeChunks(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	head := make([]byte, bundle.HeaderSize)
+	if n, _ := f.ReadAt(head, 0); n < len(head) || !bundle.IsStoreObject(head) {
+		return nil, nil
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	br, err := bundle.Open(f, st.Size(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("--bundle %s: %w", path, err)
+	}
+	defer br.Close()
+	if !br.InStore() {
+		return nil, nil
+	}
+	return br.ChunkSums(), nil
 }

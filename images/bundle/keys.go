@@ -2,6 +2,8 @@ package bundle
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"strings"
@@ -54,4 +56,37 @@ func LoadPublicKey(path string) (minisign.PublicKey, error) {
 		return pub, fmt.Errorf("%s: %w", path, err)
 	}
 	return pub, nil
+}
+
+// chunkKeyHeader starts a chunk key file.
+const chunkKeyHeader = "# thaw chunk key: seals the chunks of bundles in a store; captures that share it share their equal chunks. Secret.\n"
+
+// GenerateChunkKey makes a chunk key file's text.
+func GenerateChunkKey() (string, error) {
+	k := make([]byte, ChunkKeySize)
+	if _, err := rand.Read(k); err != nil {
+		return "", err
+	}
+	return chunkKeyHeader + hex.EncodeToString(k) + "\n", nil
+}
+
+// LoadChunkKey reads a chunk key file (thaw keygen --chunk-key): a line of
+// 64 hex digits; # starts a comment.
+func LoadChunkKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("chunk key: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, err := hex.DecodeString(line)
+		if err != nil || len(k) != ChunkKeySize {
+			return nil, fmt.Errorf("chunk key %s: want a line of %d hex digits, as thaw keygen --chunk-key writes", path, 2*ChunkKeySize)
+		}
+		return k, nil
+	}
+	return nil, fmt.Errorf("chunk key %s holds no key", path)
 }

@@ -155,3 +155,25 @@ func cdcCut(buf []byte, limit int, final bool) int {
 	}
 	return 0
 }
+
+// ChunkSums lists the distinct stored chunks the bundle names, in index
+// order.
+func (br *Reader) ChunkSums() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range br.Index.Streams {
+		for _, c := range s.Chunks {
+			if !c.Zero && !seen[c.SHA256] {
+				seen[c.SHA256] = true
+				out = append(out, c.SHA256)
+			}
+		}
+	}
+	return out
+}
+
+// IsStoreObject reports whether head (the first HeaderSize bytes of a
+// file) starts a version 2 bundle object, whose chunks are in a store.
+func IsStoreObject(head []byte) bool {
+	return len(head) >= HeaderSize && string(head[:8]) == headerMagic && head[8] == StoreVersion
+}

@@ -171,10 +171,7 @@ func bundleChunks(root *os.Root, p string) ([]string, error) {
 	}
 	defer f.Close()
 	head := make([]byte, bundle.HeaderSize)
-	if n, _ := f.ReadAt(head, 0); n < len(head) || string(head[:8]) != "THAWBNDL" {
-		return nil, nil
-	}
-	if head[8] != bundle.StoreVersion {
+	if n, _ := f.ReadAt(head, 0); n < len(head) || !bundle.IsStoreObject(head) {
 		return nil, nil
 	}
 	fi, err := f.Stat()
@@ -186,15 +183,7 @@ func bundleChunks(root *os.Root, p string) ([]string, error) {
 		return nil, err
 	}
 	defer br.Close()
-	var sums []string
-	for _, s := range br.Index.Streams {
-		for _, c := range s.Chunks {
-			if !c.Zero {
-				sums = append(sums, c.SHA256)
-			}
-		}
-	}
-	return sums, nil
+	return br.ChunkSums(), nil
 }
 
 // liveLeases reads the leases, removes the expired ones, and returns the

@@ -1,0 +1,58 @@
+package restore
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/url"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/thawlinux/thaw/images/bundle"
+	"github.com/thawlinux/thaw/netfetch/bootparam"
+	"github.com/thawlinux/thaw/netfetch/httpra"
+)
+
+// ChunksBeside reads the chunks of a version 2 bundle from the chunks/
+// directory beside the bundle object at ref (a URL, a file, file:PATH),
+// each opened through store with opt.
+func ChunksBeside(store Store, ref string, opt httpra.Options) bundle.ChunkSource {
+	return &besideChunks{store: store, base: chunkBase(ref), opt: opt}
+}
+
+// chunkBase is the directory of ref, ending in a slash.
+func chunkBase(ref string) string {
+	if strings.HasPrefix(ref, "http://") || strings.HasPrefix(ref, "https://") {
+		if u, err := url.Parse(ref); err == nil {
+			u.Path, u.RawPath, u.RawQuery, u.Fragment = path.Dir(u.Path), "", "", ""
+			return strings.TrimSuffix(u.String(), "/") + "/"
+		}
+	}
+	if p, ok := strings.CutPrefix(ref, bootparam.SchemeFile); ok {
+		return bootparam.SchemeFile + filepath.Dir(p) + "/"
+	}
+	return filepath.Dir(ref) + "/"
+}
+
+type besideChunks struct {
+	store Store
+	base  string
+	opt   httpra.Options
+}
+
+// ReadChunk opens the chunk and reads exactly len(p) bytes of it.
+func (b *besideChunks) ReadChunk(ctx context.Context, sum string, p []byte) error {
+	blob, err := b.store.Open(ctx, b.base+bundle.ChunkPath(sum), b.opt)
+	if err != nil {
+		return err
+	}
+	defer blob.Close()
+	if blob.Size() != int64(len(p)) {
+		return fmt.Errorf("%d bytes, the index says %d", blob.Size(), len(p))
+	}
+	if _, err := blob.ReadAt(p, 0); err != nil && err != io.EOF {
+		return err
+	}
+	return nil
+}
