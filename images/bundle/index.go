@@ -9,7 +9,7 @@ import (
 
 // Format constants.
 const (
-	FormatVersion    = 1
+	FormatVersion = 1
 	// StoreVersion is a bundle whose chunks live in a chunk store
 	// (index "store": "chunks"): the bundle object holds no chunk bytes.
 	StoreVersion     = 2
