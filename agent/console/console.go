@@ -202,15 +202,19 @@ func Box(title string, rs []plan.Refusal, footer string) string {
 	return b.String()
 }
 
+// wrap cuts s into lines of at most w bytes at spaces, the lines after the
+// first indented by two; a word longer than a line (a hash, a URL) is cut
+// where the line ends.
 func wrap(s string, w int) []string {
 	var out []string
+	indent := 0
 	for len(s) > w {
 		i := strings.LastIndex(s[:w], " ")
-		if i <= 0 {
+		if i <= indent {
 			i = w
 		}
 		out = append(out, s[:i])
-		s = "  " + strings.TrimLeft(s[i:], " ")
+		s, indent = "  "+strings.TrimLeft(s[i:], " "), 2
 	}
 	return append(out, s)
 }

@@ -91,3 +91,25 @@ func TestCodeAndWhere(t *testing.T) {
 		t.Error(Where("F-ERROR", ""))
 	}
 }
+
+// A word longer than a line (a chunk's name) is cut, not looped on.
+func TestWrapLongWord(t *testing.T) {
+	long := "chunks/f8/" + strings.Repeat("f85079c55e", 7)
+	for _, s := range []string{
+		"VERIFY: bundle: stream \"disk0\" chunk 7 " + long + ": sha256 mismatch",
+		long + long,
+		"x " + long,
+	} {
+		lines := wrap(s, 68)
+		joined := ""
+		for i, l := range lines {
+			if len(l) > 68 {
+				t.Errorf("line %d of %q: %d bytes", i, s, len(l))
+			}
+			joined += strings.TrimLeft(l, " ")
+		}
+		if strings.ReplaceAll(joined, " ", "") != strings.ReplaceAll(s, " ", "") {
+			t.Errorf("wrap lost text: %q → %q", s, lines)
+		}
+	}
+}

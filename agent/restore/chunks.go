@@ -41,9 +41,31 @@ type besideChunks struct {
 	opt   httpra.Options
 }
 
-// ReadChunk opens the chunk and reads exactly len(p) bytes of it.
+// WholeReader is a Store that reads a whole object in one request (a
+// store's chunk), rather than opening it for random access.
+type WholeReader interface {
+	ReadWhole(ctx context.Context, ref string, p []byte, opt httpra.Options) error
+}
+
+// ReadWhole reads an http(s) object with one GET, a file with one read.
+func (f Files) ReadWhole(ctx context.Context, ref string, p []byte, opt httpra.Options) error {
+	if strings.HasPrefix(ref, "http://") || strings.HasPrefix(ref, "https://") {
+		return httpra.GetFull(ctx, ref, p, opt)
+	}
+	return readWhole(ctx, f, ref, p, opt)
+}
+
+// ReadChunk reads the chunk, which must be exactly len(p) bytes.
 func (b *besideChunks) ReadChunk(ctx context.Context, sum string, p []byte) error {
-	blob, err := b.store.Open(ctx, b.base+bundle.ChunkPath(sum), b.opt)
+	if w, ok := b.store.(WholeReader); ok {
+		return w.ReadWhole(ctx, b.base+bundle.ChunkPath(sum), p, b.opt)
+	}
+	return readWhole(ctx, b.store, b.base+bundle.ChunkPath(sum), p, b.opt)
+}
+
+// readWhole opens ref and reads all of it into p.
+func readWhole(ctx context.Context, store Store, ref string, p []byte, opt httpra.Options) error {
+	blob, err := store.Open(ctx, ref, opt)
 	if err != nil {
 		return err
 	}

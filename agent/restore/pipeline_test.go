@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/thawlinux/thaw/agent/plan"
 	"github.com/thawlinux/thaw/images/blockdev"
+	"github.com/thawlinux/thaw/images/bundle"
 	"github.com/thawlinux/thaw/images/manifest"
 	"github.com/thawlinux/thaw/images/swsusp"
 )
@@ -574,5 +576,91 @@ func TestIdentityFetched(t *testing.T) {
 	secret := strings.TrimPrefix(rcp.String(), "AGE-SECRET-KEY-1")
 	if strings.Contains(strings.ToUpper(out.String()), secret) {
 		t.Fatal("the identity is in the agent's output")
+	}
+}
+
+// A bundle from a chunk store (version 2): the agent opens the bundle
+// object, reads each chunk from chunks/ beside it, and restores the same
+// disk and memory; a chunk the store lost stops it, named.
+func TestAgentFromStore(t *testing.T) {
+	f := loadFixture(t)
+	_, priv, _ := minisign.GenerateKey(nil)
+	pub := priv.Public().(minisign.PublicKey)
+	var pack bytes.Buffer
+	w, err := bundle.NewWriter(&pack, bundle.WriterOptions{ChunkSize: 64 << 10, Recipients: []*age.X25519Recipient{f.id.Recipient()}, Store: &bundle.StoreOptions{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []struct {
+		name, kind string
+		b          []byte
+	}{{"memory", bundle.KindMemory, f.mem}, {"disk0", bundle.KindDisk, f.disk}} {
+		sw, _ := w.Stream(s.name, s.kind)
+		sw.Write(s.b)
+		sw.Close()
+	}
+	if _, err := w.Finish(f.src, &priv); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{}
+	var object []byte
+	pr, err := bundle.NewPackReader(&pack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		rec, err := pr.Next()
+		if err == bundle.ErrPackEnd {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(pr)
+		if rec.Kind == bundle.RecordBundle {
+			object = b
+		} else {
+			files["http://store/"+bundle.ChunkPath(rec.SHA256)] = b
+		}
+	}
+	cfg := func() Config {
+		c := agentConfig(f, "thaw.disk=vda")
+		c.Trust.Keys = []NamedKey{{pub, "baked"}}
+		return c
+	}
+	e := newEnv(t, f, object)
+	e.store.files = files
+	if _, err := run1(t, e, cfg()); !errors.Is(err, errJumped) {
+		t.Fatalf("err %v, want the jump into the image", err)
+	}
+	if got, _ := os.ReadFile(e.diskPath); !bytes.Equal(got, f.disk) {
+		t.Fatal("the disk differs from the source's")
+	}
+	if !bytes.Equal(e.snap.got, f.mem) {
+		t.Fatal("/dev/snapshot did not get the memory image")
+	}
+	read := 0
+	for _, ref := range e.store.refs {
+		if strings.HasPrefix(ref, "http://store/chunks/") {
+			read++
+		}
+	}
+	if read < len(files) {
+		t.Errorf("%d chunk reads for %d chunks", read, len(files))
+	}
+
+	// The store lost a chunk of the disk.
+	e = newEnv(t, f, object)
+	e.store.files = map[string][]byte{}
+	lost := ""
+	for k, v := range files {
+		e.store.files[k] = v
+		lost = k
+	}
+	delete(e.store.files, lost)
+	e.store.files[strings.Replace(lost, "/chunks/", "/missing/", 1)] = nil
+	_, err = run1(t, e, cfg())
+	if err == nil || errors.Is(err, errJumped) || !strings.Contains(err.Error(), lost[len("http://store/"):]) {
+		t.Fatalf("a lost chunk: %v", err)
 	}
 }

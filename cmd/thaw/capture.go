@@ -79,7 +79,7 @@ func runCapture(args []string) error {
 	}
 	var chunkKey []byte
 	if len(recipients) > 0 && (strings.HasPrefix(*to, "http://") || strings.HasPrefix(*to, "https://")) {
-		if chunkKey, err = loadChunkKey(*chunkKeyPath); err != nil {
+		if chunkKey, err = loadChunkKey(*chunkKeyPath, *dry); err != nil {
 			return err
 		}
 	}
@@ -138,10 +138,15 @@ func loadRoots(path string) (*x509.CertPool, error) {
 const defaultChunkKey = "/var/lib/thaw/chunk.key"
 
 // loadChunkKey reads the chunk key; the default one is made the first time
-// (mode 0600), so that this server's captures share their chunks.
-func loadChunkKey(path string) ([]byte, error) {
+// (mode 0600), so that this server's captures share their chunks. A dry
+// run makes none.
+func loadChunkKey(path string, dry bool) ([]byte, error) {
 	if path == defaultChunkKey {
 		if _, err := os.Stat(path); os.IsNotExist(err) {
+			if dry {
+				fmt.Fprintf(os.Stderr, "thaw capture: the capture will make the chunk key %s\n", path)
+				return nil, nil
+			}
 			text, err := bundle.GenerateChunkKey()
 			if err != nil {
 				return nil, err

@@ -23,6 +23,17 @@
 //     whole new one, never a part, and an interrupted upload leaves no
 //     target behind. The answer carries the body's SHA-256 in
 //     X-Thaw-Sha256.
+//   - A PUT whose body is a pack (images/bundle: a version 2 bundle, the
+//     chunks the store lacks and the bundle object) is unpacked: each
+//     chunk, checked against its hash, goes to chunks/ab/SUM in PATH's
+//     directory (once: chunks are shared by every bundle there), and the
+//     bundle object is stored as PATH only when every chunk it names is
+//     present (409 if not). Chunks are never PUT one by one.
+//   - GET /PATH?chunks, with the write token or PATH's one-use token,
+//     lists the chunks beside PATH (32 bytes of sha256 each) and takes a
+//     lease on them for the capture of PATH, kept in .thaw-leases/ until
+//     PATH lands or for LeaseTTL: [GC] (thaw gc) removes nothing of that
+//     directory meanwhile. [Have] is the client.
 //   - POST /grant/PATH, with the write token, issues a one-use token that
 //     may PUT PATH once before it expires (?ttl=, default a day, at most a
 //     week): JSON {token, path, expires}. The store keeps the tokens'

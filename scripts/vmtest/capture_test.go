@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"io"
 	"net"
 	"os"
@@ -351,15 +352,22 @@ func captureServerOn(t *testing.T, s *harness.Server, name, firmware string, opt
 		bundle: filepath.Join(store, "server.thaw"), pub: filepath.Join(dir, "k.pub"), key: filepath.Join(dir, "k.key"), identity: filepath.Join(dir, "r.identity")}
 	// Encrypted: what lived only in the server's RAM appears in no stored
 	// byte.
-	b, err := os.ReadFile(c.bundle)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, secret := range []string{c.redis, h.secret} {
-		if bytes.Contains(b, []byte(secret)) {
-			t.Errorf("the RAM-only value %s is in the stored bundle", secret)
+	// Every file of the store: the bundle object and its chunks.
+	filepath.WalkDir(store, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
 		}
-	}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, secret := range []string{c.redis, h.secret} {
+			if bytes.Contains(b, []byte(secret)) {
+				t.Errorf("the RAM-only value %s is in the store's %s", secret, p)
+			}
+		}
+		return nil
+	})
 	return c, port, disk, blank
 }
 
@@ -399,7 +407,9 @@ func keepSuite(t *testing.T, c *capturedServer, suite string) *capturedServer {
 	kept := *c
 	for _, f := range []*string{&kept.bundle, &kept.pub, &kept.key, &kept.tools, &kept.identity} {
 		dst := filepath.Join(dir, filepath.Base(*f))
-		if err := os.Link(*f, dst); err != nil {
+		if f == &kept.bundle {
+			linkBundle(t, *f, dst)
+		} else if err := os.Link(*f, dst); err != nil {
 			copyFile(t, *f, dst)
 		}
 		*f = dst
@@ -531,6 +541,7 @@ func checkMailboxInStream(t *testing.T, path, pubPath, identity string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	br.SetChunkSource(bundle.DirSource(filepath.Dir(path)))
 	ids, err := bundle.LoadIdentities(identity)
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/thawlinux/thaw/agent/probe"
+	"github.com/thawlinux/thaw/images/bundle"
 )
 
 // TestServerExportRestore: a server that hibernated by itself is exported
@@ -146,8 +147,9 @@ func flipInStream(t *testing.T, path, stream string, i int) {
 		Streams []struct {
 			Name   string `json:"name"`
 			Chunks []struct {
-				At     int64 `json:"at"`
-				Stored int64 `json:"stored"`
+				At     int64  `json:"at"`
+				Stored int64  `json:"stored"`
+				SHA256 string `json:"sha256"`
 			} `json:"chunks"`
 		} `json:"streams"`
 	}
@@ -162,6 +164,21 @@ func flipInStream(t *testing.T, path, stream string, i int) {
 		for _, c := range s.Chunks {
 			if c.Stored == 0 {
 				continue
+			}
+			if n == i && c.At == 0 {
+				// In a store: the chunk's own file, copied first (the
+				// store's may be a hard link to it).
+				p := filepath.Join(filepath.Dir(path), filepath.FromSlash(bundle.ChunkPath(c.SHA256)))
+				b, err := os.ReadFile(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b[len(b)/2] ^= 0x10
+				os.Remove(p)
+				if err := os.WriteFile(p, b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
 			}
 			if n == i {
 				f, err := os.OpenFile(path, os.O_RDWR, 0)

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -113,14 +114,21 @@ func sourceFaults(t *testing.T, vm *harness.VM, h *hibernatedServer, name, capAr
 	}
 }
 
-// waitUpload waits until an upload in progress in dir holds n bytes.
+// waitUpload waits until an upload in progress in dir holds n bytes: a
+// pack's chunks (stored as they arrive) and its temporary files.
 func waitUpload(dir string, n int64, timeout time.Duration) bool {
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		left, _ := filepath.Glob(filepath.Join(dir, ".thaw-upload-*"))
-		for _, f := range left {
-			if fi, err := os.Stat(f); err == nil && fi.Size() >= n {
-				return true
+		var got int64
+		filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() && (strings.HasPrefix(d.Name(), ".thaw-upload-") || strings.Contains(p, "/chunks/")) {
+				if fi, err := d.Info(); err == nil {
+					got += fi.Size()
+				}
 			}
+			return nil
+		})
+		if got >= n {
+			return true
 		}
 	}
 	return false

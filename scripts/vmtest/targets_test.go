@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -88,7 +89,33 @@ func openBundleFile(t *testing.T, path string) *bundle.Reader {
 		t.Fatalf("open %s: %v", path, err)
 	}
 	t.Cleanup(br.Close)
+	br.SetChunkSource(bundle.DirSource(filepath.Dir(path)))
 	return br
+}
+
+// linkBundle puts the bundle at src also at dst (hard links where it can,
+// else copies): the bundle file, and for a bundle from a store the chunks
+// it names, into the chunks/ directory beside dst.
+func linkBundle(t *testing.T, src, dst string) {
+	t.Helper()
+	link := func(from, to string) {
+		os.MkdirAll(filepath.Dir(to), 0o755)
+		if err := os.Link(from, to); err != nil {
+			copyFile(t, from, to)
+		}
+	}
+	link(src, dst)
+	br := openBundleFile(t, src)
+	if !br.InStore() {
+		return
+	}
+	for _, sum := range br.ChunkSums() {
+		p := filepath.FromSlash(bundle.ChunkPath(sum))
+		if _, err := os.Stat(filepath.Join(filepath.Dir(dst), p)); err == nil {
+			continue
+		}
+		link(filepath.Join(filepath.Dir(src), p), filepath.Join(filepath.Dir(dst), p))
+	}
 }
 
 // indexDigest is the index digest of a bundle file, what a pin names.
@@ -152,9 +179,7 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 	if ac.from == "" {
 		ac.from = c.bundle
 	}
-	if err := os.Link(ac.from, filepath.Join(store, ac.bundle)); err != nil {
-		copyFile(t, ac.from, filepath.Join(store, ac.bundle))
-	}
+	linkBundle(t, ac.from, filepath.Join(store, ac.bundle))
 	if ac.pubLine == "" {
 		ac.pubLine = pubKeyLine(t, c.pub)
 	}
@@ -326,8 +351,87 @@ func TestAgentSameHardwareDirect(t *testing.T) {
 	if err != nil || !strings.Contains(string(log), "[ ok ] write") || !strings.Contains(string(log), "[....] restore") {
 		t.Errorf("the agent's remote log (%v):\n%s", err, log)
 	}
-	checkResumed(t, at.vm, captured.h)
+	checkResumedUp(t, at.vm, captured.h)
+	secondCapture(t, at)
 	fsckRoot(t, at.target)
+}
+
+// secondCapture is S2: the server resumed by E1, captured again a few
+// minutes later into the store that holds its first capture (the same
+// chunk key: the one the first capture made on its disk). Only the chunks
+// that changed cross the network: less than a tenth of the first
+// capture's bytes.
+func secondCapture(t *testing.T, at *agentTarget) {
+	t.Helper()
+	const tok = "s2-wr1te-t0ken"
+	tokFile := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tokFile, []byte(tok+"\n"), 0o600)
+	port := startServe(t, "s2", at.store, "--token-file", tokFile)
+	vm := at.vm
+	from := len(vm.Console())
+	cmd := fmt.Sprintf("echo %s >/run/s2.token && (/mnt/t/thaw capture --to http://10.0.2.2:%d/server2.thaw --key /mnt/t/k.key --recipient /mnt/t/r.recipient --token-file /run/s2.token --disks /dev/vda >/dev/console 2>&1 &)", tok, port)
+	t.Logf("server# %s (S2: the resumed server captured again)", cmd)
+	if _, status, err := vm.Run(cmd, time.Minute); err != nil || status != 0 {
+		t.Fatalf("S2: start capture: %v %d", err, status)
+	}
+	m, _, err := vm.WaitFor(regexp.MustCompile(`thaw capture \[[ 0-9.]+s\]: (aborted.*|.*powering off)|thaw capture: \S.*`), from, 10*time.Minute)
+	if err != nil {
+		t.Fatalf("S2: %v", err)
+	}
+	if !strings.Contains(m[0], "powering off") {
+		t.Fatalf("S2: the second capture did not complete: %s", m[0])
+	}
+	if err := vm.Wait(2 * time.Minute); err != nil {
+		t.Fatalf("S2: power off after the capture: %v", err)
+	}
+	con := vm.Console()[from:]
+	if cm := regexp.MustCompile(`thaw capture \[[ 0-9.]+s\]: (chunks: .*)`).FindStringSubmatch(con); cm != nil {
+		t.Logf("S2: the capture says %s", cm[1])
+	}
+	if fm := regexp.MustCompile(`thaw capture \[ *([0-9.]+)s\]: image created`).FindStringSubmatch(con); fm != nil {
+		if pm := regexp.MustCompile(`thaw capture \[ *([0-9.]+)s\]: bundle complete`).FindStringSubmatch(con); pm != nil {
+			a, _ := strconv.ParseFloat(fm[1], 64)
+			b, _ := strconv.ParseFloat(pm[1], 64)
+			t.Logf("S2: image created → bundle complete (frozen) %.1fs", b-a)
+		}
+	}
+	first := openBundleFile(t, filepath.Join(at.store, "server.thaw"))
+	second := openBundleFile(t, filepath.Join(at.store, "server2.thaw"))
+	had := map[string]bool{}
+	var firstBytes, sentBytes int64
+	byKind := map[string][2]int64{}
+	for _, s := range first.Index.Streams {
+		for _, c := range s.Chunks {
+			if !c.Zero && !had[c.SHA256] {
+				had[c.SHA256] = true
+				firstBytes += c.Stored
+				k := byKind[s.Kind]
+				k[0] += c.Stored
+				byKind[s.Kind] = k
+			}
+		}
+	}
+	sent := map[string]bool{}
+	for _, s := range second.Index.Streams {
+		for _, c := range s.Chunks {
+			if !c.Zero && !had[c.SHA256] && !sent[c.SHA256] {
+				sent[c.SHA256] = true
+				sentBytes += c.Stored
+				k := byKind[s.Kind]
+				k[1] += c.Stored
+				byKind[s.Kind] = k
+			}
+		}
+	}
+	for _, kind := range []string{bundle.KindMemory, bundle.KindDisk, bundle.KindFile, bundle.KindPhysmem} {
+		if k, ok := byKind[kind]; ok {
+			t.Logf("S2: %-7s first capture %7.1f MiB, second sent %7.1f MiB (%.1f%%)", kind, float64(k[0])/(1<<20), float64(k[1])/(1<<20), 100*float64(k[1])/float64(max(k[0], 1)))
+		}
+	}
+	t.Logf("S2: all     first capture %7.1f MiB, second sent %7.1f MiB (%.1f%%)", float64(firstBytes)/(1<<20), float64(sentBytes)/(1<<20), 100*float64(sentBytes)/float64(firstBytes))
+	if sentBytes*10 >= firstBytes {
+		t.Errorf("S2: the second capture sent %d bytes, the first %d: want less than a tenth", sentBytes, firstBytes)
+	}
 }
 
 // E1, kexec: without thaw.area=, the image goes in the kernel's format
@@ -649,7 +753,7 @@ func TestAgentRefusesCorruptChunk(t *testing.T) {
 	c := needCaptured(t)
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.thaw")
-	copyFile(t, c.bundle, bad)
+	linkBundle(t, c.bundle, bad)
 	flipInStream(t, bad, "disk0", 3)
 	// Over https from thaw serve --tls-cert, with the test CA baked in,
 	// and the identity fetched from the store (none is baked in): the
@@ -678,7 +782,7 @@ func TestAgentRefusesCorruptChunkStream(t *testing.T) {
 	agentCaseParallel(t)
 	c := needCaptured(t)
 	bad := filepath.Join(t.TempDir(), "bad.thaw")
-	copyFile(t, c.bundle, bad)
+	linkBundle(t, c.bundle, bad)
 	flipInStream(t, bad, "disk0", 3)
 	refusalWrote(t, agentCase{name: "e5-corrupt-stream", bundle: "bad.thaw", from: bad}, regexp.MustCompile(`VERIFY: .*disk0.*read 3 times`), true)
 }
