@@ -53,7 +53,13 @@ type Options struct {
 	// ChunkKey seals the chunks of a bundle sent to a store (a URL):
 	// captures sharing it share their equal chunks there. Nil: a random
 	// key, which shares nothing with other captures.
-	ChunkKey    []byte
+	ChunkKey []byte
+	// Precopy, for a URL, sends the disks' chunks the store lacks while
+	// the machine still runs; the frozen phase then sends only the
+	// chunks that changed since. Rate bounds its disk reads (bytes a
+	// second; 0: no bound).
+	Precopy     bool
+	Rate        int64
 	Disks       []string // whole disks to carry, /dev/vda …
 	MailboxSize int      // bytes; default 4 MiB
 	DryRun      bool     // everything but the freeze
@@ -325,6 +331,16 @@ func (c *capture) check() error {
 		return errors.New("no profile of this machine")
 	}
 	c.m.Kind = "capture"
+	if c.o.Precopy && !strings.HasPrefix(c.o.To, "http://") && !strings.HasPrefix(c.o.To, "https://") {
+		return errors.New("--precopy needs a store (an http:// or https:// --to): a file holds every chunk anyway")
+	}
+	// The pre-copy and the bundle must seal chunks alike.
+	if c.o.ChunkKey == nil && len(c.o.Recipients) > 0 {
+		c.o.ChunkKey = make([]byte, bundle.ChunkKeySize)
+		if _, err := rand.Read(c.o.ChunkKey); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -424,6 +440,11 @@ func (c *capture) open() error {
 			return fmt.Errorf("asking the store which chunks it has: %w", err)
 		}
 		c.logf("the store holds %d chunks beside %s", len(c.have), c.o.To)
+		if c.o.Precopy {
+			if err := c.precopy(); err != nil {
+				return fmt.Errorf("pre-copy: %w", err)
+			}
+		}
 		var hs *httpSink
 		hs, err = openHTTPSink(c.o.To, SinkOptions{Token: c.o.Token, Roots: c.o.Roots, Stall: c.o.Stall})
 		if err == nil {

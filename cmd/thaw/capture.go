@@ -37,7 +37,10 @@ Hibernates this machine into a signed bundle, as root, while it runs:
     which it has, and sends only the others. Encrypted chunks are sealed
     with the chunk key (--chunk-key), so that captures sharing it share
     their equal chunks: this server's earlier captures, and a fleet's
-    servers given the same key
+    servers given the same key. With --precopy the disks' chunks the
+    store lacks go first, while the machine runs (at most --rate MiB a
+    second read from the disks); the frozen phase reads the disks again
+    and sends only the chunks that changed since
   4 power off once the bundle is complete (and, for a URL, acknowledged)
 
 When the bundle is resumed later, this command continues where it froze:
@@ -47,7 +50,7 @@ everything except the freeze.
 `
 
 func runCapture(args []string) error {
-	fs := newFlags("capture", "--to FILE|URL --key FILE --recipient FILE|--plaintext [--token-file FILE] [--ca-file FILE] [--disks auto|none|DEV,…] [--dry-run]", captureHelp)
+	fs := newFlags("capture", "--to FILE|URL --key FILE --recipient FILE|--plaintext [--token-file FILE] [--ca-file FILE] [--chunk-key FILE] [--precopy [--rate MIB]] [--disks auto|none|DEV,…] [--dry-run]", captureHelp)
 	to := fs.String("to", "", "where the bundle goes: a file (not on a captured disk) or an https:// (or http://) URL of thaw serve")
 	caFile := fs.String("ca-file", "", "PEM file of the CAs that sign thaw serve's certificate, for an https:// --to (default: the system's)")
 	keyPath := fs.String("key", "", "minisign secret key that signs the bundle (THAW_KEY_PASSWORD if encrypted)")
@@ -56,6 +59,8 @@ func runCapture(args []string) error {
 	dry := fs.Bool("dry-run", false, "check and plan everything, reserve the mailbox, but do not freeze")
 	mbox := fs.Int("mailbox-size", 4<<20, "bytes of the mailbox region")
 	rcpt := addRecipientFlags(fs)
+	precopy := fs.Bool("precopy", false, "for a URL: send the disks' chunks the store lacks while the machine runs; the frozen phase then sends only what changed")
+	rate := fs.Int64("rate", 0, "with --precopy: read the disks at most this many MiB a second (0: no bound), so that services keep their I/O")
 	chunkKeyPath := fs.String("chunk-key", defaultChunkKey, "chunk key file (thaw keygen --chunk-key) for a URL --to; the default is made on first use")
 	if _, err := parseInterspersed(fs, args); err != nil {
 		return err
@@ -95,7 +100,7 @@ func runCapture(args []string) error {
 	default:
 		list = strings.Split(*disks, ",")
 	}
-	res, err := capture.Run(capture.Options{To: *to, Token: token, Roots: roots, Key: key, Recipients: recipients, ChunkKey: chunkKey, Disks: list, MailboxSize: *mbox, DryRun: *dry, Manifest: m,
+	res, err := capture.Run(capture.Options{To: *to, Token: token, Roots: roots, Key: key, Recipients: recipients, ChunkKey: chunkKey, Precopy: *precopy, Rate: *rate << 20, Disks: list, MailboxSize: *mbox, DryRun: *dry, Manifest: m,
 		Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, "thaw capture: "+f+"\n", a...) }})
 	if err != nil {
 		return err

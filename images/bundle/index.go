@@ -16,12 +16,16 @@ const (
 	HeaderSize       = 64
 	TrailerSize      = 64
 	DefaultChunkSize = 4 << 20
-	maxIndexSize     = 256 << 20
-	maxSigSize       = 4096
-	maxChunkSize     = 64 << 20
-	maxManifestSize  = 16 << 20
-	headerMagic      = "THAWBNDL"
-	trailerMagic     = "THAWTAIL"
+	// DefaultStoreChunkSize is the chunk size of a bundle in a store:
+	// smaller, so that a block written on a disk between two captures
+	// costs a chunk of 1 MiB, not 4.
+	DefaultStoreChunkSize = 1 << 20
+	maxIndexSize          = 256 << 20
+	maxSigSize            = 4096
+	maxChunkSize          = 64 << 20
+	maxManifestSize       = 16 << 20
+	headerMagic           = "THAWBNDL"
+	trailerMagic          = "THAWTAIL"
 )
 
 // Stream kinds.

@@ -116,6 +116,11 @@ func NewPackReader(r io.Reader) (*PackReader, error) {
 // nothing after it.
 var ErrPackEnd = errors.New("bundle: pack ends after its bundle record")
 
+// ErrNoBundle is returned by Next when a pack ends after a whole record
+// but without the bundle record: an upload cut between two chunks, or a
+// pre-copy (chunks only, Writer.FinishChunks).
+var ErrNoBundle = errors.New("bundle: pack ends without its bundle record (the pack must end with a bundle record)")
+
 // Next reads the next record's header; the record's bytes must have been
 // read to their end (Read returns io.EOF) before. After the bundle record,
 // Next checks that the pack ends there and returns ErrPackEnd.
@@ -133,7 +138,7 @@ func (pr *PackReader) Next() (*PackRecord, error) {
 	h := make([]byte, PackRecordHeaderSize)
 	if _, err := io.ReadFull(pr.r, h); err != nil {
 		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
+			return nil, fmt.Errorf("bundle: pack: at byte %d: %w", pr.off, ErrNoBundle)
 		}
 		return nil, fmt.Errorf("bundle: pack: record header at byte %d (the pack must end with a bundle record): %w", pr.off, err)
 	}

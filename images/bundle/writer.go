@@ -83,6 +83,9 @@ type WriterOptions struct {
 func NewWriter(w io.Writer, opt WriterOptions) (*Writer, error) {
 	if opt.ChunkSize == 0 {
 		opt.ChunkSize = DefaultChunkSize
+		if opt.Store != nil {
+			opt.ChunkSize = DefaultStoreChunkSize
+		}
 	}
 	if opt.ChunkSize < 4096 || opt.ChunkSize > maxChunkSize || opt.ChunkSize%4096 != 0 {
 		return nil, fmt.Errorf("bundle: chunk size %d: want a multiple of 4096 in 4096..%d", opt.ChunkSize, maxChunkSize)
@@ -359,6 +362,24 @@ func (bw *Writer) Finish(m *manifest.Manifest, key *minisign.PrivateKey) (*Index
 		}
 	}
 	return &bw.index, nil
+}
+
+// FinishChunks ends a pack without a bundle: a pre-copy, which puts the
+// chunks of its streams into the store before the capture proper (the
+// store keeps them for the bundle that will name them). It returns the
+// index of what was written, whose chunk sums the store now holds. The
+// Writer cannot be used afterwards.
+func (bw *Writer) FinishChunks() (*Index, error) {
+	if bw.store == nil {
+		return nil, errors.New("bundle: FinishChunks needs a Writer for a store")
+	}
+	if bw.open != nil && !bw.open.closed {
+		if err := bw.open.Close(); err != nil {
+			return nil, err
+		}
+	}
+	bw.enc.Close()
+	return &bw.index, bw.pack.err
 }
 
 // Stats says what the Writer stored and sent so far.

@@ -306,3 +306,100 @@ func Have(ctx context.Context, client *http.Client, bundleURL, token string) (ma
 		have[hex.EncodeToString(sum[:])] = true
 	}
 }
+
+// precopy answers PUT NAME?precopy: a pack of chunks only (a capture's
+// pre-copy of its disks while the server runs), stored in NAME's chunk
+// directory for the bundle that will name them. It takes the write token
+// or NAME's one-use token, which it leaves unspent for the bundle.
+func (s *Store) precopy(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	if s.opt.Token == "" {
+		fail(w, http.StatusForbidden, "this server is read-only: it was started without --token-file, so it takes no uploads")
+		return
+	}
+	name, err := resolve(p)
+	if err != nil || name == "." || inChunks(name) || logPath(name) {
+		fail(w, http.StatusBadRequest, "PUT NAME?precopy needs the name of the bundle to be uploaded, not %s", p)
+		return
+	}
+	if !s.authorized(r, roleWrite) && !s.hasGrant(r, name) {
+		unauthorized(w, r, roleWrite)
+		return
+	}
+	body := io.Reader(&stallReader{r: r.Body, rc: http.NewResponseController(w), d: s.opt.Stall})
+	if s.opt.MaxSize > 0 {
+		body = http.MaxBytesReader(w, io.NopCloser(body), s.opt.MaxSize)
+	}
+	pr, err := bundle.NewPackReader(bufio.NewReaderSize(body, 1<<20))
+	if err != nil {
+		fail(w, http.StatusBadRequest, "%s: %v", p, err)
+		return
+	}
+	dir := path.Dir(name)
+	var stored, known int
+	var bytes int64
+	for {
+		rec, err := pr.Next()
+		if errors.Is(err, bundle.ErrNoBundle) {
+			break
+		}
+		if err == nil && rec.Kind == bundle.RecordBundle {
+			err = errors.New("a pre-copy carries chunks only: upload the bundle without ?precopy")
+		}
+		if err != nil {
+			fail(w, http.StatusBadRequest, "%s?precopy: %v; the chunks before it are kept", p, err)
+			return
+		}
+		cpath := path.Join(dir, bundle.ChunkPath(rec.SHA256))
+		if fi, err := s.root.Stat(cpath); err == nil && fi.Size() == rec.Size {
+			if _, err := io.Copy(io.Discard, pr); err != nil {
+				fail(w, http.StatusBadRequest, "%s?precopy: %v", p, err)
+				return
+			}
+			known++
+			continue
+		}
+		if err := s.putChunk(pr, cpath); err != nil {
+			if errors.Is(err, bundle.ErrDamaged) {
+				fail(w, http.StatusBadRequest, "%s?precopy: %v", p, err)
+			} else {
+				putFail(w, p, err)
+			}
+			return
+		}
+		stored++
+		bytes += rec.Size
+	}
+	s.opt.Logf("pre-copy for /%s: %d chunks stored (%d MiB), %d already here", name, stored, bytes>>20, known)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintf(w, "pre-copy for /%s: %d chunks stored, %d already here\n", name, stored, known)
+}
+
+// Precopy sends a pack of chunks only (bundle.Writer.FinishChunks) to the
+// store at bundleURL as the pre-copy of that bundle: the client of PUT
+// NAME?precopy. It returns the store's one-line answer.
+func Precopy(ctx context.Context, client *http.Client, bundleURL, token string, body io.Reader) (string, error) {
+	u, err := url.Parse(bundleURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("%s: give the bundle's URL, http(s)://HOST:PORT/NAME", bundleURL)
+	}
+	u.RawQuery, u.Fragment = "precopy", ""
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u.String(), body)
+	if err != nil {
+		return "", err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("PUT %s: %s: %s", u.Redacted(), resp.Status, strings.TrimSpace(string(answer)))
+	}
+	return strings.TrimSpace(string(answer)), nil
+}

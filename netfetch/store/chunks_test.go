@@ -268,3 +268,51 @@ func TestGC(t *testing.T) {
 		t.Errorf("with an unreadable bundle: %+v, %v, %q", rep, err, lines)
 	}
 }
+
+// A pre-copy stores the disks' chunks while the source runs, with the
+// bundle's one-use token left unspent; the bundle's pack then carries only
+// what changed. A pre-copy that carries a bundle is refused.
+func TestPrecopy(t *testing.T) {
+	ts := newStore(t, Options{Token: token})
+	ctx := context.Background()
+	_, body := do(t, "POST", ts.url+"/grant/db1.thaw", nil, "Authorization", "Bearer "+token)
+	var g Grant
+	json.Unmarshal(body, &g)
+	mem, disk := randBytes(2<<20, 11), randBytes(6<<20, 12)
+
+	var pre bytes.Buffer
+	w, _ := bundle.NewWriter(&pre, bundle.WriterOptions{ChunkSize: 1 << 20, Store: &bundle.StoreOptions{}})
+	sw, _ := w.Stream("disk0", bundle.KindDisk)
+	sw.Write(disk)
+	if _, err := w.FinishChunks(); err != nil {
+		t.Fatal(err)
+	}
+	answer, err := Precopy(ctx, http.DefaultClient, ts.url+"/db1.thaw", g.Token, bytes.NewReader(pre.Bytes()))
+	if err != nil || !strings.Contains(answer, "6 chunks stored") {
+		t.Fatalf("pre-copy: %q %v", answer, err)
+	}
+	copy(disk[3<<20:], "changed while the pre-copy ran")
+	have, err := Have(ctx, http.DefaultClient, ts.url+"/db1.thaw", g.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, st := pack(t, mem, disk, have)
+	if st.Chunks-st.Sent != 5 { // all but the changed chunk of the disk were pre-copied
+		t.Errorf("after the pre-copy the pack sent %d of %d chunks: want all but the 5 unchanged ones of the disk", st.Sent, st.Chunks)
+	}
+	if resp, body := put(t, ts.url+"/db1.thaw", bytes.NewReader(p), "Authorization", "Bearer "+g.Token); resp.StatusCode != http.StatusCreated {
+		t.Fatalf("the bundle with the one-use token after its pre-copy: %s %s", resp.Status, body)
+	}
+	if err := verifyIn(t, ts.dir, "db1.thaw"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Precopy(ctx, http.DefaultClient, ts.url+"/db2.thaw", token, bytes.NewReader(p)); err == nil || !strings.Contains(err.Error(), "chunks only") {
+		t.Errorf("a pre-copy with a bundle: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(ts.dir, "db2.thaw")); !os.IsNotExist(err) {
+		t.Error("a pre-copy stored a bundle")
+	}
+	if _, err := Precopy(ctx, http.DefaultClient, ts.url+"/db3.thaw", "", bytes.NewReader(pre.Bytes())); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("a pre-copy without a token: %v", err)
+	}
+}

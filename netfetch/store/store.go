@@ -181,6 +181,8 @@ func (s *Store) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.postGrant(rec, r)
 	case r.Method == http.MethodGet || r.Method == http.MethodHead:
 		s.get(rec, r)
+	case r.Method == http.MethodPut && r.URL.Query().Has("precopy"):
+		s.precopy(rec, r)
 	case r.Method == http.MethodPut:
 		s.put(rec, r)
 	default:

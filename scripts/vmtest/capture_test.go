@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -209,6 +210,8 @@ type captureOpts struct {
 	// faults: only the source faults of T3 (sourceFaults), and no
 	// capture: the results are zero.
 	faults bool
+	// precopy: capture --precopy (at most 64 MiB/s read from the disks).
+	precopy bool
 	// maxCPUs > 1: the source runs one CPU with room for maxCPUs
 	// (QEMU -smp 1,maxcpus=N), which a target with more can bring online.
 	maxCPUs int
@@ -314,6 +317,9 @@ func captureServerOn(t *testing.T, s *harness.Server, name, firmware string, opt
 		sourceFaults(t, vm, h, name, strings.Replace(capArgs, " --to "+url, "", 1), toolFiles["token"])
 		return nil, 0, "", ""
 	}
+	if opt.precopy {
+		capArgs += " --precopy --rate 64"
+	}
 	t.Logf("server# thaw capture%s", capArgs)
 	from := len(vm.Console())
 	if _, status, err := vm.Run("(/mnt/t/thaw capture"+capArgs+" >/dev/console 2>&1 &)", time.Minute); err != nil || status != 0 {
@@ -341,6 +347,12 @@ func captureServerOn(t *testing.T, s *harness.Server, name, firmware string, opt
 		t.Fatalf("capture: %v", err)
 	}
 	console := vm.Console()
+	if f, ok := frozenTime(console[from:]); ok {
+		t.Logf("TIMING %-34s %6.1fs", name+" (frozen: freeze → complete)", f)
+	}
+	if opt.precopy && !strings.Contains(console[from:], "pre-copy done") {
+		t.Error("capture --precopy did not pre-copy")
+	}
 	if !strings.Contains(console, "powering off") {
 		t.Fatalf("capture did not complete")
 	}
@@ -514,7 +526,9 @@ func needCapturedSuite(t *testing.T, suite string) *capturedServer {
 	// Debian 12's and the plain Debian 13 source run with QEMU's room for
 	// a second CPU: E10 brings it online on 6.1; on 6.12 under TCG the
 	// kernel does not count it, and E13's plan says why.
-	opt := captureOpts{secure: true}
+	// The OVMF capture pre-copies its disk: its frozen time against the
+	// shared capture's, of the same server, is the pre-copy's gain.
+	opt := captureOpts{secure: true, precopy: uefi}
 	if suite == "bookworm" || suite == "plain" {
 		opt.maxCPUs = 2
 	}
@@ -594,4 +608,20 @@ func checkMailboxInStream(t *testing.T, path, pubPath, identity string) {
 		t.Fatalf("%d of %d mailbox PFNs in the snapshot", len(seen), len(want))
 	}
 	t.Logf("mailbox: all %d PFNs in the snapshot once, with their marker", len(want))
+}
+
+// frozenTime is how long a capture's machine stayed frozen, from its
+// console: "freezing" to "bundle complete".
+func frozenTime(console string) (float64, bool) {
+	at := func(what string) (float64, bool) {
+		m := regexp.MustCompile(`thaw capture \[ *([0-9.]+)s\]: ` + what).FindStringSubmatch(console)
+		if m == nil {
+			return 0, false
+		}
+		f, err := strconv.ParseFloat(m[1], 64)
+		return f, err == nil
+	}
+	a, ok1 := at("freezing")
+	b, ok2 := at("bundle complete")
+	return b - a, ok1 && ok2
 }

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -352,7 +351,7 @@ func TestAgentSameHardwareDirect(t *testing.T) {
 		t.Errorf("the agent's remote log (%v):\n%s", err, log)
 	}
 	checkResumedUp(t, at.vm, captured.h)
-	secondCapture(t, at)
+	secondCapture(t, at, captured)
 	fsckRoot(t, at.target)
 }
 
@@ -360,8 +359,9 @@ func TestAgentSameHardwareDirect(t *testing.T) {
 // minutes later into the store that holds its first capture (the same
 // chunk key: the one the first capture made on its disk). Only the chunks
 // that changed cross the network: less than a tenth of the first
-// capture's bytes.
-func secondCapture(t *testing.T, at *agentTarget) {
+// capture's bytes. Then S4: the first bundle deleted, thaw gc removes the
+// chunks only it named, and the second still verifies whole.
+func secondCapture(t *testing.T, at *agentTarget, c *capturedServer) {
 	t.Helper()
 	const tok = "s2-wr1te-t0ken"
 	tokFile := filepath.Join(t.TempDir(), "token")
@@ -388,12 +388,8 @@ func secondCapture(t *testing.T, at *agentTarget) {
 	if cm := regexp.MustCompile(`thaw capture \[[ 0-9.]+s\]: (chunks: .*)`).FindStringSubmatch(con); cm != nil {
 		t.Logf("S2: the capture says %s", cm[1])
 	}
-	if fm := regexp.MustCompile(`thaw capture \[ *([0-9.]+)s\]: image created`).FindStringSubmatch(con); fm != nil {
-		if pm := regexp.MustCompile(`thaw capture \[ *([0-9.]+)s\]: bundle complete`).FindStringSubmatch(con); pm != nil {
-			a, _ := strconv.ParseFloat(fm[1], 64)
-			b, _ := strconv.ParseFloat(pm[1], 64)
-			t.Logf("S2: image created → bundle complete (frozen) %.1fs", b-a)
-		}
+	if f, ok := frozenTime(con); ok {
+		t.Logf("TIMING %-34s %6.1fs", "S2 second capture (frozen)", f)
 	}
 	first := openBundleFile(t, filepath.Join(at.store, "server.thaw"))
 	second := openBundleFile(t, filepath.Join(at.store, "server2.thaw"))
@@ -432,6 +428,44 @@ func secondCapture(t *testing.T, at *agentTarget) {
 	if sentBytes*10 >= firstBytes {
 		t.Errorf("S2: the second capture sent %d bytes, the first %d: want less than a tenth", sentBytes, firstBytes)
 	}
+
+	// S4.
+	onlyFirst := 0
+	for sum := range had {
+		if !secondNames(second, sum) {
+			onlyFirst++
+		}
+	}
+	os.Remove(filepath.Join(at.store, "server.thaw"))
+	out, err := thaw(t, "gc", "--store", at.store, "--grace", "0s")
+	if err != nil {
+		t.Fatalf("S4: thaw gc: %v %s", err, out)
+	}
+	t.Logf("S4: %s", strings.TrimSpace(string(out)))
+	for sum := range had {
+		_, err := os.Stat(filepath.Join(at.store, filepath.FromSlash(bundle.ChunkPath(sum))))
+		if gone := os.IsNotExist(err); gone == secondNames(second, sum) {
+			t.Errorf("S4: chunk %s: gone %v, named by the second bundle %v", sum, gone, !gone)
+		}
+	}
+	if !strings.Contains(string(out), fmt.Sprintf("removed %d chunks", onlyFirst)) {
+		t.Errorf("S4: gc should have removed the %d chunks only the first bundle named", onlyFirst)
+	}
+	if out, err := thaw(t, "inspect", "--pubkey", c.pub, "--identity", c.identity, filepath.Join(at.store, "server2.thaw")); err != nil {
+		t.Errorf("S4: the second bundle after gc: %v\n%s", err, out)
+	}
+}
+
+// secondNames reports whether br names the chunk sum.
+func secondNames(br *bundle.Reader, sum string) bool {
+	for _, s := range br.Index.Streams {
+		for _, c := range s.Chunks {
+			if c.SHA256 == sum {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // E1, kexec: without thaw.area=, the image goes in the kernel's format

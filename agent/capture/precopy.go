@@ -1,0 +1,111 @@
+package capture
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/thawlinux/thaw/images/bundle"
+	"github.com/thawlinux/thaw/netfetch/store"
+)
+
+// precopy sends the chunks of the disks that the store lacks while the
+// machine runs, reading the disks at most c.o.Rate bytes a second. What it
+// sent joins c.have: the frozen phase reads the disks again and sends only
+// the chunks that changed since.
+func (c *capture) precopy() error {
+	start := time.Now()
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.o.Roots, MinVersion: tls.VersionTLS12}, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	var answer string
+	go func() {
+		var err error
+		answer, err = store.Precopy(ctx, &http.Client{Transport: tr}, c.o.To, c.o.Token, pr)
+		pr.CloseWithError(err)
+		done <- err
+	}()
+	ix, err := c.precopyChunks(pw)
+	pw.CloseWithError(err)
+	if uerr := <-done; err == nil {
+		err = uerr
+	}
+	if err != nil {
+		return err
+	}
+	for _, s := range ix.Streams {
+		for _, ch := range s.Chunks {
+			if !ch.Zero {
+				c.have[ch.SHA256] = true
+			}
+		}
+	}
+	c.logf("pre-copy done in %.0fs: %s", time.Since(start).Seconds(), answer)
+	return nil
+}
+
+// precopyChunks writes the disks' chunks as a pack to w.
+func (c *capture) precopyChunks(w io.Writer) (*bundle.Index, error) {
+	bw, err := bundle.NewWriter(w, bundle.WriterOptions{Recipients: c.o.Recipients,
+		Store: &bundle.StoreOptions{Have: func(sum string) bool { return c.have[sum] }, ChunkKey: c.o.ChunkKey}})
+	if err != nil {
+		return nil, err
+	}
+	for i, d := range c.o.Disks {
+		f, err := os.Open(d)
+		if err != nil {
+			return nil, err
+		}
+		sw, err := bw.Stream(fmt.Sprintf("disk%d", i), bundle.KindDisk)
+		if err == nil {
+			_, err = io.Copy(sw, &paced{r: f, rate: c.o.Rate, start: time.Now(), what: d, logf: c.logf})
+		}
+		if err == nil {
+			err = sw.Close()
+		}
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", d, err)
+		}
+		st := bw.Stats()
+		c.logf("pre-copy of %s read: %d chunks so far, %d sent (%d MiB)", d, st.Chunks, st.Sent, st.SentBytes>>20)
+	}
+	return bw.FinishChunks()
+}
+
+// paced reads at most rate bytes a second on average (0: no bound), and
+// says how far it is every 256 MiB.
+type paced struct {
+	r      io.Reader
+	rate   int64
+	start  time.Time
+	n      int64
+	what   string
+	logf   func(string, ...any)
+	logged int64
+}
+
+func (p *paced) Read(b []byte) (int, error) {
+	if len(b) > 1<<20 {
+		b = b[:1<<20]
+	}
+	n, err := p.r.Read(b)
+	p.n += int64(n)
+	if p.rate > 0 {
+		if ahead := time.Duration(float64(p.n)/float64(p.rate)*float64(time.Second)) - time.Since(p.start); ahead > 0 {
+			time.Sleep(ahead)
+		}
+	}
+	if p.n-p.logged >= 256<<20 {
+		p.logged = p.n
+		p.logf("pre-copy: %d MiB of %s read", p.n>>20, p.what)
+	}
+	return n, err
+}
