@@ -6,6 +6,11 @@
 //	   to a file (conv=fsync). The ratio is baseline time / restore time.
 //	P2 memory: the peak RSS of thaw restore of a small and a 4× larger
 //	   bundle (memory + disk): flat means the same at both sizes.
+//	P3 fleet: one bundle in the store's chunk layout (version 2, uploaded
+//	   as a pack), restored by N thaw restore processes at once, against
+//	   one restore alone: aggregate throughput / single throughput, every
+//	   restore checked (exit 0, the same disk), and the store's log
+//	   searched for any answer that is not a success.
 //
 // The bundles are synthetic (scripts/bench/bundlebench's page mix: zero,
 // random and text-like pages, the disk with long zero regions), plaintext,
@@ -22,6 +27,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,6 +46,9 @@ func main() {
 	p2Small := flag.Int("p2-small", 512, "P2: MiB of memory and of disk in the small bundle; the large one has 4× as much")
 	dir := flag.String("dir", os.TempDir(), "where the temporary files go")
 	runs := flag.Int("runs", 2, "P1 runs of each (best of)")
+	fleet := flag.Int("p3-fleet", 16, "P3: restores at once (0: no P3)")
+	fleetDisk := flag.Int("p3-disk", 256, "P3: MiB of disk in the bundle (its memory is 64 MiB)")
+	only := flag.String("only", "", "run only P1, P2 or P3")
 	thawBin := flag.String("thaw", "", "measure this thaw binary instead of building ./cmd/thaw (an earlier version, for a before/after)")
 	flag.Parse()
 	work, err := os.MkdirTemp(*dir, "restorebench")
@@ -49,6 +58,14 @@ func main() {
 	b.setup()
 	defer b.stop()
 
+	if *only == "" || *only == "P3" {
+		if *fleet > 0 {
+			b.fleet(*fleet, *fleetDisk)
+		}
+		if *only == "P3" {
+			return
+		}
+	}
 	// P1.
 	name := b.bundle("p1", 64, *p1Disk, true)
 	size := fileSize(filepath.Join(b.store, name))
@@ -88,6 +105,7 @@ func main() {
 
 type bench struct {
 	dir, store, thaw, url string
+	serveLog              string
 	serve                 *exec.Cmd
 }
 
@@ -100,11 +118,16 @@ func (b *bench) setup() {
 	}
 	run(b.thaw, "keygen", "--out", filepath.Join(b.dir, "k"))
 	check(os.WriteFile(filepath.Join(b.dir, "token"), []byte("bench-read-token\n"), 0o600))
+	check(os.WriteFile(filepath.Join(b.dir, "write-token"), []byte("bench-write-token\n"), 0o600))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	check(err)
 	addr := l.Addr().String()
 	l.Close()
-	b.serve = exec.Command(b.thaw, "serve", "--dir", b.store, "--listen", addr, "--read-token-file", filepath.Join(b.dir, "token"))
+	b.serve = exec.Command(b.thaw, "serve", "--dir", b.store, "--listen", addr, "--read-token-file", filepath.Join(b.dir, "token"), "--token-file", filepath.Join(b.dir, "write-token"))
+	b.serveLog = filepath.Join(b.dir, "serve.log")
+	lf, err := os.Create(b.serveLog)
+	check(err)
+	b.serve.Stdout, b.serve.Stderr = lf, lf
 	check(b.serve.Start())
 	b.url = "http://" + addr
 	for i := 0; i < 100; i++ {
@@ -206,7 +229,12 @@ func (b *bench) ddSparse(raw string) time.Duration {
 // restore runs thaw restore of the bundle onto a fresh sparse file and a
 // swap area, and returns its time, peak RSS and stages.
 func (b *bench) restore(name string, memMB, diskMB int) (time.Duration, int64, map[string]float64) {
-	target, area := filepath.Join(b.dir, "target.img"), filepath.Join(b.dir, "area.img")
+	return b.restoreTo(name, memMB, diskMB, "")
+}
+
+// restoreTo is restore onto target.img+tag, area.img+tag.
+func (b *bench) restoreTo(name string, memMB, diskMB int, tag string) (time.Duration, int64, map[string]float64) {
+	target, area := filepath.Join(b.dir, "target.img"+tag), filepath.Join(b.dir, "area.img"+tag)
 	check(os.WriteFile(target, nil, 0o644))
 	check(os.Truncate(target, int64(diskMB)<<20))
 	areaPages := uint32(memMB<<8 + memMB<<5 + 4096)
@@ -261,4 +289,104 @@ func check(err error) {
 		fmt.Fprintln(os.Stderr, "restorebench:", err)
 		os.Exit(1)
 	}
+}
+
+// fleet is P3: a version 2 bundle restored by n thaw restores at once.
+func (b *bench) fleet(n, diskMB int) {
+	name := b.storeBundle("p3", 64, diskMB)
+	var stored int64
+	filepath.Walk(b.store, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() && !strings.HasSuffix(p, ".log") {
+			stored += fi.Size()
+		}
+		return nil
+	})
+	one, _, _ := b.restoreTo(name, 64, diskMB, ".single")
+	errs := make(chan error, n)
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		go func(i int) {
+			defer func() {
+				if r := recover(); r != nil {
+					errs <- fmt.Errorf("restore %d: %v", i, r)
+				}
+			}()
+			b.restoreTo(name, 64, diskMB, fmt.Sprintf(".%d", i))
+			errs <- nil
+		}(i)
+	}
+	failed := 0
+	for i := 0; i < n; i++ {
+		if err := <-errs; err != nil {
+			failed++
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}
+	all := time.Since(t0)
+	logb, _ := os.ReadFile(b.serveLog)
+	bad := 0
+	for _, l := range strings.Split(string(logb), "\n") {
+		f := strings.Fields(l)
+		// DATE TIME ADDR METHOD PATH STATUS …
+		if len(f) >= 6 && (f[3] == "GET" || f[3] == "HEAD") && !strings.HasPrefix(f[5], "2") {
+			bad++
+		}
+	}
+	single := float64(stored) / one.Seconds() / 1e6
+	agg := float64(n) * float64(stored) / all.Seconds() / 1e6
+	fmt.Printf("P3 fleet: a %d MiB version 2 bundle (64 MiB memory + %d MiB disk, in %s's chunk layout) from one thaw serve on loopback:\n", stored>>20, diskMB, "thaw serve")
+	fmt.Printf("  one restore                %6.2f s  %7.1f MB/s\n", one.Seconds(), single)
+	fmt.Printf("  %2d restores at once        %6.2f s  %7.1f MB/s aggregate\n", n, all.Seconds(), agg)
+	fmt.Printf("  ratio aggregate/single     %6.2f×  (goal ≥ 0.9×); %d of %d restores failed; %d store answers not 2xx\n", agg/single, failed, n, bad)
+}
+
+// storeBundle writes a signed plaintext version 2 bundle and uploads it
+// to the store as a pack (thaw serve unpacks it into its chunks).
+func (b *bench) storeBundle(name string, memMB, diskMB int) string {
+	key, err := bundle.LoadPrivateKey(filepath.Join(b.dir, "k.key"), "")
+	check(err)
+	name += ".thaw"
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		req, err := http.NewRequest(http.MethodPut, b.url+"/"+name, pr)
+		if err == nil {
+			req.Header.Set("Authorization", "Bearer bench-write-token")
+			var resp *http.Response
+			if resp, err = http.DefaultClient.Do(req); err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode/100 != 2 {
+					err = fmt.Errorf("PUT %s: %s", name, resp.Status)
+				}
+			}
+		}
+		pr.CloseWithError(err)
+		done <- err
+	}()
+	w, err := bundle.NewWriter(pw, bundle.WriterOptions{Store: &bundle.StoreOptions{}})
+	check(err)
+	pages := memMB << 8
+	for _, s := range []struct {
+		name, kind string
+		r          io.Reader
+	}{
+		{"memory", bundle.KindMemory, synth.MemoryStream(1, pages)},
+		{"disk0", bundle.KindDisk, diskStream(int64(diskMB)<<20, false)},
+	} {
+		sw, err := w.Stream(s.name, s.kind)
+		check(err)
+		_, err = sw.ReadFrom(s.r)
+		check(err)
+		check(sw.Close())
+	}
+	meta := (pages*8 + 4095) / 4096
+	m := &manifest.Manifest{Version: manifest.Version, Kind: "capture", Kernel: manifest.Kernel{Release: "bench"},
+		Disks: []manifest.Disk{{Name: "vda", Size: int64(diskMB) << 20, Stream: "disk0"}},
+		Image: &manifest.Image{Release: "bench", Pages: uint64(1 + meta + pages), DataPages: uint64(pages), Stream: "memory"}}
+	_, err = w.Finish(m, &key)
+	check(err)
+	pw.Close()
+	check(<-done)
+	return name
 }
