@@ -199,7 +199,7 @@ func TestPackRefused(t *testing.T) {
 			t.Errorf("chunk list with token %q: %v", tok, err)
 		}
 	}
-	resp, body = do(t, "POST", ts.url+"/grant/db2.thaw", nil, auth...)
+	_, body = do(t, "POST", ts.url+"/grant/db2.thaw", nil, auth...)
 	var g Grant
 	json.Unmarshal(body, &g)
 	if _, err := Have(ctx, http.DefaultClient, ts.url+"/db2.thaw", g.Token); err != nil {

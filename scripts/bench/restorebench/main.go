@@ -9,7 +9,7 @@
 //	P3 fleet: one bundle in the store's chunk layout (version 2, uploaded
 //	   as a pack), restored by N thaw restore processes at once, against
 //	   one restore alone: aggregate throughput / single throughput, every
-//	   restore checked (exit 0, the same disk), and the store's log
+//	   restore checked against the signed index (exit 0), and the store's log
 //	   searched for any answer that is not a success.
 //
 // The bundles are synthetic (scripts/bench/bundlebench's page mix: zero,
