@@ -5,8 +5,10 @@ package vmtest
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -424,6 +426,7 @@ func secondCapture(t *testing.T, at *agentTarget, c *capturedServer) {
 		}
 	}
 	t.Logf("S2: all     first capture %7.1f MiB, second sent %7.1f MiB (%.1f%%)", float64(firstBytes)/(1<<20), float64(sentBytes)/(1<<20), 100*float64(sentBytes)/float64(firstBytes))
+	samePages(t, first, second, c.identity)
 	// The goal is under a tenth in all. The disk and the image
 	// kernel's files get there; the memory stream does not yet (its chunks
 	// nearly all differ between the two captures), so the bound here is
@@ -464,6 +467,51 @@ func secondCapture(t *testing.T, at *agentTarget, c *capturedServer) {
 	if out, err := thaw(t, "inspect", "--pubkey", c.pub, "--identity", c.identity, filepath.Join(at.store, "server2.thaw")); err != nil {
 		t.Errorf("S4: the second bundle after gc: %v\n%s", err, out)
 	}
+}
+
+// samePages reports how many of the second memory stream's pages are,
+// byte for byte, pages of the first one's: what page-level dedupe could
+// gain, against what the chunks gained.
+func samePages(t *testing.T, first, second *bundle.Reader, identity string) {
+	t.Helper()
+	ids, err := bundle.LoadIdentities(identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages := func(br *bundle.Reader) (map[[32]byte]bool, []([32]byte)) {
+		if err := br.Unlock(ids...); err != nil {
+			t.Fatal(err)
+		}
+		r, err := br.OpenStream("memory")
+		if err != nil {
+			t.Fatal(err)
+		}
+		set := map[[32]byte]bool{}
+		var order [][32]byte
+		buf := make([]byte, 4096)
+		for {
+			if _, err := io.ReadFull(r, buf); err != nil {
+				break
+			}
+			h := sha256.Sum256(buf)
+			set[h] = true
+			order = append(order, h)
+		}
+		return set, order
+	}
+	a, ao := pages(first)
+	_, bo := pages(second)
+	shared, samePlace := 0, 0
+	for i, h := range bo {
+		if a[h] {
+			shared++
+		}
+		if i < len(ao) && ao[i] == h {
+			samePlace++
+		}
+	}
+	t.Logf("S2: memory pages: %d in the first stream, %d in the second; %d of the second's (%.1f%%) are pages of the first, %d at the same place",
+		len(ao), len(bo), shared, 100*float64(shared)/float64(max(len(bo), 1)), samePlace)
 }
 
 // secondNames reports whether br names the chunk sum.
