@@ -337,21 +337,13 @@ func storeChunks(path string) ([]string, error) {
 		return nil, err
 	}
 	defer f.Close()
-	head := make([]byte, bundle.HeaderSize)
-	if n, _ := f.ReadAt(head, 0); n < len(head) || !bundle.IsStoreObject(head) {
-		return nil, nil
-	}
 	st, err := f.Stat()
 	if err != nil {
 		return nil, err
 	}
-	br, err := bundle.Open(f, st.Size(), nil)
+	sums, err := bundle.StoreObjectChunks(f, st.Size())
 	if err != nil {
 		return nil, fmt.Errorf("--bundle %s: %w", path, err)
 	}
-	defer br.Close()
-	if !br.InStore() {
-		return nil, nil
-	}
-	return br.ChunkSums(), nil
+	return sums, nil
 }

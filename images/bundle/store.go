@@ -172,6 +172,23 @@ func (br *Reader) ChunkSums() []string {
 	return out
 }
 
+// StoreObjectChunks lists the chunks a version 2 bundle object of size
+// bytes names, read unverified (for a store's bookkeeping: what to keep,
+// what to copy along); nil, nil when r holds no such object (a version 1
+// bundle, any other file).
+func StoreObjectChunks(r io.ReaderAt, size int64) ([]string, error) {
+	head := make([]byte, HeaderSize)
+	if n, _ := r.ReadAt(head, 0); n < len(head) || !IsStoreObject(head) {
+		return nil, nil
+	}
+	br, err := Open(r, size, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer br.Close()
+	return br.ChunkSums(), nil
+}
+
 // IsStoreObject reports whether head (the first HeaderSize bytes of a
 // file) starts a version 2 bundle object, whose chunks are in a store.
 func IsStoreObject(head []byte) bool {

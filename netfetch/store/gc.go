@@ -170,20 +170,11 @@ func bundleChunks(root *os.Root, p string) ([]string, error) {
 		return nil, err
 	}
 	defer f.Close()
-	head := make([]byte, bundle.HeaderSize)
-	if n, _ := f.ReadAt(head, 0); n < len(head) || !bundle.IsStoreObject(head) {
-		return nil, nil
-	}
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
 	}
-	br, err := bundle.Open(f, fi.Size(), nil)
-	if err != nil {
-		return nil, err
-	}
-	defer br.Close()
-	return br.ChunkSums(), nil
+	return bundle.StoreObjectChunks(f, fi.Size())
 }
 
 // liveLeases reads the leases, removes the expired ones, and returns the

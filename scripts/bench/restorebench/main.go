@@ -35,6 +35,8 @@ import (
 	"syscall"
 	"time"
 
+	"aead.dev/minisign"
+
 	"github.com/thawlinux/thaw/images/bundle"
 	"github.com/thawlinux/thaw/images/manifest"
 	"github.com/thawlinux/thaw/images/swsusp"
@@ -158,26 +160,7 @@ func (b *bench) bundle(name string, memMB, diskMB int, random bool) string {
 	bw := bufio.NewWriterSize(f, 4<<20)
 	w, err := bundle.NewWriter(bw, bundle.WriterOptions{})
 	check(err)
-	pages := memMB << 8
-	for _, s := range []struct {
-		name, kind string
-		r          io.Reader
-	}{
-		{"memory", bundle.KindMemory, synth.MemoryStream(1, pages)},
-		{"disk0", bundle.KindDisk, diskStream(int64(diskMB)<<20, random)},
-	} {
-		sw, err := w.Stream(s.name, s.kind)
-		check(err)
-		_, err = sw.ReadFrom(s.r)
-		check(err)
-		check(sw.Close())
-	}
-	meta := (pages*8 + 4095) / 4096
-	m := &manifest.Manifest{Version: manifest.Version, Kind: "capture", Kernel: manifest.Kernel{Release: "bench"},
-		Disks: []manifest.Disk{{Name: "vda", Size: int64(diskMB) << 20, Stream: "disk0"}},
-		Image: &manifest.Image{Release: "bench", Pages: uint64(1 + meta + pages), DataPages: uint64(pages), Stream: "memory"}}
-	_, err = w.Finish(m, &key)
-	check(err)
+	writeBench(w, &key, memMB, diskMB, random)
 	check(bw.Flush())
 	check(f.Close())
 	return name
@@ -366,13 +349,22 @@ func (b *bench) storeBundle(name string, memMB, diskMB int) string {
 	}()
 	w, err := bundle.NewWriter(pw, bundle.WriterOptions{Store: &bundle.StoreOptions{}})
 	check(err)
+	writeBench(w, &key, memMB, diskMB, false)
+	pw.Close()
+	check(<-done)
+	return name
+}
+
+// writeBench writes the synthetic memory image and disk, and a manifest
+// that names them, and signs the bundle.
+func writeBench(w *bundle.Writer, key *minisign.PrivateKey, memMB, diskMB int, random bool) {
 	pages := memMB << 8
 	for _, s := range []struct {
 		name, kind string
 		r          io.Reader
 	}{
 		{"memory", bundle.KindMemory, synth.MemoryStream(1, pages)},
-		{"disk0", bundle.KindDisk, diskStream(int64(diskMB)<<20, false)},
+		{"disk0", bundle.KindDisk, diskStream(int64(diskMB)<<20, random)},
 	} {
 		sw, err := w.Stream(s.name, s.kind)
 		check(err)
@@ -384,9 +376,6 @@ func (b *bench) storeBundle(name string, memMB, diskMB int) string {
 	m := &manifest.Manifest{Version: manifest.Version, Kind: "capture", Kernel: manifest.Kernel{Release: "bench"},
 		Disks: []manifest.Disk{{Name: "vda", Size: int64(diskMB) << 20, Stream: "disk0"}},
 		Image: &manifest.Image{Release: "bench", Pages: uint64(1 + meta + pages), DataPages: uint64(pages), Stream: "memory"}}
-	_, err = w.Finish(m, &key)
+	_, err := w.Finish(m, key)
 	check(err)
-	pw.Close()
-	check(<-done)
-	return name
 }
