@@ -286,6 +286,7 @@ type capture struct {
 
 	out       sink
 	have      map[string]bool // the store's chunks (a URL)
+	plain     *bundle.Plain   // the pre-copy's disk chunks, by plaintext
 	disks     []*diskReader
 	pm        int // /proc/self/pagemap
 	bw        *bundle.Writer
@@ -481,7 +482,7 @@ func (c *capture) open() error {
 	c.onClose(func() { syscall.Close(c.pm) })
 	wo := bundle.WriterOptions{Recipients: c.o.Recipients}
 	if c.have != nil {
-		wo.Store = &bundle.StoreOptions{Have: func(sum string) bool { return c.have[sum] }, ChunkKey: c.o.ChunkKey}
+		wo.Store = &bundle.StoreOptions{Have: func(sum string) bool { return c.have[sum] }, ChunkKey: c.o.ChunkKey, Plain: c.plain}
 	}
 	if c.bw, err = bundle.NewWriter(c.out, wo); err != nil {
 		return err
@@ -747,7 +748,7 @@ func (c *capture) finish() error {
 	}
 	c.res.Stats = c.bw.Stats()
 	if st := c.res.Stats; c.have != nil {
-		c.logf("chunks: %d stored (%d MiB), %d sent (%d MiB); the store had the others", st.Chunks, st.StoredBytes>>20, st.Sent, st.SentBytes>>20)
+		c.logf("chunks: %d stored (%d MiB), %d sent (%d MiB); the store had the others; %d disk chunks unchanged since the pre-copy", st.Chunks, st.StoredBytes>>20, st.Sent, st.SentBytes>>20, st.Reused)
 	}
 	return nil
 }

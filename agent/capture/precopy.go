@@ -15,8 +15,9 @@ import (
 
 // precopy sends the chunks of the disks that the store lacks while the
 // machine runs, reading the disks at most c.o.Rate bytes a second. What it
-// sent joins c.have: the frozen phase reads the disks again and sends only
-// the chunks that changed since.
+// sent joins c.have, and c.plain remembers every disk chunk by its
+// plaintext: the frozen phase reads the disks again, hashes each chunk,
+// and compresses, seals and sends only the chunks that changed since.
 func (c *capture) precopy() error {
 	start := time.Now()
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.o.Roots, MinVersion: tls.VersionTLS12}, DisableKeepAlives: true}
@@ -53,8 +54,9 @@ func (c *capture) precopy() error {
 
 // precopyChunks writes the disks' chunks as a pack to w.
 func (c *capture) precopyChunks(w io.Writer) (*bundle.Index, error) {
+	c.plain = bundle.NewPlain()
 	bw, err := bundle.NewWriter(w, bundle.WriterOptions{Recipients: c.o.Recipients,
-		Store: &bundle.StoreOptions{Have: func(sum string) bool { return c.have[sum] }, ChunkKey: c.o.ChunkKey}})
+		Store: &bundle.StoreOptions{Have: func(sum string) bool { return c.have[sum] }, ChunkKey: c.o.ChunkKey, Plain: c.plain}})
 	if err != nil {
 		return nil, err
 	}

@@ -324,3 +324,55 @@ func TestCDCRealigns(t *testing.T) {
 		t.Errorf("%d of %d chunks shared after a page was inserted", shared, len(a))
 	}
 }
+
+// A pre-copy's Plain lets the frozen phase take unchanged disk chunks as
+// they are: the same index as computing them again, the changed chunk
+// still sent; a Plain is refused by a Writer that seals otherwise.
+func TestStorePlain(t *testing.T) {
+	pub, priv := testKey(t)
+	id, rcp := recipientPair(t)
+	ck := bytes.Repeat([]byte{3}, ChunkKeySize)
+	disk := testData(5, 6<<20)
+	dir := t.TempDir()
+	have := func(sum string) bool {
+		_, err := os.Stat(filepath.Join(dir, ChunkPath(sum)))
+		return err == nil
+	}
+	plain := NewPlain()
+	pre, s0 := writePack(t, &priv, []streamSpec{{"disk0", KindDisk, disk}}, 1<<20, &StoreOptions{Have: have, ChunkKey: ck, Plain: plain}, rcp)
+	unpack(t, dir, "pre.thaw", pre)
+	if plain.Len() == 0 || s0.Reused != 0 {
+		t.Fatalf("the pre-copy remembered %d chunks, reused %d", plain.Len(), s0.Reused)
+	}
+	copy(disk[2<<20+100:], "changed after the pre-copy")
+	ss := []streamSpec{{"memory", KindMemory, testData(6, 1<<20)}, {"disk0", KindDisk, disk}}
+	pack, s1 := writePack(t, &priv, ss, 1<<20, &StoreOptions{Have: have, ChunkKey: ck, Plain: plain}, rcp)
+	if s1.Reused != s0.Chunks-1 {
+		t.Errorf("reused %d disk chunks of %d: want all but the changed one", s1.Reused, s0.Chunks)
+	}
+	_, s2 := writePack(t, &priv, ss, 1<<20, &StoreOptions{Have: have, ChunkKey: ck}, rcp)
+	if s1.Sent != s2.Sent || s1.SentBytes != s2.SentBytes || s1.StoredBytes != s2.StoredBytes {
+		t.Errorf("with the Plain %+v, without %+v: want the same chunks", s1, s2)
+	}
+	unpack(t, dir, "b.thaw", pack)
+	br := openStored(t, dir, "b.thaw", &pub, id)
+	got, err := io.ReadAll(must(br.OpenStream("disk0")))
+	if err != nil || !bytes.Equal(got, disk) {
+		t.Fatalf("the disk read back: %d bytes, %v", len(got), err)
+	}
+	for _, so := range []*StoreOptions{
+		{Plain: plain, ChunkKey: bytes.Repeat([]byte{4}, ChunkKeySize)}, // another key
+		{Plain: NewPlain()}, // encrypted with a random key
+	} {
+		if _, err := NewWriter(io.Discard, WriterOptions{Recipients: []*age.X25519Recipient{rcp}, Store: so}); err == nil {
+			t.Errorf("a Writer took a Plain it cannot share (%x…)", so.ChunkKey[:min(len(so.ChunkKey), 2)])
+		}
+	}
+}
+
+func must(sr *StreamReader, err error) *StreamReader {
+	if err != nil {
+		panic(err)
+	}
+	return sr
+}

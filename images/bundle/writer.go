@@ -55,6 +55,47 @@ type StoreOptions struct {
 	// bundles sealed with one chunk key share their equal chunks. Nil
 	// makes a random one, which shares nothing.
 	ChunkKey []byte
+	// Plain, if not nil, remembers each disk chunk stored, by the SHA-256
+	// of its plaintext; a disk chunk found in it (and in the store) is
+	// taken as it is, not compressed and sealed again. Writers that share
+	// a Plain (a capture's pre-copy and its frozen phase) must seal alike:
+	// the same ChunkKey, or both plaintext (NewWriter refuses otherwise).
+	Plain *Plain
+}
+
+// Plain maps the SHA-256 of a disk chunk's plaintext to the chunk stored.
+type Plain struct {
+	m   map[[32]byte]PlainChunk
+	key [32]byte // what seals the chunks: a hash of the chunk key, or zero
+	set bool
+}
+
+// NewPlain makes an empty Plain.
+func NewPlain() *Plain { return &Plain{m: map[[32]byte]PlainChunk{}} }
+
+// Len is how many chunks the Plain remembers.
+func (p *Plain) Len() int { return len(p.m) }
+
+// bind ties p to the sealing of one chunk key (nil: plaintext).
+func (p *Plain) bind(chunkKey []byte, encrypted bool) error {
+	var k [32]byte
+	if encrypted {
+		if chunkKey == nil {
+			return errors.New("bundle: a Plain needs a ChunkKey: a random key per Writer would name chunks another Writer cannot open")
+		}
+		k = sha256.Sum256(append([]byte("thaw plain "), chunkKey...))
+	}
+	if p.set && p.key != k {
+		return errors.New("bundle: a Plain shared by Writers that seal differently")
+	}
+	p.key, p.set = k, true
+	return nil
+}
+
+// PlainChunk is a stored chunk, as Plain remembers it.
+type PlainChunk struct {
+	SHA256 string
+	Stored int64
 }
 
 // Stats count what a Writer stored and sent.
@@ -63,6 +104,7 @@ type Stats struct {
 	StoredBytes int64 // their stored bytes
 	Sent        int   // chunks sent (not already in the store, nor sent before)
 	SentBytes   int64 // their stored bytes
+	Reused      int   // disk chunks found in StoreOptions.Plain: not compressed again
 }
 
 // WriterOptions tune a Writer.
@@ -104,6 +146,11 @@ func NewWriter(w io.Writer, opt WriterOptions) (*Writer, error) {
 	}
 	bw := &Writer{w: w, chunkSize: opt.ChunkSize, enc: enc, index: Index{Version: FormatVersion, ChunkSize: opt.ChunkSize, ID: hex.EncodeToString(id[:])}}
 	if opt.Store != nil {
+		if opt.Store.Plain != nil {
+			if err := opt.Store.Plain.bind(opt.Store.ChunkKey, len(opt.Recipients) > 0); err != nil {
+				return nil, err
+			}
+		}
 		bw.store, bw.seen = opt.Store, map[string]bool{}
 		bw.index.Version, bw.index.Store = StoreVersion, StoreChunks
 		if bw.pack, err = NewPackWriter(w); err != nil {
@@ -255,8 +302,17 @@ func (sw *StreamWriter) flushAt(final bool) error {
 func (sw *StreamWriter) store(b []byte) error {
 	bw := sw.bw
 	c := Chunk{Off: sw.s.Size, Len: int64(len(b))}
+	var plain [32]byte
+	usePlain := bw.store != nil && bw.store.Plain != nil && sw.s.Kind == KindDisk
 	if sw.zeroOK && IsZero(b) {
 		c.Zero = true
+	} else if p, ok := bw.plainHit(b, usePlain, &plain); ok {
+		// Stored before from the same bytes, and in the store: no need
+		// to compress and seal them again.
+		c.Stored, c.SHA256 = p.Stored, p.SHA256
+		bw.stats.Chunks++
+		bw.stats.StoredBytes += c.Stored
+		bw.stats.Reused++
 	} else {
 		bw.cbuf = bw.enc.EncodeAll(b, bw.cbuf[:0])
 		stored := bw.cbuf
@@ -272,6 +328,9 @@ func (sw *StreamWriter) store(b []byte) error {
 		}
 		sum := sha256.Sum256(stored)
 		c.Stored, c.SHA256 = int64(len(stored)), hex.EncodeToString(sum[:])
+		if usePlain {
+			bw.store.Plain.m[plain] = PlainChunk{SHA256: c.SHA256, Stored: c.Stored}
+		}
 		bw.stats.Chunks++
 		bw.stats.StoredBytes += c.Stored
 		if bw.store == nil {
@@ -291,6 +350,21 @@ func (sw *StreamWriter) store(b []byte) error {
 	sw.s.Chunks = append(sw.s.Chunks, c)
 	sw.s.Size += c.Len
 	return nil
+}
+
+// plainHit looks the plaintext b up in the store options' Plain (when
+// use), leaving its SHA-256 in plain: a hit counts only if the store has
+// its chunk (or this Writer sent it).
+func (bw *Writer) plainHit(b []byte, use bool, plain *[32]byte) (PlainChunk, bool) {
+	if !use {
+		return PlainChunk{}, false
+	}
+	*plain = sha256.Sum256(b)
+	p, ok := bw.store.Plain.m[*plain]
+	if !ok || !(bw.seen[p.SHA256] || bw.store.Have != nil && bw.store.Have(p.SHA256)) {
+		return PlainChunk{}, false
+	}
+	return p, true
 }
 
 // Close stores the last partial chunk.
