@@ -54,6 +54,11 @@ type Options struct {
 	// captures sharing it share their equal chunks there. Nil: a random
 	// key, which shares nothing with other captures.
 	ChunkKey []byte
+	// ChunkKeyFile, if set (and ChunkKey nil), is read for the chunk key
+	// (thaw keygen --chunk-key); with MakeChunkKey it is made (0600) when
+	// it does not exist yet, except in a dry run.
+	ChunkKeyFile string
+	MakeChunkKey bool
 	// Precopy, for a URL, sends the disks' chunks the store lacks while
 	// the machine still runs; the frozen phase then sends only the
 	// chunks that changed since. Rate bounds its disk reads (bytes a
@@ -334,6 +339,11 @@ func (c *capture) check() error {
 	c.m.Kind = "capture"
 	if c.o.Precopy && !strings.HasPrefix(c.o.To, "http://") && !strings.HasPrefix(c.o.To, "https://") {
 		return errors.New("--precopy needs a store (an http:// or https:// --to): a file holds every chunk anyway")
+	}
+	if c.o.ChunkKey == nil && c.o.ChunkKeyFile != "" {
+		if err := c.loadChunkKey(); err != nil {
+			return err
+		}
 	}
 	// The pre-copy and the bundle must seal chunks alike.
 	if c.o.ChunkKey == nil && len(c.o.Recipients) > 0 {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/thawlinux/thaw/images/bundle"
@@ -110,4 +111,45 @@ func (p *paced) Read(b []byte) (int, error) {
 		p.logf("pre-copy: %d MiB of %s read", p.n>>20, p.what)
 	}
 	return n, err
+}
+
+// DefaultChunkKey is where capture keeps this server's chunk key when none
+// is given: made on the first capture into a store, so that the next ones
+// share their chunks with it.
+const DefaultChunkKey = "/var/lib/thaw/chunk.key"
+
+// loadChunkKey reads c.o.ChunkKeyFile, first making it when asked to.
+func (c *capture) loadChunkKey() error {
+	path := c.o.ChunkKeyFile
+	if _, err := os.Stat(path); os.IsNotExist(err) && c.o.MakeChunkKey {
+		if c.o.DryRun {
+			c.logf("the capture will make the chunk key %s", path)
+			return nil
+		}
+		text, err := bundle.GenerateChunkKey()
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return err
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return fmt.Errorf("chunk key: %w", err)
+		}
+		_, err = f.WriteString(text)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("chunk key %s: %w", path, err)
+		}
+		c.logf("made the chunk key %s (keep it: the next captures share chunks through it)", path)
+	}
+	k, err := bundle.LoadChunkKey(path)
+	if err != nil {
+		return err
+	}
+	c.o.ChunkKey = k
+	return nil
 }

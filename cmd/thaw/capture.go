@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/thawlinux/thaw/agent/capture"
@@ -61,7 +60,7 @@ func runCapture(args []string) error {
 	rcpt := addRecipientFlags(fs)
 	precopy := fs.Bool("precopy", false, "for a URL: send the disks' chunks the store lacks while the machine runs; the frozen phase then sends only what changed")
 	rate := fs.Int64("rate", 0, "with --precopy: read the disks at most this many MiB a second (0: no bound), so that services keep their I/O")
-	chunkKeyPath := fs.String("chunk-key", defaultChunkKey, "chunk key file (thaw keygen --chunk-key) for a URL --to; the default is made on first use")
+	chunkKeyPath := fs.String("chunk-key", capture.DefaultChunkKey, "chunk key file (thaw keygen --chunk-key) for a URL --to; the default is made on first use")
 	if _, err := parseInterspersed(fs, args); err != nil {
 		return err
 	}
@@ -82,11 +81,9 @@ func runCapture(args []string) error {
 	if err != nil {
 		return err
 	}
-	var chunkKey []byte
+	var chunkKey string
 	if len(recipients) > 0 && (strings.HasPrefix(*to, "http://") || strings.HasPrefix(*to, "https://")) {
-		if chunkKey, err = loadChunkKey(*chunkKeyPath, *dry); err != nil {
-			return err
-		}
+		chunkKey = *chunkKeyPath
 	}
 	m, err := probe.Probe("/")
 	if err != nil {
@@ -100,7 +97,7 @@ func runCapture(args []string) error {
 	default:
 		list = strings.Split(*disks, ",")
 	}
-	res, err := capture.Run(capture.Options{To: *to, Token: token, Roots: roots, Key: key, Recipients: recipients, ChunkKey: chunkKey, Precopy: *precopy, Rate: *rate << 20, Disks: list, MailboxSize: *mbox, DryRun: *dry, Manifest: m,
+	res, err := capture.Run(capture.Options{To: *to, Token: token, Roots: roots, Key: key, Recipients: recipients, ChunkKeyFile: chunkKey, MakeChunkKey: chunkKey == capture.DefaultChunkKey, Precopy: *precopy, Rate: *rate << 20, Disks: list, MailboxSize: *mbox, DryRun: *dry, Manifest: m,
 		Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, "thaw capture: "+f+"\n", a...) }})
 	if err != nil {
 		return err
@@ -136,34 +133,4 @@ func loadRoots(path string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("--ca-file %s: no PEM certificate in it", path)
 	}
 	return pool, nil
-}
-
-// defaultChunkKey is where capture keeps this server's chunk key when
-// none is given.
-const defaultChunkKey = "/var/lib/thaw/chunk.key"
-
-// loadChunkKey reads the chunk key; the default one is made the first time
-// (mode 0600), so that this server's captures share their chunks. A dry
-// run makes none.
-func loadChunkKey(path string, dry bool) ([]byte, error) {
-	if path == defaultChunkKey {
-		if _, err := os.Stat(path); os.IsNotExist(err) {
-			if dry {
-				fmt.Fprintf(os.Stderr, "thaw capture: the capture will make the chunk key %s\n", path)
-				return nil, nil
-			}
-			text, err := bundle.GenerateChunkKey()
-			if err != nil {
-				return nil, err
-			}
-			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-				return nil, err
-			}
-			if err := writeNew(path, []byte(text), 0o600); err != nil {
-				return nil, err
-			}
-			fmt.Fprintf(os.Stderr, "thaw capture: made the chunk key %s (keep it: the next captures share chunks through it)\n", path)
-		}
-	}
-	return bundle.LoadChunkKey(path)
 }
