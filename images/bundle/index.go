@@ -16,10 +16,11 @@ const (
 	HeaderSize       = 64
 	TrailerSize      = 64
 	DefaultChunkSize = 4 << 20
-	// DefaultStoreChunkSize is the chunk size of a bundle in a store:
-	// smaller, so that a block written on a disk between two captures
-	// costs a chunk of 1 MiB, not 4.
-	DefaultStoreChunkSize = 1 << 20
+	// DefaultStoreChunkSize is the chunk size of a bundle in a store.
+	// Smaller chunks share more between captures (a block written costs
+	// its chunk), but each is a request at restore: 1 MiB chunks made
+	// the agent's write stage under TCG half as slow again as 4 MiB.
+	DefaultStoreChunkSize = 4 << 20
 	maxIndexSize          = 256 << 20
 	maxSigSize            = 4096
 	maxChunkSize          = 64 << 20

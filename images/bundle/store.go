@@ -135,8 +135,8 @@ func (k *siv) open(dst, stored []byte) ([]byte, error) {
 // puts the cuts where the content says, so they fall at the same pages
 // again after the shift and the chunks after it are shared.
 const (
-	cdcBits = 6 // about 64 pages past the minimum: 320 KiB chunks on average
-	cdcMin  = 64 << 10
+	cdcBits = 8 // about 256 pages past the minimum: 2 MiB chunks on average
+	cdcMin  = 1 << 20
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)

@@ -429,7 +429,7 @@ func secondCapture(t *testing.T, at *agentTarget, c *capturedServer) {
 	samePages(t, first, second, c.identity)
 	// The goal is under a tenth in all. What is reached here: the
 	// image kernel's files are never sent again; the disk sends the chunks
-	// its swap and journal changed (17-33 % in the runs so far); memory
+	// its swap and journal changed (17-37 % in the runs so far); memory
 	// dedupes little, since about a third of its pages differ, scattered
 	// (samePages). The bounds catch a capture that shares nothing (another
 	// chunk key, fixed chunks shifted): every kernel file chunk again, or
