@@ -55,8 +55,9 @@ type Options struct {
 	// key, which shares nothing with other captures.
 	ChunkKey []byte
 	// ChunkKeyFile, if set (and ChunkKey nil), is read for the chunk key
-	// (thaw keygen --chunk-key); with MakeChunkKey it is made (0600) when
-	// it does not exist yet, except in a dry run.
+	// (thaw keygen --chunk-key) once every check passed (not in a dry
+	// run); with MakeChunkKey it is made (0600) when it does not exist
+	// yet.
 	ChunkKeyFile string
 	MakeChunkKey bool
 	// Precopy, for a URL, sends the disks' chunks the store lacks while
@@ -340,18 +341,6 @@ func (c *capture) check() error {
 	if c.o.Precopy && !strings.HasPrefix(c.o.To, "http://") && !strings.HasPrefix(c.o.To, "https://") {
 		return errors.New("--precopy needs a store (an http:// or https:// --to): a file holds every chunk anyway")
 	}
-	if c.o.ChunkKey == nil && c.o.ChunkKeyFile != "" {
-		if err := c.loadChunkKey(); err != nil {
-			return err
-		}
-	}
-	// The pre-copy and the bundle must seal chunks alike.
-	if c.o.ChunkKey == nil && len(c.o.Recipients) > 0 {
-		c.o.ChunkKey = make([]byte, bundle.ChunkKeySize)
-		if _, err := rand.Read(c.o.ChunkKey); err != nil {
-			return err
-		}
-	}
 	return nil
 }
 
@@ -445,6 +434,19 @@ func (c *capture) open() error {
 	}
 	var err error
 	if strings.HasPrefix(c.o.To, "http://") || strings.HasPrefix(c.o.To, "https://") {
+		// The chunk key is made (the first time) only now, every check
+		// passed; the pre-copy and the bundle must seal chunks alike.
+		if c.o.ChunkKey == nil && c.o.ChunkKeyFile != "" {
+			if err := c.loadChunkKey(); err != nil {
+				return err
+			}
+		}
+		if c.o.ChunkKey == nil && len(c.o.Recipients) > 0 {
+			c.o.ChunkKey = make([]byte, bundle.ChunkKeySize)
+			if _, err := rand.Read(c.o.ChunkKey); err != nil {
+				return err
+			}
+		}
 		// A store keeps chunks by their hash: ask which it has, so that
 		// only the others cross the network (and the frozen phase).
 		if c.have, err = storeHas(c.o.To, c.o.Token, c.o.Roots); err != nil {

@@ -122,10 +122,6 @@ const DefaultChunkKey = "/var/lib/thaw/chunk.key"
 func (c *capture) loadChunkKey() error {
 	path := c.o.ChunkKeyFile
 	if _, err := os.Stat(path); os.IsNotExist(err) && c.o.MakeChunkKey {
-		if c.o.DryRun {
-			c.logf("the capture will make the chunk key %s", path)
-			return nil
-		}
 		text, err := bundle.GenerateChunkKey()
 		if err != nil {
 			return err
