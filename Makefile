@@ -7,7 +7,7 @@ AGENT   ?= $(CURDIR)/build/agent
 export THAW_AGENT := $(AGENT)
 PUBKEY  ?=
 
-.PHONY: all build test unit vmtest kernels server initramfs demo fuzz bench lint clean
+.PHONY: all build test unit vmtest kernels server initramfs s3server demo fuzz bench lint clean
 
 all: build
 
@@ -33,6 +33,13 @@ server:
 initramfs: kernels
 	$(GO) run ./boot/mkinitramfs -out $(AGENT) $(if $(PUBKEY),-pubkey $(PUBKEY))
 
+# The real S3 server the tests start (versitygw, a gateway over a
+# directory), built from the Go module proxy into $(CACHE)/bin once.
+VERSITYGW := $(CACHE)/bin/versitygw
+s3server: $(VERSITYGW)
+$(VERSITYGW):
+	GOBIN=$(CACHE)/bin GOFLAGS= $(GO) install github.com/versity/versitygw/cmd/versitygw@v1.8.0
+
 # Every fuzz target, as PACKAGE:TARGET. make unit runs each for
 # FUZZTIME (new inputs are minimized for at most 50 runs, so the time goes
 # to fuzzing); make fuzz runs each for FUZZLONG.
@@ -46,17 +53,18 @@ FUZZ := ./images/swsusp:FuzzReader ./images/swsusp:FuzzStreamReader \
 	./netfetch/store:FuzzResolve ./netfetch/store:FuzzFormatLog ./agent/stage2:FuzzParse \
 	./images/swsusp:FuzzTargetArea ./agent/plan:FuzzFromModulesTar ./kexec:FuzzVmlinux \
 	./kexec:FuzzParseSystab ./agent/physmem:FuzzFADTPointers ./images/memmap:FuzzRead \
-	./images/driverpack:FuzzRead ./images/driverpack:FuzzModinfo ./images/bundle:FuzzPackReader
+	./images/driverpack:FuzzRead ./images/driverpack:FuzzModinfo ./images/bundle:FuzzPackReader \
+	./netfetch/s3:FuzzParseList
 FUZZTIME ?= 6s
 FUZZLONG ?= 10m
 
 
-unit:
+unit: s3server
 	$(GO) vet ./...
 	$(GO) test ./...
 	./scripts/fuzz.sh $(FUZZTIME) $(FUZZ)
 
-vmtest: kernels server initramfs
+vmtest: kernels server initramfs s3server
 	$(GO) test -tags vm -timeout 80m -parallel 2 -v ./scripts/vmtest/ 2>&1 | tee build/vmtest.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)'; exit $${PIPESTATUS[0]}
 
 # kernels first: the unit tests of kexec/ also load the real Debian kernels.

@@ -3,6 +3,7 @@ package capture
 import (
 	"archive/tar"
 	"bufio"
+	"context"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/binary"
@@ -37,12 +38,17 @@ import (
 	"github.com/thawlinux/thaw/images/mailbox"
 	"github.com/thawlinux/thaw/images/manifest"
 	"github.com/thawlinux/thaw/images/swsusp"
+	"github.com/thawlinux/thaw/netfetch/s3"
 )
 
 // Options say what to capture and where to.
 type Options struct {
 	To    string // a file path or an http:// or https:// URL
 	Token string // bearer token for the URL
+	// S3, if set, is the bucket the bundle goes to, as S3Object (To is
+	// then only its name in messages).
+	S3       *s3.Client
+	S3Object s3.Object
 	// Roots are the CAs an https:// To is checked against; nil: the
 	// system's.
 	Roots *x509.CertPool
@@ -291,8 +297,9 @@ type capture struct {
 	npages int
 
 	out       sink
-	have      map[string]bool // the store's chunks (a URL)
-	plain     *bundle.Plain   // the pre-copy's disk chunks, by plaintext
+	records   bundle.RecordWriter // for S3: the sink, taking each record
+	have      map[string]bool     // the store's chunks (a URL)
+	plain     *bundle.Plain       // the pre-copy's disk chunks, by plaintext
 	disks     []*diskReader
 	pm        int // /proc/self/pagemap
 	bw        *bundle.Writer
@@ -309,6 +316,12 @@ type capture struct {
 	own     *manifest.Resume
 	ownPath string
 	ownDev  uint64
+}
+
+// toStore reports whether the bundle goes to a chunk store (thaw serve or
+// S3), not a file.
+func (c *capture) toStore() bool {
+	return c.o.S3 != nil || strings.HasPrefix(c.o.To, "http://") || strings.HasPrefix(c.o.To, "https://")
 }
 
 func (c *capture) onClose(f func()) { c.cleanup = append(c.cleanup, f) }
@@ -338,8 +351,8 @@ func (c *capture) check() error {
 		return errors.New("no profile of this machine")
 	}
 	c.m.Kind = "capture"
-	if c.o.Precopy && !strings.HasPrefix(c.o.To, "http://") && !strings.HasPrefix(c.o.To, "https://") {
-		return errors.New("--precopy needs a store (an http:// or https:// --to): a file holds every chunk anyway")
+	if c.o.Precopy && !c.toStore() {
+		return errors.New("--precopy needs a store (an https://, http:// or s3:// --to): a file holds every chunk anyway")
 	}
 	return nil
 }
@@ -433,7 +446,7 @@ func (c *capture) open() error {
 		c.lg.fd = fd
 	}
 	var err error
-	if strings.HasPrefix(c.o.To, "http://") || strings.HasPrefix(c.o.To, "https://") {
+	if c.toStore() {
 		// The chunk key is made (the first time) only now, every check
 		// passed; the pre-copy and the bundle must seal chunks alike.
 		if c.o.ChunkKey == nil && c.o.ChunkKeyFile != "" {
@@ -449,7 +462,12 @@ func (c *capture) open() error {
 		}
 		// A store keeps chunks by their hash: ask which it has, so that
 		// only the others cross the network (and the frozen phase).
-		if c.have, err = storeHas(c.o.To, c.o.Token, c.o.Roots); err != nil {
+		if c.o.S3 != nil {
+			c.have, err = c.o.S3.Chunks(context.Background(), c.o.S3Object)
+		} else {
+			c.have, err = storeHas(c.o.To, c.o.Token, c.o.Roots)
+		}
+		if err != nil {
 			return fmt.Errorf("asking the store which chunks it has: %w", err)
 		}
 		c.logf("the store holds %d chunks beside %s", len(c.have), c.o.To)
@@ -459,8 +477,15 @@ func (c *capture) open() error {
 			}
 		}
 		var hs *httpSink
-		hs, err = openHTTPSink(c.o.To, SinkOptions{Token: c.o.Token, Roots: c.o.Roots, Stall: c.o.Stall})
-		if err == nil {
+		if c.o.S3 != nil {
+			var ss *s3Sink
+			if ss, err = openS3Sink(c.o.S3, c.o.S3Object, SinkOptions{Roots: c.o.Roots, Stall: c.o.Stall}); err == nil {
+				c.out, c.records = ss, ss
+				if !ss.TLS() {
+					c.logf("warning: %s is plain http: the requests are signed (the secret key never crosses) and the bundle is encrypted (unless --plaintext), but anyone on the path sees which objects are written", c.o.S3.Endpoint())
+				}
+			}
+		} else if hs, err = openHTTPSink(c.o.To, SinkOptions{Token: c.o.Token, Roots: c.o.Roots, Stall: c.o.Stall}); err == nil {
 			c.out = hs
 			if !hs.TLS() {
 				c.logf("warning: %s is plain http: the bundle is encrypted (unless --plaintext), but the token crosses the network in clear; use https:// (thaw serve --tls-cert) or a one-use token (thaw grant)", c.o.To)
@@ -494,7 +519,7 @@ func (c *capture) open() error {
 	c.onClose(func() { syscall.Close(c.pm) })
 	wo := bundle.WriterOptions{Recipients: c.o.Recipients}
 	if c.have != nil {
-		wo.Store = &bundle.StoreOptions{Have: func(sum string) bool { return c.have[sum] }, ChunkKey: c.o.ChunkKey, Plain: c.plain}
+		wo.Store = &bundle.StoreOptions{Have: func(sum string) bool { return c.have[sum] }, ChunkKey: c.o.ChunkKey, Plain: c.plain, Records: c.records}
 	}
 	if c.bw, err = bundle.NewWriter(c.out, wo); err != nil {
 		return err

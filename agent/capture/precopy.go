@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/thawlinux/thaw/images/bundle"
+	"github.com/thawlinux/thaw/netfetch/s3"
 	"github.com/thawlinux/thaw/netfetch/store"
 )
 
@@ -21,6 +22,20 @@ import (
 // and compresses, seals and sends only the chunks that changed since.
 func (c *capture) precopy() error {
 	start := time.Now()
+	if c.o.S3 != nil {
+		up := s3.NewUploader(context.Background(), c.o.S3, c.o.S3Object, 4, false)
+		ix, err := c.precopyChunks(nil, up)
+		if werr := up.Wait(); err == nil {
+			err = werr
+		}
+		if err != nil {
+			return err
+		}
+		c.precopied(ix)
+		st := ix.Streams
+		c.logf("pre-copy done in %.0fs: %d stream(s) stored in %s", time.Since(start).Seconds(), len(st), c.o.S3Object.Sibling("chunks/"))
+		return nil
+	}
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.o.Roots, MinVersion: tls.VersionTLS12}, DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -34,7 +49,7 @@ func (c *capture) precopy() error {
 		pr.CloseWithError(err)
 		done <- err
 	}()
-	ix, err := c.precopyChunks(pw)
+	ix, err := c.precopyChunks(pw, nil)
 	pw.CloseWithError(err)
 	if uerr := <-done; err == nil {
 		err = uerr
@@ -42,6 +57,13 @@ func (c *capture) precopy() error {
 	if err != nil {
 		return err
 	}
+	c.precopied(ix)
+	c.logf("pre-copy done in %.0fs: %s", time.Since(start).Seconds(), answer)
+	return nil
+}
+
+// precopied adds the chunks a pre-copy stored to those the store has.
+func (c *capture) precopied(ix *bundle.Index) {
 	for _, s := range ix.Streams {
 		for _, ch := range s.Chunks {
 			if !ch.Zero {
@@ -49,15 +71,14 @@ func (c *capture) precopy() error {
 			}
 		}
 	}
-	c.logf("pre-copy done in %.0fs: %s", time.Since(start).Seconds(), answer)
-	return nil
 }
 
-// precopyChunks writes the disks' chunks as a pack to w.
-func (c *capture) precopyChunks(w io.Writer) (*bundle.Index, error) {
+// precopyChunks writes the disks' chunks as a pack to w, or as records
+// to rw.
+func (c *capture) precopyChunks(w io.Writer, rw bundle.RecordWriter) (*bundle.Index, error) {
 	c.plain = bundle.NewPlain()
 	bw, err := bundle.NewWriter(w, bundle.WriterOptions{Recipients: c.o.Recipients,
-		Store: &bundle.StoreOptions{Have: func(sum string) bool { return c.have[sum] }, ChunkKey: c.o.ChunkKey, Plain: c.plain}})
+		Store: &bundle.StoreOptions{Have: func(sum string) bool { return c.have[sum] }, ChunkKey: c.o.ChunkKey, Plain: c.plain, Records: rw}})
 	if err != nil {
 		return nil, err
 	}

@@ -123,8 +123,45 @@ func openHTTPSink(rawURL string, o SinkOptions) (*httpSink, error) {
 	if err != nil {
 		return nil, err
 	}
+	a, err := resolve(u)
+	if err != nil {
+		return nil, err
+	}
+	raw, tc, err := a.dial(o)
+	if err != nil {
+		return nil, err
+	}
+	s := &httpSink{raw: raw, conn: raw, url: rawURL}
+	if tc != nil {
+		s.tls, s.conn = tc, tc
+	}
+	var req strings.Builder
+	fmt.Fprintf(&req, "PUT %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: thaw-capture\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n", u.RequestURI(), u.Host)
+	if o.Token != "" {
+		fmt.Fprintf(&req, "Authorization: Bearer %s\r\n", o.Token)
+	}
+	req.WriteString("\r\n")
+	if err := s.send([]byte(req.String())); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// endpoint is where a sink connects: resolved before the freeze, since
+// name resolution may need threads that the freeze stops.
+type endpoint struct {
+	url        string
+	scheme     string
+	host       string // for TLS's server name
+	hostHeader string
+	addr       *syscall.SockaddrInet4
+}
+
+// resolve finds u's IPv4 address.
+func resolve(u *url.URL) (*endpoint, error) {
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("%s: not an http:// or https:// URL", rawURL)
+		return nil, fmt.Errorf("%s: not an http:// or https:// URL", u.Redacted())
 	}
 	host, port := u.Hostname(), u.Port()
 	if port == "" {
@@ -145,44 +182,40 @@ func openHTTPSink(rawURL string, o SinkOptions) (*httpSink, error) {
 	}
 	pn, err := strconv.Atoi(port)
 	if err != nil {
-		return nil, fmt.Errorf("%s: port %q", rawURL, port)
+		return nil, fmt.Errorf("%s: port %q", u.Redacted(), port)
 	}
+	sa := &syscall.SockaddrInet4{Port: pn}
+	copy(sa.Addr[:], ip4)
+	return &endpoint{url: u.Scheme + "://" + u.Host, scheme: u.Scheme, host: host, hostHeader: u.Host, addr: sa}, nil
+}
+
+// dial connects a blocking socket with o.Stall as its send and receive
+// timeouts, and for https shakes hands over it: raw system calls only,
+// so it works while the machine is frozen.
+func (e *endpoint) dial(o SinkOptions) (*fdConn, *tls.Conn, error) {
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	raw := &fdConn{fd: fd, url: rawURL, stall: o.Stall}
-	s := &httpSink{raw: raw, conn: raw, url: rawURL}
+	raw := &fdConn{fd: fd, url: e.url, stall: o.Stall}
 	tv := syscall.NsecToTimeval(int64(o.Stall))
 	syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_SNDTIMEO, &tv)
 	syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv)
-	sa := &syscall.SockaddrInet4{Port: pn}
-	copy(sa.Addr[:], ip4)
-	if err := syscall.Connect(fd, sa); err != nil {
+	if err := syscall.Connect(fd, e.addr); err != nil {
 		syscall.Close(fd)
-		return nil, fmt.Errorf("connect to %s (%s:%d): %w", u.Host, ip4, pn, err)
+		return nil, nil, fmt.Errorf("connect to %s (%d.%d.%d.%d:%d): %w", e.hostHeader, e.addr.Addr[0], e.addr.Addr[1], e.addr.Addr[2], e.addr.Addr[3], e.addr.Port, err)
 	}
 	raw.local, _ = syscall.Getsockname(fd)
-	raw.remote = sa
-	if u.Scheme == "https" {
-		s.tls = tls.Client(raw, &tls.Config{ServerName: host, RootCAs: o.Roots, MinVersion: tls.VersionTLS12})
-		if err := s.tls.Handshake(); err != nil {
-			syscall.Close(fd)
-			return nil, fmt.Errorf("TLS with %s: %w (give the store's CA with --ca-file)", u.Host, err)
-		}
-		s.conn = s.tls
+	raw.remote = e.addr
+	if e.scheme != "https" {
+		return raw, nil, nil
 	}
-	var req strings.Builder
-	fmt.Fprintf(&req, "PUT %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: thaw-capture\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n", u.RequestURI(), u.Host)
-	if o.Token != "" {
-		fmt.Fprintf(&req, "Authorization: Bearer %s\r\n", o.Token)
+	tc := tls.Client(raw, &tls.Config{ServerName: e.host, RootCAs: o.Roots, MinVersion: tls.VersionTLS12})
+	if err := tc.Handshake(); err != nil {
+		syscall.Close(fd)
+		return nil, nil, fmt.Errorf("TLS with %s: %w (give the store's CA with --ca-file)", e.hostHeader, err)
 	}
-	req.WriteString("\r\n")
-	if err := s.send([]byte(req.String())); err != nil {
-		s.Close()
-		return nil, err
-	}
-	return s, nil
+	return raw, tc, nil
 }
 
 // TLS reports whether the upload is encrypted in transit.

@@ -12,6 +12,7 @@ import (
 	"github.com/thawlinux/thaw/images/bundle"
 	"github.com/thawlinux/thaw/netfetch/bootparam"
 	"github.com/thawlinux/thaw/netfetch/httpra"
+	"github.com/thawlinux/thaw/netfetch/s3"
 )
 
 // ChunksBeside reads the chunks of a version 2 bundle from the chunks/
@@ -77,4 +78,56 @@ func readWhole(ctx context.Context, store Store, ref string, p []byte, opt httpr
 		return err
 	}
 	return nil
+}
+
+// ChunkURLs reads each chunk with one GET of the URL that urlOf gives for
+// its sum: a presigned list's, or a URL presigned on demand.
+func ChunkURLs(store Store, urlOf func(sum string) (string, error), opt httpra.Options) bundle.ChunkSource {
+	return &urlChunks{store: store, urlOf: urlOf, opt: opt}
+}
+
+type urlChunks struct {
+	store Store
+	urlOf func(string) (string, error)
+	opt   httpra.Options
+}
+
+func (u *urlChunks) ReadChunk(ctx context.Context, sum string, p []byte) error {
+	ref, err := u.urlOf(sum)
+	if err != nil {
+		return err
+	}
+	if w, ok := u.store.(WholeReader); ok {
+		return w.ReadWhole(ctx, ref, p, u.opt)
+	}
+	return readWhole(ctx, u.store, ref, p, u.opt)
+}
+
+// presigned reports whether ref carries its own signature (a presigned
+// S3 URL): no bearer token goes with it, which the store would take for
+// a second way of signing.
+func presigned(ref string) bool {
+	u, err := url.Parse(ref)
+	return err == nil && u.Query().Get("X-Amz-Signature") != ""
+}
+
+// openList reads the presigned list in blob (thaw presign) and opens the
+// bundle object it names; the chunks are read from its URLs.
+func openList(ctx context.Context, store Store, blob Blob, opt httpra.Options) (Blob, bundle.ChunkSource, error) {
+	l, err := s3.ParseList(io.NewSectionReader(blob, 0, blob.Size()))
+	if err != nil {
+		return nil, nil, err
+	}
+	opt.Token = ""
+	b, err := store.Open(ctx, l.Bundle, opt)
+	if err != nil {
+		return nil, nil, fmt.Errorf("the presigned list's bundle %s: %w", s3.Redact(l.Bundle), err)
+	}
+	return b, ChunkURLs(store, func(sum string) (string, error) {
+		u, ok := l.Chunks[sum]
+		if !ok {
+			return "", fmt.Errorf("chunk %s: not in the presigned list (thaw presign it again)", sum)
+		}
+		return u, nil
+	}, opt), nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/thawlinux/thaw/images/manifest"
 	"github.com/thawlinux/thaw/netfetch/bootparam"
 	"github.com/thawlinux/thaw/netfetch/httpra"
+	"github.com/thawlinux/thaw/netfetch/s3"
 )
 
 const fixParams = "fix the thaw.* parameters on the kernel command line (PXE script or boot menu)"
@@ -102,7 +103,7 @@ const defaultDeadline = 24 * time.Hour
 // never ends.
 func openImage(ctx context.Context, r *run) error {
 	st := r.st
-	r.rep.Begin("image", st.Image)
+	r.rep.Begin("image", s3.Redact(st.Image))
 	image, pin, err := bundle.SplitPin(st.Image)
 	if err != nil {
 		return r.refuse("bad image reference", plan.CheckPin, err.Error(), "give the URL alone, or URL#sha256=DIGEST with the 64 hex digits thaw inspect shows")
@@ -112,10 +113,27 @@ func openImage(ctx context.Context, r *run) error {
 	if deadline == 0 && st.Mode == Agent {
 		deadline = defaultDeadline
 	}
-	blob, err := r.env.Store.Open(ctx, image, httpra.Options{Token: st.Token, Logf: r.logf,
-		Retries: st.Retries, MinRate: st.MinRate, Deadline: deadline})
+	opt := httpra.Options{Token: st.Token, Logf: r.logf, Retries: st.Retries, MinRate: st.MinRate, Deadline: deadline}
+	if presigned(image) {
+		opt.Token = ""
+	}
+	blob, err := r.env.Store.Open(ctx, image, opt)
 	if err != nil {
 		return r.fail(err)
+	}
+	// A presigned list (thaw presign) names the bundle object and its
+	// chunks, each by a URL that holds its own signature.
+	head := make([]byte, len(s3.ListMagic))
+	if blob.Size() <= s3.MaxList && blob.Size() >= int64(len(head)) {
+		if _, err := blob.ReadAt(head, 0); err == nil && s3.IsList(head) {
+			list := blob
+			blob, st.Chunks, err = openList(ctx, r.env.Store, list, opt)
+			list.Close()
+			if err != nil {
+				return r.fail(err)
+			}
+			r.logf("%s is a presigned list: the bundle and its chunks are read through their own URLs", s3.Redact(image))
+		}
 	}
 	st.onClose(func() { blob.Close() })
 	st.pin, st.blob = pin, blob
@@ -171,8 +189,11 @@ func signature(ctx context.Context, r *run) error {
 	br := st.Bundle
 	st.onClose(br.Close)
 	if br.InStore() {
-		br.SetChunkSource(ChunksBeside(r.env.Store, st.Image, httpra.Options{Token: st.Token, Logf: r.logf,
-			Retries: st.Retries, MinRate: st.MinRate, Deadline: st.Deadline}))
+		if st.Chunks == nil {
+			st.Chunks = ChunksBeside(r.env.Store, st.Image, httpra.Options{Token: st.Token, Logf: r.logf,
+				Retries: st.Retries, MinRate: st.MinRate, Deadline: st.Deadline})
+		}
+		br.SetChunkSource(st.Chunks)
 	}
 	if err := bundle.CheckPin(br, st.pin); err != nil {
 		return r.refuse("not the bundle asked for", plan.CheckPin, err.Error(), "give the URL of the bundle you mean, or its current digest after #sha256= (thaw inspect shows it)")

@@ -71,6 +71,10 @@ type Config struct {
 	// #sha256= pin.
 	Image string
 	Token string
+	// Chunks, if set, reads a store bundle's chunks (an S3 bundle, each
+	// chunk presigned on demand); default: chunks/ beside Image, or the
+	// URLs of a presigned list.
+	Chunks bundle.ChunkSource
 	// Disks are the target disks in the bundle's disk order: names under
 	// /dev for the agent and thaw plan, files or devices for thaw
 	// restore.

@@ -21,6 +21,7 @@ import (
 	"github.com/thawlinux/thaw/images/manifest"
 	"github.com/thawlinux/thaw/images/swsusp"
 	"github.com/thawlinux/thaw/netfetch/httpra"
+	"github.com/thawlinux/thaw/netfetch/s3"
 )
 
 const keygenHelp = `
@@ -199,7 +200,8 @@ func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
 func runExport(args []string) error {
 	fs := newFlags("export", "--from DEV|PATH#N --to FILE|URL --key FILE [--disk DEV ...]", exportHelp)
 	from := fs.String("from", "", "the swap area holding the kernel-written image (DEV or PATH#N)")
-	to := fs.String("to", "", "where the bundle goes: a file or an http(s) URL")
+	to := fs.String("to", "", "where the bundle goes: a file, an http(s) URL, or s3://BUCKET/PREFIX/NAME (a version 2 bundle: only the chunks the bucket lacks are sent)")
+	s3Endpoint := fs.String("s3-endpoint", "", "for s3://: the S3 endpoint, http(s)://HOST[:PORT] (default: AWS_ENDPOINT_URL, else AWS S3 in AWS_REGION)")
 	keyPath := fs.String("key", "", "minisign secret key that signs the bundle")
 	tokenFile := fs.String("token-file", "", "file holding the bearer token for an http(s) --to")
 	rcpt := addRecipientFlags(fs)
@@ -256,8 +258,30 @@ func runExport(args []string) error {
 	if err := m.Check(); err != nil {
 		return err
 	}
-	out, finish, abort, err := openOutput(*to, *tokenFile)
-	if err != nil {
+	wo := bundle.WriterOptions{Recipients: recipients}
+	var out io.Writer
+	var finish func() error
+	var abort func()
+	if s3.IsURL(*to) {
+		// A bucket: a version 2 bundle, each chunk an object, stored
+		// only if the bucket lacks it, the bundle object last.
+		out, abort = io.Discard, func() {}
+		o, err := s3.Parse(*to, "export.thaw")
+		if err != nil {
+			return &exitError{2, err}
+		}
+		c, err := s3Client(*s3Endpoint, "", nil)
+		if err != nil {
+			return err
+		}
+		have, err := c.Chunks(context.Background(), o)
+		if err != nil {
+			return err
+		}
+		up := s3.NewUploader(context.Background(), c, o, 4, true)
+		wo.Store = &bundle.StoreOptions{Have: func(sum string) bool { return have[sum] }, Records: up}
+		finish = up.Wait
+	} else if out, finish, abort, err = openOutput(*to, *tokenFile); err != nil {
 		return err
 	}
 	done := false
@@ -266,7 +290,7 @@ func runExport(args []string) error {
 			abort()
 		}
 	}()
-	bw, err := bundle.NewWriter(out, bundle.WriterOptions{Recipients: recipients})
+	bw, err := bundle.NewWriter(out, wo)
 	if err != nil {
 		return err
 	}
@@ -372,12 +396,22 @@ func openBundleLocked(ref, token string, pub *minisign.PublicKey, ids []age.Iden
 	if err != nil {
 		return nil, nil, err
 	}
+	var chunks bundle.ChunkSource
+	if s3.IsURL(ref) {
+		if ref, chunks, err = s3Bundle(ref); err != nil {
+			return nil, nil, err
+		}
+		token = ""
+	}
 	br, closeFn, err := openBundleRef(ref, token, pub)
 	if err != nil {
 		return nil, nil, err
 	}
 	if br.InStore() {
-		br.SetChunkSource(restore.ChunksBeside(restore.Files{}, ref, httpra.Options{Token: token}))
+		if chunks == nil {
+			chunks = restore.ChunksBeside(restore.Files{}, ref, httpra.Options{Token: token})
+		}
+		br.SetChunkSource(chunks)
 	}
 	if err := bundle.CheckPin(br, pin); err != nil {
 		closeFn()

@@ -10,6 +10,7 @@ import (
 	"github.com/thawlinux/thaw/agent/capture"
 	"github.com/thawlinux/thaw/agent/probe"
 	"github.com/thawlinux/thaw/images/bundle"
+	"github.com/thawlinux/thaw/netfetch/s3"
 )
 
 const captureHelp = `
@@ -32,6 +33,13 @@ Hibernates this machine into a signed bundle, as root, while it runs:
     before the freeze, and TLS goes on while the machine is frozen), or
     plain http, where the token crosses the network in clear: give the
     source a one-use token for its one bundle then (thaw grant).
+    Or into an S3-compatible bucket, s3://BUCKET/PREFIX/NAME (NAME
+    defaults to HOSTNAME.thaw): each chunk is an object
+    PREFIX/chunks/ab/SUM, and the bundle object is stored last, once every
+    chunk is; each request is signed (SigV4) with AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY (or ~/.aws/credentials), at --s3-endpoint or
+    AWS_ENDPOINT_URL (path-style), in AWS_REGION. thaw presign then lets
+    a restore agent read it.
     A store keeps chunks by their hash: before the freeze the capture asks
     which it has, and sends only the others. Encrypted chunks are sealed
     with the chunk key (--chunk-key), so that captures sharing it share
@@ -49,9 +57,10 @@ everything except the freeze.
 `
 
 func runCapture(args []string) error {
-	fs := newFlags("capture", "--to FILE|URL --key FILE --recipient FILE|--plaintext [--token-file FILE] [--ca-file FILE] [--chunk-key FILE] [--precopy [--rate MIB]] [--disks auto|none|DEV,…] [--dry-run]", captureHelp)
-	to := fs.String("to", "", "where the bundle goes: a file (not on a captured disk) or an https:// (or http://) URL of thaw serve")
-	caFile := fs.String("ca-file", "", "PEM file of the CAs that sign thaw serve's certificate, for an https:// --to (default: the system's)")
+	fs := newFlags("capture", "--to FILE|URL|s3://BUCKET/PREFIX/NAME [--s3-endpoint URL] --key FILE --recipient FILE|--plaintext [--token-file FILE] [--ca-file FILE] [--chunk-key FILE] [--precopy [--rate MIB]] [--disks auto|none|DEV,…] [--dry-run]", captureHelp)
+	to := fs.String("to", "", "where the bundle goes: a file (not on a captured disk), an https:// (or http://) URL of thaw serve, or s3://BUCKET/PREFIX/[NAME]")
+	caFile := fs.String("ca-file", "", "PEM file of the CAs that sign the store's certificate, for an https:// or s3:// --to (default: the system's)")
+	s3Endpoint := fs.String("s3-endpoint", "", "for s3://: the S3 endpoint, http(s)://HOST[:PORT] (default: AWS_ENDPOINT_URL, else AWS S3 in AWS_REGION)")
 	keyPath := fs.String("key", "", "minisign secret key that signs the bundle (THAW_KEY_PASSWORD if encrypted)")
 	tokenFile := fs.String("token-file", "", "bearer token file for a URL --to: the store's write token, or a one-use token from thaw grant")
 	disks := fs.String("disks", "auto", "auto, none, or a comma-separated list of whole disks (/dev/vda,/dev/vdb)")
@@ -82,8 +91,19 @@ func runCapture(args []string) error {
 		return err
 	}
 	var chunkKey string
-	if len(recipients) > 0 && (strings.HasPrefix(*to, "http://") || strings.HasPrefix(*to, "https://")) {
+	if len(recipients) > 0 && (strings.HasPrefix(*to, "http://") || strings.HasPrefix(*to, "https://") || s3.IsURL(*to)) {
 		chunkKey = *chunkKeyPath
+	}
+	o := capture.Options{To: *to, Token: token, Roots: roots}
+	if s3.IsURL(*to) {
+		host, _ := os.Hostname()
+		if o.S3Object, err = s3.Parse(*to, host+".thaw"); err != nil {
+			return err
+		}
+		if o.S3, err = s3Client(*s3Endpoint, "", roots); err != nil {
+			return err
+		}
+		o.To = o.S3Object.String()
 	}
 	m, err := probe.Probe("/")
 	if err != nil {
@@ -97,8 +117,10 @@ func runCapture(args []string) error {
 	default:
 		list = strings.Split(*disks, ",")
 	}
-	res, err := capture.Run(capture.Options{To: *to, Token: token, Roots: roots, Key: key, Recipients: recipients, ChunkKeyFile: chunkKey, MakeChunkKey: chunkKey == capture.DefaultChunkKey, Precopy: *precopy, Rate: *rate << 20, Disks: list, MailboxSize: *mbox, DryRun: *dry, Manifest: m,
-		Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, "thaw capture: "+f+"\n", a...) }})
+	o.Key, o.Recipients, o.ChunkKeyFile, o.MakeChunkKey = key, recipients, chunkKey, chunkKey == capture.DefaultChunkKey
+	o.Precopy, o.Rate, o.Disks, o.MailboxSize, o.DryRun, o.Manifest = *precopy, *rate<<20, list, *mbox, *dry, m
+	o.Logf = func(f string, a ...any) { fmt.Fprintf(os.Stderr, "thaw capture: "+f+"\n", a...) }
+	res, err := capture.Run(o)
 	if err != nil {
 		return err
 	}

@@ -31,6 +31,7 @@ var commands = map[string]command{
 	"media":      {"write boot media for the agent: a PXE tree with dnsmasq proxy-DHCP, or a USB stick", runMedia},
 	"grant":      {"get a one-use token from thaw serve that uploads one bundle once (for a capture's --token-file)", runGrant},
 	"driverpack": {"build kernel modules the image kernel lacks for its exact release, as a signed driver pack", runDriverpack},
+	"presign":    {"let a restore agent read one bundle of an S3 bucket: a list of presigned URLs, and its thaw.image=", runPresign},
 	"gc":         {"remove the chunks of a store that no bundle names (never those a capture in progress relies on)", runGC},
 	"prepare":    {"make this server movable to another disk controller from its next boot (root and swap behind device-mapper)", runPrepare},
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/thawlinux/thaw/agent/restore"
 	"github.com/thawlinux/thaw/images/bundle"
 	"github.com/thawlinux/thaw/images/manifest"
+	"github.com/thawlinux/thaw/netfetch/s3"
 )
 
 const planHelp = `
@@ -89,6 +90,11 @@ func runPlan(args []string) error {
 		return &exitError{2, err}
 	}
 	cfg := restore.Config{Mode: restore.Plan, Image: *image, Token: token, Disks: disks, Trust: trust, Packs: strings.TrimRight(*packs, "/")}
+	if s3.IsURL(cfg.Image) {
+		if cfg.Image, cfg.Chunks, err = s3Bundle(cfg.Image); err != nil {
+			return err
+		}
+	}
 	if *targetFile != "" {
 		b, err := os.ReadFile(*targetFile)
 		if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/thawlinux/thaw/agent/restore"
 	"github.com/thawlinux/thaw/images/bundle"
 	"github.com/thawlinux/thaw/netfetch/bootparam"
+	"github.com/thawlinux/thaw/netfetch/s3"
 )
 
 const restoreHelp = `
@@ -111,7 +112,14 @@ func runRestore(args []string) error {
 		return &exitError{2, err}
 	}
 	limitMemory()
-	cfg := restore.Config{Mode: restore.Restore, Image: *image, Token: token, Disks: disks, Area: *resumeRef, Direct: *direct, Verify: *verify,
+	ref := *image
+	var chunks bundle.ChunkSource
+	if s3.IsURL(ref) {
+		if ref, chunks, err = s3Bundle(ref); err != nil {
+			return err
+		}
+	}
+	cfg := restore.Config{Mode: restore.Restore, Image: ref, Chunks: chunks, Token: token, Disks: disks, Area: *resumeRef, Direct: *direct, Verify: *verify,
 		Trust: restore.Trust{Keys: []restore.NamedKey{{Key: pub, Name: *pubPath}}, Identities: ids}}
 	st, err := restore.Run(context.Background(), restore.System(nil), reporter(*asJSON), cfg)
 	if st != nil {

@@ -62,14 +62,14 @@ func Open(r io.ReaderAt, size int64, pub *minisign.PublicKey) (*Reader, error) {
 		return nil, fmt.Errorf("bundle: %d bytes is too short for a bundle", size)
 	}
 	head := make([]byte, HeaderSize)
-	if _, err := r.ReadAt(head, 0); err != nil {
+	if err := readAt(r, head, 0); err != nil {
 		return nil, fmt.Errorf("bundle: header: %w", err)
 	}
 	if string(head[:8]) != headerMagic {
 		return nil, fmt.Errorf("bundle: header magic %q: not a thaw bundle", head[:8])
 	}
 	tb := make([]byte, TrailerSize)
-	if _, err := r.ReadAt(tb, size-TrailerSize); err != nil {
+	if err := readAt(r, tb, size-TrailerSize); err != nil {
 		return nil, fmt.Errorf("bundle: trailer at byte %d: %w", size-TrailerSize, err)
 	}
 	t, err := parseTrailer(tb, size)
@@ -81,7 +81,7 @@ func Open(r io.ReaderAt, size int64, pub *minisign.PublicKey) (*Reader, error) {
 	// is refused before its index is read.
 	if t.SigSize > 0 {
 		br.Signature = make([]byte, t.SigSize)
-		if _, err := r.ReadAt(br.Signature, t.SigAt); err != nil {
+		if err := readAt(r, br.Signature, t.SigAt); err != nil {
 			return nil, fmt.Errorf("bundle: signature at byte %d: %w", t.SigAt, err)
 		}
 	}
@@ -128,7 +128,7 @@ func Open(r io.ReaderAt, size int64, pub *minisign.PublicKey) (*Reader, error) {
 		br.Label = Label{ID: ix.ID, Created: ix.Created}
 	}
 	mb := make([]byte, ix.Manifest.Size)
-	if _, err := r.ReadAt(mb, ix.Manifest.At); err != nil {
+	if err := readAt(r, mb, ix.Manifest.At); err != nil {
 		return nil, fmt.Errorf("bundle: manifest at byte %d: %w", ix.Manifest.At, err)
 	}
 	if sum := sha256.Sum256(mb); hex.EncodeToString(sum[:]) != ix.Manifest.SHA256 {
@@ -190,7 +190,7 @@ func (br *Reader) readStored(ctx context.Context, s *Stream, i int, b []byte) er
 	c := s.Chunks[i]
 	var err error
 	if br.Index.Store == "" {
-		_, err = br.r.ReadAt(b, c.At)
+		err = readAt(br.r, b, c.At)
 	} else if br.src == nil {
 		err = errors.New("the bundle's chunks are in a chunk store, and no store was given")
 	} else {
@@ -345,10 +345,20 @@ func readGrowing(r io.ReaderAt, off, n int64) ([]byte, error) {
 	for done := int64(0); done < n; {
 		k := min(n-done, piece)
 		b = append(b, make([]byte, k)...)
-		if _, err := r.ReadAt(b[done:done+k], off+done); err != nil {
+		if err := readAt(r, b[done:done+k], off+done); err != nil {
 			return nil, fmt.Errorf("byte %d of %d: %w", done, n, err)
 		}
 		done += k
 	}
 	return b, nil
+}
+
+// readAt fills p from off: a ReaderAt may answer io.EOF along with the
+// last bytes of its source (an S3 object does), which is no error here.
+func readAt(r io.ReaderAt, p []byte, off int64) error {
+	n, err := r.ReadAt(p, off)
+	if err == io.EOF && n == len(p) {
+		return nil
+	}
+	return err
 }

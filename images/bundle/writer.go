@@ -38,7 +38,7 @@ type Writer struct {
 	// In a store (version 2): the chunks go out as pack records, the
 	// bundle object is built in obj and sent last.
 	store *StoreOptions
-	pack  *PackWriter
+	pack  RecordWriter
 	obj   bytes.Buffer
 	siv   *siv
 	seen  map[string]bool
@@ -61,6 +61,18 @@ type StoreOptions struct {
 	// a Plain (a capture's pre-copy and its frozen phase) must seal alike:
 	// the same ChunkKey, or both plaintext (NewWriter refuses otherwise).
 	Plain *Plain
+	// Records, if set, takes the records instead of a pack on the
+	// Writer's io.Writer (which is then not written): a store that keeps
+	// each chunk as an object of its own (S3).
+	Records RecordWriter
+}
+
+// RecordWriter takes a version 2 bundle's records as they are made: the
+// chunks the store lacks (RecordChunk), then the bundle object
+// (RecordBundle). b is the record's bytes and sum their SHA-256; b may be
+// reused once Record returns. A PackWriter is one.
+type RecordWriter interface {
+	Record(kind byte, sum [32]byte, b []byte) error
 }
 
 // Plain maps the SHA-256 of a disk chunk's plaintext to the chunk stored.
@@ -153,8 +165,10 @@ func NewWriter(w io.Writer, opt WriterOptions) (*Writer, error) {
 		}
 		bw.store, bw.seen = opt.Store, map[string]bool{}
 		bw.index.Version, bw.index.Store = StoreVersion, StoreChunks
-		if bw.pack, err = NewPackWriter(w); err != nil {
-			return nil, err
+		if bw.pack = opt.Store.Records; bw.pack == nil {
+			if bw.pack, err = NewPackWriter(w); err != nil {
+				return nil, err
+			}
 		}
 	}
 	// The data key is made and wrapped now, before any chunk (capture
@@ -453,7 +467,10 @@ func (bw *Writer) FinishChunks() (*Index, error) {
 		}
 	}
 	bw.enc.Close()
-	return &bw.index, bw.pack.err
+	if pw, ok := bw.pack.(*PackWriter); ok {
+		return &bw.index, pw.err
+	}
+	return &bw.index, nil
 }
 
 // Stats says what the Writer stored and sent so far.
