@@ -463,7 +463,11 @@ func (c *capture) open() error {
 		// A store keeps chunks by their hash: ask which it has, so that
 		// only the others cross the network (and the frozen phase).
 		if c.o.S3 != nil {
-			c.have, err = c.o.S3.Chunks(context.Background(), c.o.S3Object)
+			// A lease first: thaw gc then removes none of the chunks
+			// this capture is told are there, until its bundle lands.
+			if err = c.o.S3.Lease(context.Background(), c.o.S3Object); err == nil {
+				c.have, err = c.o.S3.Chunks(context.Background(), c.o.S3Object)
+			}
 		} else {
 			c.have, err = storeHas(c.o.To, c.o.Token, c.o.Roots)
 		}

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
+	"github.com/thawlinux/thaw/netfetch/s3"
 	"github.com/thawlinux/thaw/netfetch/store"
 )
 
@@ -22,13 +25,18 @@ none of them names (sweep). It never races a capture:
 A file that looks like a bundle but cannot be read stops the sweep of its
 directory, since what it names is unknown.
 
+In a bucket (--store s3://BUCKET/PREFIX/) the same holds for the bundle
+objects directly under the prefix and its chunks/; a capture's lease is an
+object under .thaw-leases/ that ends when its bundle is stored.
+
   thaw gc --store /srv/thaw --dry-run
   thaw gc --store /srv/thaw
+  thaw gc --store s3://images/fleet/
 `
 
 func runGC(args []string) error {
 	fs := newFlags("gc", "--store DIR [--grace D] [--dry-run]", gcHelp)
-	dir := fs.String("store", "", "the store's directory (thaw serve --dir)")
+	dir := fs.String("store", "", "the store's directory (thaw serve --dir), or s3://BUCKET/PREFIX/ (AWS_ENDPOINT_URL and the credentials from the environment)")
 	grace := fs.Duration("grace", time.Hour, "keep unreferenced chunks younger than this")
 	dry := fs.Bool("dry-run", false, "say what would be removed, remove nothing")
 	pos, err := parseInterspersed(fs, args)
@@ -42,10 +50,25 @@ func runGC(args []string) error {
 	if *grace < 0 {
 		return &exitError{2, fmt.Errorf("--grace %v: give a duration of 0 or more", *grace)}
 	}
-	rep, err := store.GC(*dir, store.GCOptions{Grace: *grace, DryRun: *dry, Logf: func(f string, a ...any) {
+	opt := store.GCOptions{Grace: *grace, DryRun: *dry, Logf: func(f string, a ...any) {
 		fmt.Fprintf(os.Stderr, "thaw gc: "+f+"\n", a...)
-	}})
-	if err != nil {
+	}}
+	var rep *store.GCReport
+	if s3.IsURL(*dir) {
+		// A bucket's prefix: the bundles directly in it, its chunks/.
+		o, err := s3.Parse(strings.TrimSuffix(*dir, "/")+"/", "x")
+		if err != nil {
+			return &exitError{2, err}
+		}
+		c, err := s3Client("", "", nil)
+		if err != nil {
+			return err
+		}
+		rep, err = s3.GC(context.Background(), c, o.Bucket, o.Dir(), opt)
+		if err != nil {
+			return err
+		}
+	} else if rep, err = store.GC(*dir, opt); err != nil {
 		return err
 	}
 	for _, l := range rep.Leases {

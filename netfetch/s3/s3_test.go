@@ -18,6 +18,7 @@ import (
 	"github.com/thawlinux/thaw/images/bundle"
 	"github.com/thawlinux/thaw/images/manifest"
 	"github.com/thawlinux/thaw/netfetch/s3"
+	"github.com/thawlinux/thaw/netfetch/store"
 	"github.com/thawlinux/thaw/scripts/harness"
 )
 
@@ -149,36 +150,10 @@ func TestStoreInVersitygw(t *testing.T) {
 	o, _ := s3.Parse("s3://images/web1/web1.thaw", "")
 	data := make([]byte, 3<<20)
 	rand.New(rand.NewSource(1)).Read(data)
-	write := func(o s3.Object, data []byte) *bundle.Index {
-		have, err := c.Chunks(ctx, o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		up := s3.NewUploader(ctx, c, o, 4, true)
-		key := bytes.Repeat([]byte{7}, bundle.ChunkKeySize)
-		bw, err := bundle.NewWriter(nil, bundle.WriterOptions{ChunkSize: 1 << 20, Store: &bundle.StoreOptions{Have: func(s string) bool { return have[s] }, ChunkKey: key, Records: up}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		sw, _ := bw.Stream("disk0", bundle.KindDisk)
-		sw.Write(data)
-		sw.Close()
-		m := &manifest.Manifest{Version: manifest.Version, Kind: "export", Hostname: "web1", Kernel: manifest.Kernel{Release: "6.12.0-test"}}
-		ix, err := bw.Finish(m, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := up.Wait(); err != nil {
-			t.Fatal(err)
-		}
-		st := bw.Stats()
-		t.Logf("%s: %d chunks, %d sent", o, st.Chunks, st.Sent)
-		return ix
-	}
-	write(o, data)
+	writeBundle(t, c, o, data)
 	data[5] ^= 1 // one chunk differs
 	o2 := o.Sibling("web1-2.thaw")
-	write(o2, data)
+	writeBundle(t, c, o2, data)
 	have, err := c.Chunks(ctx, o)
 	if err != nil {
 		t.Fatal(err)
@@ -277,5 +252,96 @@ func TestFromEnv(t *testing.T) {
 		if _, err := s3.New(s3.Config{Endpoint: e, AccessKey: "a", SecretKey: "b"}); err == nil {
 			t.Errorf("endpoint %q accepted", e)
 		}
+	}
+}
+
+// writeBundle writes data as the disk stream of a version 2 bundle at o,
+// through the Uploader: only the chunks the bucket lacks are sent.
+func writeBundle(t *testing.T, c *s3.Client, o s3.Object, data []byte) {
+	t.Helper()
+	ctx := context.Background()
+	have, err := c.Chunks(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := s3.NewUploader(ctx, c, o, 4, true)
+	key := bytes.Repeat([]byte{7}, bundle.ChunkKeySize)
+	bw, err := bundle.NewWriter(nil, bundle.WriterOptions{ChunkSize: 1 << 20, Store: &bundle.StoreOptions{Have: func(s string) bool { return have[s] }, ChunkKey: key, Records: up}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sw, _ := bw.Stream("disk0", bundle.KindDisk)
+	sw.Write(data)
+	sw.Close()
+	m := &manifest.Manifest{Version: manifest.Version, Kind: "export", Hostname: "web1", Kernel: manifest.Kernel{Release: "6.12.0-test"}}
+	if _, err := bw.Finish(m, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	st := bw.Stats()
+	t.Logf("%s: %d chunks, %d sent", o, st.Chunks, st.Sent)
+}
+
+// TestGC collects a bucket's garbage: the chunks only a deleted bundle
+// named go, once no capture holds a lease and they are older than the
+// grace period; an unreadable bundle object stops the sweep.
+func TestGC(t *testing.T) {
+	srv, c := startS3(t)
+	ctx := context.Background()
+	a, _ := s3.Parse("s3://images/fleet/a.thaw", "")
+	b := a.Sibling("b.thaw")
+	data := make([]byte, 3<<20)
+	rand.New(rand.NewSource(9)).Read(data)
+	writeBundle(t, c, a, data) // chunks 1 2 3
+	rand.New(rand.NewSource(10)).Read(data[:2<<20])
+	writeBundle(t, c, b, data) // chunks 4 5 3
+	if err := c.Remove(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	gc := func(grace time.Duration, dry bool) *store.GCReport {
+		t.Helper()
+		rep, err := s3.GC(ctx, c, "images", "fleet", store.GCOptions{Grace: grace, DryRun: dry})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	if rep := gc(time.Hour, false); rep.Removed != 0 || rep.Young != 2 {
+		t.Errorf("within the grace period: %+v", rep)
+	}
+	// A capture of c.thaw in progress holds a lease: nothing goes.
+	cap := a.Sibling("c.thaw")
+	if err := c.Lease(ctx, cap); err != nil {
+		t.Fatal(err)
+	}
+	if rep := gc(0, false); rep.Removed != 0 || rep.Leased != 2 || len(rep.Leases) != 1 || rep.Leases[0].Path != "fleet/c.thaw" {
+		t.Errorf("under a lease: %+v", rep)
+	}
+	// Its bundle lands: the lease is over.
+	time.Sleep(1100 * time.Millisecond) // object times are in seconds
+	writeBundle(t, c, cap, data)
+	if rep := gc(0, true); rep.Removed != 2 || len(rep.Leases) != 0 {
+		t.Errorf("dry run after the landing: %+v", rep)
+	}
+	if rep := gc(0, false); rep.Removed != 2 || rep.Bundles != 2 || rep.Referenced != 3 {
+		t.Errorf("sweep: %+v", rep)
+	}
+	if have, _ := c.Chunks(ctx, b); len(have) != 3 {
+		t.Errorf("after gc the bucket holds %d chunks, want b's 3", len(have))
+	}
+	// A bundle object that cannot be read stops everything.
+	bad := filepath.Join(srv.Root, "images", "fleet", "bad.thaw")
+	obj, _ := os.ReadFile(filepath.Join(srv.Root, "images", "fleet", "b.thaw"))
+	os.WriteFile(bad, obj[:len(obj)/2], 0o600)
+	if err := c.Remove(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s3.GC(ctx, c, "images", "fleet/", store.GCOptions{}); err == nil || !strings.Contains(err.Error(), "bad.thaw") {
+		t.Errorf("an unreadable bundle object: %v", err)
+	}
+	if have, _ := c.Chunks(ctx, b); len(have) != 3 {
+		t.Errorf("a failed gc removed chunks: %d left", len(have))
 	}
 }

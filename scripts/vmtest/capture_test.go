@@ -212,6 +212,9 @@ type captureOpts struct {
 	faults bool
 	// precopy: capture --precopy (at most 64 MiB/s read from the disks).
 	precopy bool
+	// s3: into a real S3 server (versitygw, over https with a test CA)
+	// instead of thaw serve: s3://images/lab/server.thaw.
+	s3 bool
 	// maxCPUs > 1: the source runs one CPU with room for maxCPUs
 	// (QEMU -smp 1,maxcpus=N), which a target with more can bring online.
 	maxCPUs int
@@ -236,7 +239,7 @@ func captureServerOn(t *testing.T, s *harness.Server, name, firmware string, opt
 	store := filepath.Join(dir, "store")
 	os.MkdirAll(store, 0o755)
 	serveArgs := []string{"--token-file", token}
-	toolFiles := map[string]string{"thaw": thawBin, "k.key": filepath.Join(dir, "k.key"), "token": token, "r.recipient": filepath.Join(dir, "r.recipient")}
+	toolFiles := map[string]string{"thaw": thawBin, "k.key": filepath.Join(dir, "k.key"), "token": token, "r.recipient": filepath.Join(dir, "r.recipient"), "fleet.chunkkey": fleetChunkKey(t)}
 	scheme, caArg := "http", ""
 	if secure {
 		ca, cert, key := testCA(t)
@@ -244,8 +247,22 @@ func captureServerOn(t *testing.T, s *harness.Server, name, firmware string, opt
 		toolFiles["ca.pem"] = ca
 		scheme, caArg = "https", " --ca-file /mnt/t/ca.pem"
 	}
-	port = startServe(t, name, store, serveArgs...)
-	if !secure {
+	bundlePath := filepath.Join(store, "server.thaw")
+	var s3Env string
+	if opt.s3 {
+		// The store's directory is the S3 server's: bucket images,
+		// prefix lab/.
+		ca, cert, key := testCA(t)
+		toolFiles["ca.pem"] = ca
+		caArg = " --ca-file /mnt/t/ca.pem"
+		srv := startS3(t, name, store, cert, key)
+		port = srv.Port
+		s3Env = fmt.Sprintf("AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY=%s ", srv.AccessKey, srv.SecretKey)
+		bundlePath = filepath.Join(store, "images", "lab", "server.thaw")
+	} else {
+		port = startServe(t, name, store, serveArgs...)
+	}
+	if !secure && !opt.s3 {
 		// Over plain http the source gets a one-use token for its one
 		// bundle, not the store's write token (thaw grant).
 		grant := filepath.Join(dir, "grant")
@@ -287,12 +304,19 @@ func captureServerOn(t *testing.T, s *harness.Server, name, firmware string, opt
 	if before != nil {
 		before(vm)
 	}
+	// The fleet's chunk key goes where capture looks for this server's
+	// own, as an operator would install it: the servers of one run share
+	// their equal chunks. The S3 capture makes its own instead.
+	fleetKey := "mkdir -p /var/lib/thaw && install -m 600 /mnt/t/fleet.chunkkey /var/lib/thaw/chunk.key; "
+	if opt.s3 {
+		fleetKey = ""
+	}
 	// Memory pressure: a 64 MiB blob in tmpfs, pushed to swap by a
 	// transient 420 MiB file; the blob's hash is checked after resume.
 	prep := "mkdir -p /mnt/t && mount -t tmpfs -o size=64m tmpfs /mnt/t && tar -x -f /dev/vdc -C /mnt/t && mkdir -p /mnt/p && mount -t tmpfs -o size=600m tmpfs /mnt/p && " +
 		"head -c 67108864 /dev/urandom >/mnt/p/blob && md5sum </mnt/p/blob >/mnt/t/blob.md5 && " +
 		"(head -c 440401920 /dev/zero >/mnt/p/hog; rm -f /mnt/p/hog) && " +
-		"for i in $(seq 60); do ip -4 addr | grep -q 10.0.2.15 && break; sleep 1; done; " +
+		"for i in $(seq 60); do ip -4 addr | grep -q 10.0.2.15 && break; sleep 1; done; " + fleetKey +
 		"cat /mnt/t/blob.md5; md5sum </sys/firmware/acpi/tables/DSDT; awk '/SwapTotal|SwapFree/ {print $1, $2}' /proc/meminfo"
 	out, status, err := vm.Run(prep, 4*time.Minute)
 	if err != nil || status != 0 {
@@ -308,7 +332,11 @@ func captureServerOn(t *testing.T, s *harness.Server, name, firmware string, opt
 	h.last = lastCounter(vm.Console(), h.secret)
 	url := fmt.Sprintf("%s://10.0.2.2:%d/server.thaw", scheme, port)
 	capArgs := " --to " + url + " --key /mnt/t/k.key --recipient /mnt/t/r.recipient --token-file /mnt/t/token --disks /dev/vda" + caArg
-	dry, status, err := vm.Run("timeout 120 /mnt/t/thaw capture --dry-run"+capArgs+" 2>&1", 3*time.Minute)
+	if opt.s3 {
+		url = "s3://images/lab/server.thaw"
+		capArgs = fmt.Sprintf(" --to %s --s3-endpoint https://10.0.2.2:%d --key /mnt/t/k.key --recipient /mnt/t/r.recipient --disks /dev/vda%s", url, port, caArg)
+	}
+	dry, status, err := vm.Run("timeout 120 env "+s3Env+"/mnt/t/thaw capture --dry-run"+capArgs+" 2>&1", 3*time.Minute)
 	t.Logf("capture --dry-run (status %d): %s", status, dry)
 	if err != nil || status != 0 || !strings.Contains(dry, "dry run") {
 		t.Fatalf("capture --dry-run: %v %d", err, status)
@@ -322,7 +350,7 @@ func captureServerOn(t *testing.T, s *harness.Server, name, firmware string, opt
 	}
 	t.Logf("server# thaw capture%s", capArgs)
 	from := len(vm.Console())
-	if _, status, err := vm.Run("(/mnt/t/thaw capture"+capArgs+" >/dev/console 2>&1 &)", time.Minute); err != nil || status != 0 {
+	if _, status, err := vm.Run("(env "+s3Env+"/mnt/t/thaw capture"+capArgs+" >/dev/console 2>&1 &)", time.Minute); err != nil || status != 0 {
 		t.Fatalf("start capture: %v %d", err, status)
 	}
 	start := time.Now()
@@ -338,7 +366,7 @@ func captureServerOn(t *testing.T, s *harness.Server, name, firmware string, opt
 	if warned := strings.Contains(vm.Console(), "the token crosses the network in clear"); warned == secure {
 		t.Errorf("over %s, capture warned of a token in clear: %v", scheme, warned)
 	}
-	if !secure {
+	if !secure && !opt.s3 {
 		if b, _ := os.ReadFile(filepath.Join(logDir, name+"-serve.log")); !strings.Contains(string(b), "one-use token for /server.thaw used and revoked") {
 			t.Errorf("thaw serve did not revoke the one-use token:\n%s", b)
 		}
@@ -361,7 +389,7 @@ func captureServerOn(t *testing.T, s *harness.Server, name, firmware string, opt
 	t.Logf("TIMING %-34s %6.1fs", name+" (freeze → power off)", time.Since(start).Seconds())
 
 	c = &capturedServer{s: s, h: h, blobSum: blobSum, dsdtSum: dsdtSum, tools: tools, redis: rm[1],
-		bundle: filepath.Join(store, "server.thaw"), pub: filepath.Join(dir, "k.pub"), key: filepath.Join(dir, "k.key"), identity: filepath.Join(dir, "r.identity")}
+		bundle: bundlePath, pub: filepath.Join(dir, "k.pub"), key: filepath.Join(dir, "k.key"), identity: filepath.Join(dir, "r.identity")}
 	// Encrypted: what lived only in the server's RAM appears in no stored
 	// byte.
 	// Every file of the store: the bundle object and its chunks.
@@ -381,6 +409,48 @@ func captureServerOn(t *testing.T, s *harness.Server, name, firmware string, opt
 		return nil
 	})
 	return c, port, disk, blank
+}
+
+var fleetKey struct {
+	sync.Once
+	path string
+	err  error
+}
+
+// fleetChunkKey is one chunk key (thaw keygen --chunk-key) for every
+// capture of this run: a fleet's.
+func fleetChunkKey(t *testing.T) string {
+	t.Helper()
+	fleetKey.Do(func() {
+		dir, err := os.MkdirTemp("", "thaw-vmtest-fleet")
+		if err != nil {
+			fleetKey.err = err
+			return
+		}
+		fleetKey.path = filepath.Join(dir, "fleet.chunkkey")
+		_, fleetKey.err = thaw(t, "keygen", "--chunk-key", "--out", filepath.Join(dir, "fleet"))
+	})
+	if fleetKey.err != nil {
+		t.Fatal(fleetKey.err)
+	}
+	return fleetKey.path
+}
+
+// startS3 runs versitygw over https on dir (bucket images), its log in
+// logDir/NAME-s3.log.
+func startS3(t *testing.T, name, dir, cert, key string) *harness.S3Server {
+	t.Helper()
+	log, err := os.Create(filepath.Join(logDir, name+"-s3.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { log.Close() })
+	srv, err := harness.StartS3(harness.S3Options{Root: dir, Port: freePort(t), Cert: cert, Key: key, Log: log, KeepAlive: true, Buckets: []string{"images"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	return srv
 }
 
 // captured is TestServerCapture's bundle, kept for the tests after it.
@@ -528,7 +598,8 @@ func needCapturedSuite(t *testing.T, suite string) *capturedServer {
 	// kernel does not count it, and E13's plan says why.
 	// The OVMF capture pre-copies its disk: its frozen time against the
 	// shared capture's, of the same server, is the pre-copy's gain.
-	opt := captureOpts{secure: true, precopy: uefi}
+	// It goes into a real S3 server, which S1 restores from (U0).
+	opt := captureOpts{secure: true, precopy: uefi, s3: uefi}
 	if suite == "bookworm" || suite == "plain" {
 		opt.maxCPUs = 2
 	}

@@ -55,7 +55,16 @@ func TestMain(m *testing.M) {
 // thaw runs the thaw binary and returns its stdout.
 func thaw(t *testing.T, args ...string) ([]byte, error) {
 	t.Helper()
+	return thawEnv(t, nil, args...)
+}
+
+// thawEnv is thaw with env added to the environment.
+func thawEnv(t *testing.T, env []string, args ...string) ([]byte, error) {
+	t.Helper()
 	cmd := exec.Command(thawBin, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var stderr []byte
 	out, err := cmd.Output()
 	if ee, ok := err.(*exec.ExitError); ok {

@@ -70,9 +70,38 @@ type agentCase struct {
 	tls     bool                       // thaw serve over https, with a test CA baked into the agent
 	vga     bool                       // a VGA card and a monitor, for screendumps
 	uefi    bool                       // OVMF; with pxe: on q35, booting by UEFI PXE
+	// s3: the bundle is read from a real S3 server (versitygw, https,
+	// its CA baked in) through a presigned list (thaw presign) as
+	// thaw.image=; thaw serve still takes the log and serves the kernel.
+	s3 bool
 	// onRefused runs once a refusal's box is on the console, before the
 	// VM is stopped.
 	onRefused func(vm *harness.VM)
+}
+
+// presignedImage puts the bundle into a real S3 server started for the
+// case, presigns it for the target (thaw presign, the URLs signed for
+// 10.0.2.2) and returns the thaw.image= value it printed; the server's CA
+// joins the agent's overlay.
+func presignedImage(t *testing.T, ac agentCase, dir string, overlay map[string]string) string {
+	t.Helper()
+	root := filepath.Join(dir, "s3")
+	linkBundle(t, ac.from, filepath.Join(root, "images", "lab", "server.thaw"))
+	ca, cert, key := testCA(t)
+	srv := startS3(t, ac.name, root, cert, key)
+	overlay["etc/ssl/certs/ca-certificates.crt"] = ca
+	out, err := thawEnv(t, srv.Env(), "presign", "--expires", "2h", "--ca-file", ca, "--url-endpoint", fmt.Sprintf("https://10.0.2.2:%d", srv.Port), "s3://images/lab/server.thaw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	image, ok := strings.CutPrefix(strings.TrimSpace(string(out)), "thaw.image=")
+	if !ok || !strings.HasPrefix(image, fmt.Sprintf("https://10.0.2.2:%d/images/lab/server.thaw.presigned?", srv.Port)) {
+		t.Fatalf("thaw presign printed %q", out)
+	}
+	if want := "#sha256=" + indexDigest(t, ac.from); !strings.HasSuffix(image, want) {
+		t.Errorf("thaw presign's pin is not the bundle's index digest (%s): %s", want, image)
+	}
+	return image
 }
 
 // openBundleFile opens a bundle file unverified; closing is left to the
@@ -198,6 +227,7 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 		os.MkdirAll(filepath.Join(store, "keys"), 0o700)
 		copyFile(t, c.identity, filepath.Join(store, "keys", "server.identity"))
 	}
+	initrd0 := initrd
 	initrd = withFiles(t, initrd, overlay)
 	port := freePort(t)
 	// A copy of the tools disk per machine: QEMU locks a disk image
@@ -234,6 +264,10 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 		os.MkdirAll(filepath.Join(store, "packs"), 0o755)
 		copyFile(t, ac.packs, filepath.Join(store, "packs", filepath.Base(ac.packs)))
 		params += fmt.Sprintf(" thaw.packs=%s://10.0.2.2:%d/packs", scheme, port)
+	}
+	if ac.s3 {
+		params = strings.Replace(params, strings.Fields(params)[0], "thaw.image="+presignedImage(t, ac, dir, overlay), 1)
+		initrd = withFiles(t, initrd0, overlay)
 	}
 	t.Logf("target: the agent boots with %s", strings.TrimSpace(params))
 	cfg := harness.VMConfig{Name: ac.name, Kernel: kernel, Initrd: initrd, Append: params,
@@ -684,16 +718,29 @@ func TestAgentUEFIBiggerMachine(t *testing.T) {
 
 // U0: UEFI, the same machine: the agent kernel, booted by OVMF, restores
 // the image itself through /dev/snapshot when the memory maps agree.
+// S1: the bundle was captured into a real S3 server (versitygw), and the
+// agent, holding no S3 credential, reads it from there over https through
+// the presigned list that thaw presign made.
 func TestAgentUEFISameMachine(t *testing.T) {
 	agentCaseParallel(t)
 	if _, err := os.Stat(ovmf); err != nil {
 		t.Fatalf("OVMF: %v (install ovmf)", err)
 	}
 	c := needCapturedSuite(t, "trixie-uefi")
-	at := agentResume(t, agentCase{name: "u0-uefi", c: c, uefi: true})
+	at := agentResume(t, agentCase{name: "u0-uefi", c: c, uefi: true, s3: true})
 	con := at.vm.Console()
 	if strings.Contains(con, "rebooting into stage 2") || !strings.Contains(con, "memory image → /dev/snapshot") {
 		t.Error("the agent did not restore directly, without a second stage")
+	}
+	// S1: from the S3 server, through the presigned list, whose
+	// signatures never reach the console.
+	if !strings.Contains(con, "is a presigned list") {
+		t.Error("the agent did not read the bundle through the presigned list")
+	}
+	for _, line := range strings.Split(con, "\n") {
+		if strings.Contains(line, "X-Amz-Signature=") && !strings.Contains(line, "ommand line:") {
+			t.Errorf("a presigned URL's signature is on the console beyond the kernel's command line: %s", line)
+		}
 	}
 	checkResumed(t, at.vm, c.h)
 	fsckRoot(t, at.target)
