@@ -44,7 +44,7 @@ func params(ctx context.Context, r *run) error {
 	st.Packs = p.Packs
 	st.DryRun = st.DryRun || p.DryRun
 	st.Trust.Unverified = st.Trust.Unverified || p.Insecure
-	r.rep.Done(fmt.Sprintf("stage %d, image %s, disks %s, resume %s", max(p.Stage, 1), p.Image, orAuto(strings.Join(p.Disks, ",")), orAuto(p.Resume)))
+	r.rep.Done(fmt.Sprintf("stage %d, image %s, disks %s, resume %s", max(p.Stage, 1), s3.Redact(p.Image), orAuto(strings.Join(p.Disks, ",")), orAuto(p.Resume)))
 	return nil
 }
 

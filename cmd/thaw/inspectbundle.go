@@ -13,6 +13,7 @@ import (
 
 	"github.com/thawlinux/thaw/images/bundle"
 	"github.com/thawlinux/thaw/images/manifest"
+	"github.com/thawlinux/thaw/netfetch/s3"
 )
 
 type bundleInspect struct {
@@ -33,7 +34,7 @@ type bundleInspect struct {
 // isBundleRef tells a bundle (URL, or a file starting with the bundle
 // magic) from a swap area.
 func isBundleRef(ref string) bool {
-	if strings.HasPrefix(ref, "http://") || strings.HasPrefix(ref, "https://") {
+	if strings.HasPrefix(ref, "http://") || strings.HasPrefix(ref, "https://") || s3.IsURL(ref) {
 		return true
 	}
 	if plain, pin, err := bundle.SplitPin(ref); err == nil && pin != "" {

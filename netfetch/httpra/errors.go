@@ -47,7 +47,7 @@ type NetError struct {
 func (e *NetError) Error() string {
 	switch e.Kind {
 	case ErrDNS:
-		return fmt.Sprintf("cannot resolve host %s: %v (check the name in %s and this machine's DNS server)", e.Host, e.Err, e.URL)
+		return fmt.Sprintf("cannot resolve host %s: %v (check the name in %s and this machine's DNS server)", e.Host, e.Err, shown(e.URL))
 	case ErrRefused:
 		return fmt.Sprintf("cannot connect to %s: connection refused: nothing listens on that port (is thaw serve running there, on that port?)", e.Host)
 	case ErrTLS:
@@ -87,17 +87,20 @@ type StatusError struct {
 
 func (e *StatusError) Error() string {
 	var s string
+	u := shown(e.URL)
 	switch {
+	case (e.Code == http.StatusUnauthorized || e.Code == http.StatusForbidden) && u != e.URL:
+		s = fmt.Sprintf("the store refused the presigned URL %s (HTTP %d): it may have expired; make a new one (thaw presign)", u, e.Code)
 	case e.Code == http.StatusNotFound && (e.Method == http.MethodGet || e.Method == http.MethodHead):
-		s = fmt.Sprintf("no bundle at %s (HTTP 404)", e.URL)
+		s = fmt.Sprintf("no bundle at %s (HTTP 404)", u)
 	case e.Code == http.StatusNotFound:
-		s = fmt.Sprintf("%s %s: no such place on the server (HTTP 404)", e.Method, e.URL)
+		s = fmt.Sprintf("%s %s: no such place on the server (HTTP 404)", e.Method, u)
 	case (e.Code == http.StatusUnauthorized || e.Code == http.StatusForbidden) && e.NoToken:
 		s = fmt.Sprintf("the server wants a token (HTTP %d) and none was given: set thaw.token= / --token-file", e.Code)
 	case e.Code == http.StatusUnauthorized || e.Code == http.StatusForbidden:
 		s = fmt.Sprintf("the server refused the token (HTTP %d): check thaw.token= / --token-file", e.Code)
 	default:
-		s = fmt.Sprintf("%s %s: HTTP %s", e.Method, e.URL, e.Status)
+		s = fmt.Sprintf("%s %s: HTTP %s", e.Method, u, e.Status)
 	}
 	if e.Message != "" {
 		s += "; the server says: " + e.Message
@@ -113,6 +116,15 @@ func (e *StatusError) Unwrap() error {
 		return ErrUnauthorized
 	}
 	return nil
+}
+
+// shown is a URL as an error may show it: a presigned URL's query (its
+// signature, a credential while it lasts) is left out.
+func shown(rawURL string) string {
+	if i := strings.IndexByte(rawURL, '?'); i >= 0 && strings.Contains(rawURL[i:], "X-Amz-Signature=") {
+		return rawURL[:i] + "?…"
+	}
+	return rawURL
 }
 
 // ChangedError reports that the file at URL is no longer the one Open saw.
@@ -138,7 +150,7 @@ func (e *ChangedError) Error() string {
 	default:
 		what = "validator no longer matches"
 	}
-	return fmt.Sprintf("the bundle at %s changed while being read (%s)", e.URL, what)
+	return fmt.Sprintf("the bundle at %s changed while being read (%s)", shown(e.URL), what)
 }
 
 func (e *ChangedError) Is(target error) bool { return target == ErrChanged }
@@ -233,7 +245,7 @@ type protocolError struct {
 }
 
 func (e *protocolError) Error() string {
-	return fmt.Sprintf("%s: the server's answer makes no sense: %s", e.url, e.msg)
+	return fmt.Sprintf("%s: the server's answer makes no sense: %s", shown(e.url), e.msg)
 }
 
 // finalError is a failure that repeating the request would not mend.

@@ -19,7 +19,7 @@ func GetFull(ctx context.Context, rawURL string, p []byte, opt Options) error {
 		ctx, cancel = context.WithDeadlineCause(ctx, time.Now().Add(o.Deadline), &DeadlineError{o.Deadline})
 		defer cancel()
 	}
-	err := o.retry(ctx, "GET "+rawURL, func() error {
+	err := o.retry(ctx, "GET "+shown(rawURL), func() error {
 		resp, err := o.get(ctx, http.MethodGet, rawURL, nil)
 		if err != nil {
 			return err

@@ -53,7 +53,7 @@ func Put(ctx context.Context, rawURL string, body io.Reader, opt Options) error 
 	first := true
 	o := opt
 	o.Retries = retries
-	return o.retry(ctx, "PUT "+rawURL, func() error {
+	return o.retry(ctx, "PUT "+shown(rawURL), func() error {
 		if !first {
 			if _, err := seeker.Seek(start, io.SeekStart); err != nil {
 				return fmt.Errorf("PUT %s: rewinding the body to retry: %w", rawURL, err)
@@ -138,7 +138,7 @@ func PostLog(ctx context.Context, rawURL string, line []byte, opt Options) error
 	if len(line) == 0 || line[len(line)-1] != '\n' {
 		line = append(line[:len(line):len(line)], '\n')
 	}
-	return opt.retry(ctx, "POST "+rawURL, func() error {
+	return opt.retry(ctx, "POST "+shown(rawURL), func() error {
 		g := newGuard(ctx, opt.Timeout)
 		defer g.done()
 		req, err := http.NewRequestWithContext(g.ctx, http.MethodPost, rawURL, bytes.NewReader(line))

@@ -68,7 +68,7 @@ func Open(ctx context.Context, rawURL string, opt Options) (*ReaderAt, error) {
 		ctx, cancel = context.WithDeadlineCause(ctx, time.Now().Add(r.opt.Deadline), &DeadlineError{r.opt.Deadline})
 		r.stopDeadline = cancel
 	}
-	if err := r.opt.retry(ctx, "HEAD "+rawURL, func() error { return r.probe(ctx) }); err != nil {
+	if err := r.opt.retry(ctx, "HEAD "+shown(rawURL), func() error { return r.probe(ctx) }); err != nil {
 		if r.stopDeadline != nil {
 			r.stopDeadline()
 		}
@@ -163,7 +163,7 @@ func (r *ReaderAt) probeGet(ctx context.Context) error {
 		}
 		r.size = resp.ContentLength
 		r.noRange = true
-		r.opt.Logf("%s ignores Range requests (answered 200 to bytes=0-0): reads will start from the beginning of the file", r.url)
+		r.opt.Logf("%s ignores Range requests (answered 200 to bytes=0-0): reads will start from the beginning of the file", shown(r.url))
 	case http.StatusRequestedRangeNotSatisfiable:
 		cr, err := parseContentRange(resp.Header.Get("Content-Range"))
 		if err != nil || !cr.unsatisfied || cr.total != 0 {
@@ -255,7 +255,7 @@ func (r *ReaderAt) read(p []byte, off int64) (n int, err error) {
 		}
 		d := r.opt.backoff(fails)
 		fails++
-		r.opt.Logf("reading %s at offset %d: %v; resuming there, retry %d of %d in %v", r.url, off+int64(n), err, fails, r.opt.Retries, d)
+		r.opt.Logf("reading %s at offset %d: %v; resuming there, retry %d of %d in %v", shown(r.url), off+int64(n), err, fails, r.opt.Retries, d)
 		if sleep(r.ctx, d) != nil {
 			return n, r.ctxError(off + int64(n))
 		}
@@ -395,7 +395,7 @@ func (r *ReaderAt) fetch(s *stream, pos, end int64) error {
 		r.noRange = true
 		r.mu.Unlock()
 		if first {
-			r.opt.Logf("%s ignores Range requests (answered 200 to bytes=%d-%d): reading from the beginning of the file", r.url, pos, end-1)
+			r.opt.Logf("%s ignores Range requests (answered 200 to bytes=%d-%d): reading from the beginning of the file", shown(r.url), pos, end-1)
 		}
 		if pos > r.opt.SkipLimit {
 			return fail(r.errNoRange(pos))
