@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/thawlinux/thaw/images/bundle"
@@ -82,19 +83,27 @@ func (c *capture) precopyChunks(w io.Writer, rw bundle.RecordWriter) (*bundle.In
 	if err != nil {
 		return nil, err
 	}
+	// O_DIRECT, as in the frozen phase: the pre-copy leaves the page
+	// cache to the services (and gives the kernel nothing to reclaim
+	// when it makes room for the image).
+	buf, err := syscall.Mmap(-1, 0, 1<<20, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+	if err != nil {
+		return nil, err
+	}
+	defer syscall.Munmap(buf)
 	for i, d := range c.o.Disks {
-		f, err := os.Open(d)
+		dr, err := openDisk(d, buf)
 		if err != nil {
 			return nil, err
 		}
 		sw, err := bw.Stream(fmt.Sprintf("disk%d", i), bundle.KindDisk)
 		if err == nil {
-			_, err = io.Copy(sw, &paced{r: f, rate: c.o.Rate, start: time.Now(), what: d, logf: c.logf})
+			_, err = io.Copy(sw, &paced{r: dr, rate: c.o.Rate, start: time.Now(), what: d, logf: c.logf})
 		}
 		if err == nil {
 			err = sw.Close()
 		}
-		f.Close()
+		syscall.Close(dr.fd)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", d, err)
 		}
