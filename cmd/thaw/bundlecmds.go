@@ -402,6 +402,10 @@ func openBundleLocked(ref, token string, pub *minisign.PublicKey, ids []age.Iden
 			return nil, nil, err
 		}
 		token = ""
+	} else if u, c, ok, err := presignedList(ref); err != nil {
+		return nil, nil, err
+	} else if ok {
+		ref, chunks, token = u, c, ""
 	}
 	br, closeFn, err := openBundleRef(ref, token, pub)
 	if err != nil {

@@ -45,9 +45,9 @@ func isBundleRef(ref string) bool {
 		return false
 	}
 	defer f.Close()
-	b := make([]byte, 8)
-	_, err = io.ReadFull(f, b)
-	return err == nil && string(b) == "THAWBNDL"
+	b := make([]byte, len(s3.ListMagic))
+	n, _ := io.ReadFull(f, b)
+	return n >= 8 && string(b[:8]) == "THAWBNDL" || s3.IsList(b[:n])
 }
 
 func inspectBundle(ref, pubPath, token string, ids []age.Identity, quick bool) (*bundleInspect, error) {

@@ -89,6 +89,9 @@ func TestS3ExportPresignRestore(t *testing.T) {
 	if got := restoreTo(list, nil); got != want {
 		t.Error("the restore from the presigned list in a file differs")
 	}
+	if out, err := runEnv(t, nil, "inspect", "--pubkey", key+".pub", "--identity", rcpt+".identity", list); err != nil || !strings.Contains(out, "signature verified") || strings.Contains(out, "X-Amz-Signature") {
+		t.Fatalf("inspect of the presigned list: %v %s", err, out)
+	}
 	out, err := runEnv(t, env, "presign", ref)
 	if err != nil {
 		t.Fatalf("presign: %v %s", err, out)
