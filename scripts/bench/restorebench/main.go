@@ -11,6 +11,9 @@
 //	   one restore alone: aggregate throughput / single throughput, every
 //	   restore checked against the signed index (exit 0), and the store's log
 //	   searched for any answer that is not a success.
+//	P4 fleet from S3: P3's bundle in a real S3 server (versitygw, make
+//	   s3server), each restore reading it through a presigned list (thaw
+//	   presign --out): aggregate / single, every restore verified.
 //
 // The bundles are synthetic (scripts/bench/bundlebench's page mix: zero,
 // random and text-like pages, the disk with long zero regions), plaintext,
@@ -40,7 +43,9 @@ import (
 	"github.com/thawlinux/thaw/images/bundle"
 	"github.com/thawlinux/thaw/images/manifest"
 	"github.com/thawlinux/thaw/images/swsusp"
+	"github.com/thawlinux/thaw/netfetch/s3"
 	"github.com/thawlinux/thaw/scripts/bench/synth"
+	"github.com/thawlinux/thaw/scripts/harness"
 )
 
 func main() {
@@ -50,7 +55,7 @@ func main() {
 	runs := flag.Int("runs", 2, "P1 runs of each (best of)")
 	fleet := flag.Int("p3-fleet", 16, "P3: restores at once (0: no P3)")
 	fleetDisk := flag.Int("p3-disk", 256, "P3: MiB of disk in the bundle (its memory is 64 MiB)")
-	only := flag.String("only", "", "run only P1, P2 or P3")
+	only := flag.String("only", "", "run only P1, P2, P3 or P4")
 	thawBin := flag.String("thaw", "", "measure this thaw binary instead of building ./cmd/thaw (an earlier version, for a before/after)")
 	flag.Parse()
 	work, err := os.MkdirTemp(*dir, "restorebench")
@@ -65,6 +70,14 @@ func main() {
 			b.fleet(*fleet, *fleetDisk)
 		}
 		if *only == "P3" {
+			return
+		}
+	}
+	if *only == "" || *only == "P4" {
+		if *fleet > 0 {
+			b.fleetS3(*fleet, *fleetDisk)
+		}
+		if *only == "P4" {
 			return
 		}
 	}
@@ -121,10 +134,7 @@ func (b *bench) setup() {
 	run(b.thaw, "keygen", "--out", filepath.Join(b.dir, "k"))
 	check(os.WriteFile(filepath.Join(b.dir, "token"), []byte("bench-read-token\n"), 0o600))
 	check(os.WriteFile(filepath.Join(b.dir, "write-token"), []byte("bench-write-token\n"), 0o600))
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	check(err)
-	addr := l.Addr().String()
-	l.Close()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort())
 	b.serve = exec.Command(b.thaw, "serve", "--dir", b.store, "--listen", addr, "--read-token-file", filepath.Join(b.dir, "token"), "--token-file", filepath.Join(b.dir, "write-token"))
 	b.serveLog = filepath.Join(b.dir, "serve.log")
 	lf, err := os.Create(b.serveLog)
@@ -229,7 +239,11 @@ func (b *bench) restoreTo(name string, memMB, diskMB int, tag string) (time.Dura
 	defer os.Remove(target)
 	defer os.Remove(area)
 	dropCaches()
-	cmd := exec.CommandContext(context.Background(), b.thaw, "restore", "--image", b.url+"/"+name, "--pubkey", filepath.Join(b.dir, "k.pub"),
+	ref := b.url + "/" + name
+	if filepath.IsAbs(name) {
+		ref = name // a presigned list
+	}
+	cmd := exec.CommandContext(context.Background(), b.thaw, "restore", "--image", ref, "--pubkey", filepath.Join(b.dir, "k.pub"),
 		"--token-file", filepath.Join(b.dir, "token"), "--disk", target, "--resume", area, "--json")
 	var errb strings.Builder
 	cmd.Stderr = &errb
@@ -323,6 +337,69 @@ func (b *bench) fleet(n, diskMB int) {
 	fmt.Printf("  ratio aggregate/single     %6.2f×  (goal ≥ 0.9×); %d of %d restores failed; %d store answers not 2xx\n", agg/single, failed, n, bad)
 }
 
+// fleetS3 is P4: P3 with the bundle in versitygw, read through a
+// presigned list.
+func (b *bench) fleetS3(n, diskMB int) {
+	port := freePort()
+	log, err := os.Create(filepath.Join(b.dir, "s3.log"))
+	check(err)
+	srv, err := harness.StartS3(harness.S3Options{Root: filepath.Join(b.dir, "s3"), Port: port, Log: log, KeepAlive: true, Buckets: []string{"bench"}})
+	check(err)
+	defer srv.Stop()
+	c, err := s3.New(s3.Config{Endpoint: srv.Endpoint, Region: "us-east-1", AccessKey: srv.AccessKey, SecretKey: srv.SecretKey})
+	check(err)
+	o, err := s3.Parse("s3://bench/fleet/p4.thaw", "")
+	check(err)
+	key, err := bundle.LoadPrivateKey(filepath.Join(b.dir, "k.key"), "")
+	check(err)
+	up := s3.NewUploader(context.Background(), c, o, 4, true)
+	w, err := bundle.NewWriter(nil, bundle.WriterOptions{Store: &bundle.StoreOptions{Records: up}})
+	check(err)
+	writeBench(w, &key, 64, diskMB, false)
+	check(up.Wait())
+	var stored int64
+	filepath.Walk(srv.Root, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			stored += fi.Size()
+		}
+		return nil
+	})
+	list := filepath.Join(b.dir, "p4.presigned")
+	cmd := exec.Command(b.thaw, "presign", "--out", list, o.String())
+	cmd.Env = append(os.Environ(), srv.Env()...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		check(fmt.Errorf("thaw presign: %v %s", err, out))
+	}
+	one, _, _ := b.restoreTo(list, 64, diskMB, ".s3single")
+	errs := make(chan error, n)
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		go func(i int) {
+			defer func() {
+				if r := recover(); r != nil {
+					errs <- fmt.Errorf("restore %d: %v", i, r)
+				}
+			}()
+			b.restoreTo(list, 64, diskMB, fmt.Sprintf(".s3-%d", i))
+			errs <- nil
+		}(i)
+	}
+	failed := 0
+	for i := 0; i < n; i++ {
+		if err := <-errs; err != nil {
+			failed++
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}
+	all := time.Since(t0)
+	single := float64(stored) / one.Seconds() / 1e6
+	agg := float64(n) * float64(stored) / all.Seconds() / 1e6
+	fmt.Printf("P4 fleet from S3: the same kind of bundle, %d MiB, in versitygw on loopback, read through a presigned list:\n", stored>>20)
+	fmt.Printf("  one restore                %6.2f s  %7.1f MB/s\n", one.Seconds(), single)
+	fmt.Printf("  %2d restores at once        %6.2f s  %7.1f MB/s aggregate\n", n, all.Seconds(), agg)
+	fmt.Printf("  ratio aggregate/single     %6.2f×  (goal ≥ 0.9×); %d of %d restores failed\n", agg/single, failed, n)
+}
+
 // storeBundle writes a signed plaintext version 2 bundle and uploads it
 // to the store as a pack (thaw serve unpacks it into its chunks).
 func (b *bench) storeBundle(name string, memMB, diskMB int) string {
@@ -378,4 +455,11 @@ func writeBench(w *bundle.Writer, key *minisign.PrivateKey, memMB, diskMB int, r
 		Image: &manifest.Image{Release: "bench", Pages: uint64(1 + meta + pages), DataPages: uint64(pages), Stream: "memory"}}
 	_, err := w.Finish(m, key)
 	check(err)
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	check(err)
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
