@@ -112,22 +112,30 @@ func freePort(t *testing.T) int {
 // process resumes, finds its mailbox intact and exits; the workload carries
 // on, the swapped-out data is intact, fsck is clean.
 //
-// The capture of trixie on OVMF, which five agent cases share, is made at
-// the same time, as a subtest run from a goroutine: the two take about as
-// long, keep both cores busy, and the parallel agent cases that follow
-// find it made. (The bookworm capture is made by the first case that needs
-// it: its kernel's image preallocation alone takes minutes under TCG.)
+// The captures the parallel cases share (trixie on OVMF, the plain
+// Debian 13 server, the Debian 12 one) are made here too, as subtests run
+// from goroutines, two machines at a time: the cores stay busy, and no
+// parallel case then holds one of its two slots waiting for another to
+// finish a capture. The longest (trixie, with its restore, and Debian 12,
+// whose kernel's image preallocation is slow under TCG) start first.
 func TestServerCapture(t *testing.T) {
-	subs := map[string]func(*testing.T){
-		"trixie":      testServerCapture,
-		"trixie-uefi": func(t *testing.T) { needCapturedSuite(t, "trixie-uefi") },
+	subs := []struct {
+		name string
+		f    func(*testing.T)
+	}{
+		{"trixie", testServerCapture},
+		{"bookworm", func(t *testing.T) { needCapturedSuite(t, "bookworm") }},
+		{"trixie-uefi", func(t *testing.T) { needCapturedSuite(t, "trixie-uefi") }},
+		{"plain", func(t *testing.T) { needCapturedSuite(t, "plain") }},
 	}
+	slots := make(chan struct{}, 2)
 	var wg sync.WaitGroup
-	for name, f := range subs {
+	for _, sub := range subs {
 		wg.Add(1)
+		slots <- struct{}{}
 		go func() {
-			defer wg.Done()
-			t.Run(name, f)
+			defer func() { <-slots; wg.Done() }()
+			t.Run(sub.name, sub.f)
 		}()
 	}
 	wg.Wait()
