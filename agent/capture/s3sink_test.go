@@ -2,10 +2,8 @@ package capture
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"math/rand"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -105,22 +103,13 @@ func TestS3SinkRefused(t *testing.T) {
 
 func startVersitygw(t *testing.T, keepAlive bool) (*harness.S3Server, *s3.Client) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	srv, err := harness.StartS3(harness.S3Options{Root: t.TempDir(), Port: port, Log: io.Discard, KeepAlive: keepAlive, Buckets: []string{"images"}})
+	srv, err := harness.StartS3(harness.S3Options{Root: t.TempDir(), Log: io.Discard, KeepAlive: keepAlive, Buckets: []string{"images"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Stop)
-	c, err := s3.New(s3.Config{Endpoint: srv.Endpoint, Region: "us-east-1", AccessKey: srv.AccessKey, SecretKey: srv.SecretKey})
+	c, err := srv.Client()
 	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Chunks(context.Background(), s3.Object{Bucket: "images", Key: "x"}); err != nil {
 		t.Fatal(err)
 	}
 	return srv, c

@@ -1,17 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/thawlinux/thaw/images/blockdev"
-	"github.com/thawlinux/thaw/images/swsusp"
 	"github.com/thawlinux/thaw/scripts/harness"
 )
 
@@ -30,13 +26,7 @@ func runEnv(t *testing.T, env []string, args ...string) (string, error) {
 // and gc once the bundle is deleted.
 func TestS3ExportPresignRestore(t *testing.T) {
 	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	srv, err := harness.StartS3(harness.S3Options{Root: filepath.Join(dir, "s3"), Port: port, Log: io.Discard, KeepAlive: true, Buckets: []string{"images"}})
+	srv, err := harness.StartS3(harness.S3Options{Root: filepath.Join(dir, "s3"), Log: io.Discard, KeepAlive: true, Buckets: []string{"images"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,12 +37,7 @@ func TestS3ExportPresignRestore(t *testing.T) {
 	if err := harness.MakeGPTDisk(disk, 40, []harness.Part{{Name: "root", SizeMB: 8}, {Name: "swap", SizeMB: 16, Swap: true}}); err != nil {
 		t.Fatal(err)
 	}
-	swap, _ := blockdev.Open(disk+"#2", true)
-	w, _ := swsusp.NewWriter(swap, swap.Size, 0, swsusp.WriterOptions{Compression: swsusp.CompressNone})
-	if _, err := w.WriteStream(bytes.NewReader(smallStream(30))); err != nil {
-		t.Fatal(err)
-	}
-	swap.Close()
+	writeImage(t, disk+"#2", 30)
 	key, rcpt := filepath.Join(dir, "k"), filepath.Join(dir, "r")
 	run(t, "keygen", "--out", key)
 	run(t, "keygen", "--recipient", "--out", rcpt)

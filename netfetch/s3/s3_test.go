@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -120,21 +119,12 @@ func FuzzParseList(f *testing.F) {
 // startS3 runs versitygw over a temporary directory with one bucket.
 func startS3(t *testing.T) (*harness.S3Server, *s3.Client) {
 	t.Helper()
-	if _, err := harness.Versitygw(); err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	srv, err := harness.StartS3(harness.S3Options{Root: t.TempDir(), Port: port, Log: io.Discard, KeepAlive: true, Buckets: []string{"images"}})
+	srv, err := harness.StartS3(harness.S3Options{Root: t.TempDir(), Log: io.Discard, KeepAlive: true, Buckets: []string{"images"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Stop)
-	c, err := s3.New(s3.Config{Endpoint: srv.Endpoint, Region: "us-east-1", AccessKey: srv.AccessKey, SecretKey: srv.SecretKey})
+	c, err := srv.Client()
 	if err != nil {
 		t.Fatal(err)
 	}

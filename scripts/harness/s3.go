@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/thawlinux/thaw/netfetch/s3"
 )
 
 // S3Server is the S3 server the tests run: versitygw, a real S3 gateway
@@ -44,7 +46,7 @@ func Versitygw() (string, error) {
 // S3Options say how to start an S3Server.
 type S3Options struct {
 	Root      string // the directory served (made if missing)
-	Port      int    // on 127.0.0.1
+	Port      int    // on 127.0.0.1; 0: a free one
 	Cert, Key string // TLS, when given
 	Log       io.Writer
 	// KeepAlive keeps connections open between requests; without it the
@@ -61,6 +63,14 @@ func StartS3(o S3Options) (*S3Server, error) {
 		return nil, err
 	}
 	root, port, cert, key := o.Root, o.Port, o.Cert, o.Key
+	if port == 0 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		port = l.Addr().(*net.TCPAddr).Port
+		l.Close()
+	}
 	for _, b := range o.Buckets {
 		if err := os.MkdirAll(filepath.Join(root, b), 0o700); err != nil {
 			return nil, err
@@ -95,6 +105,11 @@ func StartS3(o S3Options) (*S3Server, error) {
 	}
 	s.Stop()
 	return nil, fmt.Errorf("versitygw on port %d did not listen in 10 s", port)
+}
+
+// Client is a client of the server with its root key.
+func (s *S3Server) Client() (*s3.Client, error) {
+	return s3.New(s3.Config{Endpoint: s.Endpoint, Region: "us-east-1", AccessKey: s.AccessKey, SecretKey: s.SecretKey})
 }
 
 // Env is the environment that points thaw at the server.

@@ -291,35 +291,8 @@ func check(err error) {
 // fleet is P3: a version 2 bundle restored by n thaw restores at once.
 func (b *bench) fleet(n, diskMB int) {
 	name := b.storeBundle("p3", 64, diskMB)
-	var stored int64
-	filepath.Walk(b.store, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && fi.Mode().IsRegular() && !strings.HasSuffix(p, ".log") {
-			stored += fi.Size()
-		}
-		return nil
-	})
-	one, _, _ := b.restoreTo(name, 64, diskMB, ".single")
-	errs := make(chan error, n)
-	t0 := time.Now()
-	for i := 0; i < n; i++ {
-		go func(i int) {
-			defer func() {
-				if r := recover(); r != nil {
-					errs <- fmt.Errorf("restore %d: %v", i, r)
-				}
-			}()
-			b.restoreTo(name, 64, diskMB, fmt.Sprintf(".%d", i))
-			errs <- nil
-		}(i)
-	}
-	failed := 0
-	for i := 0; i < n; i++ {
-		if err := <-errs; err != nil {
-			failed++
-			fmt.Fprintln(os.Stderr, err)
-		}
-	}
-	all := time.Since(t0)
+	stored := storedSize(b.store)
+	one, all, failed := b.restoreFleet(name, n, diskMB, "")
 	logb, _ := os.ReadFile(b.serveLog)
 	bad := 0
 	for _, l := range strings.Split(string(logb), "\n") {
@@ -337,16 +310,41 @@ func (b *bench) fleet(n, diskMB int) {
 	fmt.Printf("  ratio aggregate/single     %6.2f×  (goal ≥ 0.9×); %d of %d restores failed; %d store answers not 2xx\n", agg/single, failed, n, bad)
 }
 
+// restoreFleet restores image once alone, then n times at once: the time
+// of each, and how many of the n failed.
+func (b *bench) restoreFleet(image string, n, diskMB int, tag string) (one, all time.Duration, failed int) {
+	one, _, _ = b.restoreTo(image, 64, diskMB, tag+".single")
+	errs := make(chan error, n)
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		go func(i int) {
+			defer func() {
+				if r := recover(); r != nil {
+					errs <- fmt.Errorf("restore %d: %v", i, r)
+				}
+			}()
+			b.restoreTo(image, 64, diskMB, fmt.Sprintf("%s.%d", tag, i))
+			errs <- nil
+		}(i)
+	}
+	for i := 0; i < n; i++ {
+		if err := <-errs; err != nil {
+			failed++
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}
+	return one, time.Since(t0), failed
+}
+
 // fleetS3 is P4: P3 with the bundle in versitygw, read through a
 // presigned list.
 func (b *bench) fleetS3(n, diskMB int) {
-	port := freePort()
 	log, err := os.Create(filepath.Join(b.dir, "s3.log"))
 	check(err)
-	srv, err := harness.StartS3(harness.S3Options{Root: filepath.Join(b.dir, "s3"), Port: port, Log: log, KeepAlive: true, Buckets: []string{"bench"}})
+	srv, err := harness.StartS3(harness.S3Options{Root: filepath.Join(b.dir, "s3"), Log: log, KeepAlive: true, Buckets: []string{"bench"}})
 	check(err)
 	defer srv.Stop()
-	c, err := s3.New(s3.Config{Endpoint: srv.Endpoint, Region: "us-east-1", AccessKey: srv.AccessKey, SecretKey: srv.SecretKey})
+	c, err := srv.Client()
 	check(err)
 	o, err := s3.Parse("s3://bench/fleet/p4.thaw", "")
 	check(err)
@@ -357,41 +355,14 @@ func (b *bench) fleetS3(n, diskMB int) {
 	check(err)
 	writeBench(w, &key, 64, diskMB, false)
 	check(up.Wait())
-	var stored int64
-	filepath.Walk(srv.Root, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && fi.Mode().IsRegular() {
-			stored += fi.Size()
-		}
-		return nil
-	})
+	stored := storedSize(srv.Root)
 	list := filepath.Join(b.dir, "p4.presigned")
 	cmd := exec.Command(b.thaw, "presign", "--out", list, o.String())
 	cmd.Env = append(os.Environ(), srv.Env()...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		check(fmt.Errorf("thaw presign: %v %s", err, out))
 	}
-	one, _, _ := b.restoreTo(list, 64, diskMB, ".s3single")
-	errs := make(chan error, n)
-	t0 := time.Now()
-	for i := 0; i < n; i++ {
-		go func(i int) {
-			defer func() {
-				if r := recover(); r != nil {
-					errs <- fmt.Errorf("restore %d: %v", i, r)
-				}
-			}()
-			b.restoreTo(list, 64, diskMB, fmt.Sprintf(".s3-%d", i))
-			errs <- nil
-		}(i)
-	}
-	failed := 0
-	for i := 0; i < n; i++ {
-		if err := <-errs; err != nil {
-			failed++
-			fmt.Fprintln(os.Stderr, err)
-		}
-	}
-	all := time.Since(t0)
+	one, all, failed := b.restoreFleet(list, n, diskMB, ".s3")
 	single := float64(stored) / one.Seconds() / 1e6
 	agg := float64(n) * float64(stored) / all.Seconds() / 1e6
 	fmt.Printf("P4 fleet from S3: the same kind of bundle, %d MiB, in versitygw on loopback, read through a presigned list:\n", stored>>20)
@@ -455,6 +426,19 @@ func writeBench(w *bundle.Writer, key *minisign.PrivateKey, memMB, diskMB int, r
 		Image: &manifest.Image{Release: "bench", Pages: uint64(1 + meta + pages), DataPages: uint64(pages), Stream: "memory"}}
 	_, err := w.Finish(m, key)
 	check(err)
+}
+
+// storedSize is the bytes of the files under a store's directory, its
+// logs left out.
+func storedSize(root string) int64 {
+	var n int64
+	filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() && !strings.HasSuffix(p, ".log") {
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n
 }
 
 func freePort() int {
