@@ -102,15 +102,5 @@ func TestS3SinkRefused(t *testing.T) {
 }
 
 func startVersitygw(t *testing.T, keepAlive bool) (*harness.S3Server, *s3.Client) {
-	t.Helper()
-	srv, err := harness.StartS3(harness.S3Options{Root: t.TempDir(), Log: io.Discard, KeepAlive: keepAlive, Buckets: []string{"images"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	c, err := srv.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return srv, c
+	return harness.StartS3For(t, harness.S3Options{KeepAlive: keepAlive, Buckets: []string{"images"}})
 }

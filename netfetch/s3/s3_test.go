@@ -118,17 +118,7 @@ func FuzzParseList(f *testing.F) {
 
 // startS3 runs versitygw over a temporary directory with one bucket.
 func startS3(t *testing.T) (*harness.S3Server, *s3.Client) {
-	t.Helper()
-	srv, err := harness.StartS3(harness.S3Options{Root: t.TempDir(), Log: io.Discard, KeepAlive: true, Buckets: []string{"images"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	c, err := srv.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return srv, c
+	return harness.StartS3For(t, harness.S3Options{KeepAlive: true, Buckets: []string{"images"}})
 }
 
 // TestStoreInVersitygw writes a version 2 bundle into a real S3 server

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/thawlinux/thaw/netfetch/s3"
@@ -105,6 +106,28 @@ func StartS3(o S3Options) (*S3Server, error) {
 	}
 	s.Stop()
 	return nil, fmt.Errorf("versitygw on port %d did not listen in 10 s", port)
+}
+
+// StartS3For starts a server for a test, over a temporary directory when
+// o.Root is empty, stopped when the test ends, and a client of it.
+func StartS3For(t testing.TB, o S3Options) (*S3Server, *s3.Client) {
+	t.Helper()
+	if o.Root == "" {
+		o.Root = t.TempDir()
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	srv, err := StartS3(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	c, err := srv.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, c
 }
 
 // Client is a client of the server with its root key.
