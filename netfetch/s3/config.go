@@ -52,7 +52,7 @@ func FromEnv(endpoint string) (Config, error) {
 		c.Region = "us-east-1"
 	}
 	for _, p := range []credentials.Provider{&credentials.EnvAWS{}, &credentials.FileAWSCredentials{}} {
-		v, err := p.Retrieve()
+		v, err := p.RetrieveWithCredContext(&credentials.CredContext{})
 		if err == nil && v.AccessKeyID != "" && v.SecretAccessKey != "" {
 			c.AccessKey, c.SecretKey, c.SessionToken = v.AccessKeyID, v.SecretAccessKey, v.SessionToken
 			break
