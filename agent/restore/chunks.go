@@ -111,23 +111,39 @@ func presigned(ref string) bool {
 	return err == nil && u.Query().Get("X-Amz-Signature") != ""
 }
 
-// openList reads the presigned list in blob (thaw presign) and opens the
-// bundle object it names; the chunks are read from its URLs.
-func openList(ctx context.Context, store Store, blob Blob, opt httpra.Options) (Blob, bundle.ChunkSource, error) {
-	l, err := s3.ParseList(io.NewSectionReader(blob, 0, blob.Size()))
-	if err != nil {
-		return nil, nil, err
+// ReadList reads the presigned list (thaw presign) that blob holds; nil,
+// nil when blob does not start like one.
+func ReadList(blob Blob) (*s3.List, error) {
+	head := make([]byte, len(s3.ListMagic))
+	if blob.Size() > s3.MaxList || blob.Size() < int64(len(head)) {
+		return nil, nil
 	}
+	if _, err := blob.ReadAt(head, 0); err != nil || !s3.IsList(head) {
+		return nil, nil
+	}
+	return s3.ParseList(io.NewSectionReader(blob, 0, blob.Size()))
+}
+
+// ListChunks reads a bundle's chunks through the URLs of its presigned
+// list, each with one GET and no bearer token.
+func ListChunks(store Store, l *s3.List, opt httpra.Options) bundle.ChunkSource {
 	opt.Token = ""
-	b, err := store.Open(ctx, l.Bundle, opt)
-	if err != nil {
-		return nil, nil, fmt.Errorf("the presigned list's bundle %s: %w", s3.Redact(l.Bundle), err)
-	}
-	return b, ChunkURLs(store, func(sum string) (string, error) {
+	return ChunkURLs(store, func(sum string) (string, error) {
 		u, ok := l.Chunks[sum]
 		if !ok {
 			return "", fmt.Errorf("chunk %s: not in the presigned list (thaw presign it again)", sum)
 		}
 		return u, nil
-	}, opt), nil
+	}, opt)
+}
+
+// openList opens the bundle object the presigned list l names; the
+// chunks are read from its URLs.
+func openList(ctx context.Context, store Store, l *s3.List, opt httpra.Options) (Blob, bundle.ChunkSource, error) {
+	opt.Token = ""
+	b, err := store.Open(ctx, l.Bundle, opt)
+	if err != nil {
+		return nil, nil, fmt.Errorf("the presigned list's bundle %s: %w", s3.Redact(l.Bundle), err)
+	}
+	return b, ListChunks(store, l, opt), nil
 }

@@ -123,17 +123,18 @@ func openImage(ctx context.Context, r *run) error {
 	}
 	// A presigned list (thaw presign) names the bundle object and its
 	// chunks, each by a URL that holds its own signature.
-	head := make([]byte, len(s3.ListMagic))
-	if blob.Size() <= s3.MaxList && blob.Size() >= int64(len(head)) {
-		if _, err := blob.ReadAt(head, 0); err == nil && s3.IsList(head) {
-			list := blob
-			blob, st.Chunks, err = openList(ctx, r.env.Store, list, opt)
-			list.Close()
-			if err != nil {
-				return r.fail(err)
-			}
-			r.logf("%s is a presigned list: the bundle and its chunks are read through their own URLs", s3.Redact(image))
+	l, err := ReadList(blob)
+	if l != nil {
+		list := blob
+		blob, st.Chunks, err = openList(ctx, r.env.Store, l, opt)
+		list.Close()
+		if err != nil {
+			return r.fail(err)
 		}
+		r.logf("%s is a presigned list: the bundle and its chunks are read through their own URLs", s3.Redact(image))
+	} else if err != nil {
+		blob.Close()
+		return r.fail(err)
 	}
 	st.onClose(func() { blob.Close() })
 	st.pin, st.blob = pin, blob

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"time"
 
@@ -153,28 +152,17 @@ func s3Bundle(ref string) (string, bundle.ChunkSource, error) {
 // presignedList reads ref (a file or URL) when it holds a presigned list:
 // the bundle object's URL, and its chunks read through theirs.
 func presignedList(ref string) (string, bundle.ChunkSource, bool, error) {
-	ctx := context.Background()
-	blob, err := restore.Files{}.Open(ctx, ref, httpra.Options{})
+	blob, err := restore.Files{}.Open(context.Background(), ref, httpra.Options{})
 	if err != nil {
 		return "", nil, false, nil // not ours to say: the caller opens it as a bundle
 	}
 	defer blob.Close()
-	head := make([]byte, len(s3.ListMagic))
-	if blob.Size() > s3.MaxList || blob.Size() < int64(len(head)) {
-		return "", nil, false, nil
-	}
-	if _, err := blob.ReadAt(head, 0); err != nil || !s3.IsList(head) {
-		return "", nil, false, nil
-	}
-	l, err := s3.ParseList(io.NewSectionReader(blob, 0, blob.Size()))
+	l, err := restore.ReadList(blob)
 	if err != nil {
 		return "", nil, false, fmt.Errorf("%s: %w", s3.Redact(ref), err)
 	}
-	return l.Bundle, restore.ChunkURLs(restore.Files{}, func(sum string) (string, error) {
-		u, ok := l.Chunks[sum]
-		if !ok {
-			return "", fmt.Errorf("chunk %s: not in the presigned list (thaw presign it again)", sum)
-		}
-		return u, nil
-	}, httpra.Options{}), true, nil
+	if l == nil {
+		return "", nil, false, nil
+	}
+	return l.Bundle, restore.ListChunks(restore.Files{}, l, httpra.Options{}), true, nil
 }
