@@ -300,6 +300,7 @@ type capture struct {
 	records   bundle.RecordWriter // for S3: the sink, taking each record
 	have      map[string]bool     // the store's chunks (a URL)
 	plain     *bundle.Plain       // the pre-copy's disk chunks, by plaintext
+	id        string              // the bundle id, the pre-copy's too (thaw.follow=1 waits for it)
 	disks     []*diskReader
 	pm        int // /proc/self/pagemap
 	bw        *bundle.Writer
@@ -521,7 +522,7 @@ func (c *capture) open() error {
 		return err
 	}
 	c.onClose(func() { syscall.Close(c.pm) })
-	wo := bundle.WriterOptions{Recipients: c.o.Recipients}
+	wo := bundle.WriterOptions{Recipients: c.o.Recipients, ID: c.id}
 	if c.have != nil {
 		wo.Store = &bundle.StoreOptions{Have: func(sum string) bool { return c.have[sum] }, ChunkKey: c.o.ChunkKey, Plain: c.plain, Records: c.records}
 	}

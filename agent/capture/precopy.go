@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 	"syscall"
 	"time"
@@ -21,10 +22,15 @@ import (
 // sent joins c.have, and c.plain remembers every disk chunk by its
 // plaintext: the frozen phase reads the disks again, hashes each chunk,
 // and compresses, seals and sends only the chunks that changed since.
+//
+// The pre-copy ends with its own signed bundle object, NAME.precopy: the
+// disks as read, with the id the capture's bundle will carry. A target
+// that follows the capture (thaw.follow=1) writes it while the server
+// still runs.
 func (c *capture) precopy() error {
 	start := time.Now()
 	if c.o.S3 != nil {
-		up := s3.NewUploader(context.Background(), c.o.S3, c.o.S3Object, 4, false)
+		up := s3.NewUploader(context.Background(), c.o.S3, c.o.S3Object.Sibling(path.Base(c.o.S3Object.Key)+bundle.PrecopySuffix), 4, true)
 		ix, err := c.precopyChunks(nil, up)
 		if werr := up.Wait(); err == nil {
 			err = werr
@@ -33,8 +39,7 @@ func (c *capture) precopy() error {
 			return err
 		}
 		c.precopied(ix)
-		st := ix.Streams
-		c.logf("pre-copy done in %.0fs: %d stream(s) stored in %s", time.Since(start).Seconds(), len(st), c.o.S3Object.Sibling("chunks/"))
+		c.logf("pre-copy done in %.0fs: %d stream(s) stored in %s, and %s%s", time.Since(start).Seconds(), len(ix.Streams), c.o.S3Object.Sibling("chunks/"), c.o.S3Object, bundle.PrecopySuffix)
 		return nil
 	}
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.o.Roots, MinVersion: tls.VersionTLS12}, DisableKeepAlives: true}
@@ -74,11 +79,11 @@ func (c *capture) precopied(ix *bundle.Index) {
 	}
 }
 
-// precopyChunks writes the disks' chunks as a pack to w, or as records
-// to rw.
+// precopyChunks writes the disks' chunks and the pre-copy's bundle
+// object as a pack to w, or as records to rw.
 func (c *capture) precopyChunks(w io.Writer, rw bundle.RecordWriter) (*bundle.Index, error) {
 	c.plain = bundle.NewPlain()
-	bw, err := bundle.NewWriter(w, bundle.WriterOptions{Recipients: c.o.Recipients,
+	bw, err := bundle.NewWriter(w, bundle.WriterOptions{Recipients: c.o.Recipients, Precopy: true,
 		Store: &bundle.StoreOptions{Have: func(sum string) bool { return c.have[sum] }, ChunkKey: c.o.ChunkKey, Plain: c.plain, Records: rw}})
 	if err != nil {
 		return nil, err
@@ -110,7 +115,16 @@ func (c *capture) precopyChunks(w io.Writer, rw bundle.RecordWriter) (*bundle.In
 		st := bw.Stats()
 		c.logf("pre-copy of %s read: %d chunks so far, %d sent (%d MiB)", d, st.Chunks, st.Sent, st.SentBytes>>20)
 	}
-	return bw.FinishChunks()
+	// The manifest as it stands before the freeze: the machine and its
+	// disks, no memory image and nowhere to resume.
+	m := *c.m
+	m.Image, m.Resume, m.Mailbox = nil, nil, nil
+	ix, err := bw.Finish(&m, &c.o.Key)
+	if err != nil {
+		return nil, err
+	}
+	c.id = ix.ID
+	return ix, nil
 }
 
 // paced reads at most rate bytes a second on average (0: no bound), and

@@ -2,6 +2,7 @@ package restore
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/thawlinux/thaw/netfetch/bootparam"
@@ -24,6 +25,7 @@ func Stages() []Stage {
 		{"kernel", needsKernel, agentKernel},
 		{"verify", verifiesFirst, verifyAll},
 		{"write", writes, writeDisks},
+		{"follow", follows, followCapture},
 		{"area", writesArea, writeArea},
 		{"handover", handsOver, handover},
 	}
@@ -35,15 +37,27 @@ func Stages() []Stage {
 func Run(ctx context.Context, env Env, rep Reporter, cfg Config) (*State, error) {
 	st := &State{Config: cfg, Times: map[string]float64{}}
 	r := &run{env: env, rep: rep, st: st}
-	for _, s := range Stages() {
+	stages := Stages()
+	for i := 0; i < len(stages); i++ {
+		s := stages[i]
 		if s.When != nil && !s.When(r) {
 			continue
 		}
 		t0 := time.Now()
 		err := s.Do(ctx, r)
-		st.Times[s.Name] += time.Since(t0).Seconds()
+		name := s.Name
+		if st.precopyPass() {
+			name = "precopy." + name // the first pass of a follow
+		}
+		st.Times[name] += time.Since(t0).Seconds()
 		if err != nil {
 			return st, err
+		}
+		// The follow stage sends the pipeline back for the capture's
+		// bundle.
+		if r.again != "" {
+			i = slices.IndexFunc(stages, func(s Stage) bool { return s.Name == r.again }) - 1
+			r.again = ""
 		}
 	}
 	return st, nil
@@ -75,15 +89,19 @@ func writes(r *run) bool {
 
 func verifiesFirst(r *run) bool { return writes(r) && r.st.verifyFirst() }
 
+// follows: the first pass of a follow is written; the capture's bundle
+// comes next.
+func follows(r *run) bool { return writes(r) && r.st.precopyPass() }
+
 func writesArea(r *run) bool {
-	return writes(r) && (r.st.Path == PathKexec || r.st.Path == PathArea)
+	return writes(r) && !r.st.precopyPass() && (r.st.Path == PathKexec || r.st.Path == PathArea)
 }
 
 func handsOver(r *run) bool {
 	switch {
 	case secondStage(r):
 		return true
-	case !writes(r):
+	case !writes(r), r.st.precopyPass():
 		return false
 	}
 	return r.st.Path == PathDirect || r.st.Path == PathKexec
@@ -97,6 +115,13 @@ func (s *State) verifyFirst() bool {
 	case bootparam.VerifyFirst:
 		return true
 	case bootparam.VerifyStream:
+		return false
+	}
+	if s.follow != nil && s.follow.final {
+		// The disks hold the pre-copy, which this restore wrote (after
+		// its own check, when they held data before): the capture's
+		// bundle is checked as it is written, every chunk before the
+		// image is resumed.
 		return false
 	}
 	for _, d := range s.devs {

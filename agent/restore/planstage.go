@@ -33,6 +33,12 @@ func makePlan(ctx context.Context, r *run) error {
 			// saved profile, the disks named are the consent and the
 			// others count as holding data.
 			opt.HasData = r.env.Machine.HasData
+			if st.follow != nil && st.follow.final {
+				// What the pre-copy wrote is this restore's own.
+				opt.HasData = func(name string) bool {
+					return !slices.Contains(st.Targets, "/dev/"+name) && r.env.Machine.HasData(name)
+				}
+			}
 		}
 		pl = plan.Make(m, st.Machine, aliases, opt)
 		if st.Packs != "" && aliases != nil && needsPack(pl) {
@@ -91,21 +97,28 @@ func makePlan(ctx context.Context, r *run) error {
 	if st.Mode == Restore {
 		pl.Refusals = append(pl.Refusals, r.checkTargets()...)
 	}
-	if len(pl.Refusals) == 0 {
+	if len(pl.Refusals) == 0 && !st.precopyPass() {
 		pl.Refusals = append(pl.Refusals, r.openArea()...)
+	}
+	var targets []string
+	if st.Mode == Agent {
+		for _, d := range pl.Disks {
+			targets = append(targets, "/dev/"+d.Target)
+		}
+	} else if st.Mode == Restore {
+		targets = st.Disks
+	}
+	if st.follow != nil && st.follow.final && len(pl.Refusals) == 0 && !slices.Equal(targets, st.Targets) {
+		pl.Refusals = append(pl.Refusals, plan.Refusal{Check: plan.CheckDisk,
+			Reason: fmt.Sprintf("the capture's bundle puts its disks on %s, its pre-copy on %s", strings.Join(targets, ","), strings.Join(st.Targets, ",")),
+			Hint:   "name the target disks (thaw.disk=) and follow the capture again"})
 	}
 	pl.OK = len(pl.Refusals) == 0
 	if !pl.OK {
 		r.rep.Fail(fmt.Sprintf("%d refusal(s)", len(pl.Refusals)))
 		return &plan.Refused{Title: "this machine cannot take the image", Refusals: pl.Refusals}
 	}
-	if st.Mode == Agent {
-		for _, d := range pl.Disks {
-			st.Targets = append(st.Targets, "/dev/"+d.Target)
-		}
-	} else if st.Mode == Restore {
-		st.Targets = st.Disks
-	}
+	st.Targets = targets
 	how := st.Path
 	if st.Replay {
 		how += ", memory map differs: stage 2 with the source's e820"
@@ -114,8 +127,10 @@ func makePlan(ctx context.Context, r *run) error {
 		r.rep.Done(fmt.Sprintf("ok: disks %s, resume %s", strings.Join(st.Targets, ","), how))
 		return nil
 	}
-	if err := r.openTargets(); err != nil {
-		return r.fail(err)
+	if st.devs == nil { // (the second pass of a follow has them open)
+		if err := r.openTargets(); err != nil {
+			return r.fail(err)
+		}
 	}
 	verify := "each chunk checked as it is written"
 	if st.verifyFirst() {
@@ -148,6 +163,16 @@ func (r *run) bundleChecks() []plan.Refusal {
 	st := r.st
 	br, m := st.Bundle, st.Bundle.Manifest
 	var rs []plan.Refusal
+	if st.precopyPass() {
+		// The disks only: the memory image and its handover are
+		// checked on the capture's bundle.
+		for _, d := range m.Disks {
+			if br.Index.Stream(d.Stream) == nil {
+				rs = append(rs, plan.Refusal{Check: plan.CheckImage, Reason: "the pre-copy names no stream for disk " + d.Name, Hint: "capture again with thaw capture --precopy"})
+			}
+		}
+		return rs
+	}
 	if m.Image == nil || br.Index.Stream(m.Image.Stream) == nil {
 		rs = append(rs, plan.Refusal{Check: plan.CheckImage, Reason: "the bundle carries no memory image", Hint: "restore a bundle made by thaw capture or thaw export"})
 	}

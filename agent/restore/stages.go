@@ -43,6 +43,7 @@ func params(ctx context.Context, r *run) error {
 	st.Disks = p.Disks
 	st.Packs = p.Packs
 	st.DryRun = st.DryRun || p.DryRun
+	st.Follow = st.Follow || p.Follow
 	st.Trust.Unverified = st.Trust.Unverified || p.Insecure
 	r.rep.Done(fmt.Sprintf("stage %d, image %s, disks %s, resume %s", max(p.Stage, 1), s3.Redact(p.Image), orAuto(strings.Join(p.Disks, ",")), orAuto(p.Resume)))
 	return nil
@@ -117,7 +118,12 @@ func openImage(ctx context.Context, r *run) error {
 	if presigned(image) {
 		opt.Token = ""
 	}
-	blob, err := r.env.Store.Open(ctx, image, opt)
+	var blob Blob
+	if st.Follow && firstStage(r) {
+		blob, err = r.openPrecopy(ctx, image, opt)
+	} else {
+		blob, err = r.env.Store.Open(ctx, image, opt)
+	}
 	if err != nil {
 		return r.fail(err)
 	}
@@ -198,6 +204,9 @@ func signature(ctx context.Context, r *run) error {
 	}
 	if err := bundle.CheckPin(br, st.pin); err != nil {
 		return r.refuse("not the bundle asked for", plan.CheckPin, err.Error(), "give the URL of the bundle you mean, or its current digest after #sha256= (thaw inspect shows it)")
+	}
+	if err := r.checkFollowed(br); err != nil {
+		return err
 	}
 	if br.Encrypted() {
 		ids := st.Trust.Identities

@@ -97,6 +97,10 @@ type Config struct {
 	Target *manifest.Manifest
 	// DryRun stops after the plan.
 	DryRun bool
+	// Follow follows a capture in progress (thaw.follow=1, --follow):
+	// its pre-copy (Image + bundle.PrecopySuffix) is written while the
+	// server runs, then only the chunks of the bundle that differ.
+	Follow bool
 	Trust  Trust
 	// Fetch bounds the parallel fetch; HTTP the transfer (retries,
 	// minimum rate, deadline).
@@ -119,6 +123,9 @@ type DiskResult struct {
 	Bytes        int64  `json:"bytes"`
 	WrittenBytes int64  `json:"written_bytes"`
 	ZeroChunks   int    `json:"zero_chunks"`
+	// KeptBytes were on the disk already: written by the pre-copy of a
+	// follow, the same bytes at the same place.
+	KeptBytes int64 `json:"kept_bytes,omitempty"`
 	// Zeroed is how zero chunks were made to read as zeros: "offload"
 	// (a hole punched, or the device's WRITE ZEROES), "checked" (read,
 	// and written only where not zero already), or "" (none).
@@ -155,6 +162,7 @@ type State struct {
 	devs    []*blockdev.Dev
 	area    *blockdev.Dev
 	held    []byte
+	follow  *following
 	closers []func()
 }
 
@@ -198,6 +206,8 @@ type run struct {
 	env Env
 	rep Reporter
 	st  *State
+	// again, set by a stage, is the stage the pipeline goes back to.
+	again string
 }
 
 func (r *run) logf(format string, a ...any) { r.rep.Logf(format, a...) }

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/thawlinux/thaw/agent/plan"
 	"github.com/thawlinux/thaw/images/blockdev"
 	"github.com/thawlinux/thaw/images/bundle"
+	"github.com/thawlinux/thaw/images/manifest"
 	"github.com/thawlinux/thaw/images/swsusp"
 )
 
@@ -43,7 +45,11 @@ func verifyAll(ctx context.Context, r *run) error {
 		total += s.StoredSize()
 	}
 	for _, s := range br.Index.Streams {
-		err := br.Fetch(ctx, s, 0, r.fetchOptions(), func(_ int, c bundle.Chunk, _ []byte) error {
+		opt := r.fetchOptions()
+		if i := slices.IndexFunc(br.Manifest.Disks, func(d manifest.Disk) bool { return d.Stream == s.Name }); i >= 0 {
+			opt.Skip = r.st.skipWritten(i, nil) // a follow's pre-copy wrote (and checked) those
+		}
+		err := br.Fetch(ctx, s, 0, opt, func(_ int, c bundle.Chunk, _ []byte) error {
 			done += c.Stored
 			r.rep.Progress("verify", done, total)
 			return nil
@@ -76,7 +82,7 @@ func writeDisks(ctx context.Context, r *run) error {
 		if m.Resume != nil && m.Resume.InDisk && m.Resume.Disk == i {
 			hold = &m.Resume.HeaderOffset
 		}
-		held, err := r.writeDisk(ctx, dev, hold, &res)
+		held, err := r.writeDisk(ctx, dev, st.skipWritten(i, hold), hold, &res)
 		if err != nil {
 			return r.damaged(fmt.Errorf("writing %s: %w", dev.Ref, err))
 		}
@@ -84,7 +90,15 @@ func writeDisks(ctx context.Context, r *run) error {
 			st.held = held
 		}
 		st.Written = append(st.Written, res)
-		r.logf("%s → %s: %d MiB, %d MiB written, %d zero chunks (%s)", res.Stream, res.Target, res.Bytes>>20, res.WrittenBytes>>20, res.ZeroChunks, orNone(res.Zeroed))
+		kept := ""
+		if st.follow != nil && st.follow.final {
+			st.follow.kept += res.KeptBytes
+			kept = fmt.Sprintf(", %d MiB already there from the pre-copy", res.KeptBytes>>20)
+		}
+		r.logf("%s → %s: %d MiB, %d MiB written, %d zero chunks (%s)%s", res.Stream, res.Target, res.Bytes>>20, res.WrittenBytes>>20, res.ZeroChunks, orNone(res.Zeroed), kept)
+	}
+	if st.precopyPass() {
+		r.wrotePrecopy()
 	}
 	r.rep.Done(fmt.Sprintf("%d disk(s) written and synced", len(st.devs)))
 	return nil
@@ -155,12 +169,13 @@ func orNone(s string) string {
 // hold is set, the page at that byte offset is written with its swap
 // signature instead of the hibernation one, and its real contents
 // returned.
-func (r *run) writeDisk(ctx context.Context, dev *blockdev.Dev, hold *int64, res *DiskResult) ([]byte, error) {
+func (r *run) writeDisk(ctx context.Context, dev *blockdev.Dev, skip func(bundle.Chunk) bool, hold *int64, res *DiskResult) ([]byte, error) {
 	br := r.st.Bundle
 	s := br.Index.Stream(res.Stream)
 	var held []byte // only the worker of the chunk that holds the header sets it
 	z := zeroer{dev: dev, logf: r.logf, res: res}
 	opt := r.fetchOptions()
+	opt.Skip = skip
 	// Each checked chunk is written at its offset by the worker that
 	// fetched it: several writes at once.
 	opt.Sink = func(_ int, c bundle.Chunk, data []byte) error {
@@ -177,6 +192,10 @@ func (r *run) writeDisk(ctx context.Context, dev *blockdev.Dev, hold *int64, res
 	}
 	err := br.Fetch(ctx, s, 0, opt, func(_ int, c bundle.Chunk, _ []byte) error {
 		r.rep.Progress(res.Target, c.Off, s.Size)
+		if skip != nil && skip(c) {
+			res.KeptBytes += c.Len
+			return z.flush()
+		}
 		if c.Zero {
 			res.ZeroChunks++
 			return z.add(c.Off, c.Len)

@@ -83,6 +83,7 @@ func runRestore(args []string) error {
 	resumeRef := fs.String("resume", "", "swap-formatted area that receives the resume image (DEV or PATH#N)")
 	direct := fs.Bool("direct", false, "after writing the disks, hand the memory image to this machine's running kernel (/dev/snapshot), which jumps into it: for a rescue or agent kernel on the target, with the same memory map as the source")
 	verify := fs.String("verify", "", "first: check every chunk before the first write; stream: check each chunk as it is written (default: first when a --disk holds data)")
+	follow := fs.Bool("follow", false, "follow a capture in progress (thaw capture --precopy): write its pre-copy (IMAGE.precopy) as soon as it is stored, wait for the bundle with the same id, then write only the chunks that changed")
 	var disks multiFlag
 	fs.Var(&disks, "disk", "target disk for the bundle's next disk stream (repeat, in the bundle's order)")
 	idFiles := addIdentityFlag(fs)
@@ -98,6 +99,9 @@ func runRestore(args []string) error {
 	}
 	if *verify != "" && *verify != bootparam.VerifyFirst && *verify != bootparam.VerifyStream {
 		return &exitError{2, fmt.Errorf("--verify %q: want first or stream", *verify)}
+	}
+	if *follow && (s3.IsURL(*image) || strings.Contains(*image, "#") || strings.Contains(*image, "?")) {
+		return &exitError{2, fmt.Errorf("--follow %s: follow a capture into thaw serve (http(s)://HOST:PORT/NAME) or a store directory, by its name alone: a bucket's objects are presigned only once they exist, and a capture not yet made has no digest to pin", *image)}
 	}
 	pub, err := bundle.LoadPublicKey(*pubPath)
 	if err != nil {
@@ -119,7 +123,7 @@ func runRestore(args []string) error {
 			return err
 		}
 	}
-	cfg := restore.Config{Mode: restore.Restore, Image: ref, Chunks: chunks, Token: token, Disks: disks, Area: *resumeRef, Direct: *direct, Verify: *verify,
+	cfg := restore.Config{Mode: restore.Restore, Image: ref, Chunks: chunks, Token: token, Disks: disks, Area: *resumeRef, Direct: *direct, Verify: *verify, Follow: *follow,
 		Trust: restore.Trust{Keys: []restore.NamedKey{{Key: pub, Name: *pubPath}}, Identities: ids}}
 	st, err := restore.Run(context.Background(), restore.System(nil), reporter(*asJSON), cfg)
 	if st != nil {

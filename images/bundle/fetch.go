@@ -34,6 +34,10 @@ type FetchOptions struct {
 	// order): a writer at offsets. fn then gets every chunk with data nil,
 	// in order, once Sink has taken it; a Sink error ends the fetch.
 	Sink func(i int, c Chunk, data []byte) error
+	// Skip, if set, leaves out the chunks for which it reports true
+	// (the target already holds them): they are not fetched, and fn
+	// gets them with data nil.
+	Skip func(c Chunk) bool
 }
 
 func (o FetchOptions) norm() FetchOptions {
@@ -127,7 +131,7 @@ func (br *Reader) Fetch(ctx context.Context, s *Stream, first int, opt FetchOpti
 			}
 			out := make(chan fetched, 1)
 			order <- out
-			if s.Chunks[i].Zero {
+			if s.Chunks[i].Zero || (opt.Skip != nil && opt.Skip(s.Chunks[i])) {
 				out <- fetched{}
 				continue
 			}

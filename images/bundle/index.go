@@ -29,6 +29,9 @@ const (
 	trailerMagic          = "THAWTAIL"
 )
 
+// PrecopySuffix names the pre-copy of the bundle NAME: NAME.precopy.
+const PrecopySuffix = ".precopy"
+
 // Stream kinds.
 const (
 	KindMemory  = "memory"
@@ -43,6 +46,13 @@ type Index struct {
 	ChunkSize int64  `json:"chunk_size"`
 	Created   string `json:"created,omitempty"`
 	ID        string `json:"id,omitempty"` // random, made by the writer: names this bundle
+	// Precopy marks the pre-copy of a capture in progress: the disks as
+	// read while the server ran, stored beside the bundle as
+	// NAME.precopy (PrecopySuffix) with the id that the capture's bundle
+	// will carry. It holds no memory image and is never resumed: a
+	// target following the capture (thaw.follow=1) writes it, then only
+	// the chunks of the bundle that differ.
+	Precopy bool `json:"precopy,omitempty"`
 	// Store is "chunks" in a version 2 index: every stored chunk is an
 	// object named by its sha256 in the chunks/ directory beside the
 	// bundle object (ChunkPath), and chunks have no "at".

@@ -131,6 +131,11 @@ type WriterOptions struct {
 	// Store, if set, writes a version 2 bundle for a chunk store, as a
 	// pack.
 	Store *StoreOptions
+	// ID names the bundle (16 hex digits); default: random. A capture
+	// gives its pre-copy and its bundle the same.
+	ID string
+	// Precopy writes the pre-copy of a capture (Index.Precopy).
+	Precopy bool
 }
 
 // NewWriter starts a bundle on w, writing its header.
@@ -152,11 +157,17 @@ func NewWriter(w io.Writer, opt WriterOptions) (*Writer, error) {
 	if err != nil {
 		return nil, err
 	}
-	var id [8]byte
-	if _, err := rand.Read(id[:]); err != nil {
-		return nil, fmt.Errorf("bundle: id: %w", err)
+	id := opt.ID
+	if id == "" {
+		var b [8]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return nil, fmt.Errorf("bundle: id: %w", err)
+		}
+		id = hex.EncodeToString(b[:])
+	} else if b, err := hex.DecodeString(id); err != nil || len(b) != 8 {
+		return nil, fmt.Errorf("bundle: id %q: want 16 hex digits", id)
 	}
-	bw := &Writer{w: w, chunkSize: opt.ChunkSize, enc: enc, index: Index{Version: FormatVersion, ChunkSize: opt.ChunkSize, ID: hex.EncodeToString(id[:])}}
+	bw := &Writer{w: w, chunkSize: opt.ChunkSize, enc: enc, index: Index{Version: FormatVersion, ChunkSize: opt.ChunkSize, ID: id, Precopy: opt.Precopy}}
 	if opt.Store != nil {
 		if opt.Store.Plain != nil {
 			if err := opt.Store.Plain.bind(opt.Store.ChunkKey, len(opt.Recipients) > 0); err != nil {

@@ -33,9 +33,10 @@ const (
 	keyKernel   = "thaw.kernel"
 	keyDryRun   = "thaw.dryrun"
 	keyRescue   = "thaw.rescue"
+	keyFollow   = "thaw.follow"
 )
 
-var keys = []string{keyImage, keyPubKey, keyDisk, keyArea, keyToken, keyLog, keyResume, keyInsecure, keyStage, keyIface, keyRetries, keyMinRate, keyDeadline, keyVerify, keyKernel, keyDryRun, keyRescue, keyIdentity, keyPacks}
+var keys = []string{keyImage, keyPubKey, keyDisk, keyArea, keyToken, keyLog, keyResume, keyInsecure, keyStage, keyIface, keyRetries, keyMinRate, keyDeadline, keyVerify, keyKernel, keyDryRun, keyRescue, keyIdentity, keyPacks, keyFollow}
 
 // Resume modes for thaw.resume.
 const (
@@ -112,6 +113,11 @@ type Params struct {
 	// Rescue: the agent prints how to run it by hand and exits, and the
 	// rescue shell starts (thaw.rescue; a stick's "rescue" entry).
 	Rescue bool `json:"rescue,omitempty"`
+	// Follow: the agent writes the pre-copy of a capture in progress
+	// (NAME.precopy, which capture --precopy stores while the server
+	// runs), waits for the capture's bundle NAME, then writes only the
+	// chunks that changed and resumes (thaw.follow).
+	Follow bool `json:"follow,omitempty"`
 	// Identity is where the agent gets the age identity that decrypts
 	// the bundle, beside those built into it (thaw.identity): an https://
 	// URL of the store (with thaw.token), usb:NAME on the stick or
@@ -245,7 +251,7 @@ func unknown(a Arg) *Error {
 // set stores one parameter in p after checking its value.
 func (p *Params) set(a Arg) *Error {
 	k, v := a.Name, a.Value
-	if !a.HasValue && k != keyInsecure && k != keyDryRun && k != keyRescue {
+	if !a.HasValue && k != keyInsecure && k != keyDryRun && k != keyRescue && k != keyFollow {
 		return &Error{Param: k, Kind: ErrInvalid, Reason: "no value", Fix: k + "=" + placeholder(k)}
 	}
 	if a.HasValue && v == "" {
@@ -302,15 +308,18 @@ func (p *Params) set(a Arg) *Error {
 			return invalid(k, v, "not a yes or no", "thaw.insecure=1 to allow an unsigned bundle, or leave it out")
 		}
 		p.Insecure = b
-	case keyDryRun, keyRescue:
+	case keyDryRun, keyRescue, keyFollow:
 		b, ok := parseBool(v, a.HasValue)
 		if !ok {
 			return invalid(k, v, "not a yes or no", k+"=1, or leave it out")
 		}
-		if k == keyDryRun {
+		switch k {
+		case keyDryRun:
 			p.DryRun = b
-		} else {
+		case keyRescue:
 			p.Rescue = b
+		default:
+			p.Follow = b
 		}
 	case keyStage:
 		n, err := strconv.Atoi(v)
@@ -428,6 +437,8 @@ func (p *Params) clear(k string) {
 		p.DryRun = false
 	case keyRescue:
 		p.Rescue = false
+	case keyFollow:
+		p.Follow = false
 	case keyStage:
 		p.Stage = 0
 	case keyIface:
@@ -483,7 +494,7 @@ func placeholder(k string) string {
 		return "https://HOST:PORT/NAME.identity"
 	case keyPacks:
 		return "http://HOST:PORT/packs"
-	case keyDryRun, keyRescue:
+	case keyDryRun, keyRescue, keyFollow:
 		return "1"
 	}
 	return "VALUE"
@@ -547,6 +558,9 @@ func (p *Params) Validate(agent bool) error {
 	if p.Identity != "" {
 		add(checkChars(keyIdentity, p.Identity))
 		add(checkIdentity(p.Identity))
+	}
+	if p.Follow {
+		add(checkFollow(p.Image))
 	}
 	add(checkResume(p.Resume))
 	add(checkStage(p.Stage))
@@ -614,6 +628,26 @@ func checkRef(k, v string) *Error {
 		return checkPin(k, v)
 	}
 	return checkURL(k, v)
+}
+
+// checkFollow: a capture in progress is followed on a store (thaw
+// serve, over http or https), by its name alone: its digest is not known
+// before it is made, and a stick holds finished bundles only.
+func checkFollow(image string) *Error {
+	u, pin, _ := strings.Cut(image, "#")
+	l := strings.ToLower(u)
+	switch {
+	case !strings.HasPrefix(l, "http://") && !strings.HasPrefix(l, "https://"):
+		return invalid(keyFollow, "1", "thaw.follow=1 follows a capture into a store: thaw.image= must be its http(s):// URL, not "+image,
+			"thaw.image=http://HOST:PORT/NAME (the --to of thaw capture --precopy), or leave thaw.follow= out")
+	case pin != "":
+		return invalid(keyFollow, "1", "thaw.follow=1 follows a capture not yet made: its digest cannot be pinned (#"+pin+")",
+			"leave #sha256= out: the pre-copy and the bundle are checked by their signature and must carry the same bundle id")
+	case strings.Contains(u, "?"):
+		return invalid(keyFollow, "1", "thaw.follow=1 cannot follow a presigned URL: the chunks of a capture not yet made cannot be presigned",
+			"follow a capture into thaw serve (thaw.token= with its read token), or restore from the bucket once the capture is done (thaw presign)")
+	}
+	return nil
 }
 
 // checkIdentity accepts where an identity may come from: https://, usb:
@@ -815,6 +849,9 @@ func (p *Params) Args() []string {
 	}
 	if p.Rescue {
 		add(keyRescue, "1")
+	}
+	if p.Follow {
+		add(keyFollow, "1")
 	}
 	return a
 }

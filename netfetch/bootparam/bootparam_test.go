@@ -237,6 +237,10 @@ func TestValidate(t *testing.T) {
 		{name: "pubkey", p: Params{PubKey: "RW"}, kind: ErrInvalid, want: "thaw.pubkey=RW"},
 		{name: "token space", p: Params{Token: "a b"}, kind: ErrInvalid, want: "thaw.token: invalid value: a space"},
 		{name: "iface", p: Params{Iface: "a:b"}, kind: ErrInvalid, want: "thaw.iface=a:b"},
+		{name: "follow", p: Params{Image: "https://a/b.thaw", Follow: true}, agent: true},
+		{name: "follow a stick", p: Params{Image: "usb:b.thaw", Follow: true}, agent: true, kind: ErrInvalid, want: "must be its http(s):// URL"},
+		{name: "follow a pin", p: Params{Image: "http://a/b.thaw#sha256=" + strings.Repeat("0", 64), Follow: true}, agent: true, kind: ErrInvalid, want: "cannot be pinned"},
+		{name: "follow a presigned URL", p: Params{Image: "https://a/b.thaw?X-Amz-Signature=1", Follow: true}, agent: true, kind: ErrInvalid, want: "presigned"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.p.Validate(tc.agent)
@@ -257,11 +261,11 @@ func TestArgsRoundTrip(t *testing.T) {
 	p := &Params{
 		Image: "http://10.0.0.1:8080/a.thaw", PubKey: key, Disks: []string{"vda", "disk/by-id/x"}, Area: "vdb2",
 		Token: "t0k", Log: "http://10.0.0.1:8080/log/a", Resume: ResumeKexec, Insecure: true, Stage: 2, Iface: "eth0",
-		Retries: -1, MinRate: 1 << 20, Deadline: 36 * time.Hour,
+		Retries: -1, MinRate: 1 << 20, Deadline: 36 * time.Hour, Follow: true,
 	}
 	want := "thaw.image=http://10.0.0.1:8080/a.thaw thaw.pubkey=" + key + " thaw.disk=vda,disk/by-id/x thaw.area=vdb2 thaw.token=t0k" +
 		" thaw.log=http://10.0.0.1:8080/log/a thaw.resume=kexec thaw.insecure=1 thaw.stage=2 thaw.iface=eth0" +
-		" thaw.retries=0 thaw.minrate=1048576 thaw.deadline=36h0m0s"
+		" thaw.retries=0 thaw.minrate=1048576 thaw.deadline=36h0m0s thaw.follow=1"
 	if got := p.Cmdline(); got != want {
 		t.Errorf("Cmdline =\n%s\nwant\n%s", got, want)
 	}

@@ -154,6 +154,17 @@
 //	Plan and write nothing, as thaw agent --dry-run: the "plan" entry of
 //	a thaw stick's menu.
 //
+// thaw.follow=1
+//
+//	Follow a capture in progress (thaw capture --precopy into thaw
+//	serve): the agent waits for the capture's pre-copy, NAME.precopy
+//	(the disks as read while the server runs), plans and writes it, then
+//	waits for the bundle NAME with the pre-copy's bundle id, and writes
+//	only the chunks that changed before it resumes the image. The
+//	downtime is then the frozen capture and what changed, not the disks'
+//	size. thaw.image= is the bundle's http(s) URL, without #sha256=;
+//	thaw.deadline= also bounds each wait (default 24h).
+//
 // thaw.rescue=1
 //
 //	The agent prints how to run it by hand and exits, so that the rescue

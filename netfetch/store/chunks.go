@@ -2,6 +2,7 @@ package store
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -343,12 +344,26 @@ func (s *Store) precopy(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, bundle.ErrNoBundle) {
 			break
 		}
-		if err == nil && rec.Kind == bundle.RecordBundle {
-			err = errors.New("a pre-copy carries chunks only: upload the bundle without ?precopy")
+		if errors.Is(err, bundle.ErrPackEnd) {
+			break
 		}
 		if err != nil {
 			fail(w, http.StatusBadRequest, "%s?precopy: %v; the chunks before it are kept", p, err)
 			return
+		}
+		if rec.Kind == bundle.RecordBundle {
+			// The pre-copy's own bundle object (disks only, marked as a
+			// pre-copy), for a target that follows the capture.
+			if err := s.putPrecopy(pr, name); err != nil {
+				var pk *packError
+				if errors.As(err, &pk) {
+					fail(w, pk.code, "%s?precopy: %s; the chunks before it are kept", p, pk.msg)
+				} else {
+					putFail(w, p, err)
+				}
+				return
+			}
+			continue
 		}
 		cpath := path.Join(dir, bundle.ChunkPath(rec.SHA256))
 		if fi, err := s.root.Stat(cpath); err == nil && fi.Size() == rec.Size {
@@ -373,6 +388,69 @@ func (s *Store) precopy(w http.ResponseWriter, r *http.Request) {
 	s.opt.Logf("pre-copy for /%s: %d chunks stored (%d MiB), %d already here", name, stored, bytes>>20, known)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	fmt.Fprintf(w, "pre-copy for /%s: %d chunks stored, %d already here\n", name, stored, known)
+}
+
+// maxPrecopyObject bounds a pre-copy's bundle object: its index names the
+// disks' chunks, about 150 bytes each.
+const maxPrecopyObject = 64 << 20
+
+// putPrecopy stores a pre-copy's bundle object as NAME.precopy once it
+// checks out: a version 2 bundle marked as a pre-copy, every chunk it
+// names in the store.
+func (s *Store) putPrecopy(r io.Reader, name string) error {
+	b, err := io.ReadAll(io.LimitReader(r, maxPrecopyObject+1))
+	if err != nil {
+		return err
+	}
+	if len(b) > maxPrecopyObject {
+		return &packError{http.StatusRequestEntityTooLarge, fmt.Sprintf("the pre-copy's bundle object is more than %d bytes", maxPrecopyObject)}
+	}
+	br, err := bundle.Open(bytes.NewReader(b), int64(len(b)), nil)
+	if err != nil {
+		return &packError{http.StatusBadRequest, "the pre-copy's bundle object: " + err.Error()}
+	}
+	pre := br.Index.Precopy
+	br.Close()
+	if !pre {
+		return &packError{http.StatusBadRequest, "the bundle object of a pre-copy must be marked as one: upload a capture's bundle without ?precopy"}
+	}
+	dir := path.Dir(name)
+	var rnd [8]byte
+	rand.Read(rnd[:])
+	tmp := path.Join(dir, tmpPrefix+path.Base(name)+".precopy."+hex.EncodeToString(rnd[:]))
+	f, err := s.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		var missing []string
+		if missing, _, err = s.missingChunks(tmp, dir); err == nil && len(missing) > 0 {
+			err = &packError{http.StatusConflict, fmt.Sprintf("the pre-copy names %d chunks this store does not hold (the first: %s)", len(missing), bundle.ChunkPath(missing[0]))}
+		}
+	}
+	if err == nil {
+		err = s.root.Rename(tmp, name+bundle.PrecopySuffix)
+	}
+	if err != nil {
+		s.root.Remove(tmp)
+		return err
+	}
+	if d, err := s.root.Open(dir); err == nil {
+		err = d.Sync()
+		d.Close()
+		if err != nil {
+			return err
+		}
+	}
+	s.opt.Logf("pre-copy bundle object /%s%s stored (%d bytes)", name, bundle.PrecopySuffix, len(b))
+	return nil
 }
 
 // Precopy sends a pack of chunks only (bundle.Writer.FinishChunks) to the

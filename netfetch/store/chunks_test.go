@@ -271,7 +271,9 @@ func TestGC(t *testing.T) {
 
 // A pre-copy stores the disks' chunks while the source runs, with the
 // bundle's one-use token left unspent; the bundle's pack then carries only
-// what changed. A pre-copy that carries a bundle is refused.
+// what changed. The pre-copy's own bundle object is stored as
+// NAME.precopy until the bundle lands; a pre-copy that carries a bundle
+// not marked as a pre-copy is refused.
 func TestPrecopy(t *testing.T) {
 	ts := newStore(t, Options{Token: token})
 	ctx := context.Background()
@@ -281,15 +283,19 @@ func TestPrecopy(t *testing.T) {
 	mem, disk := randBytes(2<<20, 11), randBytes(6<<20, 12)
 
 	var pre bytes.Buffer
-	w, _ := bundle.NewWriter(&pre, bundle.WriterOptions{ChunkSize: 1 << 20, Store: &bundle.StoreOptions{}})
+	w, _ := bundle.NewWriter(&pre, bundle.WriterOptions{ChunkSize: 1 << 20, Store: &bundle.StoreOptions{}, Precopy: true})
 	sw, _ := w.Stream("disk0", bundle.KindDisk)
 	sw.Write(disk)
-	if _, err := w.FinishChunks(); err != nil {
+	if _, err := w.Finish(&manifest.Manifest{Version: manifest.Version, Kind: "capture"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	answer, err := Precopy(ctx, http.DefaultClient, ts.url+"/db1.thaw", g.Token, bytes.NewReader(pre.Bytes()))
 	if err != nil || !strings.Contains(answer, "6 chunks stored") {
 		t.Fatalf("pre-copy: %q %v", answer, err)
+	}
+	// Its bundle object, for a target that follows the capture.
+	if err := verifyIn(t, ts.dir, "db1.thaw"+bundle.PrecopySuffix); err != nil {
+		t.Fatalf("the pre-copy's bundle object: %v", err)
 	}
 	copy(disk[3<<20:], "changed while the pre-copy ran")
 	have, err := Have(ctx, http.DefaultClient, ts.url+"/db1.thaw", g.Token)
@@ -306,11 +312,16 @@ func TestPrecopy(t *testing.T) {
 	if err := verifyIn(t, ts.dir, "db1.thaw"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Precopy(ctx, http.DefaultClient, ts.url+"/db2.thaw", token, bytes.NewReader(p)); err == nil || !strings.Contains(err.Error(), "chunks only") {
-		t.Errorf("a pre-copy with a bundle: %v", err)
+	if _, err := os.Stat(filepath.Join(ts.dir, "db1.thaw"+bundle.PrecopySuffix)); !os.IsNotExist(err) {
+		t.Errorf("the pre-copy outlived its bundle: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(ts.dir, "db2.thaw")); !os.IsNotExist(err) {
-		t.Error("a pre-copy stored a bundle")
+	if _, err := Precopy(ctx, http.DefaultClient, ts.url+"/db2.thaw", token, bytes.NewReader(p)); err == nil || !strings.Contains(err.Error(), "must be marked") {
+		t.Errorf("a pre-copy with a bundle not marked as one: %v", err)
+	}
+	for _, n := range []string{"db2.thaw", "db2.thaw" + bundle.PrecopySuffix} {
+		if _, err := os.Stat(filepath.Join(ts.dir, n)); !os.IsNotExist(err) {
+			t.Errorf("a refused pre-copy stored %s", n)
+		}
 	}
 	if _, err := Precopy(ctx, http.DefaultClient, ts.url+"/db3.thaw", "", bytes.NewReader(pre.Bytes())); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Errorf("a pre-copy without a token: %v", err)

@@ -146,6 +146,12 @@ func (s *Store) put(w http.ResponseWriter, r *http.Request) {
 	}
 	published = true
 	s.releaseLease(name)
+	// A pre-copy of name is superseded by the bundle: thaw gc may then
+	// collect what only it named (after the grace period: a target still
+	// writing it reads its chunks meanwhile).
+	if err := s.root.Remove(name + bundle.PrecopySuffix); err == nil {
+		s.opt.Logf("/%s%s removed: /%s landed", name, bundle.PrecopySuffix, name)
+	}
 	if d, err := s.root.Open(dir); err == nil {
 		err = d.Sync()
 		d.Close()

@@ -295,7 +295,7 @@ func TestAgentRescueShell(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			vm, err := harness.Start(harness.VMConfig{Name: "rescue-" + tc.name, Kernel: kernel, Initrd: initrd, Append: tc.params,
-				MemoryMB: 512, Input: true, LogDir: logDir, Timeout: 3 * time.Minute})
+				MemoryMB: 512, Input: true, LogDir: logDir, Timeout: 6 * time.Minute})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -314,7 +314,9 @@ func TestAgentRescueShell(t *testing.T) {
 			}
 			time.Sleep(time.Second)
 			vm.Type("echo RESCUE-$((40+2))\r")
-			if _, _, err := vm.WaitFor(regexp.MustCompile(`RESCUE-42`), 0, time.Minute); err != nil {
+			// The line editor redraws its line on every key: under TCG,
+			// beside another machine, a typed line took over a minute.
+			if _, _, err := vm.WaitFor(regexp.MustCompile(`RESCUE-42`), 0, 3*time.Minute); err != nil {
 				t.Fatal(err)
 			}
 			if strings.Contains(vm.Console(), "Attempted to kill init") {
