@@ -397,7 +397,8 @@ func captureServerOn(t *testing.T, s *harness.Server, name, firmware string, opt
 	t.Logf("TIMING %-34s %6.1fs", name+" (freeze → power off)", time.Since(start).Seconds())
 
 	c = &capturedServer{s: s, h: h, blobSum: blobSum, dsdtSum: dsdtSum, tools: tools, redis: rm[1],
-		bundle: bundlePath, pub: filepath.Join(dir, "k.pub"), key: filepath.Join(dir, "k.key"), identity: filepath.Join(dir, "r.identity")}
+		bundle: bundlePath, pub: filepath.Join(dir, "k.pub"), key: filepath.Join(dir, "k.key"), identity: filepath.Join(dir, "r.identity"),
+		frozenToOff: time.Since(start).Seconds()}
 	// Encrypted: what lived only in the server's RAM appears in no stored
 	// byte.
 	// Every file of the store: the bundle object and its chunks.
@@ -473,6 +474,9 @@ type capturedServer struct {
 	blobSum            string
 	dsdtSum            string // md5 of the source's DSDT
 	redis              string // thaw:secret in the source's redis, in RAM only
+	// frozenToOff is the capture's seconds from its start to the power
+	// off, when this run made it (0 for a kept one).
+	frozenToOff float64
 }
 
 var redisRE = regexp.MustCompile(`REDIS: thaw:secret=([0-9a-f]+)\r?\n`) // the whole line: the console arrives in pieces

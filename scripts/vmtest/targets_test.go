@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -74,6 +75,10 @@ type agentCase struct {
 	// its CA baked in) through a presigned list (thaw presign) as
 	// thaw.image=; thaw serve still takes the log and serves the kernel.
 	s3 bool
+	// follow is the store directory of a capture in progress: the agent
+	// follows it (thaw.follow=1, no pin), thaw serve serving that
+	// directory; with redis, the default NIC forwards it.
+	follow string
 	// onRefused runs once a refusal's box is on the console, before the
 	// VM is stopped.
 	onRefused func(vm *harness.VM)
@@ -209,7 +214,11 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 	if ac.from == "" {
 		ac.from = c.bundle
 	}
-	linkBundle(t, ac.from, filepath.Join(store, ac.bundle))
+	if ac.follow != "" {
+		store = ac.follow
+	} else {
+		linkBundle(t, ac.from, filepath.Join(store, ac.bundle))
+	}
 	if ac.pubLine == "" {
 		ac.pubLine = pubKeyLine(t, c.pub)
 	}
@@ -246,17 +255,21 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 	var serveWrap []string
 	serveHost := "127.0.0.1"
 	// Every agent is pinned to the bundle it is given.
-	if ac.pin == "" {
+	if ac.pin == "" && ac.follow == "" {
 		ac.pin = indexDigest(t, ac.from)
 	}
 	// The initramfs carries no copy of the agent kernel: a second stage
 	// fetches it from the store's public /boot/, as from a PXE tree.
 	os.MkdirAll(filepath.Join(store, "boot"), 0o755)
-	if err := os.Link(kernel, filepath.Join(store, "boot", "vmlinuz")); err != nil {
-		copyFile(t, kernel, filepath.Join(store, "boot", "vmlinuz"))
+	if vml := filepath.Join(store, "boot", "vmlinuz"); os.Link(kernel, vml) != nil && fileSHA256(t, vml) != fileSHA256(t, kernel) {
+		copyFile(t, kernel, vml)
 	}
-	params := fmt.Sprintf("thaw.image=%s://10.0.2.2:%d/%s#sha256=%s thaw.pubkey=%s thaw.disk=%s thaw.token=%s thaw.log=%s://10.0.2.2:%d/log/%s thaw.kernel=%s://10.0.2.2:%d/boot/vmlinuz#sha256=%s %s",
-		scheme, port, ac.bundle, ac.pin, ac.pubLine, disk, readToken, scheme, port, ac.name, scheme, port, fileSHA256(t, kernel), ac.params)
+	image := fmt.Sprintf("%s://10.0.2.2:%d/%s#sha256=%s", scheme, port, ac.bundle, ac.pin)
+	if ac.follow != "" {
+		image = fmt.Sprintf("%s://10.0.2.2:%d/%s thaw.follow=1", scheme, port, ac.bundle)
+	}
+	params := fmt.Sprintf("thaw.image=%s thaw.pubkey=%s thaw.disk=%s thaw.token=%s thaw.log=%s://10.0.2.2:%d/log/%s thaw.kernel=%s://10.0.2.2:%d/boot/vmlinuz#sha256=%s %s",
+		image, ac.pubLine, disk, readToken, scheme, port, ac.name, scheme, port, fileSHA256(t, kernel), ac.params)
 	if ac.tls {
 		params += fmt.Sprintf(" thaw.identity=https://10.0.2.2:%d/keys/server.identity", port)
 	}
@@ -303,6 +316,9 @@ func bootAgent(t *testing.T, c *capturedServer, ac agentCase) *agentTarget {
 	}
 	if ac.nic == "" && len(ac.extra) == 0 && !ac.vmware {
 		cfg.NIC = "virtio-net-pci"
+		if ac.redis != 0 {
+			cfg.HostFwd = []string{fmt.Sprintf("tcp:127.0.0.1:%d-:6379", ac.redis)}
+		}
 	}
 	if ac.pxe {
 		// M1: the target boots from its NIC on a network of its own, where
@@ -377,6 +393,7 @@ func agentResume(t *testing.T, ac agentCase) *agentTarget {
 // image itself.
 func TestAgentSameHardwareDirect(t *testing.T) {
 	agentCaseParallel(t)
+	start := time.Now()
 	at := agentResume(t, agentCase{name: "e1-direct"})
 	if !strings.Contains(at.vm.Console(), "memory image → /dev/snapshot") {
 		t.Error("the agent did not take the direct path")
@@ -387,29 +404,50 @@ func TestAgentSameHardwareDirect(t *testing.T) {
 		t.Errorf("the agent's remote log (%v):\n%s", err, log)
 	}
 	checkResumedUp(t, at.vm, captured.h)
-	secondCapture(t, at, captured)
+	secondCapture(t, at, captured, time.Since(start))
 	fsckRoot(t, at.target)
 }
 
 // secondCapture is S2: the server resumed by E1, captured again a few
 // minutes later into the store that holds its first capture (the same
-// chunk key: the one the first capture made on its disk). Only the chunks
-// that changed cross the network. Then S4: the first bundle deleted, thaw gc removes the
-// chunks only it named, and the second still verifies whole.
-func secondCapture(t *testing.T, at *agentTarget, c *capturedServer) {
+// chunk key: the one the first capture made on its disk), with
+// --precopy. Only the chunks that changed cross the network. Then S4: the
+// first bundle deleted, thaw gc removes the chunks only it named, and the
+// second still verifies whole.
+//
+// S3, follow: while the server runs, a second target boots the agent
+// with thaw.follow=1. It writes the capture's pre-copy while the server
+// still runs, then the chunks that changed once the bundle is stored,
+// and resumes; a client on the host reads the RAM-only redis value from
+// it. The downtime, from the freeze to that answer, is set beside E1's:
+// the first capture's freeze to power-off plus E1's agent run (e1Agent).
+func secondCapture(t *testing.T, at *agentTarget, c *capturedServer, e1Agent time.Duration) {
 	t.Helper()
 	const tok = "s2-wr1te-t0ken"
 	tokFile := filepath.Join(t.TempDir(), "token")
 	os.WriteFile(tokFile, []byte(tok+"\n"), 0o600)
 	port := startServe(t, "s2", at.store, "--token-file", tokFile)
+	ft := bootAgent(t, c, agentCase{name: "s3-follow", follow: at.store, bundle: "server2.thaw", redis: freePort(t)})
+	defer failWithConsole(t, ft.vm)
 	vm := at.vm
 	from := len(vm.Console())
-	cmd := fmt.Sprintf("echo %s >/run/s2.token && (/mnt/t/thaw capture --to http://10.0.2.2:%d/server2.thaw --key /mnt/t/k.key --recipient /mnt/t/r.recipient --token-file /run/s2.token --disks /dev/vda >/dev/console 2>&1 &)", tok, port)
+	cmd := fmt.Sprintf("echo %s >/run/s2.token && (/mnt/t/thaw capture --to http://10.0.2.2:%d/server2.thaw --key /mnt/t/k.key --recipient /mnt/t/r.recipient --token-file /run/s2.token --disks /dev/vda --precopy --rate 64 >/dev/console 2>&1 &)", tok, port)
 	t.Logf("server# %s (S2: the resumed server captured again)", cmd)
 	if _, status, err := vm.Run(cmd, time.Minute); err != nil || status != 0 {
 		t.Fatalf("S2: start capture: %v %d", err, status)
 	}
-	m, _, err := vm.WaitFor(regexp.MustCompile(`thaw capture \[[ 0-9.]+s\]: (aborted.*|.*powering off)|thaw capture: \S.*`), from, 10*time.Minute)
+	m, _, err := vm.WaitFor(regexp.MustCompile(`thaw capture \[[ 0-9.]+s\]: (aborted.*|freezing.*)|thaw capture: \S.*`), from, 10*time.Minute)
+	if err != nil {
+		t.Fatalf("S2: %v", err)
+	}
+	frozeAt := time.Now()
+	if !strings.Contains(m[0], "freezing") {
+		t.Fatalf("S2: the second capture did not reach the freeze: %s", m[0])
+	}
+	if !strings.Contains(ft.vm.Console(), "pre-copy of bundle id") {
+		t.Errorf("S3: the follower had not taken the pre-copy when the source froze")
+	}
+	m, _, err = vm.WaitFor(regexp.MustCompile(`thaw capture \[[ 0-9.]+s\]: (aborted.*|.*powering off)|thaw capture: \S.*`), from, 10*time.Minute)
 	if err != nil {
 		t.Fatalf("S2: %v", err)
 	}
@@ -426,6 +464,7 @@ func secondCapture(t *testing.T, at *agentTarget, c *capturedServer) {
 	if f, ok := frozenTime(con); ok {
 		t.Logf("TIMING %-34s %6.1fs", "S2 second capture (frozen)", f)
 	}
+	followed(t, ft, c, frozeAt, e1Agent)
 	first := openBundleFile(t, filepath.Join(at.store, "server.thaw"))
 	second := openBundleFile(t, filepath.Join(at.store, "server2.thaw"))
 	had := map[string]bool{}
@@ -495,6 +534,17 @@ func secondCapture(t *testing.T, at *agentTarget, c *capturedServer) {
 			onlyFirst++
 		}
 	}
+	// The chunks that only the pre-copy named (the disk as it was before
+	// the freeze): its object went when the bundle landed, so they go too.
+	if _, err := os.Stat(filepath.Join(at.store, "server2.thaw"+bundle.PrecopySuffix)); !os.IsNotExist(err) {
+		t.Errorf("S2: the pre-copy outlived its bundle: %v", err)
+	}
+	filepath.WalkDir(filepath.Join(at.store, "chunks"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() && !had[d.Name()] && !secondNames(second, d.Name()) {
+			onlyFirst++
+		}
+		return nil
+	})
 	os.Remove(filepath.Join(at.store, "server.thaw"))
 	out, err := thaw(t, "gc", "--store", at.store, "--grace", "0s")
 	if err != nil {
@@ -512,6 +562,54 @@ func secondCapture(t *testing.T, at *agentTarget, c *capturedServer) {
 	}
 	if out, err := thaw(t, "inspect", "--pubkey", c.pub, "--identity", c.identity, filepath.Join(at.store, "server2.thaw")); err != nil {
 		t.Errorf("S4: the second bundle after gc: %v\n%s", err, out)
+	}
+}
+
+// followed waits for the follower of S3 to resume the second capture and
+// for its redis to answer the host with the RAM-only value.
+func followed(t *testing.T, ft *agentTarget, c *capturedServer, frozeAt time.Time, e1Agent time.Duration) {
+	t.Helper()
+	m, _, err := ft.vm.WaitFor(regexp.MustCompile(resumedRE.String()+`|`+refusedRE.String()), 0, 8*time.Minute)
+	if err != nil {
+		t.Fatalf("S3: %v", err)
+	}
+	if !resumedRE.MatchString(m[0]) {
+		t.Fatalf("S3: the follower stopped: %s", m[0])
+	}
+	resumed := time.Since(frozeAt)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var v string
+	for ctx.Err() == nil {
+		if v, err = harness.RedisGet(ctx, fmt.Sprintf("127.0.0.1:%d", ft.redis), "thaw:secret"); err == nil {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if v != c.redis {
+		t.Fatalf("S3: redis on the follower: %q %v, the source held %q", v, err, c.redis)
+	}
+	down := time.Since(frozeAt)
+	con := ft.vm.Console()
+	for _, tm := range timingRE.FindAllStringSubmatch(con, -1) {
+		t.Logf("S3: follower stages: %s", tm[1])
+	}
+	if km := regexp.MustCompile(`disk0 → \S+: (\d+) MiB, (\d+) MiB written, .*, (\d+) MiB already there from the pre-copy`).FindStringSubmatch(con); km != nil {
+		t.Logf("S3: after the freeze the follower wrote %s MiB of the disk's %s MiB; %s MiB were there from the pre-copy", km[2], km[1], km[3])
+	} else {
+		t.Errorf("S3: the follower did not write the bundle over its pre-copy")
+	}
+	t.Logf("host$ redis-cli -p %d GET thaw:secret → %q (from the follower)", ft.redis, v)
+	t.Logf("TIMING %-34s %6.1fs", "S3 follow: freeze → resumed", resumed.Seconds())
+	t.Logf("TIMING %-34s %6.1fs", "S3 follow: freeze → redis answers", down.Seconds())
+	if c.frozenToOff > 0 {
+		e1 := c.frozenToOff + e1Agent.Seconds()
+		t.Logf("S3: downtime %.0fs following, against E1's %.0fs (freeze → power off %.0fs + agent boot → resumed %.0fs): %.2f×", down.Seconds(), e1, c.frozenToOff, e1Agent.Seconds(), down.Seconds()/e1)
+	}
+	// The pages the source had swapped out came back from the disk the
+	// follower wrote in two passes.
+	if out, status, err := ft.vm.Run("md5sum </mnt/p/blob", 2*time.Minute); err != nil || status != 0 || !strings.Contains(out, c.blobSum) {
+		t.Errorf("S3: the swapped-out blob on the follower: %q %v %d", out, err, status)
 	}
 }
 
