@@ -67,7 +67,7 @@ func runCapture(args []string) error {
 	dry := fs.Bool("dry-run", false, "check and plan everything, reserve the mailbox, but do not freeze")
 	mbox := fs.Int("mailbox-size", 4<<20, "bytes of the mailbox region")
 	rcpt := addRecipientFlags(fs)
-	precopy := fs.Bool("precopy", false, "for a URL: send the disks' chunks the store lacks while the machine runs; the frozen phase then sends only what changed")
+	precopy := fs.Bool("precopy", false, "for a URL: send the disks' chunks the store lacks while the machine runs, then the pre-copy's signed bundle object NAME.precopy (a target with thaw.follow=1 writes it while the machine still runs); the frozen phase then sends only what changed")
 	rate := fs.Int64("rate", 0, "with --precopy: read the disks at most this many MiB a second (0: no bound), so that services keep their I/O")
 	chunkKeyPath := fs.String("chunk-key", capture.DefaultChunkKey, "chunk key file (thaw keygen --chunk-key) for a URL --to; the default is made on first use")
 	if _, err := parseInterspersed(fs, args); err != nil {
