@@ -67,8 +67,9 @@ func (r *run) waitFor(ctx context.Context, ref, what string, opt httpra.Options,
 	if limit == 0 {
 		limit = followWait
 	}
-	ctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
+	// (Not a context with this deadline: the blob returned reads on
+	// with ctx.)
+	end := time.Now().Add(limit)
 	start, said := time.Now(), time.Now()
 	pause := 250 * time.Millisecond
 	why := "not there yet"
@@ -93,11 +94,11 @@ func (r *run) waitFor(ctx context.Context, ref, what string, opt httpra.Options,
 			said = time.Now()
 			r.logf("still waiting for %s (%s, %.0fs): %s", what, s3.Redact(ref), time.Since(start).Seconds(), why)
 		}
+		if time.Now().Add(pause).After(end) {
+			return nil, fmt.Errorf("waited %s for %s at %s (%s): the limit of thaw.deadline=/--deadline", limit, what, s3.Redact(ref), why)
+		}
 		select {
 		case <-ctx.Done():
-			if ctx.Err() == context.DeadlineExceeded {
-				return nil, fmt.Errorf("waited %s for %s at %s (%s): the limit of thaw.deadline=/--deadline", limit, what, s3.Redact(ref), why)
-			}
 			return nil, ctx.Err()
 		case <-time.After(pause):
 		}

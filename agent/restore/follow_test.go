@@ -76,7 +76,7 @@ type seqStore struct {
 	refs  []string
 }
 
-func (s *seqStore) Open(_ context.Context, ref string, _ httpra.Options) (Blob, error) {
+func (s *seqStore) Open(ctx context.Context, ref string, _ httpra.Options) (Blob, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.refs = append(s.refs, ref)
@@ -89,7 +89,21 @@ func (s *seqStore) Open(_ context.Context, ref string, _ httpra.Options) (Blob, 
 	if !ok || b == nil {
 		return nil, &httpra.StatusError{Code: 404, Method: "GET"}
 	}
-	return memBlob{&memStore{b: b}}, nil
+	return ctxBlob{memBlob{&memStore{b: b}}, ctx}, nil
+}
+
+// ctxBlob reads as long as the context it was opened with lives, as an
+// HTTP blob does.
+type ctxBlob struct {
+	memBlob
+	ctx context.Context
+}
+
+func (b ctxBlob) ReadAt(p []byte, off int64) (int, error) {
+	if err := b.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return b.memBlob.ReadAt(p, off)
 }
 
 // TestFollow: the agent follows a capture. It waits for the pre-copy,
