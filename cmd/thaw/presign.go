@@ -149,6 +149,44 @@ func s3Bundle(ref string) (string, bundle.ChunkSource, error) {
 	return u, restore.ChunkURLs(restore.Files{}, func(sum string) (string, error) { return c.Presign(o.Chunk(sum), time.Hour) }, httpra.Options{}), nil
 }
 
+// s3Store opens s3:// references by presigning them as they are opened,
+// other references as restore.Files does: thaw restore --follow waits for
+// a bucket's pre-copy and bundle by their s3:// names.
+type s3Store struct {
+	restore.Files
+	c *s3.Client
+}
+
+func (s s3Store) Open(ctx context.Context, ref string, opt httpra.Options) (restore.Blob, error) {
+	if !s3.IsURL(ref) {
+		return s.Files.Open(ctx, ref, opt)
+	}
+	o, err := s3.Parse(ref, "")
+	if err != nil {
+		return nil, err
+	}
+	u, err := s.c.Presign(o, time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	return s.Files.Open(ctx, u, opt)
+}
+
+// s3Follow is what thaw restore --follow needs for an s3:// bundle: a
+// store that presigns the pre-copy and the bundle as it waits for them,
+// and its chunks presigned on demand.
+func s3Follow(ref string) (restore.Store, bundle.ChunkSource, error) {
+	o, err := s3.Parse(ref, "")
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := s3Client("", "", nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s3Store{c: c}, restore.ChunkURLs(restore.Files{}, func(sum string) (string, error) { return c.Presign(o.Chunk(sum), time.Hour) }, httpra.Options{}), nil
+}
+
 // presignedList reads ref (a file or URL) when it holds a presigned list:
 // the bundle object's URL, and its chunks read through theirs.
 func presignedList(ref string) (string, bundle.ChunkSource, bool, error) {

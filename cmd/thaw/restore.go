@@ -100,8 +100,8 @@ func runRestore(args []string) error {
 	if *verify != "" && *verify != bootparam.VerifyFirst && *verify != bootparam.VerifyStream {
 		return &exitError{2, fmt.Errorf("--verify %q: want first or stream", *verify)}
 	}
-	if *follow && (s3.IsURL(*image) || strings.Contains(*image, "#") || strings.Contains(*image, "?")) {
-		return &exitError{2, fmt.Errorf("--follow %s: follow a capture into thaw serve (http(s)://HOST:PORT/NAME) or a store directory, by its name alone: a bucket's objects are presigned only once they exist, and a capture not yet made has no digest to pin", *image)}
+	if *follow && (strings.Contains(*image, "#") || strings.Contains(*image, "?")) {
+		return &exitError{2, fmt.Errorf("--follow %s: follow a capture by its name alone (thaw serve's http(s)://HOST:PORT/NAME, s3://BUCKET/PREFIX/NAME, or a store directory's file): a capture not yet made has no digest to pin, and its objects cannot be presigned before they exist", *image)}
 	}
 	pub, err := bundle.LoadPublicKey(*pubPath)
 	if err != nil {
@@ -118,14 +118,22 @@ func runRestore(args []string) error {
 	limitMemory()
 	ref := *image
 	var chunks bundle.ChunkSource
-	if s3.IsURL(ref) {
+	env := restore.System(nil)
+	switch {
+	case s3.IsURL(ref) && *follow:
+		// The pre-copy and the bundle are presigned as they are waited
+		// for.
+		if env.Store, chunks, err = s3Follow(ref); err != nil {
+			return err
+		}
+	case s3.IsURL(ref):
 		if ref, chunks, err = s3Bundle(ref); err != nil {
 			return err
 		}
 	}
 	cfg := restore.Config{Mode: restore.Restore, Image: ref, Chunks: chunks, Token: token, Disks: disks, Area: *resumeRef, Direct: *direct, Verify: *verify, Follow: *follow,
 		Trust: restore.Trust{Keys: []restore.NamedKey{{Key: pub, Name: *pubPath}}, Identities: ids}}
-	st, err := restore.Run(context.Background(), restore.System(nil), reporter(*asJSON), cfg)
+	st, err := restore.Run(context.Background(), env, reporter(*asJSON), cfg)
 	if st != nil {
 		defer st.Close()
 	}
