@@ -64,11 +64,18 @@ unit: s3server
 	$(GO) test ./...
 	./scripts/fuzz.sh $(FUZZTIME) $(FUZZ)
 
+VMTEST = $(GO) test -tags vm -timeout 80m -parallel 2 -v ./scripts/vmtest/ 2>&1 | tee build/vmtest.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)'; exit $${PIPESTATUS[0]}
+
 vmtest: kernels server initramfs s3server
-	$(GO) test -tags vm -timeout 80m -parallel 2 -v ./scripts/vmtest/ 2>&1 | tee build/vmtest.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)'; exit $${PIPESTATUS[0]}
+	$(VMTEST)
 
 # kernels first: the unit tests of kexec/ also load the real Debian kernels.
-test: kernels unit vmtest
+# Then the unit and fuzz tests run while the server guests and the agent
+# are built (those wait mostly on the archive and on one builder VM), and
+# the VM tests last.
+test: kernels
+	$(MAKE) -j2 --output-sync=target unit server initramfs
+	$(VMTEST)
 
 fuzz:
 	./scripts/fuzz.sh $(FUZZLONG) $(FUZZ)

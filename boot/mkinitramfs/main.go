@@ -155,8 +155,11 @@ func run(out, kname string, pubkeys []string, withModules bool) error {
 
 	// u-root: core commands and thaw in one busybox, thaw as uinit.
 	cpioPath := filepath.Join(tmp, "initramfs.cpio")
+	// gosh with its plain line reader (goshsmall): the terminal's own
+	// line editing, on any serial console. The full-screen editor hung
+	// after Enter on a slow machine.
 	args := []string{"run", "github.com/u-root/u-root", "-o", cpioPath, "-base", basePath,
-		"-uinitcmd", "thaw agent", "-defaultsh", "gosh"}
+		"-uinitcmd", "thaw agent", "-defaultsh", "gosh", "-go-build-tags", "goshsmall"}
 	for _, c := range Commands {
 		args = append(args, "github.com/u-root/u-root/cmds/core/"+c)
 	}

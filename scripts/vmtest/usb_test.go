@@ -308,8 +308,9 @@ func TestAgentRescueShell(t *testing.T) {
 				time.Sleep(time.Second)
 				vm.Type("\r")
 			}
-			// gosh's line editor shows its key help under the prompt
-			if _, _, err := vm.WaitFor(regexp.MustCompile(`toggle key help`), 0, time.Minute); err != nil {
+			// gosh's prompt, at the start of a line (its plain line
+			// reader: the terminal echoes what is typed)
+			if _, _, err := vm.WaitFor(regexp.MustCompile(`\n\$ `), 0, time.Minute); err != nil {
 				t.Fatal(err)
 			}
 			time.Sleep(time.Second)
