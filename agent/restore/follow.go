@@ -59,7 +59,8 @@ func (s *State) skipWritten(i int, hold *int64) func(bundle.Chunk) bool {
 const followWait = 24 * time.Hour
 
 // waitFor opens ref once it exists, asking again with a growing pause
-// (a quarter second to two seconds) while the store answers 404. accept,
+// (a quarter second to one second: the wait for the bundle is downtime)
+// while the store answers 404. accept,
 // if set, may turn an object down (an older bundle): the wait goes on.
 // Every 30 seconds it says what it waits for.
 func (r *run) waitFor(ctx context.Context, ref, what string, opt httpra.Options, accept func(Blob) (bool, string)) (Blob, error) {
@@ -102,7 +103,7 @@ func (r *run) waitFor(ctx context.Context, ref, what string, opt httpra.Options,
 			return nil, ctx.Err()
 		case <-time.After(pause):
 		}
-		pause = min(2*pause, 2*time.Second)
+		pause = min(2*pause, time.Second)
 	}
 }
 

@@ -14,6 +14,11 @@
 //	P4 fleet from S3: P3's bundle in a real S3 server (versitygw, make
 //	   s3server), each restore reading it through a presigned list (thaw
 //	   presign --out): aggregate / single, every restore verified.
+//	P5 follow: thaw restore --follow writes a capture's pre-copy from
+//	   thaw serve, then the bundle, whose disk differs in a few per cent
+//	   of its chunks; from the moment the bundle is stored to the end of
+//	   the restore, against a whole restore of the same bundle: whole /
+//	   follow, the part of the downtime the restore sets.
 //
 // The bundles are synthetic (scripts/bench/bundlebench's page mix: zero,
 // random and text-like pages, the disk with long zero regions), plaintext,
@@ -24,6 +29,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -44,6 +50,7 @@ import (
 	"github.com/thawlinux/thaw/images/manifest"
 	"github.com/thawlinux/thaw/images/swsusp"
 	"github.com/thawlinux/thaw/netfetch/s3"
+	"github.com/thawlinux/thaw/netfetch/store"
 	"github.com/thawlinux/thaw/scripts/bench/synth"
 	"github.com/thawlinux/thaw/scripts/harness"
 )
@@ -55,7 +62,9 @@ func main() {
 	runs := flag.Int("runs", 2, "P1 runs of each (best of)")
 	fleet := flag.Int("p3-fleet", 16, "P3: restores at once (0: no P3)")
 	fleetDisk := flag.Int("p3-disk", 256, "P3: MiB of disk in the bundle (its memory is 64 MiB)")
-	only := flag.String("only", "", "run only P1, P2, P3 or P4")
+	only := flag.String("only", "", "run only P1, P2, P3, P4 or P5")
+	followDisk := flag.Int("p5-disk", 1024, "P5: MiB of disk in the bundle (its memory is 64 MiB)")
+	followChange := flag.Int("p5-change", 2, "P5: per cent of the disk's chunks that change between the pre-copy and the bundle")
 	thawBin := flag.String("thaw", "", "measure this thaw binary instead of building ./cmd/thaw (an earlier version, for a before/after)")
 	flag.Parse()
 	work, err := os.MkdirTemp(*dir, "restorebench")
@@ -70,6 +79,12 @@ func main() {
 			b.fleet(*fleet, *fleetDisk)
 		}
 		if *only == "P3" {
+			return
+		}
+	}
+	if *only == "" || *only == "P5" {
+		b.follow(*followDisk, *followChange)
+		if *only == "P5" {
 			return
 		}
 	}
@@ -227,24 +242,9 @@ func (b *bench) restore(name string, memMB, diskMB int) (time.Duration, int64, m
 
 // restoreTo is restore onto target.img+tag, area.img+tag.
 func (b *bench) restoreTo(name string, memMB, diskMB int, tag string) (time.Duration, int64, map[string]float64) {
-	target, area := filepath.Join(b.dir, "target.img"+tag), filepath.Join(b.dir, "area.img"+tag)
-	check(os.WriteFile(target, nil, 0o644))
-	check(os.Truncate(target, int64(diskMB)<<20))
-	areaPages := uint32(memMB<<8 + memMB<<5 + 4096)
-	f, err := os.Create(area)
-	check(err)
-	check(f.Truncate(int64(areaPages) * 4096))
-	check(swsusp.FormatSwap(f, 0, areaPages, [16]byte{2}, "bench"))
-	check(f.Close())
-	defer os.Remove(target)
-	defer os.Remove(area)
+	cmd, clean := b.restoreCmd(name, memMB, diskMB, tag)
+	defer clean()
 	dropCaches()
-	ref := b.url + "/" + name
-	if filepath.IsAbs(name) {
-		ref = name // a presigned list
-	}
-	cmd := exec.CommandContext(context.Background(), b.thaw, "restore", "--image", ref, "--pubkey", filepath.Join(b.dir, "k.pub"),
-		"--token-file", filepath.Join(b.dir, "token"), "--disk", target, "--resume", area, "--json")
 	var errb strings.Builder
 	cmd.Stderr = &errb
 	t0 := time.Now()
@@ -258,6 +258,27 @@ func (b *bench) restoreTo(name string, memMB, diskMB int, tag string) (time.Dura
 	}
 	check(json.Unmarshal(out, &res))
 	return d, cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10, res.Stages
+}
+
+// restoreCmd is thaw restore of the bundle onto a fresh sparse file and a
+// swap area (extra arguments after the others), and what removes them.
+func (b *bench) restoreCmd(name string, memMB, diskMB int, tag string, extra ...string) (*exec.Cmd, func()) {
+	target, area := filepath.Join(b.dir, "target.img"+tag), filepath.Join(b.dir, "area.img"+tag)
+	check(os.WriteFile(target, nil, 0o644))
+	check(os.Truncate(target, int64(diskMB)<<20))
+	areaPages := uint32(memMB<<8 + memMB<<5 + 4096)
+	f, err := os.Create(area)
+	check(err)
+	check(f.Truncate(int64(areaPages) * 4096))
+	check(swsusp.FormatSwap(f, 0, areaPages, [16]byte{2}, "bench"))
+	check(f.Close())
+	ref := b.url + "/" + name
+	if filepath.IsAbs(name) {
+		ref = name // a presigned list
+	}
+	args := append([]string{"restore", "--image", ref, "--pubkey", filepath.Join(b.dir, "k.pub"),
+		"--token-file", filepath.Join(b.dir, "token"), "--disk", target, "--resume", area, "--json"}, extra...)
+	return exec.CommandContext(context.Background(), b.thaw, args...), func() { os.Remove(target); os.Remove(area) }
 }
 
 // dropCaches makes both runs start with a cold page cache where the
@@ -406,14 +427,22 @@ func (b *bench) storeBundle(name string, memMB, diskMB int) string {
 // writeBench writes the synthetic memory image and disk, and a manifest
 // that names them, and signs the bundle.
 func writeBench(w *bundle.Writer, key *minisign.PrivateKey, memMB, diskMB int, random bool) {
+	writeStreams(w, key, memMB, diskMB, diskStream(int64(diskMB)<<20, random))
+}
+
+// writeStreams is writeBench with the disk's bytes from disk; memMB 0
+// writes the disk alone, with no memory image (a pre-copy).
+func writeStreams(w *bundle.Writer, key *minisign.PrivateKey, memMB, diskMB int, disk io.Reader) {
 	pages := memMB << 8
-	for _, s := range []struct {
+	type stream struct {
 		name, kind string
 		r          io.Reader
-	}{
-		{"memory", bundle.KindMemory, synth.MemoryStream(1, pages)},
-		{"disk0", bundle.KindDisk, diskStream(int64(diskMB)<<20, random)},
-	} {
+	}
+	streams := []stream{{"disk0", bundle.KindDisk, disk}}
+	if memMB > 0 {
+		streams = append([]stream{{"memory", bundle.KindMemory, synth.MemoryStream(1, pages)}}, streams...)
+	}
+	for _, s := range streams {
 		sw, err := w.Stream(s.name, s.kind)
 		check(err)
 		_, err = sw.ReadFrom(s.r)
@@ -422,10 +451,110 @@ func writeBench(w *bundle.Writer, key *minisign.PrivateKey, memMB, diskMB int, r
 	}
 	meta := (pages*8 + 4095) / 4096
 	m := &manifest.Manifest{Version: manifest.Version, Kind: "capture", Kernel: manifest.Kernel{Release: "bench"},
-		Disks: []manifest.Disk{{Name: "vda", Size: int64(diskMB) << 20, Stream: "disk0"}},
-		Image: &manifest.Image{Release: "bench", Pages: uint64(1 + meta + pages), DataPages: uint64(pages), Stream: "memory"}}
+		Disks: []manifest.Disk{{Name: "vda", Size: int64(diskMB) << 20, Stream: "disk0"}}}
+	if memMB > 0 {
+		m.Image = &manifest.Image{Release: "bench", Pages: uint64(1 + meta + pages), DataPages: uint64(pages), Stream: "memory"}
+	}
 	_, err := w.Finish(m, key)
 	check(err)
+}
+
+// follow is P5: a restore that followed a capture, against a whole
+// restore of its bundle.
+func (b *bench) follow(diskMB, changePct int) {
+	key, err := bundle.LoadPrivateKey(filepath.Join(b.dir, "k.key"), "")
+	check(err)
+	disk := make([]byte, diskMB<<20)
+	_, err = io.ReadFull(diskStream(int64(diskMB)<<20, false), disk)
+	check(err)
+	const id, name = "00000000000000f5", "p5.thaw"
+	// The pre-copy: the disk while the source ran.
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := store.Precopy(context.Background(), http.DefaultClient, b.url+"/"+name, "bench-write-token", pr)
+		pr.CloseWithError(err)
+		done <- err
+	}()
+	w, err := bundle.NewWriter(pw, bundle.WriterOptions{ID: id, Precopy: true, Store: &bundle.StoreOptions{}})
+	check(err)
+	writeStreams(w, &key, 0, diskMB, bytes.NewReader(disk))
+	pw.Close()
+	check(<-done)
+	// The disk at the freeze: a block written in changePct % of its
+	// chunks.
+	changed := 0
+	if changePct > 0 {
+		for off := 0; off < len(disk); off += (100 / changePct) * bundle.DefaultStoreChunkSize {
+			copy(disk[off+4096:], bytes.Repeat([]byte("written after the pre-copy "), 2048))
+			changed++
+		}
+	}
+
+	cmd, clean := b.restoreCmd(name, 64, diskMB, ".follow", "--follow")
+	defer clean()
+	stderr, err := cmd.StderrPipe()
+	check(err)
+	var out strings.Builder
+	cmd.Stdout = &out
+	check(cmd.Start())
+	waiting := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		seen := false
+		for sc.Scan() {
+			if !seen && strings.Contains(sc.Text(), `"event":"begin","stage":"follow"`) {
+				seen = true
+				close(waiting)
+			}
+		}
+	}()
+	select {
+	case <-waiting:
+	case <-time.After(10 * time.Minute):
+		check(fmt.Errorf("P5: thaw restore --follow did not write the pre-copy"))
+	}
+	// The bundle lands: from here on is the restore's part of the downtime.
+	pr, pw = io.Pipe()
+	go func() {
+		req, err := http.NewRequest(http.MethodPut, b.url+"/"+name, pr)
+		if err == nil {
+			req.Header.Set("Authorization", "Bearer bench-write-token")
+			var resp *http.Response
+			if resp, err = http.DefaultClient.Do(req); err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode/100 != 2 {
+					err = fmt.Errorf("PUT %s: %s", name, resp.Status)
+				}
+			}
+		}
+		pr.CloseWithError(err)
+		done <- err
+	}()
+	w, err = bundle.NewWriter(pw, bundle.WriterOptions{ID: id, Store: &bundle.StoreOptions{}})
+	check(err)
+	writeStreams(w, &key, 64, diskMB, bytes.NewReader(disk))
+	pw.Close()
+	check(<-done)
+	t0 := time.Now()
+	check(cmd.Wait())
+	followed := time.Since(t0)
+	var res struct {
+		Disks []struct {
+			Written int64 `json:"written_bytes"`
+			Kept    int64 `json:"kept_bytes"`
+		} `json:"disks"`
+	}
+	check(json.Unmarshal([]byte(out.String()), &res))
+	if len(res.Disks) != 1 || res.Disks[0].Kept == 0 {
+		check(fmt.Errorf("P5: the followed restore kept nothing of its pre-copy: %s", out.String()))
+	}
+	whole, _, _ := b.restoreTo(name, 64, diskMB, ".whole")
+	fmt.Printf("P5 follow: 64 MiB memory + %d MiB disk, %d of %d disk chunks changed after the pre-copy, from thaw serve on loopback:\n", diskMB, changed, (diskMB<<20)/bundle.DefaultStoreChunkSize)
+	fmt.Printf("  whole restore of the bundle          %6.2f s\n", whole.Seconds())
+	fmt.Printf("  follow: from the bundle stored to done %6.2f s  (%d MiB written, %d MiB kept from the pre-copy)\n", followed.Seconds(), res.Disks[0].Written>>20, res.Disks[0].Kept>>20)
+	fmt.Printf("  ratio whole/follow                   %6.2f×\n", whole.Seconds()/followed.Seconds())
 }
 
 // storedSize is the bytes of the files under a store's directory, its
