@@ -28,8 +28,6 @@ type following struct {
 	// written is, for each disk of the pre-copy, the chunk written at
 	// each offset.
 	written []map[int64]bundle.Chunk
-	// kept counts the bytes of the second pass that were already there.
-	kept int64
 }
 
 // precopyPass reports whether this run is the first pass of a follow:

@@ -92,7 +92,6 @@ func writeDisks(ctx context.Context, r *run) error {
 		st.Written = append(st.Written, res)
 		kept := ""
 		if st.follow != nil && st.follow.final {
-			st.follow.kept += res.KeptBytes
 			kept = fmt.Sprintf(", %d MiB already there from the pre-copy", res.KeptBytes>>20)
 		}
 		r.logf("%s → %s: %d MiB, %d MiB written, %d zero chunks (%s)%s", res.Stream, res.Target, res.Bytes>>20, res.WrittenBytes>>20, res.ZeroChunks, orNone(res.Zeroed), kept)
