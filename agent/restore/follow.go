@@ -56,12 +56,13 @@ func (s *State) skipWritten(i int, hold *int64) func(bundle.Chunk) bool {
 // neither thaw.deadline= nor --deadline says otherwise.
 const followWait = 24 * time.Hour
 
-// waitFor opens ref once it exists, asking again with a growing pause
-// (a quarter second to one second: the wait for the bundle is downtime)
-// while the store answers 404. accept,
+// waitFor opens ref once it exists, asking again with a pause that grows
+// from a tenth of a second to most (the wait for the bundle is downtime:
+// a quarter second; for the pre-copy, two) while the store answers 404.
+// accept,
 // if set, may turn an object down (an older bundle): the wait goes on.
 // Every 30 seconds it says what it waits for.
-func (r *run) waitFor(ctx context.Context, ref, what string, opt httpra.Options, accept func(Blob) (bool, string)) (Blob, error) {
+func (r *run) waitFor(ctx context.Context, ref, what string, most time.Duration, opt httpra.Options, accept func(Blob) (bool, string)) (Blob, error) {
 	limit := r.st.Deadline
 	if limit == 0 {
 		limit = followWait
@@ -70,7 +71,7 @@ func (r *run) waitFor(ctx context.Context, ref, what string, opt httpra.Options,
 	// with ctx.)
 	end := time.Now().Add(limit)
 	start, said := time.Now(), time.Now()
-	pause := 250 * time.Millisecond
+	pause := 100 * time.Millisecond
 	why := "not there yet"
 	for {
 		blob, err := r.env.Store.Open(ctx, ref, opt)
@@ -101,7 +102,7 @@ func (r *run) waitFor(ctx context.Context, ref, what string, opt httpra.Options,
 			return nil, ctx.Err()
 		case <-time.After(pause):
 		}
-		pause = min(2*pause, time.Second)
+		pause = min(2*pause, most)
 	}
 }
 
@@ -111,7 +112,7 @@ func (r *run) openPrecopy(ctx context.Context, image string, opt httpra.Options)
 	r.st.follow = &following{}
 	ref := image + bundle.PrecopySuffix
 	r.logf("following the capture of %s: waiting for its pre-copy %s", s3.Redact(image), s3.Redact(ref))
-	return r.waitFor(ctx, ref, "the capture's pre-copy", opt, nil)
+	return r.waitFor(ctx, ref, "the capture's pre-copy", 2*time.Second, opt, nil)
 }
 
 // checkFollowed checks the bundle the signature stage opened against the
@@ -186,7 +187,7 @@ func followCapture(ctx context.Context, r *run) error {
 		return true, ""
 	}
 	t0 := time.Now()
-	blob, err := r.waitFor(ctx, st.Image, "the capture's bundle (id "+id+")", opt, accept)
+	blob, err := r.waitFor(ctx, st.Image, "the capture's bundle (id "+id+")", 250*time.Millisecond, opt, accept)
 	if err != nil {
 		return r.fail(err)
 	}
