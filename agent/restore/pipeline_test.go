@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -586,43 +585,9 @@ func TestAgentFromStore(t *testing.T) {
 	f := loadFixture(t)
 	_, priv, _ := minisign.GenerateKey(nil)
 	pub := priv.Public().(minisign.PublicKey)
-	var pack bytes.Buffer
-	w, err := bundle.NewWriter(&pack, bundle.WriterOptions{ChunkSize: 64 << 10, Recipients: []*age.X25519Recipient{f.id.Recipient()}, Store: &bundle.StoreOptions{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range []struct {
-		name, kind string
-		b          []byte
-	}{{"memory", bundle.KindMemory, f.mem}, {"disk0", bundle.KindDisk, f.disk}} {
-		sw, _ := w.Stream(s.name, s.kind)
-		sw.Write(s.b)
-		sw.Close()
-	}
-	if _, err := w.Finish(f.src, &priv); err != nil {
-		t.Fatal(err)
-	}
 	files := map[string][]byte{}
-	var object []byte
-	pr, err := bundle.NewPackReader(&pack)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		rec, err := pr.Next()
-		if err == bundle.ErrPackEnd {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(pr)
-		if rec.Kind == bundle.RecordBundle {
-			object = b
-		} else {
-			files["http://store/"+bundle.ChunkPath(rec.SHA256)] = b
-		}
-	}
+	_, object := storeObject(t, &priv, f.src, []string{"memory", "disk0"}, map[string][]byte{"memory": f.mem, "disk0": f.disk},
+		bundle.WriterOptions{ChunkSize: 64 << 10, Recipients: []*age.X25519Recipient{f.id.Recipient()}, Store: &bundle.StoreOptions{}}, files)
 	cfg := func() Config {
 		c := agentConfig(f, "thaw.disk=vda")
 		c.Trust.Keys = []NamedKey{{pub, "baked"}}
@@ -659,7 +624,7 @@ func TestAgentFromStore(t *testing.T) {
 	}
 	delete(e.store.files, lost)
 	e.store.files[strings.Replace(lost, "/chunks/", "/missing/", 1)] = nil
-	_, err = run1(t, e, cfg())
+	_, err := run1(t, e, cfg())
 	if err == nil || errors.Is(err, errJumped) || !strings.Contains(err.Error(), lost[len("http://store/"):]) {
 		t.Fatalf("a lost chunk: %v", err)
 	}

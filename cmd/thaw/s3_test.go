@@ -33,11 +33,7 @@ func runEnv(t *testing.T, env []string, args ...string) (string, error) {
 // and gc once the bundle is deleted.
 func TestS3ExportPresignRestore(t *testing.T) {
 	dir := t.TempDir()
-	srv, err := harness.StartS3(harness.S3Options{Root: filepath.Join(dir, "s3"), Log: io.Discard, KeepAlive: true, Buckets: []string{"images"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
+	srv, _ := harness.StartS3For(t, harness.S3Options{KeepAlive: true, Buckets: []string{"images"}})
 	env := srv.Env()
 
 	disk := filepath.Join(dir, "src.img")
@@ -121,16 +117,8 @@ func TestS3ExportPresignRestore(t *testing.T) {
 // differ; the disk ends as a restore of the bundle alone leaves it.
 func TestS3FollowRestore(t *testing.T) {
 	dir := t.TempDir()
-	srv, err := harness.StartS3(harness.S3Options{Root: filepath.Join(dir, "s3"), Log: io.Discard, KeepAlive: true, Buckets: []string{"images"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
+	srv, c := harness.StartS3For(t, harness.S3Options{KeepAlive: true, Buckets: []string{"images"}})
 	env := srv.Env()
-	c, err := srv.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
 
 	// The capture's bundle, made by thaw export beside the name followed.

@@ -398,6 +398,13 @@ func (b *bench) storeBundle(name string, memMB, diskMB int) string {
 	key, err := bundle.LoadPrivateKey(filepath.Join(b.dir, "k.key"), "")
 	check(err)
 	name += ".thaw"
+	b.putPack(name, bundle.WriterOptions{Store: &bundle.StoreOptions{}}, func(w *bundle.Writer) { writeBench(w, &key, memMB, diskMB, false) })
+	return name
+}
+
+// putPack uploads to the store as name the pack that write writes with a
+// Writer made with opt.
+func (b *bench) putPack(name string, opt bundle.WriterOptions, write func(*bundle.Writer)) {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
@@ -416,12 +423,11 @@ func (b *bench) storeBundle(name string, memMB, diskMB int) string {
 		pr.CloseWithError(err)
 		done <- err
 	}()
-	w, err := bundle.NewWriter(pw, bundle.WriterOptions{Store: &bundle.StoreOptions{}})
+	w, err := bundle.NewWriter(pw, opt)
 	check(err)
-	writeBench(w, &key, memMB, diskMB, false)
+	write(w)
 	pw.Close()
 	check(<-done)
-	return name
 }
 
 // writeBench writes the synthetic memory image and disk, and a manifest
@@ -515,28 +521,9 @@ func (b *bench) follow(diskMB, changePct int) {
 		check(fmt.Errorf("P5: thaw restore --follow did not write the pre-copy"))
 	}
 	// The bundle lands: from here on is the restore's part of the downtime.
-	pr, pw = io.Pipe()
-	go func() {
-		req, err := http.NewRequest(http.MethodPut, b.url+"/"+name, pr)
-		if err == nil {
-			req.Header.Set("Authorization", "Bearer bench-write-token")
-			var resp *http.Response
-			if resp, err = http.DefaultClient.Do(req); err == nil {
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode/100 != 2 {
-					err = fmt.Errorf("PUT %s: %s", name, resp.Status)
-				}
-			}
-		}
-		pr.CloseWithError(err)
-		done <- err
-	}()
-	w, err = bundle.NewWriter(pw, bundle.WriterOptions{ID: id, Store: &bundle.StoreOptions{}})
-	check(err)
-	writeStreams(w, &key, 64, diskMB, bytes.NewReader(disk))
-	pw.Close()
-	check(<-done)
+	b.putPack(name, bundle.WriterOptions{ID: id, Store: &bundle.StoreOptions{}}, func(w *bundle.Writer) {
+		writeStreams(w, &key, 64, diskMB, bytes.NewReader(disk))
+	})
 	t0 := time.Now()
 	check(cmd.Wait())
 	followed := time.Since(t0)
