@@ -158,17 +158,15 @@ func (r *run) wrotePrecopy() {
 
 // followCapture is the follow stage: the pre-copy is on the disks; it
 // waits for the capture's bundle (the same id as the pre-copy, signed by
-// the same key), then sends the pipeline back to the signature stage for
-// it.
+// the same key), then sends the pipeline back to the signature stage with
+// it open.
 func followCapture(ctx context.Context, r *run) error {
 	st := r.st
 	r.rep.Begin("follow", "waiting for the capture's bundle "+s3.Redact(st.Image))
 	opt := httpra.Options{Token: st.Token, Logf: r.logf, Retries: st.Retries, MinRate: st.MinRate, Deadline: st.Deadline}
-	var key *NamedKey
-	if st.signer != nil {
-		key = st.signer
-	}
+	key := st.signer // nil: unverified (thaw.insecure=1)
 	id := st.follow.id
+	var got *bundle.Reader
 	accept := func(b Blob) (bool, string) {
 		var br *bundle.Reader
 		var err error
@@ -180,10 +178,11 @@ func followCapture(ctx context.Context, r *run) error {
 		if err != nil {
 			return false, fmt.Sprintf("the bundle there does not open (%v): an older or foreign one", err)
 		}
-		defer br.Close()
 		if br.Index.ID != id {
+			br.Close()
 			return false, fmt.Sprintf("the bundle there is id %s, written %s: not this capture's", br.Index.ID, br.Label.Created)
 		}
+		got = br
 		return true, ""
 	}
 	t0 := time.Now()
@@ -192,7 +191,9 @@ func followCapture(ctx context.Context, r *run) error {
 		return r.fail(err)
 	}
 	st.onClose(func() { blob.Close() })
-	st.blob, st.Bundle, st.signer = blob, nil, nil
+	// The signature stage takes the bundle as opened here (st.signer
+	// verified it), and checks the rest.
+	st.blob, st.Bundle = blob, got
 	st.Written = nil // (the pre-copy's, logged)
 	st.follow.final = true
 	r.again = "signature"

@@ -175,20 +175,27 @@ func signature(ctx context.Context, r *run) error {
 	}
 	var lastErr error
 	by := "NOT VERIFIED: no key given"
-	for _, k := range keys {
-		br, err := bundle.Open(st.blob, st.blob.Size(), &k.Key)
-		if err == nil {
-			st.Bundle, st.signer = br, &k
-			by = fmt.Sprintf("signed by key %016X (%s)", k.Key.ID(), k.Name)
-			break
+	switch {
+	case st.Bundle != nil && st.signer != nil:
+		// A follow's second pass: the follow stage opened the bundle
+		// with the key that verified the pre-copy.
+		by = fmt.Sprintf("signed by key %016X (%s)", st.signer.Key.ID(), st.signer.Name)
+	case st.Bundle == nil:
+		for _, k := range keys {
+			br, err := bundle.Open(st.blob, st.blob.Size(), &k.Key)
+			if err == nil {
+				st.Bundle, st.signer = br, &k
+				by = fmt.Sprintf("signed by key %016X (%s)", k.Key.ID(), k.Name)
+				break
+			}
+			lastErr = err
+			if !errors.Is(err, bundle.ErrBadSignature) {
+				break
+			}
 		}
-		lastErr = err
-		if !errors.Is(err, bundle.ErrBadSignature) {
-			break
+		if st.Bundle == nil && len(keys) == 0 {
+			st.Bundle, lastErr = bundle.Open(st.blob, st.blob.Size(), nil)
 		}
-	}
-	if st.Bundle == nil && len(keys) == 0 {
-		st.Bundle, lastErr = bundle.Open(st.blob, st.blob.Size(), nil)
 	}
 	if st.Bundle == nil {
 		return r.openError(lastErr)
