@@ -59,9 +59,8 @@ const followWait = 24 * time.Hour
 // waitFor opens ref once it exists, asking again with a pause that grows
 // from a tenth of a second to most (the wait for the bundle is downtime:
 // a quarter second; for the pre-copy, two) while the store answers 404.
-// accept,
-// if set, may turn an object down (an older bundle): the wait goes on.
-// Every 30 seconds it says what it waits for.
+// accept, if set, may turn an object down (an older bundle): the wait
+// goes on. Every 30 seconds it says what it waits for.
 func (r *run) waitFor(ctx context.Context, ref, what string, most time.Duration, opt httpra.Options, accept func(Blob) (bool, string)) (Blob, error) {
 	limit := r.st.Deadline
 	if limit == 0 {
