@@ -52,6 +52,14 @@ func LoadServerSuite(suite string) (*Server, error) {
 	if s.Cmdline, err = read("cmdline"); err != nil {
 		return nil, err
 	}
+	if suite == "bookworm" {
+		// Under TCG, zeroing every page it allocates (init_on_alloc, on
+		// in Debian's kernels) is the Debian 12 kernel's slow path when
+		// hibernation preallocates the image: 2.4 MB/s, 73 s of the
+		// frozen phase, against 1.3 s without. The test machines only;
+		// Debian 13's kernel takes 0.6 s either way.
+		s.Cmdline += " init_on_alloc=0"
+	}
 	if s.SwapUUID, err = read("swap-partuuid"); err != nil {
 		return nil, err
 	}
