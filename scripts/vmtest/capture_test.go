@@ -479,7 +479,10 @@ type capturedServer struct {
 	frozenToOff float64
 }
 
-var redisRE = regexp.MustCompile(`REDIS: thaw:secret=([0-9a-f]+)\r?\n`) // the whole line: the console arrives in pieces
+// redisRE is the value redis-seed printed: always 32 hex digits, so the
+// match waits for all of it (the console arrives in pieces) without
+// needing the line's end, which a kernel message may cut off.
+var redisRE = regexp.MustCompile(`REDIS: thaw:secret=([0-9a-f]{32})`)
 
 // keep links the capture into $TMPDIR/thaw-vmtest-captured for
 // needCaptured.
