@@ -30,7 +30,7 @@ import (
 func (c *capture) precopy() error {
 	start := time.Now()
 	if c.o.S3 != nil {
-		up := s3.NewUploader(context.Background(), c.o.S3, c.o.S3Object.Sibling(path.Base(c.o.S3Object.Key)+bundle.PrecopySuffix), 4, true)
+		up := s3.NewUploader(context.Background(), c.o.S3, c.o.S3Object.Sibling(path.Base(c.o.S3Object.Key)+bundle.PrecopySuffix), 4)
 		ix, err := c.precopyChunks(nil, up)
 		if werr := up.Wait(); err == nil {
 			err = werr

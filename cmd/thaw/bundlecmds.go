@@ -278,7 +278,7 @@ func runExport(args []string) error {
 		if err != nil {
 			return err
 		}
-		up := s3.NewUploader(context.Background(), c, o, 4, true)
+		up := s3.NewUploader(context.Background(), c, o, 4)
 		wo.Store = &bundle.StoreOptions{Have: func(sum string) bool { return have[sum] }, Records: up}
 		finish = up.Wait
 	} else if out, finish, abort, err = openOutput(*to, *tokenFile); err != nil {

@@ -160,7 +160,7 @@ func TestS3FollowRestore(t *testing.T) {
 	before, _ := os.ReadFile(disk)
 	copy(before[5<<20:], bytes.Repeat([]byte("before the freeze "), 1<<16))
 	precopy := func() error {
-		up := s3.NewUploader(ctx, c, s3.Object{Bucket: "images", Key: "lab/b.thaw.precopy"}, 4, true)
+		up := s3.NewUploader(ctx, c, s3.Object{Bucket: "images", Key: "lab/b.thaw.precopy"}, 4)
 		w, err := bundle.NewWriter(nil, bundle.WriterOptions{ID: src.Index.ID, Precopy: true, Store: &bundle.StoreOptions{Records: up}})
 		if err != nil {
 			return err

@@ -118,7 +118,7 @@ var ErrPackEnd = errors.New("bundle: pack ends after its bundle record")
 
 // ErrNoBundle is returned by Next when a pack ends after a whole record
 // but without the bundle record: an upload cut between two chunks, or a
-// pre-copy (chunks only, Writer.FinishChunks).
+// pre-copy of chunks only.
 var ErrNoBundle = errors.New("bundle: pack ends without its bundle record (the pack must end with a bundle record)")
 
 // Next reads the next record's header; the record's bytes must have been

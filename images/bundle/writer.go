@@ -463,27 +463,6 @@ func (bw *Writer) Finish(m *manifest.Manifest, key *minisign.PrivateKey) (*Index
 	return &bw.index, nil
 }
 
-// FinishChunks ends a pack without a bundle: a pre-copy, which puts the
-// chunks of its streams into the store before the capture proper (the
-// store keeps them for the bundle that will name them). It returns the
-// index of what was written, whose chunk sums the store now holds. The
-// Writer cannot be used afterwards.
-func (bw *Writer) FinishChunks() (*Index, error) {
-	if bw.store == nil {
-		return nil, errors.New("bundle: FinishChunks needs a Writer for a store")
-	}
-	if bw.open != nil && !bw.open.closed {
-		if err := bw.open.Close(); err != nil {
-			return nil, err
-		}
-	}
-	bw.enc.Close()
-	if pw, ok := bw.pack.(*PackWriter); ok {
-		return &bw.index, pw.err
-	}
-	return &bw.index, nil
-}
-
 // Stats says what the Writer stored and sent so far.
 func (bw *Writer) Stats() Stats { return bw.stats }
 

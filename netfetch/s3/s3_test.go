@@ -244,7 +244,7 @@ func writeBundle(t *testing.T, c *s3.Client, o s3.Object, data []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	up := s3.NewUploader(ctx, c, o, 4, true)
+	up := s3.NewUploader(ctx, c, o, 4)
 	key := bytes.Repeat([]byte{7}, bundle.ChunkKeySize)
 	bw, err := bundle.NewWriter(nil, bundle.WriterOptions{ChunkSize: 1 << 20, Store: &bundle.StoreOptions{Have: func(s string) bool { return have[s] }, ChunkKey: key, Records: up}})
 	if err != nil {

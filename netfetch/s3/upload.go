@@ -21,18 +21,15 @@ type Uploader struct {
 	wg       sync.WaitGroup
 	mu       sync.Mutex
 	err      error
-	// Bundle, if false, refuses a bundle record: a pre-copy stores chunks
-	// only.
-	bundle bool
 }
 
-// NewUploader stores records beside o; withBundle says whether the
-// bundle object is part of the upload (not for a pre-copy).
-func NewUploader(ctx context.Context, c *Client, o Object, parallel int, withBundle bool) *Uploader {
+// NewUploader stores records beside o: the chunks under chunks/, the
+// bundle object as o.
+func NewUploader(ctx context.Context, c *Client, o Object, parallel int) *Uploader {
 	if parallel < 1 {
 		parallel = 1
 	}
-	return &Uploader{c: c, o: o, ctx: ctx, parallel: make(chan struct{}, parallel), bundle: withBundle}
+	return &Uploader{c: c, o: o, ctx: ctx, parallel: make(chan struct{}, parallel)}
 }
 
 func (u *Uploader) failed() error {
@@ -64,9 +61,6 @@ func (u *Uploader) Record(kind byte, sum [32]byte, b []byte) error {
 		}()
 		return nil
 	case bundle.RecordBundle:
-		if !u.bundle {
-			return fmt.Errorf("put %s: a pre-copy stores no bundle object", u.o)
-		}
 		// Every chunk first: a bundle object never names a chunk that is
 		// not stored.
 		if err := u.Wait(); err != nil {

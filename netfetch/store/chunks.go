@@ -453,9 +453,9 @@ func (s *Store) putPrecopy(r io.Reader, name string) error {
 	return nil
 }
 
-// Precopy sends a pack of chunks only (bundle.Writer.FinishChunks) to the
-// store at bundleURL as the pre-copy of that bundle: the client of PUT
-// NAME?precopy. It returns the store's one-line answer.
+// Precopy sends a pre-copy's pack (its chunks, then its own bundle
+// object marked as a pre-copy) to the store at bundleURL as the pre-copy
+// of that bundle: the client of PUT NAME?precopy. It returns the store's one-line answer.
 func Precopy(ctx context.Context, client *http.Client, bundleURL, token string, body io.Reader) (string, error) {
 	u, err := url.Parse(bundleURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

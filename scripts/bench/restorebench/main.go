@@ -371,7 +371,7 @@ func (b *bench) fleetS3(n, diskMB int) {
 	check(err)
 	key, err := bundle.LoadPrivateKey(filepath.Join(b.dir, "k.key"), "")
 	check(err)
-	up := s3.NewUploader(context.Background(), c, o, 4, true)
+	up := s3.NewUploader(context.Background(), c, o, 4)
 	w, err := bundle.NewWriter(nil, bundle.WriterOptions{Store: &bundle.StoreOptions{Records: up}})
 	check(err)
 	writeBench(w, &key, 64, diskMB, false)
