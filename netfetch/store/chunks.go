@@ -238,6 +238,14 @@ func (s *Store) missingChunks(name, dir string) (missing []string, total int, er
 	if !br.InStore() {
 		return nil, 0, &packError{http.StatusBadRequest, "the pack's bundle object is a version 1 bundle (chunks inside): upload it as it is, without a pack"}
 	}
+	missing, total = s.missingIn(br, dir)
+	return missing, total, nil
+}
+
+// missingIn lists the chunks br names that are not in dir's chunk
+// directory with their stored size, and how many distinct chunks it
+// names.
+func (s *Store) missingIn(br *bundle.Reader, dir string) (missing []string, total int) {
 	seen := map[string]bool{}
 	for _, st := range br.Index.Streams {
 		for _, c := range st.Chunks {
@@ -250,7 +258,7 @@ func (s *Store) missingChunks(name, dir string) (missing []string, total int, er
 			}
 		}
 	}
-	return missing, len(seen), nil
+	return missing, len(seen)
 }
 
 // releaseLease ends the lease of the capture of name, once its bundle
@@ -409,37 +417,16 @@ func (s *Store) putPrecopy(r io.Reader, name string) error {
 	if err != nil {
 		return &packError{http.StatusBadRequest, "the pre-copy's bundle object: " + err.Error()}
 	}
-	pre := br.Index.Precopy
-	br.Close()
-	if !pre {
+	defer br.Close()
+	if !br.Index.Precopy {
 		return &packError{http.StatusBadRequest, "the bundle object of a pre-copy must be marked as one: upload a capture's bundle without ?precopy"}
 	}
 	dir := path.Dir(name)
-	var rnd [8]byte
-	rand.Read(rnd[:])
-	tmp := path.Join(dir, tmpPrefix+path.Base(name)+".precopy."+hex.EncodeToString(rnd[:]))
-	f, err := s.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
+	if missing, _ := s.missingIn(br, dir); len(missing) > 0 {
+		return &packError{http.StatusConflict, fmt.Sprintf("the pre-copy names %d chunks this store does not hold (the first: %s)", len(missing), bundle.ChunkPath(missing[0]))}
 	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		var missing []string
-		if missing, _, err = s.missingChunks(tmp, dir); err == nil && len(missing) > 0 {
-			err = &packError{http.StatusConflict, fmt.Sprintf("the pre-copy names %d chunks this store does not hold (the first: %s)", len(missing), bundle.ChunkPath(missing[0]))}
-		}
-	}
-	if err == nil {
-		err = s.root.Rename(tmp, name+bundle.PrecopySuffix)
-	}
-	if err != nil {
-		s.root.Remove(tmp)
+	// As a chunk is stored: a temporary file, synced and renamed.
+	if err := s.putChunk(bytes.NewReader(b), name+bundle.PrecopySuffix); err != nil {
 		return err
 	}
 	if d, err := s.root.Open(dir); err == nil {
