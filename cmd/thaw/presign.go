@@ -146,7 +146,12 @@ func s3Bundle(ref string) (string, bundle.ChunkSource, error) {
 	if err != nil {
 		return "", nil, err
 	}
-	return u, restore.ChunkURLs(restore.Files{}, func(sum string) (string, error) { return c.Presign(o.Chunk(sum), time.Hour) }, httpra.Options{}), nil
+	return u, s3Chunks(c, o), nil
+}
+
+// s3Chunks reads the chunks beside o, each presigned as it is read.
+func s3Chunks(c *s3.Client, o s3.Object) bundle.ChunkSource {
+	return restore.ChunkURLs(restore.Files{}, func(sum string) (string, error) { return c.Presign(o.Chunk(sum), time.Hour) }, httpra.Options{})
 }
 
 // s3Store opens s3:// references by presigning them as they are opened,
@@ -184,7 +189,7 @@ func s3Follow(ref string) (restore.Store, bundle.ChunkSource, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return s3Store{c: c}, restore.ChunkURLs(restore.Files{}, func(sum string) (string, error) { return c.Presign(o.Chunk(sum), time.Hour) }, httpra.Options{}), nil
+	return s3Store{c: c}, s3Chunks(c, o), nil
 }
 
 // presignedList reads ref (a file or URL) when it holds a presigned list:
