@@ -57,6 +57,7 @@ FUZZ := ./images/swsusp:FuzzReader ./images/swsusp:FuzzStreamReader \
 	./netfetch/s3:FuzzParseList
 FUZZTIME ?= 6s
 FUZZLONG ?= 10m
+FUZZJOBS ?= 1
 
 
 unit: s3server
@@ -78,7 +79,7 @@ test: kernels
 	$(VMTEST)
 
 fuzz:
-	./scripts/fuzz.sh $(FUZZLONG) $(FUZZ)
+	FUZZJOBS=$(FUZZJOBS) ./scripts/fuzz.sh $(FUZZLONG) $(FUZZ)
 
 # Benchmarks: ratios against a baseline measured in the same run.
 bench:
