@@ -65,6 +65,15 @@ type modDep struct {
 type alias struct {
 	pattern, module string
 	builtin         bool
+	lit             string // the pattern's literal start, before any wildcard
+}
+
+func newAlias(pattern, module string, builtin bool) alias {
+	lit := pattern
+	if i := strings.IndexAny(pattern, `*?[\`); i >= 0 {
+		lit = pattern[:i]
+	}
+	return alias{pattern: pattern, module: module, builtin: builtin, lit: lit}
 }
 
 // ParseModulesAlias adds the lines of a modules.alias file.
@@ -79,7 +88,7 @@ func (a *Aliases) ParseModulesAlias(r io.Reader) error {
 		if len(f) != 3 || f[0] != "alias" {
 			return fmt.Errorf("modules.alias line %d: %q is not \"alias PATTERN MODULE\"", n, s.Text())
 		}
-		a.entries = append(a.entries, alias{pattern: f[1], module: f[2]})
+		a.entries = append(a.entries, newAlias(f[1], f[2], false))
 	}
 	return s.Err()
 }
@@ -90,7 +99,7 @@ func (a *Aliases) ParseBuiltinModinfo(b []byte) {
 	for _, rec := range bytes.Split(b, []byte{0}) {
 		mod, val, ok := strings.Cut(string(rec), ".alias=")
 		if ok && mod != "" && !strings.Contains(mod, "=") {
-			a.entries = append(a.entries, alias{pattern: val, module: mod, builtin: true})
+			a.entries = append(a.entries, newAlias(val, mod, true))
 		}
 	}
 }
@@ -218,7 +227,7 @@ func FromModulesTar(r io.Reader) (*Aliases, error) {
 			}
 		default:
 			if a.Vermagic == "" && strings.Contains(path.Base(h.Name), ".ko") && h.Typeflag == tar.TypeReg {
-				if b, err := decompress(path.Base(h.Name), io.LimitReader(tr, maxModule)); err == nil {
+				if b, err := Decompress(path.Base(h.Name), io.LimitReader(tr, maxModule)); err == nil {
 					if mi, err := driverpack.ParseModinfo(b); err == nil {
 						a.Vermagic = mi.Vermagic
 					}
@@ -258,7 +267,7 @@ func (a *Aliases) WithPack(p *driverpack.Pack) *Aliases {
 		}
 		c.pack[m.Name] = true
 		for _, pat := range m.Aliases {
-			c.entries = append(c.entries, alias{pattern: pat, module: m.Name})
+			c.entries = append(c.entries, newAlias(pat, m.Name, false))
 		}
 		d := modDep{file: PackFile(m.Name)}
 		for _, dep := range m.Depends {
@@ -310,13 +319,17 @@ func (a *Aliases) builtinClass(modalias string) string {
 func (a *Aliases) MatchAll(modalias string) (mods []string, builtin []bool) {
 	seen := map[string]bool{}
 	for _, e := range a.entries {
-		if seen[e.module] {
+		// A modalias that does not start with the pattern's literal start
+		// cannot match: most of the 30,000 aliases are ruled out so,
+		// before path.Match (in the agent under emulation too).
+		if !strings.HasPrefix(modalias, e.lit) {
 			continue
 		}
-		if ok, _ := path.Match(e.pattern, modalias); ok {
-			seen[e.module] = true
-			mods, builtin = append(mods, e.module), append(builtin, e.builtin)
+		if ok, _ := path.Match(e.pattern, modalias); !ok || seen[e.module] {
+			continue
 		}
+		seen[e.module] = true
+		mods, builtin = append(mods, e.module), append(builtin, e.builtin)
 	}
 	if m := a.builtinClass(modalias); m != "" && !seen[m] {
 		mods, builtin = append(mods, m), append(builtin, true)

@@ -121,7 +121,7 @@ func moduleFiles(r io.Reader, want []string) (map[string][]byte, error) {
 		if !ok || !need[rel] || h.Typeflag != tar.TypeReg {
 			continue
 		}
-		b, err := decompress(path.Base(rel), io.LimitReader(tr, maxModule))
+		b, err := Decompress(path.Base(rel), io.LimitReader(tr, maxModule))
 		if err != nil {
 			return nil, fmt.Errorf("modules tar: %s: %w", h.Name, err)
 		}
@@ -135,8 +135,10 @@ func moduleFiles(r io.Reader, want []string) (map[string][]byte, error) {
 	return out, nil
 }
 
-// decompress undoes a module file's compression (.ko.xz, .ko.zst, .ko.gz).
-func decompress(name string, r io.Reader) ([]byte, error) {
+// Decompress undoes a module file's compression (.ko.xz, .ko.zst, .ko.gz;
+// name is the file's name) and checks that the result is an ELF object of
+// at most 64 MiB.
+func Decompress(name string, r io.Reader) ([]byte, error) {
 	var dr io.Reader
 	switch {
 	case strings.HasSuffix(name, ".xz"):
