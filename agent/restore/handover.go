@@ -160,7 +160,7 @@ func (r *run) kexecStage2() error {
 	r.rep.Begin("stage2", "agent kernel with the source's memory map")
 	sum := sha256.Sum256(st.Bundle.IndexRaw)
 	s2 := &stage2.State{Image: st.Params.Image, IndexSHA256: hex.EncodeToString(sum[:]), Disks: st.Targets,
-		Resume: st.Path, ResumeArgs: st.ResumeArgs, Stage1: st.Times, Payload: st.Payload, Release: st.Release}
+		Resume: st.Path, ResumeArgs: st.ResumeArgs, Stage1: st.Times, Payload: st.Payload, Release: st.Release, Arm: st.arm}
 	initrd, err := r.env.Stage2.Pack(s2)
 	if err != nil {
 		return r.fail(err)

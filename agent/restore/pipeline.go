@@ -20,6 +20,7 @@ func Stages() []Stage {
 		{"signature", nil, signature},
 		{"stage2", secondStage, loadStage2},
 		{"firmware", secondStage, firmware},
+		{"arm", arms, armResume},
 		{"probe", needsProbe, probeMachine},
 		{"plan", firstStage, makePlan},
 		{"kernel", needsKernel, agentKernel},
@@ -68,6 +69,9 @@ func agentOnly(r *run) bool { return r.st.Mode == Agent }
 func secondStage(r *run) bool { return r.st.Params != nil && r.st.Params.Stage == 2 }
 
 func firstStage(r *run) bool { return !secondStage(r) }
+
+// arms: stage 2 writes the resume header that stage 1 held back.
+func arms(r *run) bool { return secondStage(r) && r.st.Stage2 != nil && r.st.Stage2.Arm != nil }
 
 // needsProbe: the agent and thaw plan plan against this machine (or a
 // saved profile); thaw restore only when it hands over directly.

@@ -509,6 +509,65 @@ func TestOwnSwap(t *testing.T) {
 		}
 		check(t, e)
 	})
+	// On another memory map the image is for stage 2: stage 1 writes and
+	// verifies it, then takes its signature off again, so that a power
+	// cut before stage 2 leaves nothing that a kernel booted on this
+	// machine's own map would resume. Stage 2 writes it back last.
+	t.Run("agent kexec through stage 2", func(t *testing.T) {
+		e := newEnv(t, f, b)
+		e.target.E820 = append(append([]manifest.E820Entry{}, m.E820...), manifest.E820Entry{Start: 0x100000000, End: 0x140000000, Type: 1})
+		e.target.E820Digest = "0x33333333"
+		cfg := agentConfig(f, "thaw.disk=vda thaw.resume=kexec")
+		cfg.Trust.Keys = []NamedKey{{pub, "k"}}
+		st, err := run1(t, e, cfg)
+		if !errors.Is(err, errExeced) || !st.Replay {
+			t.Fatalf("stage 1: %v, want the kexec into stage 2", err)
+		}
+		header := func() swsusp.Header {
+			dev, err := blockdev.Open(e.diskPath, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dev.Close()
+			pg := make([]byte, swsusp.PageSize)
+			dev.ReadAt(pg, segs[0].DiskOffset)
+			return swsusp.ParseHeader(pg)
+		}
+		if h := header(); h.Sig == swsusp.SigHibernate || h.Sig != h.OrigSig {
+			t.Fatalf("after stage 1 the header reads %q (orig %q): want the swap signature", h.Sig, h.OrigSig)
+		}
+		if st.arm == nil || st.arm.Offset != segs[0].DiskOffset {
+			t.Fatalf("stage 1 held back %+v, want the header at %d", st.arm, segs[0].DiskOffset)
+		}
+		stage2 := agentConfig(f, "thaw.disk=vda")
+		stage2.Trust.Keys = cfg.Trust.Keys
+		stage2.Cmdline = e.kx.loaded[0].Cmdline
+		keep, _ := os.ReadFile(e.diskPath)
+
+		// A header that changed between the stages is refused and not
+		// written.
+		dev, _ := blockdev.Open(e.diskPath, true)
+		dev.WriteAt([]byte("x"), segs[0].DiskOffset)
+		dev.Close()
+		_, err = run1(t, e, stage2)
+		var r *plan.Refused
+		if !errors.As(err, &r) || !r.Has(plan.CheckImage) || header().Sig == swsusp.SigHibernate {
+			t.Fatalf("stage 2 over a changed header: %v", err)
+		}
+		os.WriteFile(e.diskPath, keep, 0o644)
+
+		e.kx.loaded = nil
+		if _, err := run1(t, e, stage2); !errors.Is(err, errExeced) {
+			t.Fatalf("stage 2: %v, want the kexec into the image kernel", err)
+		}
+		if h := header(); h.Sig != swsusp.SigHibernate {
+			t.Fatalf("after stage 2 the header reads %q", h.Sig)
+		}
+		if len(e.kx.loaded) != 1 || !strings.Contains(e.kx.loaded[0].Cmdline, "resume=/dev/mapper/vg0-swap") {
+			t.Fatalf("stage 2 loaded %+v", e.kx.loaded)
+		}
+		check(t, e)
+	})
 }
 
 // TestStage2Kernel: an initramfs without the agent kernel's copy takes it

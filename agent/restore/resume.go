@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/thawlinux/thaw/agent/plan"
+	"github.com/thawlinux/thaw/agent/stage2"
 	"github.com/thawlinux/thaw/images/blockdev"
 	"github.com/thawlinux/thaw/images/mailbox"
 	"github.com/thawlinux/thaw/images/manifest"
@@ -35,8 +37,94 @@ func writeArea(ctx context.Context, r *run) error {
 		return r.damaged(err)
 	}
 	st.ResumeArgs = args
+	if st.arm != nil {
+		r.rep.Done("written and verified, " + strings.Join(args, " ") + "; its signature is held back for stage 2")
+		return nil
+	}
 	r.rep.Done("written and verified, " + strings.Join(args, " "))
 	return nil
+}
+
+// holdBack takes the verified image's signature off again when stage 2
+// hands over: the image is for the source's memory map and firmware
+// ranges, which only stage 2 sets up. The header page and its place on
+// the disk go to stage 2 (armResume), which writes it last.
+func (r *run) holdBack(area swapDev, headerPage int64, path string, off int64) error {
+	pg := make([]byte, swsusp.PageSize)
+	if _, err := area.ReadAt(pg, headerPage*swsusp.PageSize); err != nil {
+		return fmt.Errorf("reading the resume header back: %w", err)
+	}
+	if swsusp.ParseHeader(pg).Sig != swsusp.SigHibernate {
+		return fmt.Errorf("the resume header on %s at %d holds no hibernation signature", path, off)
+	}
+	if _, err := disarmAt(area, headerPage*swsusp.PageSize, path); err != nil {
+		return err
+	}
+	r.st.arm = &stage2.Arm{Path: path, Offset: off, Page: pg}
+	return nil
+}
+
+// armResume writes the resume header that stage 1 held back, after
+// checking that the page there is the one stage 1 left (its signature
+// taken off), and reads it back.
+func armResume(ctx context.Context, r *run) error {
+	a := r.st.Stage2.Arm
+	r.rep.Begin("arm", fmt.Sprintf("resume signature → %s at %d", a.Path, a.Offset))
+	h := swsusp.ParseHeader(a.Page)
+	if len(a.Page) != swsusp.PageSize || h.Sig != swsusp.SigHibernate {
+		return r.refuse("stage 1 left no resume header to write", plan.CheckImage, "the first stage's state holds no hibernation header page", "restart the restore from stage 1")
+	}
+	want := bytes.Clone(a.Page)
+	h.Sig = h.OrigSig
+	h.Put(want)
+	dev, err := r.env.Disks.Open(a.Path)
+	if err != nil {
+		return r.fail(err)
+	}
+	defer dev.Close()
+	cur := make([]byte, swsusp.PageSize)
+	if _, err := dev.ReadAt(cur, a.Offset); err != nil {
+		return r.fail(fmt.Errorf("%s at %d: %w", a.Path, a.Offset, err))
+	}
+	if !bytes.Equal(cur, want) {
+		return r.refuse("the resume area changed between the stages", plan.CheckImage,
+			fmt.Sprintf("the page at %d of %s is not the header stage 1 wrote and held back", a.Offset, a.Path), "restart the restore from stage 1")
+	}
+	if _, err := dev.WriteAt(a.Page, a.Offset); err != nil {
+		return r.damaged(fmt.Errorf("writing the resume signature to %s at %d: %w", a.Path, a.Offset, err))
+	}
+	if err := dev.Sync(); err != nil {
+		return r.damaged(fmt.Errorf("%s: %w", a.Path, err))
+	}
+	if _, err := dev.ReadAt(cur, a.Offset); err != nil || !bytes.Equal(cur, a.Page) {
+		neutralize(dev, a.Offset)
+		return r.damaged(fmt.Errorf("the resume header on %s at %d does not read back as written (%v): its signature was removed", a.Path, a.Offset, err))
+	}
+	r.rep.Done("written and synced")
+	return nil
+}
+
+// headerPlace is the device and byte offset in it of the area's header
+// page: what stage 2 opens to write it.
+func headerPlace(area swapDev, headerPage int64) (string, int64, error) {
+	off := headerPage * swsusp.PageSize
+	switch a := area.(type) {
+	case *blockdev.Dev:
+		return a.Path, a.Offset + off, nil
+	case *segView:
+		var at int64 = -1
+		err := a.each(off, swsusp.PageSize, func(disk int64, lo, hi int) error {
+			if lo == 0 && hi == swsusp.PageSize {
+				at = disk
+			}
+			return nil
+		})
+		if err != nil || at < 0 {
+			return "", 0, fmt.Errorf("the swap's header page is not in one piece on %s: %v", a.dev.Ref, err)
+		}
+		return a.dev.Path, a.dev.Offset + at, nil
+	}
+	return "", 0, fmt.Errorf("no place on a disk for the resume header of a %T", area)
 }
 
 // swapDev is where a resume image is written: an area of its own, a
@@ -104,6 +192,17 @@ func (r *run) writeResume(ctx context.Context) ([]string, error) {
 	if err := checkResumeImage(area, size, headerPage, m); err != nil {
 		neutralize(area, headerPage*swsusp.PageSize)
 		return nil, fmt.Errorf("the resume image written does not verify, its signature was removed: %w", err)
+	}
+	if st.Replay {
+		path, off, err := headerPlace(area, headerPage)
+		if err != nil {
+			neutralize(area, headerPage*swsusp.PageSize)
+			return nil, err
+		}
+		if err := r.holdBack(area, headerPage, path, off); err != nil {
+			neutralize(area, headerPage*swsusp.PageSize)
+			return nil, err
+		}
 	}
 	args := []string{"resume=" + resumeArg}
 	if headerPage != 0 {

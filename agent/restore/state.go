@@ -161,6 +161,7 @@ type State struct {
 	blob    Blob
 	devs    []*blockdev.Dev
 	area    *blockdev.Dev
+	arm     *stage2.Arm // the resume header held back for stage 2
 	held    []byte
 	follow  *following
 	closers []func()

@@ -30,6 +30,19 @@ type State struct {
 	// disks' controllers, rebound NICs): a direct restore unbinds them
 	// from this kernel first.
 	Release []string `json:"release,omitempty"`
+	// Arm is the resume image's header page that stage 1 wrote,
+	// verified and then held back: stage 2 writes it once the source's
+	// memory map and firmware ranges are in place, just before the image
+	// kernel takes over. Until then a power cut leaves nothing that a
+	// kernel booted on this machine's own memory map would resume.
+	Arm *Arm `json:"arm,omitempty"`
+}
+
+// Arm is a hibernation header page and where it goes.
+type Arm struct {
+	Path   string `json:"path"`   // the disk or partition device
+	Offset int64  `json:"offset"` // byte offset of the page in Path
+	Page   []byte `json:"page"`   // the page with its hibernation signature
 }
 
 // Load reads the State; an absent file is an error naming it.
