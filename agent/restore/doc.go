@@ -17,6 +17,11 @@
 //	handover   direct (/dev/snapshot), kexec into the image kernel, or
 //	           stage 2 (the agent again, with the source's memory map)
 //
+// Stage 2 runs image, signature, stage2 (the first stage's state),
+// firmware (the source's ranges back into memory), arm (the resume
+// image's signature, which stage 1 wrote, verified and held back) and
+// handover.
+//
 // thaw agent runs them all; thaw restore skips drivers and dhcp (and
 // probe, unless it hands over directly); thaw plan stops after plan. The
 // stages run over one State, and every system call goes through the small
