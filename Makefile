@@ -83,7 +83,7 @@ fuzz:
 
 # Benchmarks: ratios against a baseline measured in the same run.
 bench:
-	$(GO) test -run='^$$' -bench=. ./images/swsusp/ ./images/lzo/ ./agent/capture/
+	$(GO) test -run='^$$' -bench=. ./images/swsusp/ ./images/lzo/ ./agent/capture/ ./agent/plan/
 	./scripts/bench/bundle.sh
 	$(GO) run ./scripts/bench/restorebench
 
