@@ -485,14 +485,7 @@ func TestOwnSwap(t *testing.T) {
 		if !errors.As(err, &r) || !r.Has(plan.CheckVerify) {
 			t.Fatalf("err %v, want the damaged chunk refused", err)
 		}
-		dev, err := blockdev.Open(e.diskPath, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer dev.Close()
-		pg := make([]byte, swsusp.PageSize)
-		dev.ReadAt(pg, segs[0].DiskOffset)
-		if h := swsusp.ParseHeader(pg); h.Sig == swsusp.SigHibernate {
+		if h := headerAt(t, e.diskPath, segs[0].DiskOffset); h.Sig == swsusp.SigHibernate {
 			t.Fatal("the previous restore's resume signature survived a cut restore")
 		}
 	})
@@ -523,16 +516,7 @@ func TestOwnSwap(t *testing.T) {
 		if !errors.Is(err, errExeced) || !st.Replay {
 			t.Fatalf("stage 1: %v, want the kexec into stage 2", err)
 		}
-		header := func() swsusp.Header {
-			dev, err := blockdev.Open(e.diskPath, false)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer dev.Close()
-			pg := make([]byte, swsusp.PageSize)
-			dev.ReadAt(pg, segs[0].DiskOffset)
-			return swsusp.ParseHeader(pg)
-		}
+		header := func() swsusp.Header { return headerAt(t, e.diskPath, segs[0].DiskOffset) }
 		if h := header(); h.Sig == swsusp.SigHibernate || h.Sig != h.OrigSig {
 			t.Fatalf("after stage 1 the header reads %q (orig %q): want the swap signature", h.Sig, h.OrigSig)
 		}
@@ -568,6 +552,21 @@ func TestOwnSwap(t *testing.T) {
 		}
 		check(t, e)
 	})
+}
+
+// headerAt reads the swap header page at byte off of the disk file path.
+func headerAt(t *testing.T, path string, off int64) swsusp.Header {
+	t.Helper()
+	dev, err := blockdev.Open(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	pg := make([]byte, swsusp.PageSize)
+	if _, err := dev.ReadAt(pg, off); err != nil {
+		t.Fatal(err)
+	}
+	return swsusp.ParseHeader(pg)
 }
 
 // TestStage2Kernel: an initramfs without the agent kernel's copy takes it
