@@ -37,11 +37,11 @@ func writeArea(ctx context.Context, r *run) error {
 		return r.damaged(err)
 	}
 	st.ResumeArgs = args
+	done := "written and verified, " + strings.Join(args, " ")
 	if st.arm != nil {
-		r.rep.Done("written and verified, " + strings.Join(args, " ") + "; its signature is held back for stage 2")
-		return nil
+		done += "; its signature is held back for stage 2"
 	}
-	r.rep.Done("written and verified, " + strings.Join(args, " "))
+	r.rep.Done(done)
 	return nil
 }
 
@@ -49,7 +49,11 @@ func writeArea(ctx context.Context, r *run) error {
 // hands over: the image is for the source's memory map and firmware
 // ranges, which only stage 2 sets up. The header page and its place on
 // the disk go to stage 2 (armResume), which writes it last.
-func (r *run) holdBack(area swapDev, headerPage int64, path string, off int64) error {
+func (r *run) holdBack(area swapDev, headerPage int64) error {
+	path, off, err := headerPlace(area, headerPage)
+	if err != nil {
+		return err
+	}
 	pg := make([]byte, swsusp.PageSize)
 	if _, err := area.ReadAt(pg, headerPage*swsusp.PageSize); err != nil {
 		return fmt.Errorf("reading the resume header back: %w", err)
@@ -194,12 +198,7 @@ func (r *run) writeResume(ctx context.Context) ([]string, error) {
 		return nil, fmt.Errorf("the resume image written does not verify, its signature was removed: %w", err)
 	}
 	if st.Replay {
-		path, off, err := headerPlace(area, headerPage)
-		if err != nil {
-			neutralize(area, headerPage*swsusp.PageSize)
-			return nil, err
-		}
-		if err := r.holdBack(area, headerPage, path, off); err != nil {
+		if err := r.holdBack(area, headerPage); err != nil {
 			neutralize(area, headerPage*swsusp.PageSize)
 			return nil, err
 		}
