@@ -2,6 +2,7 @@ package bundle
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -283,7 +284,7 @@ func FuzzChunk(f *testing.F) {
 	f.Fuzz(func(t *testing.T, stored []byte) {
 		// Whatever the stored bytes, a chunk that does not hash right is
 		// never decompressed, and one that does must have the right length.
-		out, err := r.decodeChunk(s, 0, stored, nil)
+		out, err := r.decodeChunk(context.Background(), s, 0, stored, nil)
 		if err == nil && int64(len(out)) != c.Len {
 			t.Fatalf("decoded %d bytes, want %d", len(out), c.Len)
 		}

@@ -186,7 +186,7 @@ func (br *Reader) fetchChunk(ctx context.Context, s *Stream, i int, stored *[]by
 		if err := br.readStored(ctx, s, i, b); err != nil {
 			return nil, err
 		}
-		out, err := br.decodeChunk(s, i, b, dst)
+		out, err := br.decodeChunk(ctx, s, i, b, dst)
 		if err == nil || !errors.Is(err, ErrDamaged) || try >= opt.Retries {
 			if err != nil && try > 0 {
 				err = fmt.Errorf("%w (read %d times)", err, try+1)

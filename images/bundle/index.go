@@ -86,6 +86,10 @@ type Chunk struct {
 	Stored int64  `json:"stored,omitempty"`
 	SHA256 string `json:"sha256,omitempty"`
 	Zero   bool   `json:"zero,omitempty"`
+	// Base, in a store, makes the chunk a page delta (delta.go): its
+	// stored bytes say, page by page, which page of which of these chunks
+	// to copy, or hold the page.
+	Base []Ref `json:"base,omitempty"`
 }
 
 // StoredSize is the bytes the stream occupies in the bundle.
@@ -163,6 +167,8 @@ func ParseIndex(b []byte, dataEnd int64) (*Index, error) {
 				}
 			} else if err := checkChunk(where, ix.Store, c, dataEnd); err != nil {
 				return nil, err
+			} else if err := checkBase(where, ix.Store, c); err != nil {
+				return nil, err
 			} else if c.Stored > c.Len+c.Len/8+1024 {
 				return nil, fmt.Errorf("%s: %d stored bytes for %d bytes of data", where, c.Stored, c.Len)
 			}
@@ -186,6 +192,22 @@ func checkChunk(where, store string, c Chunk, dataEnd int64) error {
 	}
 	if !validSum(c.SHA256) {
 		return fmt.Errorf("%s: sha256 %q is not 64 lower-case hex digits", where, c.SHA256)
+	}
+	return nil
+}
+
+// checkBase checks the bases a page delta names.
+func checkBase(where, store string, c Chunk) error {
+	if len(c.Base) == 0 {
+		return nil
+	}
+	if store == "" || c.Len%pageSize != 0 || len(c.Base) > MaxBases {
+		return fmt.Errorf("%s: a page delta of %d bytes over %d bases (only in a store, whole pages, at most %d bases)", where, c.Len, len(c.Base), MaxBases)
+	}
+	for k, b := range c.Base {
+		if !validSum(b.SHA256) || b.Stored <= 0 || b.Len < pageSize || b.Len > 2*maxChunkSize || b.Stored > b.Len+b.Len/8+1024 {
+			return fmt.Errorf("%s: base %d: sha256 %q, %d stored bytes for %d", where, k, b.SHA256, b.Stored, b.Len)
+		}
 	}
 	return nil
 }

@@ -45,6 +45,7 @@ type Reader struct {
 	siv   *siv           // the chunk key of an encrypted version 2 bundle
 	src   ChunkSource    // where a version 2 bundle's chunks are
 	order map[string]int // stream name → position in the index (chunk nonces)
+	bases baseCache      // the base chunks of page deltas read last
 }
 
 // Digest is the SHA-256 of the index bytes, in hex: it names one bundle
@@ -167,7 +168,7 @@ func (br *Reader) ReadChunk(s *Stream, i int, dst []byte) ([]byte, error) {
 	if err := br.readStored(context.Background(), s, i, stored); err != nil {
 		return nil, err
 	}
-	return br.decodeChunk(s, i, stored, dst)
+	return br.decodeChunk(context.Background(), s, i, stored, dst)
 }
 
 // SetChunkSource says where the chunks of a version 2 bundle are.
@@ -202,7 +203,33 @@ func (br *Reader) readStored(ctx context.Context, s *Stream, i int, b []byte) er
 	return nil
 }
 
-func (br *Reader) decodeChunk(s *Stream, i int, stored, dst []byte) ([]byte, error) {
+func (br *Reader) decodeChunk(ctx context.Context, s *Stream, i int, stored, dst []byte) ([]byte, error) {
+	c := s.Chunks[i]
+	if len(c.Base) > 0 {
+		payload, err := br.payload(s, i, stored)
+		if err != nil {
+			return nil, err
+		}
+		return br.applyDelta(ctx, s, i, payload, dst)
+	}
+	out, err := br.decode(s, i, stored, dst)
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(out)) != c.Len {
+		return nil, fmt.Errorf("bundle: stream %q chunk %d %s: %d bytes after decompression, the index says %d", s.Name, i, br.place(c), len(out), c.Len)
+	}
+	return out, nil
+}
+
+// payload checks, decrypts and decompresses chunk i of s into a new
+// buffer: its plaintext, or for a page delta its encoding.
+func (br *Reader) payload(s *Stream, i int, stored []byte) ([]byte, error) {
+	return br.decode(s, i, stored, nil)
+}
+
+// decode checks stored against the index, decrypts and decompresses it.
+func (br *Reader) decode(s *Stream, i int, stored, dst []byte) ([]byte, error) {
 	c := s.Chunks[i]
 	if sum := sha256.Sum256(stored); hex.EncodeToString(sum[:]) != c.SHA256 {
 		return nil, fmt.Errorf("bundle: stream %q chunk %d %s: %w", s.Name, i, br.place(c), ErrDamaged)
@@ -226,9 +253,6 @@ func (br *Reader) decodeChunk(s *Stream, i int, stored, dst []byte) ([]byte, err
 	out, err := br.dec.DecodeAll(stored, dst[:0])
 	if err != nil {
 		return nil, fmt.Errorf("bundle: stream %q chunk %d %s: zstd: %w", s.Name, i, br.place(c), err)
-	}
-	if int64(len(out)) != c.Len {
-		return nil, fmt.Errorf("bundle: stream %q chunk %d %s: %d bytes after decompression, the index says %d", s.Name, i, br.place(c), len(out), c.Len)
 	}
 	return out, nil
 }

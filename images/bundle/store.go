@@ -157,7 +157,7 @@ func cdcCut(buf []byte, limit int, final bool) int {
 }
 
 // ChunkSums lists the distinct stored chunks the bundle names, in index
-// order.
+// order: its chunks and the bases of its page deltas.
 func (br *Reader) ChunkSums() []string {
 	seen := map[string]bool{}
 	var out []string
@@ -166,6 +166,12 @@ func (br *Reader) ChunkSums() []string {
 			if !c.Zero && !seen[c.SHA256] {
 				seen[c.SHA256] = true
 				out = append(out, c.SHA256)
+			}
+			for _, b := range c.Base {
+				if !seen[b.SHA256] {
+					seen[b.SHA256] = true
+					out = append(out, b.SHA256)
+				}
 			}
 		}
 	}

@@ -61,6 +61,11 @@ type StoreOptions struct {
 	// a Plain (a capture's pre-copy and its frozen phase) must seal alike:
 	// the same ChunkKey, or both plaintext (NewWriter refuses otherwise).
 	Plain *Plain
+	// Pages, if not nil, knows the pages of chunks already in the store
+	// (a previous capture's memory, Reader.IndexPages): a chunk that
+	// finds enough of its pages there is stored as a page delta against
+	// them. It must have been read with the same chunk key.
+	Pages *Pages
 	// Records, if set, takes the records instead of a pack on the
 	// Writer's io.Writer (which is then not written): a store that keeps
 	// each chunk as an object of its own (S3).
@@ -117,6 +122,8 @@ type Stats struct {
 	Sent        int   // chunks sent (not already in the store, nor sent before)
 	SentBytes   int64 // their stored bytes
 	Reused      int   // disk chunks found in StoreOptions.Plain: not compressed again
+	Deltas      int   // chunks stored as page deltas (StoreOptions.Pages)
+	DeltaPages  int   // pages those deltas take from their bases
 }
 
 // WriterOptions tune a Writer.
@@ -193,6 +200,9 @@ func NewWriter(w io.Writer, opt WriterOptions) (*Writer, error) {
 		if err != nil {
 			return nil, err
 		}
+	}
+	if opt.Store != nil && opt.Store.Pages != nil && opt.Store.Pages.seal != sealOf(bw.siv) {
+		return nil, errors.New("bundle: the pages to make deltas against were sealed with another chunk key (or the one sealed, the other plain): a reader could not open them")
 	}
 	h := make([]byte, HeaderSize)
 	copy(h, headerMagic)
@@ -339,7 +349,15 @@ func (sw *StreamWriter) store(b []byte) error {
 		bw.stats.StoredBytes += c.Stored
 		bw.stats.Reused++
 	} else {
-		bw.cbuf = bw.enc.EncodeAll(b, bw.cbuf[:0])
+		payload := b
+		if bw.store != nil && bw.store.Pages != nil && bw.aead == nil {
+			if d, refs := bw.store.Pages.makeDelta(b); d != nil {
+				payload, c.Base = d, refs
+				bw.stats.Deltas++
+				bw.stats.DeltaPages += len(b)/pageSize - (len(d)-16-32*len(refs)-4*(len(b)/pageSize))/pageSize
+			}
+		}
+		bw.cbuf = bw.enc.EncodeAll(payload, bw.cbuf[:0])
 		stored := bw.cbuf
 		switch {
 		case bw.siv != nil:
