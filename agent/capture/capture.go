@@ -70,8 +70,16 @@ type Options struct {
 	// the machine still runs; the frozen phase then sends only the
 	// chunks that changed since. Rate bounds its disk reads (bytes a
 	// second; 0: no bound).
-	Precopy     bool
-	Rate        int64
+	Precopy bool
+	Rate    int64
+	// Base names the bundle, beside To in the same store, whose memory
+	// this capture's is stored as page deltas against; NoBase for none;
+	// "" for the one recorded in LastFile.
+	Base string
+	// LastFile, if set, is where a capture into a store records its
+	// bundle's name for the next one (LastCapture), and where that one
+	// looks for its base.
+	LastFile    string
 	Disks       []string // whole disks to carry, /dev/vda …
 	MailboxSize int      // bytes; default 4 MiB
 	DryRun      bool     // everything but the freeze
@@ -300,6 +308,7 @@ type capture struct {
 	records   bundle.RecordWriter // for S3: the sink, taking each record
 	have      map[string]bool     // the store's chunks (a URL)
 	plain     *bundle.Plain       // the pre-copy's disk chunks, by plaintext
+	pages     *bundle.Pages       // the previous capture's memory pages (loadBase)
 	id        string              // the bundle id, the pre-copy's too (thaw.follow=1 waits for it)
 	disks     []*diskReader
 	pm        int // /proc/self/pagemap
@@ -476,6 +485,8 @@ func (c *capture) open() error {
 			return fmt.Errorf("asking the store which chunks it has: %w", err)
 		}
 		c.logf("the store holds %d chunks beside %s", len(c.have), c.o.To)
+		c.loadBase()
+		c.recordLast()
 		if c.o.Precopy {
 			if err := c.precopy(); err != nil {
 				return fmt.Errorf("pre-copy: %w", err)
@@ -524,7 +535,7 @@ func (c *capture) open() error {
 	c.onClose(func() { syscall.Close(c.pm) })
 	wo := bundle.WriterOptions{Recipients: c.o.Recipients, ID: c.id}
 	if c.have != nil {
-		wo.Store = &bundle.StoreOptions{Have: func(sum string) bool { return c.have[sum] }, ChunkKey: c.o.ChunkKey, Plain: c.plain, Records: c.records}
+		wo.Store = &bundle.StoreOptions{Have: func(sum string) bool { return c.have[sum] }, ChunkKey: c.o.ChunkKey, Plain: c.plain, Pages: c.pages, Records: c.records}
 	}
 	if c.bw, err = bundle.NewWriter(c.out, wo); err != nil {
 		return err

@@ -47,7 +47,10 @@ Hibernates this machine into a signed bundle, as root, while it runs:
     servers given the same key. With --precopy the disks' chunks the
     store lacks go first, while the machine runs (at most --rate MiB a
     second read from the disks); the frozen phase reads the disks again
-    and sends only the chunks that changed since
+    and sends only the chunks that changed since. The memory is stored as
+    page deltas against this server's previous capture in the same store
+    (named in /var/lib/thaw/last-capture, or --base): only the pages that
+    are not in it already are sent
   4 power off once the bundle is complete (and, for a URL, acknowledged)
 
 When the bundle is resumed later, this command continues where it froze:
@@ -57,7 +60,7 @@ everything except the freeze.
 `
 
 func runCapture(args []string) error {
-	fs := newFlags("capture", "--to FILE|URL|s3://BUCKET/PREFIX/NAME [--s3-endpoint URL] --key FILE --recipient FILE|--plaintext [--token-file FILE] [--ca-file FILE] [--chunk-key FILE] [--precopy [--rate MIB]] [--disks auto|none|DEV,…] [--dry-run]", captureHelp)
+	fs := newFlags("capture", "--to FILE|URL|s3://BUCKET/PREFIX/NAME [--s3-endpoint URL] --key FILE --recipient FILE|--plaintext [--token-file FILE] [--ca-file FILE] [--chunk-key FILE] [--precopy [--rate MIB]] [--base NAME|none] [--disks auto|none|DEV,…] [--dry-run]", captureHelp)
 	to := fs.String("to", "", "where the bundle goes: a file (not on a captured disk), an https:// (or http://) URL of thaw serve, or s3://BUCKET/PREFIX/[NAME]")
 	caFile := fs.String("ca-file", "", "PEM file of the CAs that sign the store's certificate, for an https:// or s3:// --to (default: the system's)")
 	s3Endpoint := fs.String("s3-endpoint", "", "for s3://: the S3 endpoint, http(s)://HOST[:PORT] (default: AWS_ENDPOINT_URL, else AWS S3 in AWS_REGION)")
@@ -69,6 +72,7 @@ func runCapture(args []string) error {
 	rcpt := addRecipientFlags(fs)
 	precopy := fs.Bool("precopy", false, "for a URL: send the disks' chunks the store lacks while the machine runs, then the pre-copy's signed bundle object NAME.precopy (a target with thaw.follow=1 writes it while the machine still runs); the frozen phase then sends only what changed")
 	rate := fs.Int64("rate", 0, "with --precopy: read the disks at most this many MiB a second (0: no bound), so that services keep their I/O")
+	base := fs.String("base", "", "for a URL: the bundle beside --to whose memory pages this capture's memory refers to instead of sending them again (default: this server's last capture into a store, as /var/lib/thaw/last-capture names it); none: send the memory whole")
 	chunkKeyPath := fs.String("chunk-key", capture.DefaultChunkKey, "chunk key file (thaw keygen --chunk-key) for a URL --to; the default is made on first use")
 	if _, err := parseInterspersed(fs, args); err != nil {
 		return err
@@ -118,6 +122,7 @@ func runCapture(args []string) error {
 		list = strings.Split(*disks, ",")
 	}
 	o.Key, o.Recipients, o.ChunkKeyFile, o.MakeChunkKey = key, recipients, chunkKey, chunkKey == capture.DefaultChunkKey
+	o.Base, o.LastFile = *base, capture.LastCapture
 	o.Precopy, o.Rate, o.Disks, o.MailboxSize, o.DryRun, o.Manifest = *precopy, *rate<<20, list, *mbox, *dry, m
 	o.Logf = func(f string, a ...any) { fmt.Fprintf(os.Stderr, "thaw capture: "+f+"\n", a...) }
 	res, err := capture.Run(o)

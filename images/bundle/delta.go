@@ -1,7 +1,6 @@
 package bundle
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -132,6 +131,12 @@ type Pages struct {
 	seal [32]byte // sealOf the key the chunks were read with
 	refs []Ref
 	m    map[[16]byte]pageAt
+	// makeDelta's buffers, reused: a capture makes its deltas with the
+	// garbage collector off.
+	found []pageAt
+	uses  map[int32]int
+	out   []byte
+	lits  []byte
 }
 
 type pageAt struct {
@@ -260,14 +265,22 @@ func (br *Reader) UnlockChunkKey(key []byte) error {
 }
 
 // makeDelta encodes the pages of b that p knows as references, if enough
-// do; it returns nil when b is better stored whole.
-func (p *Pages) makeDelta(b []byte) ([]byte, []Ref) {
+// do, and says how many pages it did not store; it returns nil when b is
+// better stored whole.
+func (p *Pages) makeDelta(b []byte) ([]byte, []Ref, int) {
 	if len(b)%pageSize != 0 || len(b) < deltaMinPages*pageSize {
-		return nil, nil
+		return nil, nil, 0
 	}
 	n := len(b) / pageSize
-	found := make([]pageAt, n)
-	uses := map[int32]int{}
+	if cap(p.found) < n {
+		p.found = make([]pageAt, n)
+	}
+	found := p.found[:n]
+	if p.uses == nil {
+		p.uses = map[int32]int{}
+	}
+	uses := p.uses
+	clear(uses)
 	hits := 0
 	for j := range n {
 		page := b[j*pageSize : (j+1)*pageSize]
@@ -283,7 +296,7 @@ func (p *Pages) makeDelta(b []byte) ([]byte, []Ref) {
 		}
 	}
 	if hits < deltaMinPages {
-		return nil, nil
+		return nil, nil, 0
 	}
 	// The bases that give most pages, at most MaxBases.
 	order := make([]int32, 0, len(uses))
@@ -308,10 +321,10 @@ func (p *Pages) makeDelta(b []byte) ([]byte, []Ref) {
 		hits += uses[r]
 	}
 	if hits < deltaMinPages {
-		return nil, nil
+		return nil, nil, 0
 	}
 	le := binary.LittleEndian
-	out := make([]byte, 16, 16+len(refs)*32+n*4+(n-hits)*pageSize)
+	out := append(p.out[:0], make([]byte, 16)...)
 	copy(out, deltaMagic)
 	le.PutUint32(out[8:], uint32(n))
 	le.PutUint32(out[12:], uint32(len(refs)))
@@ -319,7 +332,7 @@ func (p *Pages) makeDelta(b []byte) ([]byte, []Ref) {
 		s, _ := hex.DecodeString(r.SHA256)
 		out = append(out, s...)
 	}
-	var lits bytes.Buffer
+	lits := p.lits[:0]
 	for j, at := range found {
 		op := uint32(OpLiteral)
 		if at.ref == -2 {
@@ -327,11 +340,13 @@ func (p *Pages) makeDelta(b []byte) ([]byte, []Ref) {
 		} else if s, ok := slot[at.ref]; ok && at.ref >= 0 {
 			op = s<<24 | at.page
 		} else {
-			lits.Write(b[j*pageSize : (j+1)*pageSize])
+			lits = append(lits, b[j*pageSize:(j+1)*pageSize]...)
 		}
 		out = le.AppendUint32(out, op)
 	}
-	return append(out, lits.Bytes()...), refs
+	out = append(out, lits...)
+	p.out, p.lits = out, lits
+	return out, refs, n - len(lits)/pageSize
 }
 
 // baseCache keeps the payloads of the base chunks read last: the deltas of

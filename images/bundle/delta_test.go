@@ -211,7 +211,7 @@ func FuzzDelta(f *testing.F) {
 	p := NewPages()
 	base := memPages([]uint64{1, 2, 3, 4, 5, 6, 7, 8})
 	p.add(Ref{SHA256: strings.Repeat("ab", 32), Stored: 100, Len: int64(len(base))}, base)
-	d, _ := p.makeDelta(memPages([]uint64{2, 3, 99, 4, 5, 9, 6}))
+	d, _, _ := p.makeDelta(memPages([]uint64{2, 3, 99, 4, 5, 9, 6}))
 	f.Add(d, int64(7*pageSize), 1)
 	f.Add([]byte(deltaMagic+"\x01\x00\x00\x00\x00\x00\x00\x00\xff\xff\xff\xff"), int64(pageSize), 0)
 	f.Fuzz(func(t *testing.T, b []byte, want int64, nbase int) {

@@ -349,29 +349,34 @@ func (sw *StreamWriter) store(b []byte) error {
 		bw.stats.StoredBytes += c.Stored
 		bw.stats.Reused++
 	} else {
-		payload := b
-		if bw.store != nil && bw.store.Pages != nil && bw.aead == nil {
-			if d, refs := bw.store.Pages.makeDelta(b); d != nil {
-				payload, c.Base = d, refs
-				bw.stats.Deltas++
-				bw.stats.DeltaPages += len(b)/pageSize - (len(d)-16-32*len(refs)-4*(len(b)/pageSize))/pageSize
+		// A page delta against the store's pages: for memory at once (its
+		// chunks rarely come out equal), for the rest only when the chunk
+		// as it is is not in the store already.
+		deltas := bw.store != nil && bw.store.Pages != nil && bw.aead == nil
+		var stored []byte
+		var sum [32]byte
+		taken := 0
+		if deltas && sw.s.Kind == KindMemory {
+			if d, refs, n := bw.store.Pages.makeDelta(b); d != nil {
+				c.Base, taken = refs, n
+				stored, sum = bw.seal(sw, c, d)
 			}
 		}
-		bw.cbuf = bw.enc.EncodeAll(payload, bw.cbuf[:0])
-		stored := bw.cbuf
-		switch {
-		case bw.siv != nil:
-			bw.sbuf = bw.siv.seal(bw.sbuf[:0], bw.cbuf)
-			stored = bw.sbuf
-		case bw.aead != nil:
-			// Sealed at its place: the hash covers the stored bytes, so
-			// a store can check them without the key.
-			bw.sbuf = bw.aead.Seal(bw.sbuf[:0], chunkNonce(len(bw.index.Streams)-1, len(sw.s.Chunks)), bw.cbuf, chunkAAD(sw.s.Name, c))
-			stored = bw.sbuf
+		if stored == nil {
+			stored, sum = bw.seal(sw, c, b)
+			if deltas && sw.s.Kind != KindMemory && !bw.has(hex.EncodeToString(sum[:])) {
+				if d, refs, n := bw.store.Pages.makeDelta(b); d != nil {
+					c.Base, taken = refs, n
+					stored, sum = bw.seal(sw, c, d)
+				}
+			}
 		}
-		sum := sha256.Sum256(stored)
+		if c.Base != nil {
+			bw.stats.Deltas++
+			bw.stats.DeltaPages += taken
+		}
 		c.Stored, c.SHA256 = int64(len(stored)), hex.EncodeToString(sum[:])
-		if usePlain {
+		if usePlain && c.Base == nil {
 			bw.store.Plain.m[plain] = PlainChunk{SHA256: c.SHA256, Stored: c.Stored}
 		}
 		bw.stats.Chunks++
@@ -381,7 +386,7 @@ func (sw *StreamWriter) store(b []byte) error {
 			if err := bw.write(stored); err != nil {
 				return err
 			}
-		} else if !bw.seen[c.SHA256] && (bw.store.Have == nil || !bw.store.Have(c.SHA256)) {
+		} else if !bw.has(c.SHA256) {
 			bw.seen[c.SHA256] = true
 			bw.stats.Sent++
 			bw.stats.SentBytes += c.Stored
@@ -393,6 +398,30 @@ func (sw *StreamWriter) store(b []byte) error {
 	sw.s.Chunks = append(sw.s.Chunks, c)
 	sw.s.Size += c.Len
 	return nil
+}
+
+// seal compresses payload and seals it as chunk c of sw: the stored
+// bytes and their SHA-256 (the bytes live in the Writer's buffers until
+// the next chunk).
+func (bw *Writer) seal(sw *StreamWriter, c Chunk, payload []byte) ([]byte, [32]byte) {
+	bw.cbuf = bw.enc.EncodeAll(payload, bw.cbuf[:0])
+	stored := bw.cbuf
+	switch {
+	case bw.siv != nil:
+		bw.sbuf = bw.siv.seal(bw.sbuf[:0], bw.cbuf)
+		stored = bw.sbuf
+	case bw.aead != nil:
+		// Sealed at its place: the hash covers the stored bytes, so a
+		// store can check them without the key.
+		bw.sbuf = bw.aead.Seal(bw.sbuf[:0], chunkNonce(len(bw.index.Streams)-1, len(sw.s.Chunks)), bw.cbuf, chunkAAD(sw.s.Name, c))
+		stored = bw.sbuf
+	}
+	return stored, sha256.Sum256(stored)
+}
+
+// has reports whether the store holds the chunk, or this Writer sent it.
+func (bw *Writer) has(sum string) bool {
+	return bw.seen[sum] || bw.store.Have != nil && bw.store.Have(sum)
 }
 
 // plainHit looks the plaintext b up in the store options' Plain (when
