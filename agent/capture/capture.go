@@ -801,7 +801,7 @@ func (c *capture) finish() error {
 	}
 	c.res.Stats = c.bw.Stats()
 	if st := c.res.Stats; c.have != nil {
-		c.logf("chunks: %d stored (%d MiB), %d sent (%d MiB); the store had the others; %d disk chunks unchanged since the pre-copy", st.Chunks, st.StoredBytes>>20, st.Sent, st.SentBytes>>20, st.Reused)
+		c.logf("chunks: %d stored (%d MiB), %d sent (%d MiB); the store had the others; %d disk chunks unchanged since the pre-copy; %d page deltas took %d pages (%d MiB) from the previous capture", st.Chunks, st.StoredBytes>>20, st.Sent, st.SentBytes>>20, st.Reused, st.Deltas, st.DeltaPages, st.DeltaPages>>8)
 	}
 	return nil
 }

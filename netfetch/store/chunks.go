@@ -247,14 +247,23 @@ func (s *Store) missingChunks(name, dir string) (missing []string, total int, er
 // names.
 func (s *Store) missingIn(br *bundle.Reader, dir string) (missing []string, total int) {
 	seen := map[string]bool{}
+	check := func(sum string, stored int64) {
+		if seen[sum] {
+			return
+		}
+		seen[sum] = true
+		if cfi, err := s.root.Stat(path.Join(dir, bundle.ChunkPath(sum))); err != nil || cfi.Size() != stored {
+			missing = append(missing, sum)
+		}
+	}
 	for _, st := range br.Index.Streams {
 		for _, c := range st.Chunks {
-			if c.Zero || seen[c.SHA256] {
+			if c.Zero {
 				continue
 			}
-			seen[c.SHA256] = true
-			if cfi, err := s.root.Stat(path.Join(dir, bundle.ChunkPath(c.SHA256))); err != nil || cfi.Size() != c.Stored {
-				missing = append(missing, c.SHA256)
+			check(c.SHA256, c.Stored)
+			for _, b := range c.Base { // a page delta's bases
+				check(b.SHA256, b.Stored)
 			}
 		}
 	}

@@ -487,6 +487,7 @@ func secondCapture(t *testing.T, at *agentTarget, c *capturedServer, e1Agent tim
 		}
 	}
 	sent := map[string]bool{}
+	var inSwap, deltas int64
 	for _, s := range second.Index.Streams {
 		for _, c := range s.Chunks {
 			if !c.Zero && !had[c.SHA256] && !sent[c.SHA256] {
@@ -495,9 +496,21 @@ func secondCapture(t *testing.T, at *agentTarget, c *capturedServer, e1Agent tim
 				k := byKind[s.Kind]
 				k[1] += c.Stored
 				byKind[s.Kind] = k
+				if len(c.Base) > 0 {
+					deltas += c.Stored
+				}
+				if r := second.Manifest.Resume; s.Kind == bundle.KindDisk && r != nil {
+					for _, g := range r.Segments {
+						if c.Off < g.DiskOffset+g.Length && g.DiskOffset < c.Off+c.Len {
+							inSwap += c.Stored
+							break
+						}
+					}
+				}
 			}
 		}
 	}
+	t.Logf("S2: of what was sent, %.1f MiB are disk chunks in the swap, %.1f MiB page deltas", float64(inSwap)/(1<<20), float64(deltas)/(1<<20))
 	for _, kind := range []string{bundle.KindMemory, bundle.KindDisk, bundle.KindFile, bundle.KindPhysmem} {
 		if k, ok := byKind[kind]; ok {
 			t.Logf("S2: %-7s first capture %7.1f MiB, second sent %7.1f MiB (%.1f%%)", kind, float64(k[0])/(1<<20), float64(k[1])/(1<<20), 100*float64(k[1])/float64(max(k[0], 1)))
