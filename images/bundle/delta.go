@@ -44,6 +44,9 @@ const (
 	// worth a base fetch at restore.
 	deltaMinPages = 4
 	pageSize      = 4096
+	// baseShare: a base must give a delta at least 1/baseShare of its
+	// pages.
+	baseShare = 16
 )
 
 // Ref names a base chunk of a delta: a chunk in the store, by the SHA-256
@@ -312,11 +315,17 @@ func (p *Pages) makeDelta(b []byte) ([]byte, []Ref, int) {
 	if len(order) > MaxBases {
 		order = order[:MaxBases]
 	}
+	// A base costs a reader its whole stored size (once, while it stays
+	// in the reader's cache): one that gives this chunk few of its pages
+	// is not worth it, and those pages are stored here.
 	slot := map[int32]uint32{}
 	var refs []Ref
 	hits = 0
-	for i, r := range order {
-		slot[r] = uint32(i)
+	for _, r := range order {
+		if uses[r] < max(deltaMinPages, int(p.refs[r].Len/pageSize/baseShare)) {
+			continue
+		}
+		slot[r] = uint32(len(refs))
 		refs = append(refs, p.refs[r])
 		hits += uses[r]
 	}
@@ -350,23 +359,62 @@ func (p *Pages) makeDelta(b []byte) ([]byte, []Ref, int) {
 }
 
 // baseCache keeps the payloads of the base chunks read last: the deltas of
-// one stream draw on a few neighbouring bases each.
+// one stream draw on a few neighbouring bases each. Each base is read
+// once while it stays; the workers of a Fetch that need one that is
+// being read wait for it, the others go on.
 type baseCache struct {
 	mu    sync.Mutex
-	m     map[string][]byte
+	m     map[string]*baseEntry
 	order []string
 }
 
-const baseCacheSize = 8
+type baseEntry struct {
+	done    chan struct{}
+	payload []byte
+	err     error
+}
+
+const baseCacheSize = 16
 
 // basePayload reads, checks and decodes base chunk r (through the cache).
 func (br *Reader) basePayload(ctx context.Context, r Ref) ([]byte, error) {
 	bc := &br.bases
 	bc.mu.Lock()
-	defer bc.mu.Unlock()
-	if b, ok := bc.m[r.SHA256]; ok {
-		return b, nil
+	e, ok := bc.m[r.SHA256]
+	if !ok {
+		if bc.m == nil {
+			bc.m = map[string]*baseEntry{}
+		}
+		if len(bc.order) >= baseCacheSize {
+			delete(bc.m, bc.order[0])
+			bc.order = bc.order[1:]
+		}
+		e = &baseEntry{done: make(chan struct{})}
+		bc.m[r.SHA256] = e
+		bc.order = append(bc.order, r.SHA256)
 	}
+	bc.mu.Unlock()
+	if ok {
+		select {
+		case <-e.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return e.payload, e.err
+	}
+	e.payload, e.err = br.readBase(ctx, r)
+	close(e.done)
+	if e.err != nil {
+		bc.mu.Lock()
+		if bc.m[r.SHA256] == e {
+			delete(bc.m, r.SHA256) // read again next time
+		}
+		bc.mu.Unlock()
+	}
+	return e.payload, e.err
+}
+
+func (br *Reader) readBase(ctx context.Context, r Ref) ([]byte, error) {
 	if br.src == nil {
 		return nil, errors.New("the bundle's chunks are in a chunk store, and no store was given")
 	}
@@ -391,15 +439,6 @@ func (br *Reader) basePayload(ctx context.Context, r Ref) ([]byte, error) {
 	if int64(len(out)) != r.Len {
 		return nil, fmt.Errorf("base chunk %s: %d bytes after decompression, the index says %d", ChunkPath(r.SHA256), len(out), r.Len)
 	}
-	if bc.m == nil {
-		bc.m = map[string][]byte{}
-	}
-	if len(bc.order) >= baseCacheSize {
-		delete(bc.m, bc.order[0])
-		bc.order = bc.order[1:]
-	}
-	bc.m[r.SHA256] = out
-	bc.order = append(bc.order, r.SHA256)
 	return out, nil
 }
 
