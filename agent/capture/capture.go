@@ -152,6 +152,8 @@ type diskReader struct {
 	pend []byte
 	logf func(string, ...any)
 	t0   time.Time
+	// holes read as zeros: free slots of the own swap (findFreeSlots).
+	holes []span
 }
 
 func openDisk(path string, buf []byte) (*diskReader, error) {
@@ -180,6 +182,7 @@ func (d *diskReader) Read(p []byte) (int, error) {
 		if err != nil || k <= 0 {
 			return 0, fmt.Errorf("read %s at byte %d: %v", d.path, d.off, err)
 		}
+		zeroHoles(d.buf[:k], d.off, d.holes)
 		d.off += int64(k)
 		d.pend = d.buf[:k]
 		if d.logf != nil && d.off%(512<<20) == 0 {
@@ -281,6 +284,7 @@ func Run(o Options) (*Result, error) {
 		return c.res, nil
 	}
 	c.reserveSlots()
+	c.findFreeSlots()
 	for _, stage := range []func() error{c.streamMemory, c.streamDisks, c.finish} {
 		if err := stage(); err != nil {
 			return c.abort(err)
@@ -324,6 +328,7 @@ type capture struct {
 
 	// The swap in use that receives the image at restore time.
 	own     *manifest.Resume
+	holes   []span // the own swap's free slots on its disk (findFreeSlots)
 	ownPath string
 	ownDev  uint64
 }
@@ -777,6 +782,9 @@ func (c *capture) streamDisks() error {
 			return err
 		}
 		d.logf, d.t0 = c.logf, time.Now()
+		if c.own != nil && c.own.Disk == i {
+			d.holes = c.holes
+		}
 		n, err := sw.ReadFrom(d)
 		if err != nil {
 			return fmt.Errorf("disk %s: %w", d.path, err)
