@@ -464,7 +464,7 @@ func secondCapture(t *testing.T, at *agentTarget, c *capturedServer, e1Agent tim
 		t.Fatalf("S2: power off after the capture: %v", err)
 	}
 	con := vm.Console()[from:]
-	if cm := regexp.MustCompile(`thaw capture \[[ 0-9.]+s\]: (chunks: .*)`).FindStringSubmatch(con); cm != nil {
+	for _, cm := range regexp.MustCompile(`thaw capture \[[ 0-9.]+s\]: ((?:chunks|page deltas|no page deltas|free swap slots)[ :].*)`).FindAllStringSubmatch(con, -1) {
 		t.Logf("S2: the capture says %s", cm[1])
 	}
 	if f, ok := frozenTime(con); ok {
