@@ -131,6 +131,13 @@ func (c *capture) readBase(name string) (*bundle.Pages, error) {
 	if err := br.IndexPages(ctx, p, mem); err != nil {
 		return nil, err
 	}
+	// The used slots of its own swap: pages that stayed swapped out come
+	// back at the same place, or at another.
+	if sw := swapChunks(br); sw != nil {
+		if err := br.IndexPages(ctx, p, sw); err != nil {
+			return nil, err
+		}
+	}
 	return p, nil
 }
 
@@ -206,4 +213,27 @@ func (s s3Chunks) ReadChunk(ctx context.Context, sum string, p []byte) error {
 func (c *capture) httpOptions() httpra.Options {
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.o.Roots, MinVersion: tls.VersionTLS12}}
 	return httpra.Options{Token: c.o.Token, Client: &http.Client{Transport: tr}}
+}
+
+// swapChunks is the part of the bundle's disk stream that holds its own
+// swap (the chunks over the swap's segments), or nil.
+func swapChunks(br *bundle.Reader) *bundle.Stream {
+	r := br.Manifest.Resume
+	if r == nil || r.Disk < 0 || r.Disk >= len(br.Manifest.Disks) || len(r.Segments) == 0 {
+		return nil
+	}
+	s := br.Index.Stream(br.Manifest.Disks[r.Disk].Stream)
+	if s == nil {
+		return nil
+	}
+	out := &bundle.Stream{Name: s.Name, Kind: s.Kind}
+	for _, c := range s.Chunks {
+		for _, g := range r.Segments {
+			if !c.Zero && c.Off < g.DiskOffset+g.Length && g.DiskOffset < c.Off+c.Len {
+				out.Chunks = append(out.Chunks, c)
+				break
+			}
+		}
+	}
+	return out
 }

@@ -46,7 +46,7 @@ const (
 	pageSize      = 4096
 	// baseShare: a base must give a delta at least 1/baseShare of its
 	// pages.
-	baseShare = 16
+	baseShare = 64
 )
 
 // Ref names a base chunk of a delta: a chunk in the store, by the SHA-256
@@ -374,7 +374,7 @@ type baseEntry struct {
 	err     error
 }
 
-const baseCacheSize = 16
+const baseCacheSize = 32
 
 // basePayload reads, checks and decodes base chunk r (through the cache).
 func (br *Reader) basePayload(ctx context.Context, r Ref) ([]byte, error) {
