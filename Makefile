@@ -54,7 +54,7 @@ FUZZ := ./images/swsusp:FuzzReader ./images/swsusp:FuzzStreamReader \
 	./images/swsusp:FuzzTargetArea ./agent/plan:FuzzFromModulesTar ./kexec:FuzzVmlinux \
 	./kexec:FuzzParseSystab ./agent/physmem:FuzzFADTPointers ./images/memmap:FuzzRead \
 	./images/driverpack:FuzzRead ./images/driverpack:FuzzModinfo ./images/bundle:FuzzPackReader \
-	./netfetch/s3:FuzzParseList
+	./netfetch/s3:FuzzParseList ./images/bundle:FuzzDelta
 FUZZTIME ?= 6s
 FUZZLONG ?= 10m
 FUZZJOBS ?= 1
