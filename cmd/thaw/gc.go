@@ -78,6 +78,9 @@ func runGC(args []string) error {
 	if *dry {
 		verb = "would remove"
 	}
+	if rep.Precopies > 0 {
+		fmt.Printf("%s %d pre-copy object(s) whose bundle has landed\n", verb, rep.Precopies)
+	}
 	fmt.Printf("%d bundles name %d chunks; %s %d chunks (%d MiB); kept %d (%d young, %d under a lease)\n",
 		rep.Bundles, rep.Referenced, verb, rep.Removed, rep.RemovedSize>>20, rep.Kept, rep.Young, rep.Leased)
 	return nil

@@ -37,6 +37,7 @@ func leaseObject(o Object) Object {
 // GC removes the chunks of a prefix that no bundle object in it names,
 // as store.GC does for thaw serve's directory: mark (read every version 2
 // bundle object directly under the prefix), then sweep its chunks/. A
+// pre-copy object NAME.precopy goes first once NAME landed after it. A
 // live lease keeps every chunk; an unreferenced chunk younger than
 // o.Grace stays; an object that looks like a bundle but cannot be read
 // stops the sweep, since what it names is unknown.
@@ -87,6 +88,23 @@ func GC(ctx context.Context, c *Client, bucket, prefix string, o store.GCOptions
 		live = true
 		rep.Leases = append(rep.Leases, l)
 	}
+	// A pre-copy whose bundle has landed since is done with, as thaw serve
+	// removes it when the bundle lands: a bucket has no server to do it.
+	kept := bundles[:0]
+	for _, in := range bundles {
+		name, isPre := strings.CutSuffix(in.Key, bundle.PrecopySuffix)
+		if landed, ok := modified[name]; isPre && ok && !landed.Before(in.Modified) {
+			if !o.DryRun {
+				if err := c.Remove(ctx, in.Object); err != nil {
+					return rep, err
+				}
+			}
+			rep.Precopies++
+			continue
+		}
+		kept = append(kept, in)
+	}
+	bundles = kept
 	ref := map[string]bool{}
 	for _, in := range bundles {
 		head, err := c.read(ctx, in.Object, bundle.HeaderSize)

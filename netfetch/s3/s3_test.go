@@ -308,6 +308,22 @@ func TestGC(t *testing.T) {
 	if rep := gc(0, false); rep.Removed != 2 || rep.Bundles != 2 || rep.Referenced != 3 {
 		t.Errorf("sweep: %+v", rep)
 	}
+	// A pre-copy object stays while its bundle has not landed, and goes
+	// (its own chunks with it) once it has.
+	d := a.Sibling("d.thaw")
+	rand.New(rand.NewSource(11)).Read(data[:1<<20])
+	writeBundle(t, c, a.Sibling("d.thaw"+bundle.PrecopySuffix), data) // chunks 6 5 3
+	if rep := gc(0, false); rep.Precopies != 0 || rep.Bundles != 3 || rep.Removed != 0 {
+		t.Errorf("a pre-copy before its bundle: %+v", rep)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	writeBundle(t, c, d, data[1<<20:2<<20]) // chunk 5
+	if rep := gc(0, false); rep.Precopies != 1 || rep.Bundles != 3 || rep.Removed != 1 {
+		t.Errorf("a pre-copy after its bundle landed: %+v", rep)
+	}
+	if _, _, err := c.Get(ctx, a.Sibling("d.thaw"+bundle.PrecopySuffix)); err == nil {
+		t.Error("the landed bundle's pre-copy is still there")
+	}
 	if have, _ := c.Chunks(ctx, b); len(have) != 3 {
 		t.Errorf("after gc the bucket holds %d chunks, want b's 3", len(have))
 	}

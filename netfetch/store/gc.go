@@ -34,6 +34,7 @@ type GCReport struct {
 	Leased      int   // of them, unreferenced but in a directory a capture holds a lease on
 	Removed     int   // chunks removed (or, in a dry run, that would be)
 	RemovedSize int64 // their bytes
+	Precopies   int   // pre-copy objects removed, their bundle landed (a bucket)
 	Leases      []Lease
 }
 
