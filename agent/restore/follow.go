@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/thawlinux/thaw/agent/plan"
@@ -59,6 +61,8 @@ const followWait = 24 * time.Hour
 // waitFor opens ref once it exists, asking again with a pause that grows
 // from a tenth of a second to most (the wait for the bundle is downtime:
 // a quarter second; for the pre-copy, two) while the store answers 404.
+// thaw serve is asked to hold each request until the object lands
+// (longPoll), so that the wait ends as the capture's upload does.
 // accept, if set, may turn an object down (an older bundle): the wait
 // goes on. Every 30 seconds it says what it waits for.
 func (r *run) waitFor(ctx context.Context, ref, what string, most time.Duration, opt httpra.Options, accept func(Blob) (bool, string)) (Blob, error) {
@@ -72,8 +76,14 @@ func (r *run) waitFor(ctx context.Context, ref, what string, most time.Duration,
 	start, said := time.Now(), time.Now()
 	pause := 100 * time.Millisecond
 	why := "not there yet"
+	poll := longPoll(ref)
 	for {
-		blob, err := r.env.Store.Open(ctx, ref, opt)
+		blob, err := r.env.Store.Open(ctx, poll, opt)
+		if err == nil && poll != ref {
+			// It is there: read it by its own name.
+			blob.Close()
+			blob, err = r.env.Store.Open(ctx, ref, opt)
+		}
 		switch {
 		case err == nil && accept == nil:
 			return blob, nil
@@ -103,6 +113,24 @@ func (r *run) waitFor(ctx context.Context, ref, what string, most time.Duration,
 		}
 		pause = min(2*pause, most)
 	}
+}
+
+// longPollWait is how long thaw serve holds one request of waitFor.
+const longPollWait = 25 // seconds; under store.MaxWait and httpra's 60 s
+
+// longPoll is ref with ?wait= when it is an http(s) URL of its own (not a
+// presigned one, whose signature covers its query): thaw serve then
+// answers once the object exists, or 404 after the wait; another server
+// ignores the parameter and answers at once.
+func longPoll(ref string) string {
+	u, err := url.Parse(ref)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || presigned(ref) {
+		return ref
+	}
+	q := u.Query()
+	q.Set("wait", strconv.Itoa(longPollWait))
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // openPrecopy is the image stage of a follow's first pass: it waits for

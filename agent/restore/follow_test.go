@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -74,17 +75,27 @@ type seqStore struct {
 	opens map[string]int
 	files map[string][]byte
 	refs  []string
+	held  map[string][]byte
 }
 
 func (s *seqStore) Open(ctx context.Context, ref string, _ httpra.Options) (Blob, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.refs = append(s.refs, ref)
-	b, ok := s.files[ref]
-	if q, in := s.seq[ref]; in {
-		n := s.opens[ref]
-		s.opens[ref]++
+	// As thaw serve: ?wait= asks for ref itself (an answer of its
+	// sequence), which the open by name that follows then gets.
+	base, poll := strings.CutSuffix(ref, "?wait=25")
+	b, ok := s.files[base]
+	if held, in := s.held[ref]; in && !poll {
+		delete(s.held, ref)
+		b, ok = held, true
+	} else if q, in := s.seq[base]; in {
+		n := s.opens[base]
+		s.opens[base]++
 		b, ok = q[min(n, len(q)-1)], true
+		if poll && b != nil {
+			s.held[base] = b
+		}
 	}
 	if !ok || b == nil {
 		return nil, &httpra.StatusError{Code: 404, Method: "GET"}
@@ -160,7 +171,7 @@ func TestFollow(t *testing.T) {
 	}
 	newFollow := func(seq map[string][][]byte) (*testEnv, *seqStore) {
 		e := newEnv(t, f, nil)
-		s := &seqStore{seq: seq, opens: map[string]int{}, files: chunks}
+		s := &seqStore{seq: seq, opens: map[string]int{}, files: chunks, held: map[string][]byte{}}
 		e.Env.Store = s
 		return e, s
 	}
@@ -185,6 +196,9 @@ func TestFollow(t *testing.T) {
 		}
 		if s.opens["http://store/b.thaw.precopy"] != 3 || s.opens["http://store/b.thaw"] < 2 {
 			t.Errorf("opens %v: want the pre-copy waited for, and the older bundle passed over", s.opens)
+		}
+		if !slices.Contains(s.refs, "http://store/b.thaw?wait=25") {
+			t.Errorf("refs %v: want the bundle waited for with thaw serve's long poll", s.refs)
 		}
 		if _, ok := st.Times["precopy.write"]; !ok || st.Times["follow"] == 0 {
 			t.Errorf("stage times %v: want the pre-copy's write and the follow", st.Times)

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -293,6 +295,11 @@ func (s *Store) get(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f, err := s.root.Open(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		if wait := waitParam(r); wait > 0 {
+			f, err = s.waitOpen(r.Context(), name, wait)
+		}
+	}
 	if err != nil {
 		fsFail(w, p, err)
 		return
@@ -515,4 +522,43 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n += int64(n)
 	return n, err
+}
+
+// MaxWait bounds GET NAME?wait=SECONDS: a file that does not exist yet
+// is waited for that long (a follower waiting for a capture's bundle is
+// told at once when it lands), then the answer is 404 as without wait.
+const MaxWait = 60 * time.Second
+
+// waitParam is the request's wait=SECONDS, bounded by MaxWait; 0 without.
+func waitParam(r *http.Request) time.Duration {
+	v := r.URL.Query().Get("wait")
+	if v == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return min(time.Duration(n)*time.Second, MaxWait)
+}
+
+// waitOpen opens name once it exists, looking every 50 ms (a bundle lands
+// by a rename into place), for at most wait or until the client leaves.
+func (s *Store) waitOpen(ctx context.Context, name string, wait time.Duration) (*os.File, error) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	end := time.After(wait)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-end:
+			return nil, fs.ErrNotExist
+		case <-t.C:
+		}
+		f, err := s.root.Open(name)
+		if !errors.Is(err, fs.ErrNotExist) {
+			return f, err
+		}
+	}
 }

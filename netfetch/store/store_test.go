@@ -703,3 +703,33 @@ func TestUploadStall(t *testing.T) {
 		t.Error("the stalled upload left a file")
 	}
 }
+
+// GET NAME?wait=SECONDS holds a request for a file that is not there yet
+// and answers it once an upload puts it in place; a file that does not
+// come is 404 after the wait, as without it.
+func TestGetWait(t *testing.T) {
+	ts := newStore(t, Options{Token: token})
+	data := randBytes(1000, 3)
+	got := make(chan *http.Response, 1)
+	go func() {
+		resp, _ := do(t, "GET", ts.url+"/b.thaw?wait=30", nil)
+		got <- resp
+	}()
+	// The request is held: it has not answered before the upload.
+	select {
+	case resp := <-got:
+		t.Fatalf("answered %d before the file was there", resp.StatusCode)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if resp, body := put(t, ts.url+"/b.thaw", bytes.NewReader(data), "Authorization", "Bearer "+token); resp.StatusCode != 201 {
+		t.Fatalf("put: %d %s", resp.StatusCode, body)
+	}
+	if resp := <-got; resp.StatusCode != 200 || resp.ContentLength != int64(len(data)) {
+		t.Fatalf("the held GET: %d, %d bytes", resp.StatusCode, resp.ContentLength)
+	}
+	for _, q := range []string{"?wait=1", "", "?wait=x"} {
+		if resp, _ := do(t, "GET", ts.url+"/never.thaw"+q, nil); resp.StatusCode != 404 {
+			t.Errorf("a file that never comes (%q): %d", q, resp.StatusCode)
+		}
+	}
+}
