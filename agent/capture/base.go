@@ -92,6 +92,7 @@ func (c *capture) readBase(name string) (*bundle.Pages, error) {
 		if err != nil {
 			return nil, err
 		}
+		u.RawQuery, u.Fragment = "", ""
 		u.Path = path.Join(path.Dir(u.Path), name)
 		opt := c.httpOptions()
 		ra, err := httpra.Open(ctx, u.String(), opt)
@@ -100,8 +101,8 @@ func (c *capture) readBase(name string) (*bundle.Pages, error) {
 		}
 		defer ra.Close()
 		obj, size = ra, ra.Size()
-		dir := u.String()[:len(u.String())-len(name)]
-		src = httpChunks{dir, opt}
+		u.Path = path.Dir(u.Path) + "/"
+		src = httpChunks{u.String(), opt}
 	}
 	pub, ok := c.o.Key.Public().(minisign.PublicKey)
 	if !ok {

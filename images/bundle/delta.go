@@ -158,24 +158,11 @@ func pageKey(b []byte) [16]byte {
 	return [16]byte(s[:16])
 }
 
-// add records the pages of a base chunk's payload.
-func (p *Pages) add(ref Ref, payload []byte) error {
-	n := len(p.refs)
-	if ref.Delta {
-		d, err := parseDelta(payload, int64(binary.LittleEndian.Uint32(payload[8:]))*pageSize, int(binary.LittleEndian.Uint32(payload[12:])))
-		if err != nil {
-			return err
-		}
-		for j := 0; j*pageSize < len(d.literals); j++ {
-			p.put(d.literals[j*pageSize:(j+1)*pageSize], int32(n), uint32(j))
-		}
-	} else {
-		for j := 0; (j+1)*pageSize <= len(payload); j++ {
-			p.put(payload[j*pageSize:(j+1)*pageSize], int32(n), uint32(j))
-		}
+// addPages records the whole pages of b as pages 0, 1, … of base ref.
+func (p *Pages) addPages(b []byte, ref int32) {
+	for j := 0; (j+1)*pageSize <= len(b); j++ {
+		p.put(b[j*pageSize:(j+1)*pageSize], ref, uint32(j))
 	}
-	p.refs = append(p.refs, ref)
-	return nil
 }
 
 func (p *Pages) put(page []byte, ref int32, j uint32) {
@@ -215,17 +202,19 @@ func (br *Reader) IndexPages(ctx context.Context, p *Pages, s *Stream) error {
 			return err
 		}
 		if len(c.Base) > 0 {
+			d, err := br.parseDelta(s, i, payload)
+			if err != nil {
+				return err
+			}
 			// The delta's literals are its own pages; its other pages are
 			// already where its ops say, in its bases.
-			if err := p.add(Ref{SHA256: c.SHA256, Stored: c.Stored, Len: int64(len(payload)), Delta: true}, payload); err != nil {
-				return fmt.Errorf("bundle: stream %q chunk %d: %w", s.Name, i, err)
-			}
-			d, _ := parseDelta(payload, c.Len, len(c.Base))
+			p.addPages(d.literals, int32(len(p.refs)))
+			p.refs = append(p.refs, Ref{SHA256: c.SHA256, Stored: c.Stored, Len: int64(len(payload)), Delta: true})
 			n := len(p.refs)
 			p.refs = append(p.refs, c.Base...)
 			// Map the pages the delta copies, by their place in its bases,
 			// from the pages the delta makes.
-			out, err := br.applyDelta(ctx, s, i, payload, nil)
+			out, err := br.apply(ctx, s, i, d, nil)
 			if err != nil {
 				return err
 			}
@@ -236,9 +225,8 @@ func (br *Reader) IndexPages(ctx context.Context, p *Pages, s *Stream) error {
 			}
 			continue
 		}
-		if err := p.add(Ref{SHA256: c.SHA256, Stored: c.Stored, Len: int64(len(payload))}, payload); err != nil {
-			return err
-		}
+		p.addPages(payload, int32(len(p.refs)))
+		p.refs = append(p.refs, Ref{SHA256: c.SHA256, Stored: c.Stored, Len: int64(len(payload))})
 	}
 	return nil
 }
@@ -445,17 +433,33 @@ func (br *Reader) readBase(ctx context.Context, r Ref) ([]byte, error) {
 // applyDelta makes the pages of delta chunk i of s from its payload and
 // its bases, into dst (reused when big enough).
 func (br *Reader) applyDelta(ctx context.Context, s *Stream, i int, payload, dst []byte) ([]byte, error) {
+	d, err := br.parseDelta(s, i, payload)
+	if err != nil {
+		return nil, err
+	}
+	return br.apply(ctx, s, i, d, dst)
+}
+
+// parseDelta parses the payload of delta chunk i of s and checks it
+// against the index.
+func (br *Reader) parseDelta(s *Stream, i int, payload []byte) (*delta, error) {
 	c := s.Chunks[i]
-	where := fmt.Sprintf("bundle: stream %q chunk %d %s", s.Name, i, br.place(c))
 	d, err := parseDelta(payload, c.Len, len(c.Base))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", where, err)
+		return nil, fmt.Errorf("bundle: stream %q chunk %d %s: %w", s.Name, i, br.place(c), err)
 	}
 	for k, b := range d.bases {
 		if hex.EncodeToString(b[:]) != c.Base[k].SHA256 {
-			return nil, fmt.Errorf("%s: page delta: base %d is %x, the index says %s", where, k, b, c.Base[k].SHA256)
+			return nil, fmt.Errorf("bundle: stream %q chunk %d %s: page delta: base %d is %x, the index says %s", s.Name, i, br.place(c), k, b, c.Base[k].SHA256)
 		}
 	}
+	return d, nil
+}
+
+// apply makes the pages of delta chunk i of s from d and its bases.
+func (br *Reader) apply(ctx context.Context, s *Stream, i int, d *delta, dst []byte) ([]byte, error) {
+	c := s.Chunks[i]
+	where := fmt.Sprintf("bundle: stream %q chunk %d %s", s.Name, i, br.place(c))
 	if int64(cap(dst)) < c.Len {
 		dst = make([]byte, c.Len)
 	}

@@ -210,7 +210,8 @@ func TestPageDeltaRefusals(t *testing.T) {
 func FuzzDelta(f *testing.F) {
 	p := NewPages()
 	base := memPages([]uint64{1, 2, 3, 4, 5, 6, 7, 8})
-	p.add(Ref{SHA256: strings.Repeat("ab", 32), Stored: 100, Len: int64(len(base))}, base)
+	p.addPages(base, 0)
+	p.refs = append(p.refs, Ref{SHA256: strings.Repeat("ab", 32), Stored: 100, Len: int64(len(base))})
 	d, _, _ := p.makeDelta(memPages([]uint64{2, 3, 99, 4, 5, 9, 6}))
 	f.Add(d, int64(7*pageSize), 1)
 	f.Add([]byte(deltaMagic+"\x01\x00\x00\x00\x00\x00\x00\x00\xff\xff\xff\xff"), int64(pageSize), 0)
