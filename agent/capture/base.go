@@ -53,7 +53,7 @@ func (c *capture) baseName() string {
 // deltas: the capture goes on and stores its memory whole.
 func (c *capture) loadBase() {
 	name := c.baseName()
-	if name == "" || c.o.LastFile == "" && c.o.Base == "" {
+	if name == "" {
 		return
 	}
 	start := time.Now()
